@@ -1,0 +1,39 @@
+# Two commands a fresh machine needs: `make demo` and `make test`. Both set up .venv first.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+# pip prints a warning per package for find-links folders this machine's pip config names
+# but that do not exist; they are noise, not failures.
+QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
+
+.PHONY: setup demo test lint typecheck unit bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip 2>&1 | $(QUIET_PIP)
+	$(BIN)/python -m pip install -q -e '.[dev]' 2>&1 | $(QUIET_PIP)
+	$(BIN)/python -c "import airflow_provider_mindvideo, airflow.sdk"
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/python scripts/demo.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy airflow_provider_mindvideo
+
+unit: $(STAMP)
+	$(BIN)/pytest --cov --cov-report=term
+
+test: lint typecheck unit
+
+clean:
+	rm -rf $(VENV) .airflow demo-output build dist *.egg-info .coverage

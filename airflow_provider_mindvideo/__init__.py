@@ -1,0 +1,73 @@
+"""Apache Airflow provider for MindVideo image and video generation.
+
+DAG files import this package at every parse, so this module imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+DEFAULT_BASE_URL = "https://api.mindvideo.ai"
+DEFAULT_CONN_ID = "mindvideo_default"
+CONN_TYPE = "mindvideo"
+
+# The connection form, declared (Airflow 3.2+ reads it from here without importing the hook).
+UI_FIELD_BEHAVIOUR: dict[str, Any] = {
+    "hidden_fields": ["schema", "login", "port"],
+    "relabeling": {"host": "Base URL", "password": "API key"},
+    "placeholders": {"host": DEFAULT_BASE_URL, "password": "mv_live_..."},
+}
+CONN_FIELDS: dict[str, Any] = {
+    "timeout": {
+        "label": "Request timeout (seconds)",
+        "schema": {"type": ["number", "null"], "default": 30},
+    },
+    "max_retries": {
+        "label": "Max retries",
+        "description": "Retries of 429, 5xx and network errors inside one call, with backoff.",
+        "schema": {"type": ["integer", "null"], "default": 5, "minimum": 0},
+    },
+    "allow_insecure_http": {
+        "label": "Allow plain http:// to a non-loopback host",
+        "description": "Sends the API key unencrypted. Only for trusted private networks.",
+        "schema": {"type": ["boolean", "null"], "default": False},
+    },
+}
+
+
+def get_provider_info() -> dict[str, Any]:
+    """Describe the provider to Airflow's providers manager (entry point ``apache_airflow_provider``)."""
+    return {
+        "package-name": "airflow-provider-mindvideo",
+        "name": "MindVideo",
+        "description": "Generate images and videos with MindVideo from Airflow DAGs.",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "MindVideo",
+                "external-doc-url": "https://api.mindvideo.ai",
+                "tags": ["service"],
+            }
+        ],
+        "hooks": [
+            {
+                "integration-name": "MindVideo",
+                "python-modules": ["airflow_provider_mindvideo.hooks"],
+            }
+        ],
+        "connection-types": [
+            {
+                "connection-type": CONN_TYPE,
+                "hook-class-name": "airflow_provider_mindvideo.hooks.MindVideoHook",
+                "hook-name": "MindVideo",
+                "conn-fields": CONN_FIELDS,
+                "ui-field-behaviour": {
+                    "hidden-fields": UI_FIELD_BEHAVIOUR["hidden_fields"],
+                    "relabeling": UI_FIELD_BEHAVIOUR["relabeling"],
+                    "placeholders": UI_FIELD_BEHAVIOUR["placeholders"],
+                },
+            }
+        ],
+    }

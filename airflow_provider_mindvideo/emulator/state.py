@@ -1,0 +1,243 @@
+"""The emulator's state: tasks, idempotency, charges, scripted outcomes and faults. No I/O.
+
+Time is read from an injectable clock and task progress is computed when a task is looked at
+(queued -> processing -> terminal after configured durations), so no background work runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from airflow_provider_mindvideo.catalog import input_problems, known_models
+
+DEFAULT_API_KEY = "mv_test_emulator"
+UNKNOWN_MODEL_COST = 0.01
+
+Route = Literal["create", "get", "events", "any"]
+FaultKind = Literal["status", "drop", "delay", "malformed_json", "html", "missing_fields", "unknown_status"]
+Outcome = Literal["succeeded", "failed", "cancelled", "never", "no_output"]
+
+
+@dataclass
+class Fault:
+    """A fault served instead of (or around) the real answer, for the next ``times`` matching requests.
+
+    kinds:
+      - ``status``: answer ``status`` (e.g. 429, 503) with a JSON error, and ``retry_after`` if set.
+      - ``html``: answer ``status`` (default 502) with an HTML page, as a proxy would.
+      - ``drop``: close the connection mid-response. On ``create`` the task *is* created first:
+        the client never learns it was (the lost-response case).
+      - ``delay``: wait ``seconds`` before answering normally (slow server, read timeouts).
+      - ``malformed_json``: a 200 whose body is not JSON.
+      - ``missing_fields``: a 200 JSON body without ``task_id`` and ``status``.
+      - ``unknown_status``: the real task, with a status value the API may add one day.
+    """
+
+    kind: FaultKind
+    route: Route = "any"
+    times: int = 1
+    status: int | None = None
+    retry_after: str | None = None
+    seconds: float = 0.0
+
+    def matches(self, route: str) -> bool:
+        return self.times > 0 and self.route in ("any", route)
+
+
+@dataclass
+class Script:
+    """How tasks whose prompt contains ``match`` end (``match=""`` applies to every task)."""
+
+    match: str
+    outcome: Outcome
+    error: str = "The model could not generate this request"
+    processing_seconds: float | None = None
+
+
+@dataclass
+class EmulatedTask:
+    task_id: str
+    request_id: str
+    api_key: str = field(repr=False)
+    model: str
+    input: dict[str, Any] = field(repr=False)
+    kind: str
+    created_at: float
+    queued_seconds: float
+    processing_seconds: float
+    outcome: Outcome
+    error: str
+    cost: float
+
+    @property
+    def terminal_at(self) -> float | None:
+        """When the task becomes terminal; None when it never finishes."""
+        if self.outcome == "never":
+            return None
+        return self.created_at + self.queued_seconds + self.processing_seconds
+
+    def status_at(self, now: float) -> str:
+        if now < self.created_at + self.queued_seconds:
+            return "queued"
+        terminal_at = self.terminal_at
+        if terminal_at is None or now < terminal_at:
+            return "processing"
+        return "succeeded" if self.outcome in ("succeeded", "no_output") else self.outcome
+
+
+@dataclass
+class EmulatorConfig:
+    """Durations are per kind of model: ``image`` and ``video``."""
+
+    api_keys: tuple[str, ...] = (DEFAULT_API_KEY,)
+    queued_seconds: float = 0.2
+    processing_seconds: Mapping[str, float] = field(default_factory=lambda: {"image": 0.8, "video": 3.0})
+
+
+class EmulatorState:
+    """Everything the emulator knows; every method is safe to call from any thread."""
+
+    def __init__(self, config: EmulatorConfig | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.config = config or EmulatorConfig()
+        self.clock = clock
+        self._lock = threading.RLock()
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all tasks, charges, counters, faults and scripts (configuration stays)."""
+        with self._lock:
+            self.tasks: dict[str, EmulatedTask] = {}
+            self._by_idempotency_key: dict[tuple[str, str], tuple[str, str]] = {}
+            self.charges: list[tuple[str, float]] = []
+            self.requests: Counter[str] = Counter()
+            self.connections: set[tuple[str, int]] = set()
+            self.faults: list[Fault] = []
+            self.scripts: list[Script] = []
+
+    # -- configuration by tests and users ---------------------------------------------------
+
+    def add_fault(self, fault: Fault) -> None:
+        with self._lock:
+            self.faults.append(fault)
+
+    def add_script(self, script: Script) -> None:
+        with self._lock:
+            self.scripts.append(script)
+
+    def take_fault(self, route: str) -> Fault | None:
+        """The first pending fault for this route, used up by one."""
+        with self._lock:
+            for fault in self.faults:
+                if fault.matches(route):
+                    fault.times -= 1
+                    return fault
+            return None
+
+    def record_request(self, route: str, client: tuple[str, int] | None) -> None:
+        with self._lock:
+            self.requests[route] += 1
+            if client:
+                self.connections.add(client)
+
+    # -- the API's rules ----------------------------------------------------------------------
+
+    def is_valid_key(self, api_key: str | None) -> bool:
+        return api_key is not None and api_key in self.config.api_keys
+
+    def create_task(
+        self, api_key: str, model: str, input: dict[str, Any], idempotency_key: str | None
+    ) -> tuple[EmulatedTask | None, str | None, bool]:
+        """Create (or replay) a task: returns (task, error, replayed).
+
+        The error is ``"conflict"`` for a reused key with another payload, or the validation
+        problems in words.
+        """
+        problems = input_problems(model, input)
+        if problems:
+            return None, "; ".join(problems), False
+        fingerprint = hashlib.sha256(
+            json.dumps([model, input], sort_keys=True, ensure_ascii=False).encode()
+        ).hexdigest()
+        with self._lock:
+            if idempotency_key:
+                seen = self._by_idempotency_key.get((api_key, idempotency_key))
+                if seen is not None:
+                    if seen[0] != fingerprint:
+                        return None, "conflict", False
+                    return self.tasks[seen[1]], None, True
+            task = self._new_task(api_key, model, input)
+            self.tasks[task.task_id] = task
+            self.charges.append((task.task_id, task.cost))
+            if idempotency_key:
+                self._by_idempotency_key[(api_key, idempotency_key)] = (fingerprint, task.task_id)
+            return task, None, False
+
+    def _new_task(self, api_key: str, model: str, input: dict[str, Any]) -> EmulatedTask:
+        spec = known_models().get(model)
+        kind = spec.kind if spec else ("video" if "video" in model or "veo" in model else "image")
+        prompt = str(input.get("prompt", ""))
+        script = next((s for s in reversed(self.scripts) if s.match in prompt), None)
+        processing = self.config.processing_seconds.get(kind, 1.0)
+        if script and script.processing_seconds is not None:
+            processing = script.processing_seconds
+        return EmulatedTask(
+            task_id=f"task_{uuid.uuid4().hex[:20]}",
+            request_id=f"req_{uuid.uuid4().hex[:16]}",
+            api_key=api_key,
+            model=model,
+            input=input,
+            kind=kind,
+            created_at=self.clock(),
+            queued_seconds=self.config.queued_seconds,
+            processing_seconds=processing,
+            outcome=script.outcome if script else "succeeded",
+            error=script.error if script else "",
+            cost=spec.cost_estimate if spec else UNKNOWN_MODEL_COST,
+        )
+
+    def find_task(self, api_key: str, task_id: str) -> EmulatedTask | None:
+        """The task, if it exists and belongs to this key (tasks are invisible to other keys)."""
+        with self._lock:
+            task = self.tasks.get(task_id)
+            return task if task is not None and task.api_key == api_key else None
+
+    # -- inspection ----------------------------------------------------------------------------
+
+    @property
+    def charged_tasks(self) -> int:
+        return len(self.charges)
+
+    @property
+    def total_charged(self) -> float:
+        return round(sum(cost for _, cost in self.charges), 6)
+
+    def snapshot(self) -> dict[str, Any]:
+        """A JSON-safe view for tests and the ``/_emulator/state`` endpoint (no API keys)."""
+        now = self.clock()
+        with self._lock:
+            return {
+                "tasks": [
+                    {
+                        "task_id": t.task_id,
+                        "model": t.model,
+                        "status": t.status_at(now),
+                        "prompt": t.input.get("prompt"),
+                        "terminal_at": t.terminal_at,
+                        "cost": t.cost,
+                    }
+                    for t in self.tasks.values()
+                ],
+                "charged_tasks": self.charged_tasks,
+                "total_charged": self.total_charged,
+                "requests": dict(self.requests),
+                "connections": len(self.connections),
+                "pending_faults": sum(f.times for f in self.faults),
+            }

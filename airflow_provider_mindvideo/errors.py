@@ -1,0 +1,96 @@
+"""Exceptions raised by the MindVideo provider.
+
+Every error is a :class:`MindVideoError`, an ``AirflowException``. ``retryable`` tells an
+operator whether an Airflow retry could help: a bad key or a refused input will be refused
+again, a rate limit or a 503 may pass. No error ever carries the API key: messages are built
+from the server's answer and our own words, never from request headers.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk.exceptions import AirflowException
+
+
+class MindVideoError(AirflowException):
+    """Base class of every error this provider raises."""
+
+    retryable = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        http_status: int | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        self.message = message
+        self.http_status = http_status
+        self.request_id = request_id
+        super().__init__(self._describe())
+
+    def _describe(self) -> str:
+        details = []
+        if self.http_status is not None:
+            details.append(f"HTTP {self.http_status}")
+        if self.request_id:
+            details.append(f"request_id={self.request_id}")
+        return f"{self.message} ({', '.join(details)})" if details else self.message
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keyword-only arguments do not survive the default pickling of exceptions, and Airflow
+        # pickles exceptions between processes.
+        return (_rebuild, (type(self), self.message, self.http_status, self.request_id))
+
+
+def _rebuild(
+    cls: type[MindVideoError], message: str, http_status: int | None, request_id: str | None
+) -> MindVideoError:
+    error = cls.__new__(cls)
+    MindVideoError.__init__(error, message, http_status=http_status, request_id=request_id)
+    return error
+
+
+class AuthenticationError(MindVideoError):
+    """The API key is missing, wrong, disabled or not allowed to do this (HTTP 401/403)."""
+
+    retryable = False
+
+
+class InputValidationError(MindVideoError):
+    """The request input breaks the model's rules (client-side check, or HTTP 400/422)."""
+
+    retryable = False
+
+
+class TaskNotFoundError(MindVideoError):
+    """No task with this id is visible to this API key (HTTP 404)."""
+
+    retryable = False
+
+
+class IdempotencyConflictError(MindVideoError):
+    """The Idempotency-Key was used before with a different payload (HTTP 409)."""
+
+    retryable = False
+
+
+class RateLimitedError(MindVideoError):
+    """Still rate limited (HTTP 429) after the hook's own retries."""
+
+
+class ServerError(MindVideoError):
+    """The service kept failing (HTTP 5xx) after the hook's own retries."""
+
+
+class TransportError(MindVideoError):
+    """The service could not be reached (connection refused or reset, timeouts) after retries."""
+
+
+class UnexpectedResponseError(MindVideoError):
+    """An answer that is not the documented JSON: a proxy's HTML page, a truncated body, ..."""
+
+
+class InsecureConnectionError(MindVideoError):
+    """Refused to send the API key over plain HTTP to a host that is not this machine."""
+
+    retryable = False

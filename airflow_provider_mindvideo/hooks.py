@@ -1,0 +1,232 @@
+"""MindVideoHook: the MindVideo task API from Airflow, sync for workers and async for triggers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+from airflow.sdk import BaseHook
+
+from airflow_provider_mindvideo import CONN_TYPE, DEFAULT_CONN_ID, UI_FIELD_BEHAVIOUR
+from airflow_provider_mindvideo.catalog import validate_input
+from airflow_provider_mindvideo.errors import MindVideoError, TaskNotFoundError
+from airflow_provider_mindvideo.models import MindVideoTask, TaskEvent
+from airflow_provider_mindvideo.protocol import (
+    ApiCall,
+    ClientSettings,
+    Exchange,
+    RetryPolicy,
+    create_task_call,
+    events_from_response,
+    exchange,
+    get_task_call,
+    get_task_events_call,
+    settings_from_connection,
+    task_from_response,
+)
+
+T = TypeVar("T")
+
+# Looked up by test_connection(); MindVideo ids never look like this, so a 404 proves the key works.
+_CONNECTION_PROBE_TASK_ID = "airflow-connection-test-00000000"
+
+
+class MindVideoHook(BaseHook):
+    """Interact with the MindVideo task API.
+
+    One HTTP client per hook (sync and async each), reused across calls and closed by
+    :meth:`close` / :meth:`aclose` or by using the hook as a (async) context manager.
+    Calls retry 429, 5xx and network errors with jittered backoff; 4xx answers are never retried.
+
+    :param mindvideo_conn_id: The :ref:`MindVideo connection <howto/connection:mindvideo>`:
+        host = base URL (default ``https://api.mindvideo.ai``), password = API key.
+    :param timeout: Seconds one HTTP request may take; overrides the connection's ``timeout`` extra.
+    :param max_retries: Retries of one call; overrides the connection's ``max_retries`` extra.
+    :param retry_policy: Full control of retries and backoff (takes precedence over ``max_retries``).
+    """
+
+    conn_name_attr = "mindvideo_conn_id"
+    default_conn_name = DEFAULT_CONN_ID
+    conn_type = CONN_TYPE
+    hook_name = "MindVideo"
+
+    def __init__(
+        self,
+        mindvideo_conn_id: str = DEFAULT_CONN_ID,
+        *,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+        retry_policy: RetryPolicy | None = None,
+        logger_name: str | None = None,
+    ) -> None:
+        super().__init__(logger_name=logger_name)
+        self.mindvideo_conn_id = mindvideo_conn_id
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.retry_policy = retry_policy
+        self._settings: ClientSettings | None = None
+        self._client: httpx.Client | None = None
+        self._async_client: httpx.AsyncClient | None = None
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """The connection form on Airflow < 3.2 (newer versions read the provider info)."""
+        return UI_FIELD_BEHAVIOUR
+
+    # -- connection and clients ------------------------------------------------------------
+
+    def _adopt_settings(self, conn: Any) -> ClientSettings:
+        settings = settings_from_connection(conn, timeout=self.timeout, max_retries=self.max_retries)
+        from airflow.sdk.log import mask_secret
+
+        mask_secret(settings.api_key)
+        self._settings = settings
+        return settings
+
+    @property
+    def settings(self) -> ClientSettings:
+        """The connection's settings, read once (sync: not for use inside an event loop)."""
+        return self._settings or self._adopt_settings(self.get_connection(self.mindvideo_conn_id))
+
+    async def asettings(self) -> ClientSettings:
+        """The connection's settings, read once without blocking the event loop."""
+        return self._settings or self._adopt_settings(await self.aget_connection(self.mindvideo_conn_id))
+
+    def get_conn(self) -> httpx.Client:
+        if self._client is None:
+            self._client = httpx.Client(**self.settings.client_options())
+        return self._client
+
+    async def aget_conn(self) -> httpx.AsyncClient:
+        if self._async_client is None:
+            self._async_client = httpx.AsyncClient(**(await self.asettings()).client_options())
+        return self._async_client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    async def aclose(self) -> None:
+        if self._async_client is not None:
+            await self._async_client.aclose()
+            self._async_client = None
+
+    def __enter__(self) -> MindVideoHook:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> MindVideoHook:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    # -- the API ----------------------------------------------------------------------------
+
+    def create_task(self, model: str, input: Mapping[str, Any], idempotency_key: str | None = None) -> MindVideoTask:
+        """Validate ``input`` against the model's schema, then create a task (charged once per key).
+
+        :param idempotency_key: Sent as given. Without one, a fresh key is made for this call
+            and reused by its retries, so a lost response never creates a second task.
+        """
+        return self._call(_create(model, input, idempotency_key), task_from_response)
+
+    def get_task(self, task_id: str) -> MindVideoTask:
+        return self._call(get_task_call(task_id), task_from_response)
+
+    def get_task_events(self, task_id: str) -> list[TaskEvent]:
+        return self._call(get_task_events_call(task_id), events_from_response)
+
+    async def acreate_task(
+        self, model: str, input: Mapping[str, Any], idempotency_key: str | None = None
+    ) -> MindVideoTask:
+        """Async :meth:`create_task`."""
+        return await self._acall(_create(model, input, idempotency_key), task_from_response)
+
+    async def aget_task(self, task_id: str) -> MindVideoTask:
+        return await self._acall(get_task_call(task_id), task_from_response)
+
+    async def aget_task_events(self, task_id: str) -> list[TaskEvent]:
+        return await self._acall(get_task_events_call(task_id), events_from_response)
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Tell a good API key from a bad one without creating (or paying for) a task."""
+        try:
+            self._call(get_task_call(_CONNECTION_PROBE_TASK_ID), task_from_response, RetryPolicy(max_retries=0))
+        except TaskNotFoundError:
+            return True, "Connection successfully tested: MindVideo accepted the API key."
+        except MindVideoError as exc:
+            return False, str(exc)
+        return True, "Connection successfully tested."
+
+    # -- the two shells around protocol.exchange --------------------------------------------
+
+    def _policy(self, settings: ClientSettings) -> RetryPolicy:
+        return self.retry_policy or RetryPolicy(max_retries=settings.max_retries)
+
+    def _call(self, call: ApiCall, parse: Callable[[httpx.Response], T], policy: RetryPolicy | None = None) -> T:
+        with self._secret_free_errors():
+            client = self.get_conn()
+            steps = exchange(call.build(client), policy or self._policy(self.settings), self.log)
+            step = next(steps)
+            try:
+                while True:
+                    if isinstance(step, httpx.Request):
+                        try:
+                            step = steps.send(client.send(step))
+                        except httpx.RequestError as exc:
+                            step = steps.send(exc)
+                    else:
+                        time.sleep(step)
+                        step = steps.send(None)
+            except StopIteration as done:
+                return parse(done.value)
+
+    async def _acall(self, call: ApiCall, parse: Callable[[httpx.Response], T]) -> T:
+        with self._secret_free_errors():
+            client = await self.aget_conn()
+            steps: Exchange = exchange(call.build(client), self._policy(await self.asettings()), self.log)
+            step = next(steps)
+            try:
+                while True:
+                    if isinstance(step, httpx.Request):
+                        try:
+                            step = steps.send(await client.send(step))
+                        except httpx.RequestError as exc:
+                            step = steps.send(exc)
+                    else:
+                        await asyncio.sleep(step)
+                        step = steps.send(None)
+            except StopIteration as done:
+                return parse(done.value)
+
+    @contextlib.contextmanager
+    def _secret_free_errors(self) -> Iterator[None]:
+        # Error messages quote the server; a server (or proxy) that echoes the request would
+        # put the key into a task log, so it is cut out here, whatever the error.
+        try:
+            yield
+        except MindVideoError as exc:
+            key = self._settings.api_key if self._settings else None
+            if key and key in exc.message:
+                raise type(exc)(
+                    exc.message.replace(key, "***"), http_status=exc.http_status, request_id=exc.request_id
+                ) from None
+            raise
+
+
+def _create(model: str, input: Mapping[str, Any], idempotency_key: str | None) -> ApiCall:
+    # Validation comes first: never pay for (or even send) input the API would refuse.
+    validate_input(model, input)
+    return create_task_call(model, input, idempotency_key or f"airflow-{uuid.uuid4().hex}")

@@ -1,0 +1,117 @@
+"""Typed records of what the MindVideo API returns. Pure data: no I/O, no Airflow state."""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class TaskStatus(str, enum.Enum):
+    """The normalized status of a MindVideo task."""
+
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    #: A status the API added after this provider was released. Not terminal: keep waiting.
+    UNKNOWN = "unknown"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in _TERMINAL
+
+    @classmethod
+    def _missing_(cls, value: object) -> TaskStatus:
+        return cls.UNKNOWN
+
+
+_TERMINAL = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+
+
+class _ApiRecord(BaseModel):
+    # Fields the API adds later are kept, not rejected: a new field must never break a DAG.
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class MindVideoTask(_ApiRecord):
+    """A MindVideo generation task, as returned by create and get."""
+
+    task_id: str = Field(min_length=1)
+    request_id: str | None = None
+    status: TaskStatus
+    #: The status string exactly as the API sent it (differs from ``status`` only for UNKNOWN).
+    reported_status: str = ""
+    cost_estimate: float | None = None
+    cost_actual: float | None = None
+    output: dict[str, Any] | None = None
+    error: Any = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keep_reported_status(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("status"), str) and "reported_status" not in data:
+            data = {**data, "reported_status": data["status"]}
+        return data
+
+    @field_validator("task_id", "request_id", mode="before")
+    @classmethod
+    def _ids_as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) else value
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status.is_terminal
+
+    @property
+    def output_urls(self) -> list[str]:
+        """Every output URL in order, whatever the media key (``images``, ``videos``, ...)."""
+        urls: list[str] = []
+        for items in (self.output or {}).values():
+            for item in items if isinstance(items, list) else [items]:
+                url = item.get("url") if isinstance(item, dict) else item
+                if isinstance(url, str) and url:
+                    urls.append(url)
+        return urls
+
+    @property
+    def error_message(self) -> str | None:
+        """The remote error in words, whatever shape the API gave it."""
+        if self.error is None or self.error == "":
+            return None
+        if isinstance(self.error, dict):
+            for key in ("message", "detail", "error", "code"):
+                if self.error.get(key):
+                    return str(self.error[key])
+        return str(self.error)
+
+    def summary(self) -> dict[str, Any]:
+        """A small JSON-safe record for XCom and logs: never the input, never a secret."""
+        record: dict[str, Any] = {
+            "task_id": self.task_id,
+            "request_id": self.request_id,
+            "status": self.reported_status or self.status.value,
+            "cost_estimate": self.cost_estimate,
+        }
+        if self.is_terminal:
+            record["cost_actual"] = self.cost_actual
+            record["output"] = self.output
+            record["output_urls"] = self.output_urls
+            if self.error_message:
+                record["error"] = self.error_message
+        return record
+
+
+class TaskEvent(_ApiRecord):
+    """One entry of a task's event log. The format is not documented: every field is optional."""
+
+    type: str | None = None
+    status: str | None = None
+    message: str | None = None
+    created_at: str | None = None
+
+    def describe(self) -> str:
+        parts = [p for p in (self.created_at, self.type or self.status, self.message) if p]
+        return " ".join(parts) or self.model_dump_json()
