@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -111,17 +111,21 @@ def _describe(error: Any, model: str) -> str:
         return f"{field}.{owner} requires {', '.join(field + '.' + n for n in needs)}"
     rule = schema.get("x-rule") if keyword == "pattern" else None
     if rule is None:
-        rule = {
-            "enum": f"must be one of {', '.join(map(repr, rule_value))}",
-            "type": f"must be of type {rule_value}",
-            "minLength": "must not be empty" if rule_value == 1 else f"must have at least {rule_value} characters",
-            "maxLength": f"must have at most {rule_value} characters",
-            "minItems": f"must have at least {rule_value} item(s)",
-            "maxItems": f"must have at most {rule_value} items",
-            "minimum": f"must be >= {rule_value}",
-            "maximum": f"must be <= {rule_value}",
-        }.get(keyword, error.message)
+        describe = _RULES.get(keyword)
+        rule = describe(rule_value) if describe else error.message
     return f"{field} = {_preview(error.instance)}: {rule}"
+
+
+_RULES: dict[str, Callable[[Any], str]] = {
+    "enum": lambda allowed: f"must be one of {', '.join(map(repr, allowed))}",
+    "type": lambda kind: f"must be of type {kind}",
+    "minLength": lambda n: "must not be empty" if n == 1 else f"must have at least {n} characters",
+    "maxLength": lambda n: f"must have at most {n} characters",
+    "minItems": lambda n: f"must have at least {n} item(s)",
+    "maxItems": lambda n: f"must have at most {n} items",
+    "minimum": lambda n: f"must be >= {n}",
+    "maximum": lambda n: f"must be <= {n}",
+}
 
 
 def _preview(value: Any) -> str:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import time
 import uuid
+from asyncio import sleep as async_sleep
 from collections.abc import Callable, Iterator, Mapping
+from time import sleep
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -188,7 +188,7 @@ class MindVideoHook(BaseHook):
                         except httpx.RequestError as exc:
                             step = steps.send(exc)
                     else:
-                        time.sleep(step)
+                        sleep(step)
                         step = steps.send(None)
             except StopIteration as done:
                 return parse(done.value)
@@ -206,7 +206,7 @@ class MindVideoHook(BaseHook):
                         except httpx.RequestError as exc:
                             step = steps.send(exc)
                     else:
-                        await asyncio.sleep(step)
+                        await async_sleep(step)
                         step = steps.send(None)
             except StopIteration as done:
                 return parse(done.value)

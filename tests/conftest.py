@@ -1,0 +1,95 @@
+"""Shared test setup: a throwaway Airflow home, the emulator, and hooks that talk to it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+# Airflow reads its home when first imported: point it at a throwaway folder before that.
+_AIRFLOW_HOME = tempfile.mkdtemp(prefix="mindvideo-airflow-home-")
+os.environ["AIRFLOW_HOME"] = _AIRFLOW_HOME
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", os.path.join(_AIRFLOW_HOME, "dags"))
+
+import pytest  # noqa: E402
+import structlog  # noqa: E402
+from structlog.testing import capture_logs  # noqa: E402
+
+from airflow_provider_mindvideo.emulator import MindVideoEmulator  # noqa: E402
+from airflow_provider_mindvideo.hooks import MindVideoHook  # noqa: E402
+from airflow_provider_mindvideo.protocol import RetryPolicy  # noqa: E402
+
+pytest_plugins = ["airflow_provider_mindvideo.emulator.pytest_plugin"]
+
+FAST_RETRIES = RetryPolicy(max_retries=4, deadline=30.0, backoff=0.01, max_backoff=0.05)
+
+
+@pytest.fixture
+def emulator(mindvideo_connection: MindVideoEmulator) -> MindVideoEmulator:
+    """The session's emulator, reset, with ``mindvideo_default`` pointing at it."""
+    return mindvideo_connection
+
+
+class Api:
+    """The hook's API, called through the sync or the async path with the same signature."""
+
+    def __init__(self, mode: str, hook: MindVideoHook) -> None:
+        self.mode = mode
+        self.hook = hook
+
+    def _run(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        if self.mode == "sync":
+            return getattr(self.hook, name)(*args, **kwargs)
+
+        async def call() -> Any:
+            try:
+                return await getattr(self.hook, "a" + name)(*args, **kwargs)
+            finally:
+                await self.hook.aclose()
+
+        return asyncio.run(call())
+
+    def create_task(self, *args: Any, **kwargs: Any) -> Any:
+        return self._run("create_task", *args, **kwargs)
+
+    def get_task(self, *args: Any, **kwargs: Any) -> Any:
+        return self._run("get_task", *args, **kwargs)
+
+    def get_task_events(self, *args: Any, **kwargs: Any) -> Any:
+        return self._run("get_task_events", *args, **kwargs)
+
+
+@pytest.fixture(params=["sync", "async"])
+def api(request: pytest.FixtureRequest, emulator: MindVideoEmulator) -> Iterator[Api]:
+    hook = MindVideoHook(retry_policy=FAST_RETRIES)
+    yield Api(request.param, hook)
+    hook.close()
+
+
+@pytest.fixture
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Record the hook's backoff sleeps instead of sleeping them (both paths)."""
+    recorded: list[float] = []
+
+    async def fake_async_sleep(seconds: float) -> None:
+        recorded.append(seconds)
+
+    monkeypatch.setattr("airflow_provider_mindvideo.hooks.sleep", recorded.append)
+    monkeypatch.setattr("airflow_provider_mindvideo.hooks.async_sleep", fake_async_sleep)
+    return recorded
+
+
+@pytest.fixture
+def debug_logs() -> Iterator[list[dict[str, Any]]]:
+    """Every structlog event (Airflow's task and hook loggers), debug level included."""
+    previous = structlog.get_config()["wrapper_class"]
+    with capture_logs() as logs:
+        structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+        try:
+            yield logs
+        finally:
+            structlog.configure(wrapper_class=previous)

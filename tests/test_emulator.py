@@ -1,0 +1,205 @@
+"""The emulator as a product: its contract, its media, its knobs, its command."""
+
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from airflow_provider_mindvideo.emulator import EmulatorConfig, EmulatorState, MindVideoEmulator
+from airflow_provider_mindvideo.emulator.media import background_colour, image_dimensions, render_mp4, render_png
+
+
+def client(emulator: MindVideoEmulator, key: str | None = None) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {key or emulator.api_key}"}
+    return httpx.Client(base_url=emulator.base_url, headers=headers)
+
+
+def create(
+    http: httpx.Client, prompt: str = "a red kite", model: str = "gpt-image-2", **input: object
+) -> httpx.Response:
+    return http.post("/api/v1/tasks", json={"model": model, "input": {"prompt": prompt, **input}})
+
+
+def finish(http: httpx.Client, task_id: str) -> dict[str, object]:
+    while True:  # bounded by the pytest timeout; the emulator's durations are fractions of a second
+        body = http.get(f"/api/v1/tasks/{task_id}").json()
+        if body["status"] in ("succeeded", "failed", "cancelled"):
+            return body
+        time.sleep(0.02)
+
+
+def test_requests_need_a_valid_key(mindvideo_emulator: MindVideoEmulator) -> None:
+    assert httpx.post(f"{mindvideo_emulator.base_url}/api/v1/tasks", json={}).status_code == 401
+    with client(mindvideo_emulator, "mv_live_other") as http:
+        assert create(http).status_code == 401
+    assert mindvideo_emulator.state.charged_tasks == 0
+
+
+def test_tasks_are_invisible_to_other_keys() -> None:
+    with MindVideoEmulator(config=EmulatorConfig(api_keys=("key_a", "key_b"))) as emulator:
+        a, b = client(emulator, "key_a"), client(emulator, "key_b")
+        task_id = create(a).json()["task_id"]
+        assert a.get(f"/api/v1/tasks/{task_id}").status_code == 200
+        assert b.get(f"/api/v1/tasks/{task_id}").status_code == 404
+        assert b.get(f"/api/v1/tasks/{task_id}/events").status_code == 404
+
+
+def test_idempotency_is_per_key_and_payload(mindvideo_emulator: MindVideoEmulator) -> None:
+    with client(mindvideo_emulator) as http:
+        headers = {"Idempotency-Key": "abc"}
+        first = http.post("/api/v1/tasks", json={"model": "gpt-image-2", "input": {"prompt": "x"}}, headers=headers)
+        again = http.post("/api/v1/tasks", json={"model": "gpt-image-2", "input": {"prompt": "x"}}, headers=headers)
+        other = http.post("/api/v1/tasks", json={"model": "gpt-image-2", "input": {"prompt": "y"}}, headers=headers)
+    assert (first.status_code, again.status_code, other.status_code) == (201, 200, 409)
+    assert again.json()["task_id"] == first.json()["task_id"]
+    assert other.json()["error"]["code"] == "idempotency_conflict"
+    assert mindvideo_emulator.state.charged_tasks == 1
+
+
+def test_bad_requests(mindvideo_emulator: MindVideoEmulator) -> None:
+    with client(mindvideo_emulator) as http:
+        assert http.post("/api/v1/tasks", content=b"{nope").status_code == 400
+        assert http.post("/api/v1/tasks", json={"input": {}}).status_code == 422
+        refused = create(http, size="7:5")
+        assert refused.status_code == 422
+        assert "input.size = '7:5'" in refused.json()["error"]["message"]
+    assert mindvideo_emulator.state.charged_tasks == 0
+
+
+def test_lifecycle_outputs_and_events(mindvideo_emulator: MindVideoEmulator) -> None:
+    with client(mindvideo_emulator) as http:
+        created = create(http, "a blue whale", size="9:16").json()
+        assert created["status"] == "queued"
+        assert http.get(f"/files/{created['task_id']}/0.png").status_code == 404  # not made yet
+        done = finish(http, created["task_id"])
+        assert done["cost_actual"] == done["cost_estimate"] == 0.0135
+        (image,) = done["output"]["images"]  # type: ignore[index]
+        png = httpx.get(image["url"])
+        assert png.headers["content-type"] == "image/png"
+        width, height = struct.unpack(">II", png.content[16:24])
+        assert (width, height) == (216, 384)
+        events = http.get(f"/api/v1/tasks/{created['task_id']}/events").json()["events"]
+        assert [e["type"] for e in events] == ["task.created", "task.processing", "task.succeeded"]
+
+        video = finish(http, create(http, "dolphins", model="veo3-1-fast").json()["task_id"])
+        (clip,) = video["output"]["videos"]  # type: ignore[index]
+        mp4 = httpx.get(clip["url"])
+        assert mp4.headers["content-type"] == "video/mp4"
+        assert mp4.content[4:8] == b"ftyp"
+        assert httpx.get(clip["url"].replace(".mp4", ".png")).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("outcome", "status", "error"),
+    [
+        ("failed", "failed", "The model could not generate this request"),
+        ("cancelled", "cancelled", "The model could not generate this request"),
+    ],
+)
+def test_scripted_outcomes(mindvideo_emulator: MindVideoEmulator, outcome: str, status: str, error: str) -> None:
+    mindvideo_emulator.script("doomed", outcome)
+    with client(mindvideo_emulator) as http:
+        body = finish(http, create(http, "a doomed ship").json()["task_id"])
+        assert body["status"] == status
+        assert body["error"]["message"] == error  # type: ignore[index]
+        assert body["output"] is None
+        events = http.get(f"/api/v1/tasks/{body['task_id']}/events").json()["events"]
+        assert events[-1]["message"] == error
+
+
+def test_never_finishing_and_empty_output(mindvideo_emulator: MindVideoEmulator) -> None:
+    mindvideo_emulator.script("forever", "never")
+    mindvideo_emulator.script("empty", "no_output")
+    with client(mindvideo_emulator) as http:
+        stuck = create(http, "forever young").json()
+        empty = finish(http, create(http, "empty room").json()["task_id"])
+        assert empty["output"] == {"images": []}
+        assert http.get(f"/files/{empty['task_id']}/0.png").status_code == 404
+        time.sleep(1.2)  # longer than every configured duration of the fixture's emulator
+        assert http.get(f"/api/v1/tasks/{stuck['task_id']}").json()["status"] == "processing"
+    assert [t["terminal_at"] is None for t in mindvideo_emulator.state.snapshot()["tasks"]] == [True, False]
+
+
+def test_control_api_over_http(mindvideo_emulator: MindVideoEmulator) -> None:
+    base = mindvideo_emulator.base_url
+    assert (
+        httpx.post(f"{base}/_emulator/faults", json={"kind": "status", "status": 503, "route": "get"}).status_code
+        == 200
+    )
+    assert httpx.post(f"{base}/_emulator/faults", json={"kind": "status", "bogus": 1}).status_code == 422
+    assert httpx.post(f"{base}/_emulator/scripts", json={"match": "x", "outcome": "failed"}).status_code == 200
+    with client(mindvideo_emulator) as http:
+        task_id = create(http).json()["task_id"]
+        assert http.get(f"/api/v1/tasks/{task_id}").status_code == 503
+        assert http.get(f"/api/v1/tasks/{task_id}").status_code == 200
+    state = httpx.get(f"{base}/_emulator/state").json()
+    assert state["charged_tasks"] == 1
+    assert state["requests"] == {"create": 1, "get": 2}
+    assert state["total_charged"] == 0.0135
+    assert httpx.post(f"{base}/_emulator/reset").json()["charged_tasks"] == 0
+
+
+def test_time_is_injectable() -> None:
+    now = [1000.0]
+    state = EmulatorState(EmulatorConfig(queued_seconds=1, processing_seconds={"image": 2}), clock=lambda: now[0])
+    task, problem, replayed = state.create_task("k", "gpt-image-2", {"prompt": "x"}, None)
+    assert task is not None
+    assert (problem, replayed) == (None, False)
+    for moment, status in ((1000.5, "queued"), (1001.5, "processing"), (1003.0, "succeeded")):
+        assert task.status_at(moment) == status
+    assert task.terminal_at == 1003.0
+
+
+def test_media_helpers() -> None:
+    assert background_colour("一只橘猫") == (235, 130, 30)
+    assert background_colour("red then blue") == (200, 40, 40)
+    assert background_colour("no colour here") == background_colour("no colour here")
+    assert image_dimensions("16:9") == (384, 216)
+    assert image_dimensions("1881x836") == (384, 171)
+    assert image_dimensions("auto") == image_dimensions(None) == (384, 384)
+    assert image_dimensions("1:0") == (384, 384)
+    assert render_png({"prompt": "x"}, index=1).startswith(b"\x89PNG")
+    assert b"dolphins" in render_mp4({"prompt": "dolphins"})
+
+
+def test_the_command_serves_until_stopped(tmp_path: Path) -> None:
+    port_file = tmp_path / "port"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "airflow_provider_mindvideo.emulator",
+            "--port",
+            "0",
+            "--port-file",
+            str(port_file),
+            "--api-key",
+            "mv_test_cli",
+        ],
+        stdout=subprocess.PIPE,
+        env={**os.environ},
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (port_file.exists() and port_file.read_text()):
+            assert process.poll() is None, "the emulator exited"
+            assert time.monotonic() < deadline, "the emulator did not start"
+            time.sleep(0.05)
+        base = f"http://127.0.0.1:{port_file.read_text()}"
+        created = httpx.post(
+            f"{base}/api/v1/tasks",
+            json={"model": "gpt-image-2", "input": {"prompt": "x"}},
+            headers={"Authorization": "Bearer mv_test_cli"},
+        )
+        assert created.status_code == 201
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert b"mv_test_cli" in process.stdout.read()  # type: ignore[union-attr]

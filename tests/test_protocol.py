@@ -1,0 +1,172 @@
+"""The pure protocol layer: settings, retry decisions, response mapping. No server needed."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import httpx
+import pytest
+from airflow.sdk import Connection
+
+from airflow_provider_mindvideo.errors import (
+    AuthenticationError,
+    InputValidationError,
+    InsecureConnectionError,
+    UnexpectedResponseError,
+)
+from airflow_provider_mindvideo.protocol import (
+    RetryPolicy,
+    error_from_response,
+    events_from_response,
+    exchange,
+    get_task_call,
+    is_loopback,
+    retry_after_seconds,
+    settings_from_connection,
+    task_from_response,
+)
+
+NOW = datetime(2026, 11, 24, 12, 0, 0, tzinfo=timezone.utc)
+RNG = random.Random(7)
+
+
+def conn(**fields: Any) -> Connection:
+    fields.setdefault("password", "mv_live_secret")
+    return Connection(conn_id="mindvideo_default", conn_type="mindvideo", **fields)
+
+
+def response(
+    status: int, body: Any = None, headers: dict[str, str] | None = None, text: str | None = None
+) -> httpx.Response:
+    request = httpx.Request("POST", "https://api.mindvideo.ai/api/v1/tasks", headers={"Idempotency-Key": "k-1"})
+    content = text.encode() if text is not None else json.dumps(body).encode()
+    return httpx.Response(status, content=content, headers=headers, request=request)
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("7", 7.0),
+        ("0.5", 0.5),
+        ("-3", 0.0),
+        ("Tue, 24 Nov 2026 12:00:30 GMT", 30.0),
+        ("Tue, 24 Nov 2026 11:00:00 GMT", 0.0),
+        ("soon", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_retry_after_seconds(value: str | None, seconds: float | None) -> None:
+    assert retry_after_seconds(value, now=NOW) == seconds
+
+
+def test_retry_delay_rules() -> None:
+    policy = RetryPolicy(max_retries=3, deadline=60, backoff=1, max_backoff=4)
+    assert policy.retry_delay(1, response(503), 0, RNG) is not None
+    assert policy.retry_delay(1, response(429, headers={"Retry-After": "9"}), 0, RNG) == 9.0
+    assert policy.retry_delay(4, response(503), 0, RNG) is None  # out of retries
+    assert policy.retry_delay(1, response(429, headers={"Retry-After": "61"}), 0, RNG) is None  # past deadline
+    assert policy.retry_delay(1, httpx.ConnectError("refused"), 0, RNG) is not None
+    assert policy.retry_delay(1, httpx.DecodingError("bad gzip"), 0, RNG) is None
+    for status in (400, 401, 403, 404, 409, 422, 200):
+        assert policy.retry_delay(1, response(status), 0, RNG) is None
+
+
+def test_backoff_grows_is_capped_and_jittered() -> None:
+    policy = RetryPolicy(max_retries=10, deadline=1e9, backoff=1, max_backoff=8)
+    delays = [[policy.retry_delay(a, response(503), 0, random.Random(s)) for a in range(1, 7)] for s in range(20)]
+    for series in delays:
+        assert 0.5 <= series[0] <= 1 and 1 <= series[1] <= 2 and 2 <= series[2] <= 4
+        assert all(4 <= d <= 8 for d in series[3:])
+    assert len({series[0] for series in delays}) > 1  # jittered: calls failing together spread out
+
+
+def test_exchange_yields_requests_and_sleeps_then_returns_the_final_response() -> None:
+    request = httpx.Request("GET", "https://api.mindvideo.ai/api/v1/tasks/t")
+    steps = exchange(request, RetryPolicy(max_retries=2, backoff=1, max_backoff=1), _NullLog(), RNG)
+    assert next(steps) is request
+    assert 0.5 <= steps.send(response(503)) <= 1.0
+    assert steps.send(None) is request
+    with pytest.raises(StopIteration) as done:
+        steps.send(response(200, {"task_id": "t", "status": "queued"}))
+    assert done.value.value.status_code == 200
+
+
+def test_settings_defaults_and_extras() -> None:
+    settings = settings_from_connection(conn(extra=json.dumps({"timeout": 5, "max_retries": 2})))
+    assert settings.base_url == "https://api.mindvideo.ai"
+    assert (settings.timeout, settings.max_retries) == (5.0, 2)
+    assert "mv_live_secret" not in repr(settings)
+    assert settings_from_connection(conn(host="api-test.mindvideo.ai")).base_url == "https://api-test.mindvideo.ai"
+    assert settings_from_connection(conn(host="proxy.internal", port=8443)).base_url == "https://proxy.internal:8443"
+    assert settings_from_connection(conn(host="http://127.0.0.1:8765/")).base_url == "http://127.0.0.1:8765"
+    assert settings_from_connection(conn(), timeout=1, max_retries=0).max_retries == 0
+
+
+def test_plain_http_to_a_remote_host_is_refused_unless_allowed() -> None:
+    with pytest.raises(InsecureConnectionError, match=r"plain http:// to api\.example\.com"):
+        settings_from_connection(conn(host="http://api.example.com"))
+    allowed = conn(host="http://api.example.com", extra=json.dumps({"allow_insecure_http": "true"}))
+    assert settings_from_connection(allowed).base_url == "http://api.example.com"
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [("localhost", True), ("127.0.0.2", True), ("[::1]", True), ("10.0.0.1", False), ("example.com", False)],
+)
+def test_is_loopback(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+
+
+def test_connection_without_key_or_with_a_bad_url() -> None:
+    with pytest.raises(AuthenticationError, match="no API key"):
+        settings_from_connection(conn(password=None))
+    with pytest.raises(InputValidationError, match="must be an http"):
+        settings_from_connection(conn(host="ftp://files.example.com"))
+
+
+def test_task_ids_are_checked_and_quoted() -> None:
+    assert get_task_call("a/b c").path == "/api/v1/tasks/a%2Fb%20c"
+    with pytest.raises(InputValidationError, match="mindvideo_task_id = None"):
+        get_task_call(None)  # type: ignore[arg-type]
+
+
+def test_error_mapping_keeps_server_message_and_request_id() -> None:
+    error = error_from_response(response(422, {"error": {"message": "prompt too long"}, "request_id": "req_1"}))
+    assert isinstance(error, InputValidationError)
+    assert (error.http_status, error.request_id) == (422, "req_1")
+    assert "prompt too long" in str(error)
+    assert "req_1" in str(error)
+
+
+def test_redirects_are_not_followed_with_the_key() -> None:
+    error = error_from_response(response(302, {}, headers={"Location": "https://elsewhere.example/x"}))
+    assert isinstance(error, UnexpectedResponseError)
+    assert "not following" in str(error)
+
+
+def test_events_shapes() -> None:
+    assert [e.type for e in events_from_response(response(200, [{"type": "a"}]))] == ["a"]
+    assert [e.message for e in events_from_response(response(200, {"data": ["plain"]}))] == ["plain"]
+    with pytest.raises(UnexpectedResponseError, match="without a list"):
+        events_from_response(response(200, {"events": "nope"}))
+
+
+def test_a_json_error_without_message_and_an_empty_body() -> None:
+    assert "[1, 2]" in str(error_from_response(response(500, [1, 2])))
+    assert "(empty body)" in str(error_from_response(response(500, text="")))
+    with pytest.raises(UnexpectedResponseError, match="not JSON"):
+        task_from_response(response(200, text="x" * 1000))
+
+
+class _NullLog:
+    def debug(self, *args: object) -> None:
+        pass
+
+
+def test_http_date_in_the_past_without_timezone() -> None:
+    past = (NOW - timedelta(seconds=10)).strftime("%a, %d %b %Y %H:%M:%S")
+    assert retry_after_seconds(past, now=NOW) == 0.0
