@@ -1,14 +1,16 @@
 """Exceptions raised by the MindVideo provider.
 
-Every error is a :class:`MindVideoError`, an ``AirflowException``. ``retryable`` tells an
-operator whether an Airflow retry could help: a bad key or a refused input will be refused
-again, a rate limit or a 503 may pass. No error ever carries the API key: messages are built
-from the server's answer and our own words, never from request headers.
+Every error is a :class:`MindVideoError`, an ``AirflowException``. ``retryable`` tells whether
+an Airflow retry could help: a bad key or a refused input will be refused again, a rate limit
+or a 503 may pass. The permanent ones are also ``AirflowFailException`` errors, so a task raising
+them (an operator, or your own ``@task`` using the hook) fails at once instead of spending its
+retries. No error ever carries the API key: messages are built from the server's answer and
+our own words, never from request headers.
 """
 
 from __future__ import annotations
 
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 
 class MindVideoError(AirflowException):
@@ -50,25 +52,25 @@ def _rebuild(
     return error
 
 
-class AuthenticationError(MindVideoError):
+class AuthenticationError(MindVideoError, AirflowFailException):
     """The API key is missing, wrong, disabled or not allowed to do this (HTTP 401/403)."""
 
     retryable = False
 
 
-class InputValidationError(MindVideoError):
+class InputValidationError(MindVideoError, AirflowFailException):
     """The request input breaks the model's rules (client-side check, or HTTP 400/422)."""
 
     retryable = False
 
 
-class TaskNotFoundError(MindVideoError):
+class TaskNotFoundError(MindVideoError, AirflowFailException):
     """No task with this id is visible to this API key (HTTP 404)."""
 
     retryable = False
 
 
-class IdempotencyConflictError(MindVideoError):
+class IdempotencyConflictError(MindVideoError, AirflowFailException):
     """The Idempotency-Key was used before with a different payload (HTTP 409)."""
 
     retryable = False
@@ -90,7 +92,24 @@ class UnexpectedResponseError(MindVideoError):
     """An answer that is not the documented JSON: a proxy's HTML page, a truncated body, ..."""
 
 
-class InsecureConnectionError(MindVideoError):
+class InsecureConnectionError(MindVideoError, AirflowFailException):
     """Refused to send the API key over plain HTTP to a host that is not this machine."""
 
     retryable = False
+
+
+class RemoteTaskFailedError(MindVideoError):
+    """The MindVideo task ended ``failed`` or ``cancelled``.
+
+    Retryable: the next Airflow try of a generating task submits a new remote task.
+    """
+
+    def __init__(self, message: str, *, http_status: int | None = None, request_id: str | None = None) -> None:
+        super().__init__(message, http_status=http_status, request_id=request_id)
+
+
+class WaitTimeoutError(MindVideoError):
+    """The MindVideo task did not finish before the wait's deadline.
+
+    Retryable: the next try of a generating task finds the same remote task and waits again.
+    """

@@ -38,7 +38,8 @@ def main() -> int:
             from airflow_provider_mindvideo.emulator import MindVideoEmulator
 
             emulator = stack.enter_context(MindVideoEmulator())
-            base_url, api_key, where = emulator.base_url, emulator.api_key, f"the bundled emulator at {emulator.base_url}"
+            base_url, api_key = emulator.base_url, emulator.api_key
+            where = f"the bundled emulator at {base_url}"
         os.environ["AIRFLOW_CONN_MINDVIDEO_DEFAULT"] = json.dumps(
             {"conn_type": "mindvideo", "host": base_url, "password": api_key}
         )
@@ -47,7 +48,7 @@ def main() -> int:
         hook = stack.enter_context(MindVideoHook())
         tasks = [hook.create_task("gpt-image-2", {"prompt": p, "size": "16:9"}) for p in PROMPTS]
         rows = []
-        for prompt, task in zip(PROMPTS, tasks):
+        for prompt, task in zip(PROMPTS, tasks, strict=True):
             while not (task := hook.get_task(task.task_id)).is_terminal:
                 time.sleep(0.5)
             files = []
@@ -59,7 +60,7 @@ def main() -> int:
 
     widths = [max(len(str(row[i])) for row in [HEADER, *rows]) for i in range(len(HEADER))]
     for row in [HEADER, tuple("-" * w for w in widths), *rows]:
-        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)))
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)))
     total = sum(row[3] or 0 for row in rows)
     print(f"\n{len(rows)} task(s), total cost {total:.4f}; images saved under {OUTPUT.relative_to(ROOT)}/")
     return 0 if all(row[2] == "succeeded" for row in rows) else 1

@@ -1,0 +1,181 @@
+"""Operators that create MindVideo tasks: submit only, or submit and wait for the output."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator, conf
+from airflow.sdk.exceptions import AirflowFailException
+
+from airflow_provider_mindvideo import DEFAULT_CONN_ID
+from airflow_provider_mindvideo.catalog import validate_input
+from airflow_provider_mindvideo.errors import WaitTimeoutError
+from airflow_provider_mindvideo.hooks import MindVideoHook
+from airflow_provider_mindvideo.idempotency import key_generations
+from airflow_provider_mindvideo.models import MindVideoTask, TaskStatus
+from airflow_provider_mindvideo.outcomes import XCOM_TASK_KEY, deliver, task_from_event
+from airflow_provider_mindvideo.polling import check_poll_settings, next_poll_delay
+from airflow_provider_mindvideo.triggers import MindVideoTaskTrigger
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+_ENDED_BADLY = (TaskStatus.FAILED, TaskStatus.CANCELLED)
+# The trigger enforces the deadline itself; Airflow's own deferral timeout is only a backstop.
+_DEFERRAL_GRACE = timedelta(minutes=5)
+
+
+class MindVideoSubmitOperator(BaseOperator):
+    """Create a MindVideo generation task and return its id, paying once however often Airflow retries.
+
+    Without ``idempotency_key``, the key is derived from the DAG run (dag_id, task_id, run_id,
+    map_index) and the rendered request: a retry, a clear or a restarted worker gets the same
+    remote task back without a second charge, while a retry after the remote task *failed*
+    creates a new one. See :doc:`/paying-once`.
+
+    :param model: The model slug, e.g. ``gpt-image-2``. (templated)
+    :param input: The model's input, e.g. ``{"prompt": "...", "size": "16:9"}``; nested values
+        are templated. Checked against the model's schema before anything is sent. (templated)
+    :param idempotency_key: Send exactly this key instead of the derived one. (templated)
+    :param mindvideo_conn_id: The MindVideo connection.
+
+    XCom: ``return_value`` is the MindVideo task id; ``mindvideo_task`` holds task id, request
+    id, model, status, cost estimate and the idempotency key used (never the input).
+    """
+
+    template_fields: Sequence[str] = ("model", "input", "idempotency_key")
+    ui_color = "#e8dcff"
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        input: Mapping[str, Any],
+        idempotency_key: str | None = None,
+        mindvideo_conn_id: str = DEFAULT_CONN_ID,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.model = model
+        self.input = input
+        self.idempotency_key = idempotency_key
+        self.mindvideo_conn_id = mindvideo_conn_id
+
+    @cached_property
+    def hook(self) -> MindVideoHook:
+        return MindVideoHook(self.mindvideo_conn_id)
+
+    def execute(self, context: Context) -> str:
+        task, _ = self.submit(context)
+        return task.task_id
+
+    def submit(self, context: Context) -> tuple[MindVideoTask, dict[str, Any]]:
+        """Validate, find or create this task instance's remote task, and record it in XCom."""
+        validate_input(self.model, self.input)
+        ti = context["ti"]
+        if self.idempotency_key:
+            keys: Any = [self.idempotency_key]
+        else:
+            map_index = -1 if ti.map_index is None else ti.map_index
+            keys = key_generations(ti.dag_id, ti.task_id, ti.run_id, map_index, self.model, self.input)
+        for key in keys:
+            task = self.hook.create_task(self.model, self.input, idempotency_key=key)
+            if task.status not in _ENDED_BADLY:
+                break
+            self.log.info("MindVideo task %s (key %s) ended %s; it is not reused", task.task_id, key, task.status.value)
+        else:
+            raise AirflowFailException(
+                f"The MindVideo task behind idempotency_key {self.idempotency_key!r} ended {task.status.value}; "
+                "set a new idempotency_key to generate again"
+            )
+        record = {
+            "task_id": task.task_id,
+            "request_id": task.request_id,
+            "model": self.model,
+            "status": task.reported_status,
+            "cost_estimate": task.cost_estimate,
+            "idempotency_key": key,
+        }
+        ti.xcom_push(key=XCOM_TASK_KEY, value=record)
+        self.log.info(
+            "MindVideo task %s (%s) is %s; cost estimate %s",
+            task.task_id,
+            self.model,
+            task.reported_status,
+            task.cost_estimate,
+        )
+        return task, record
+
+
+class MindVideoGenerateOperator(MindVideoSubmitOperator):
+    """Create a MindVideo task and wait for its output, in one task: the shape for mapped pipelines.
+
+    Takes :class:`MindVideoSubmitOperator`'s parameters and the same pay-once rules, plus:
+
+    :param deferrable: Wait in the triggerer, freeing the worker slot. Default:
+        ``[operators] default_deferrable``.
+    :param poll_interval: Seconds before the first re-check; the interval then grows with the
+        elapsed wait (a quarter of it), up to ``max_poll_interval``.
+    :param max_poll_interval: The longest interval between two checks.
+    :param timeout: Seconds to wait for the task to finish before failing (retryable: the next
+        try finds the same remote task and waits again).
+
+    XCom: ``return_value`` is the list of output URLs; ``mindvideo_task`` is the submit record
+    plus status, cost_actual and output.
+    """
+
+    def __init__(
+        self,
+        *,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        poll_interval: float = 5.0,
+        max_poll_interval: float = 60.0,
+        timeout: float | timedelta = timedelta(hours=2),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        check_poll_settings(poll_interval, max_poll_interval)
+        self.deferrable = deferrable
+        self.poll_interval = poll_interval
+        self.max_poll_interval = max_poll_interval
+        self.timeout = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
+
+    def execute(self, context: Context) -> list[str]:  # type: ignore[override]
+        task, record = self.submit(context)
+        started_at = time.time()
+        deadline = started_at + self.timeout
+        if not task.is_terminal and self.deferrable:
+            self.defer(
+                trigger=MindVideoTaskTrigger(
+                    mindvideo_task_id=task.task_id,
+                    mindvideo_conn_id=self.mindvideo_conn_id,
+                    poll_interval=self.poll_interval,
+                    max_poll_interval=self.max_poll_interval,
+                    started_at=started_at,
+                    deadline=deadline,
+                ),
+                method_name="execute_complete",
+                kwargs={"record": record},
+                timeout=timedelta(seconds=self.timeout) + _DEFERRAL_GRACE,
+            )
+        return deliver(context, self.hook, self._wait(task, started_at, deadline), self.log, record)
+
+    def _wait(self, task: MindVideoTask, started_at: float, deadline: float) -> MindVideoTask:
+        """Poll on the worker (``deferrable=False``) with the trigger's schedule."""
+        rng = random.Random(task.task_id)
+        while not task.is_terminal:
+            now = time.time()
+            if now >= deadline:
+                raise WaitTimeoutError(f"MindVideo task {task.task_id} did not finish within {self.timeout:.0f} s")
+            delay = next_poll_delay(now - started_at, self.poll_interval, self.max_poll_interval, rng)
+            time.sleep(min(deadline - now, delay))
+            task = self.hook.get_task(task.task_id)
+        return task
+
+    def execute_complete(self, context: Context, event: dict[str, Any], record: dict[str, Any]) -> list[str]:
+        return deliver(context, self.hook, task_from_event(event), self.log, record)

@@ -1,0 +1,111 @@
+"""MindVideoTaskSensor: wait for a MindVideo task to finish and hand over its output URLs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
+from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout
+
+from airflow_provider_mindvideo import DEFAULT_CONN_ID
+from airflow_provider_mindvideo.errors import MindVideoError, RemoteTaskFailedError, WaitTimeoutError
+from airflow_provider_mindvideo.hooks import MindVideoHook
+from airflow_provider_mindvideo.models import MindVideoTask
+from airflow_provider_mindvideo.outcomes import deliver, task_from_event
+from airflow_provider_mindvideo.triggers import MindVideoTaskTrigger
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+class MindVideoTaskSensor(BaseSensorOperator):
+    """Wait for a MindVideo task to finish; return its output URLs.
+
+    Fails with the remote error and the task's recent events when the task failed or was
+    cancelled (skipped instead with ``soft_fail=True``). Retrying cannot change a finished
+    task, so these failures do not use the task's retries; to generate again after a remote
+    failure, use :class:`~airflow_provider_mindvideo.operators.MindVideoGenerateOperator`.
+
+    :param mindvideo_task_id: The task to wait for, e.g. ``submit.output``. (templated)
+    :param mindvideo_conn_id: The MindVideo connection.
+    :param deferrable: Wait in the triggerer, freeing the worker slot. Default:
+        ``[operators] default_deferrable``.
+    :param poke_interval: Seconds before the first re-check. Deferred, the interval then grows
+        with the elapsed wait up to ``max_poll_interval``; in poke mode it is fixed (or grows
+        with ``exponential_backoff``).
+    :param max_poll_interval: The longest interval between two checks while deferred.
+    :param timeout: Seconds before the sensor times out, across deferral (an absolute deadline).
+
+    XCom: ``return_value`` is the list of output URLs; ``mindvideo_task`` holds task id,
+    request id, status, cost estimate and actual, output, and the error if any.
+    """
+
+    template_fields: Sequence[str] = ("mindvideo_task_id",)
+    ui_color = "#e8dcff"
+
+    def __init__(
+        self,
+        *,
+        mindvideo_task_id: str,
+        mindvideo_conn_id: str = DEFAULT_CONN_ID,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        max_poll_interval: float = 60.0,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("poke_interval", 5.0)
+        super().__init__(**kwargs)
+        self.mindvideo_task_id = mindvideo_task_id
+        self.mindvideo_conn_id = mindvideo_conn_id
+        self.deferrable = deferrable
+        self.max_poll_interval = max(max_poll_interval, self.poke_interval)
+
+    @cached_property
+    def hook(self) -> MindVideoHook:
+        return MindVideoHook(self.mindvideo_conn_id)
+
+    def poke(self, context: Context) -> bool | PokeReturnValue:
+        task = self.hook.get_task(self.mindvideo_task_id)
+        if not task.is_terminal:
+            self.log.info("MindVideo task %s is %s", task.task_id, task.reported_status)
+            return False
+        return PokeReturnValue(is_done=True, xcom_value=self._deliver(context, task))
+
+    def execute(self, context: Context) -> Any:
+        if not self.deferrable:
+            return super().execute(context)
+        task = self.hook.get_task(self.mindvideo_task_id)
+        if task.is_terminal:
+            return self._deliver(context, task)
+        now = time.time()
+        self.defer(
+            trigger=MindVideoTaskTrigger(
+                mindvideo_task_id=task.task_id,
+                mindvideo_conn_id=self.mindvideo_conn_id,
+                poll_interval=self.poke_interval,
+                max_poll_interval=self.max_poll_interval,
+                started_at=now,
+                deadline=now + self.timeout,
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=self.timeout),
+        )
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> list[str]:
+        try:
+            task = task_from_event(event)
+        except WaitTimeoutError as exc:
+            raise AirflowSensorTimeout(str(exc)) from exc
+        return self._deliver(context, task)
+
+    def _deliver(self, context: Context, task: MindVideoTask) -> list[str]:
+        try:
+            return deliver(context, self.hook, task, self.log)
+        except RemoteTaskFailedError as exc:
+            # A finished task stays finished: a retry of this sensor could only fail again.
+            raise AirflowFailException(str(exc)) from exc
+        except MindVideoError:
+            raise

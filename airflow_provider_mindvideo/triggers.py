@@ -1,0 +1,122 @@
+"""MindVideoTaskTrigger: wait for a MindVideo task in the triggerer, without a worker slot."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_provider_mindvideo import DEFAULT_CONN_ID
+from airflow_provider_mindvideo.errors import MindVideoError
+from airflow_provider_mindvideo.models import MindVideoTask, TaskStatus
+from airflow_provider_mindvideo.polling import check_poll_settings, next_poll_delay
+
+#: Outcomes a MindVideoTaskTrigger event can carry, in ``event["status"]``.
+SUCCESS, FAILED, CANCELLED, TIMEOUT, ERROR = "success", "failed", "cancelled", "timeout", "error"
+_OUTCOME_OF = {TaskStatus.SUCCEEDED: SUCCESS, TaskStatus.FAILED: FAILED, TaskStatus.CANCELLED: CANCELLED}
+
+
+class MindVideoTaskTrigger(BaseTrigger):
+    """Poll a MindVideo task until it ends, then fire one event.
+
+    The event's payload is a dict: ``status`` (``success``, ``failed``, ``cancelled``,
+    ``timeout`` or ``error``), ``mindvideo_task_id``, ``task`` (the task as JSON, when known)
+    and ``message``. Transient API errors (429, 5xx, network) are retried here, not reported;
+    permanent ones (bad key, unknown task) end the wait with ``error``.
+
+    :param mindvideo_task_id: The MindVideo task to wait for.
+    :param mindvideo_conn_id: The MindVideo connection.
+    :param poll_interval: Seconds before the first re-check; later intervals grow with the
+        elapsed wait (a quarter of it) up to ``max_poll_interval``.
+    :param max_poll_interval: The longest interval between two checks.
+    :param started_at: When the wait began (epoch seconds); intervals grow from here.
+    :param deadline: When to give up (epoch seconds), or None to wait for ever.
+    """
+
+    def __init__(
+        self,
+        mindvideo_task_id: str,
+        mindvideo_conn_id: str = DEFAULT_CONN_ID,
+        poll_interval: float = 5.0,
+        max_poll_interval: float = 60.0,
+        started_at: float | None = None,
+        deadline: float | None = None,
+    ) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        check_poll_settings(poll_interval, max_poll_interval)
+        self.mindvideo_task_id = mindvideo_task_id
+        self.mindvideo_conn_id = mindvideo_conn_id
+        self.poll_interval = poll_interval
+        self.max_poll_interval = max_poll_interval
+        self.started_at = time.time() if started_at is None else started_at
+        self.deadline = deadline
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        # Stored in the metadata database: ids and numbers only, never the API key.
+        return (
+            "airflow_provider_mindvideo.triggers.MindVideoTaskTrigger",
+            {
+                "mindvideo_task_id": self.mindvideo_task_id,
+                "mindvideo_conn_id": self.mindvideo_conn_id,
+                "poll_interval": self.poll_interval,
+                "max_poll_interval": self.max_poll_interval,
+                "started_at": self.started_at,
+                "deadline": self.deadline,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        from airflow_provider_mindvideo.hooks import MindVideoHook
+
+        hook = MindVideoHook(self.mindvideo_conn_id)
+        rng = random.Random(self.mindvideo_task_id)
+        try:
+            while True:
+                try:
+                    task = await hook.aget_task(self.mindvideo_task_id)
+                except MindVideoError as exc:
+                    if not exc.retryable:
+                        yield self._event(ERROR, None, str(exc), error_type=type(exc).__name__)
+                        return
+                    self.log.warning("MindVideo task %s: %s; will check again", self.mindvideo_task_id, exc)
+                else:
+                    if task.is_terminal:
+                        yield self._event(_OUTCOME_OF[task.status], task, self._describe(task))
+                        return
+                    if task.status is TaskStatus.UNKNOWN:
+                        self.log.info("MindVideo task %s has status %r; waiting", task.task_id, task.reported_status)
+                now = time.time()
+                if self.deadline is not None and now >= self.deadline:
+                    yield self._event(TIMEOUT, None, f"MindVideo task {self.mindvideo_task_id} did not finish in time")
+                    return
+                delay = next_poll_delay(now - self.started_at, self.poll_interval, self.max_poll_interval, rng)
+                if self.deadline is not None:
+                    delay = min(delay, max(0.0, self.deadline - now))
+                await asyncio.sleep(delay)
+        finally:
+            # Also on cancellation (triggerer shutdown, task cleared): release the connection.
+            await hook.aclose()
+
+    def _event(
+        self, status: str, task: MindVideoTask | None, message: str, error_type: str | None = None
+    ) -> TriggerEvent:
+        return TriggerEvent(
+            {
+                "status": status,
+                "mindvideo_task_id": self.mindvideo_task_id,
+                "task": task.model_dump(mode="json") if task else None,
+                "message": message,
+                "error_type": error_type,
+            }
+        )
+
+    @staticmethod
+    def _describe(task: MindVideoTask) -> str:
+        if task.status is TaskStatus.SUCCEEDED:
+            return f"MindVideo task {task.task_id} succeeded with {len(task.output_urls)} output(s)"
+        reason = f": {task.error_message}" if task.error_message else ""
+        return f"MindVideo task {task.task_id} {task.status.value}{reason}"
