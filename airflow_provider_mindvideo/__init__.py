@@ -51,12 +51,10 @@ def get_provider_info() -> dict[str, Any]:
                 "tags": ["service"],
             }
         ],
-        "hooks": [
-            {
-                "integration-name": "MindVideo",
-                "python-modules": ["airflow_provider_mindvideo.hooks"],
-            }
-        ],
+        "operators": [{"integration-name": "MindVideo", "python-modules": ["airflow_provider_mindvideo.operators"]}],
+        "sensors": [{"integration-name": "MindVideo", "python-modules": ["airflow_provider_mindvideo.sensors"]}],
+        "hooks": [{"integration-name": "MindVideo", "python-modules": ["airflow_provider_mindvideo.hooks"]}],
+        "triggers": [{"integration-name": "MindVideo", "python-modules": ["airflow_provider_mindvideo.triggers"]}],
         "connection-types": [
             {
                 "connection-type": CONN_TYPE,

@@ -79,6 +79,9 @@ class IdempotencyConflictError(MindVideoError, AirflowFailException):
 class RateLimitedError(MindVideoError):
     """Still rate limited (HTTP 429) after the hook's own retries."""
 
+    #: Seconds the server asked to wait (its Retry-After), when it said.
+    retry_after: float | None = None
+
 
 class ServerError(MindVideoError):
     """The service kept failing (HTTP 5xx) after the hook's own retries."""

@@ -160,7 +160,6 @@ class MindVideoGenerateOperator(MindVideoSubmitOperator):
                     deadline=deadline,
                 ),
                 method_name="execute_complete",
-                kwargs={"record": record},
                 timeout=timedelta(seconds=self.timeout) + _DEFERRAL_GRACE,
             )
         return deliver(context, self.hook, self._wait(task, started_at, deadline), self.log, record)
@@ -177,5 +176,8 @@ class MindVideoGenerateOperator(MindVideoSubmitOperator):
             task = self.hook.get_task(task.task_id)
         return task
 
-    def execute_complete(self, context: Context, event: dict[str, Any], record: dict[str, Any]) -> list[str]:
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> list[str]:
+        ti = context["ti"]
+        # The submit record was pushed before deferring; XCom is what survives the deferral.
+        record = ti.xcom_pull(task_ids=ti.task_id, key=XCOM_TASK_KEY, map_indexes=ti.map_index)
         return deliver(context, self.hook, task_from_event(event), self.log, record)

@@ -348,7 +348,10 @@ def error_from_response(response: httpx.Response) -> MindVideoError:
         message = f"MindVideo {request.method} {request.url.path} failed: {server_says}"
     if cls is RateLimitedError and response.headers.get("Retry-After"):
         message += f" (Retry-After: {response.headers['Retry-After']})"
-    return cls(message, http_status=status, request_id=_request_id(response))
+    error = cls(message, http_status=status, request_id=_request_id(response))
+    if isinstance(error, RateLimitedError):
+        error.retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+    return error
 
 
 def _server_message(response: httpx.Response) -> str:

@@ -12,7 +12,7 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
 from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout
 
 from airflow_provider_mindvideo import DEFAULT_CONN_ID
-from airflow_provider_mindvideo.errors import MindVideoError, RemoteTaskFailedError, WaitTimeoutError
+from airflow_provider_mindvideo.errors import RemoteTaskFailedError, WaitTimeoutError
 from airflow_provider_mindvideo.hooks import MindVideoHook
 from airflow_provider_mindvideo.models import MindVideoTask
 from airflow_provider_mindvideo.outcomes import deliver, task_from_event
@@ -107,5 +107,3 @@ class MindVideoTaskSensor(BaseSensorOperator):
         except RemoteTaskFailedError as exc:
             # A finished task stays finished: a retry of this sensor could only fail again.
             raise AirflowFailException(str(exc)) from exc
-        except MindVideoError:
-            raise

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 import time
+from asyncio import sleep
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
@@ -14,6 +14,9 @@ from airflow_provider_mindvideo import DEFAULT_CONN_ID
 from airflow_provider_mindvideo.errors import MindVideoError
 from airflow_provider_mindvideo.models import MindVideoTask, TaskStatus
 from airflow_provider_mindvideo.polling import check_poll_settings, next_poll_delay
+
+if TYPE_CHECKING:
+    from airflow_provider_mindvideo.hooks import MindVideoHook
 
 #: Outcomes a MindVideoTaskTrigger event can carry, in ``event["status"]``.
 SUCCESS, FAILED, CANCELLED, TIMEOUT, ERROR = "success", "failed", "cancelled", "timeout", "error"
@@ -76,30 +79,41 @@ class MindVideoTaskTrigger(BaseTrigger):
         rng = random.Random(self.mindvideo_task_id)
         try:
             while True:
-                try:
-                    task = await hook.aget_task(self.mindvideo_task_id)
-                except MindVideoError as exc:
-                    if not exc.retryable:
-                        yield self._event(ERROR, None, str(exc), error_type=type(exc).__name__)
-                        return
-                    self.log.warning("MindVideo task %s: %s; will check again", self.mindvideo_task_id, exc)
-                else:
-                    if task.is_terminal:
-                        yield self._event(_OUTCOME_OF[task.status], task, self._describe(task))
-                        return
-                    if task.status is TaskStatus.UNKNOWN:
-                        self.log.info("MindVideo task %s has status %r; waiting", task.task_id, task.reported_status)
+                event, server_asked = await self._check(hook)
                 now = time.time()
-                if self.deadline is not None and now >= self.deadline:
-                    yield self._event(TIMEOUT, None, f"MindVideo task {self.mindvideo_task_id} did not finish in time")
+                if event is None and self.deadline is not None and now >= self.deadline:
+                    event = self._event(
+                        TIMEOUT, None, f"MindVideo task {self.mindvideo_task_id} did not finish in time"
+                    )
+                if event is not None:
+                    yield event
                     return
-                delay = next_poll_delay(now - self.started_at, self.poll_interval, self.max_poll_interval, rng)
-                if self.deadline is not None:
-                    delay = min(delay, max(0.0, self.deadline - now))
-                await asyncio.sleep(delay)
+                await sleep(self._next_delay(now, server_asked, rng))
         finally:
             # Also on cancellation (triggerer shutdown, task cleared): release the connection.
             await hook.aclose()
+
+    async def _check(self, hook: MindVideoHook) -> tuple[TriggerEvent | None, float]:
+        """Look at the task once: the event to fire, else the wait the server asked for (or 0)."""
+        try:
+            task = await hook.aget_task(self.mindvideo_task_id)
+        except MindVideoError as exc:
+            if not exc.retryable:
+                return self._event(ERROR, None, str(exc), error_type=type(exc).__name__), 0.0
+            # The hook already retried; keep waiting rather than fail a long job over a blip.
+            self.log.warning("MindVideo task %s: %s; will check again", self.mindvideo_task_id, exc)
+            return None, getattr(exc, "retry_after", None) or 0.0
+        if task.is_terminal:
+            return self._event(_OUTCOME_OF[task.status], task, self._describe(task)), 0.0
+        if task.status is TaskStatus.UNKNOWN:
+            self.log.info("MindVideo task %s has status %r; waiting", task.task_id, task.reported_status)
+        return None, 0.0
+
+    def _next_delay(self, now: float, server_asked: float, rng: random.Random) -> float:
+        delay = max(
+            server_asked, next_poll_delay(now - self.started_at, self.poll_interval, self.max_poll_interval, rng)
+        )
+        return delay if self.deadline is None else min(delay, max(0.0, self.deadline - now))
 
     def _event(
         self, status: str, task: MindVideoTask | None, message: str, error_type: str | None = None

@@ -13,7 +13,8 @@ from typing import Any
 _AIRFLOW_HOME = tempfile.mkdtemp(prefix="mindvideo-airflow-home-")
 os.environ["AIRFLOW_HOME"] = _AIRFLOW_HOME
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
-os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", os.path.join(_AIRFLOW_HOME, "dags"))
+# dag.test() syncs the DAG's bundle first, so the DAGs tests run must be files in the DAGs folder.
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dags")
 
 import pytest  # noqa: E402
 import structlog  # noqa: E402
@@ -24,6 +25,19 @@ from airflow_provider_mindvideo.hooks import MindVideoHook  # noqa: E402
 from airflow_provider_mindvideo.protocol import RetryPolicy  # noqa: E402
 
 pytest_plugins = ["airflow_provider_mindvideo.emulator.pytest_plugin"]
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> str:
+    """The throwaway Airflow home, with its SQLite metadata database migrated."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    airflow = str(Path(sys.executable).with_name("airflow"))
+    subprocess.run([airflow, "db", "migrate"], check=True, capture_output=True, env=os.environ.copy())
+    return _AIRFLOW_HOME
+
 
 FAST_RETRIES = RetryPolicy(max_retries=4, deadline=30.0, backoff=0.01, max_backoff=0.05)
 

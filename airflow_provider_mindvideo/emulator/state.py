@@ -54,12 +54,21 @@ class Fault:
 
 @dataclass
 class Script:
-    """How tasks whose prompt contains ``match`` end (``match=""`` applies to every task)."""
+    """How tasks whose prompt contains ``match`` end (``match=""`` applies to every task).
+
+    ``times`` limits it to that many tasks (then it is used up); durations override the
+    emulator's own for these tasks.
+    """
 
     match: str
     outcome: Outcome
     error: str = "The model could not generate this request"
+    times: int | None = None
+    queued_seconds: float | None = None
     processing_seconds: float | None = None
+
+    def applies_to(self, prompt: str) -> bool:
+        return self.match in prompt and (self.times is None or self.times > 0)
 
 
 @dataclass
@@ -184,10 +193,13 @@ class EmulatorState:
         spec = known_models().get(model)
         kind = spec.kind if spec else ("video" if "video" in model or "veo" in model else "image")
         prompt = str(input.get("prompt", ""))
-        script = next((s for s in reversed(self.scripts) if s.match in prompt), None)
-        processing = self.config.processing_seconds.get(kind, 1.0)
-        if script and script.processing_seconds is not None:
-            processing = script.processing_seconds
+        script = next((s for s in reversed(self.scripts) if s.applies_to(prompt)), None)
+        queued, processing = self.config.queued_seconds, self.config.processing_seconds.get(kind, 1.0)
+        if script is not None:
+            if script.times is not None:
+                script.times -= 1
+            queued = queued if script.queued_seconds is None else script.queued_seconds
+            processing = processing if script.processing_seconds is None else script.processing_seconds
         return EmulatedTask(
             task_id=f"task_{uuid.uuid4().hex[:20]}",
             request_id=f"req_{uuid.uuid4().hex[:16]}",
@@ -196,7 +208,7 @@ class EmulatorState:
             input=input,
             kind=kind,
             created_at=self.clock(),
-            queued_seconds=self.config.queued_seconds,
+            queued_seconds=queued,
             processing_seconds=processing,
             outcome=script.outcome if script else "succeeded",
             error=script.error if script else "",

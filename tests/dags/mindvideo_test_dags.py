@@ -1,0 +1,88 @@
+"""DAGs the provider's tests run with ``dag.test()`` against the emulator.
+
+Prompts carry the scenario: the tests script the emulator by prompt text (see
+``MindVideoEmulator.script``), e.g. a prompt containing "doomed" makes the remote task fail.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import DAG, task
+
+from airflow_provider_mindvideo.operators import MindVideoGenerateOperator, MindVideoSubmitOperator
+from airflow_provider_mindvideo.sensors import MindVideoTaskSensor
+
+START = datetime(2026, 1, 1)
+FAST = {"poll_interval": 0.1, "max_poll_interval": 0.3}
+PROMPTS = [{"prompt": f"test image {i}", "size": "16:9"} for i in range(5)]
+
+
+DAGS: dict[str, DAG] = {}
+
+
+def _dag(dag_id: str, **kwargs: object) -> DAG:
+    dag = DAG(dag_id, schedule=None, start_date=START, catchup=False, params={"prompt": "a red fox"}, **kwargs)  # type: ignore[arg-type]
+    DAGS[dag_id] = dag
+    return dag
+
+
+with _dag("mv_submit_and_wait"):
+    submit = MindVideoSubmitOperator(
+        task_id="submit", model="gpt-image-2", input={"prompt": "{{ params.prompt }}", "size": "16:9"}
+    )
+    MindVideoTaskSensor(task_id="wait", mindvideo_task_id=submit.output, deferrable=True, poke_interval=0.1)
+
+with _dag("mv_submit_and_poke"):
+    submit = MindVideoSubmitOperator(task_id="submit", model="gpt-image-2", input={"prompt": "{{ params.prompt }}"})
+    MindVideoTaskSensor(task_id="wait", mindvideo_task_id=submit.output, deferrable=False, poke_interval=0.1)
+
+with _dag("mv_mapped"):
+    submit = MindVideoSubmitOperator.partial(task_id="submit", model="gpt-image-2").expand(input=PROMPTS)
+    MindVideoTaskSensor.partial(task_id="wait", deferrable=True, poke_interval=0.1).expand(
+        mindvideo_task_id=submit.output
+    )
+    MindVideoGenerateOperator.partial(task_id="generate", model="gpt-image-2", deferrable=True, **FAST).expand(
+        input=PROMPTS
+    )
+
+with _dag("mv_generate_retry", default_args={"retries": 2, "retry_delay": timedelta(0)}):
+    MindVideoGenerateOperator(
+        task_id="generate", model="gpt-image-2", input={"prompt": "{{ params.prompt }}"}, deferrable=True, **FAST
+    )
+
+with _dag("mv_generate_sync", default_args={"retries": 1, "retry_delay": timedelta(0)}):
+    MindVideoGenerateOperator(
+        task_id="generate", model="gpt-image-2", input={"prompt": "{{ params.prompt }}"}, deferrable=False, **FAST
+    )
+
+with _dag("mv_explicit_key", default_args={"retries": 3, "retry_delay": timedelta(0)}):
+    MindVideoSubmitOperator(
+        task_id="submit",
+        model="gpt-image-2",
+        input={"prompt": "{{ params.prompt }}"},
+        idempotency_key="shared-key-{{ dag.dag_id }}",
+    )
+
+with _dag("mv_invalid_input", default_args={"retries": 3, "retry_delay": timedelta(0)}):
+    MindVideoSubmitOperator(task_id="submit", model="gpt-image-2", input={"prompt": "x", "size": "{{ params.prompt }}"})
+
+with _dag("mv_sensor_soft_fail"):
+    submit = MindVideoSubmitOperator(task_id="submit", model="gpt-image-2", input={"prompt": "{{ params.prompt }}"})
+    MindVideoTaskSensor(
+        task_id="wait", mindvideo_task_id=submit.output, deferrable=True, poke_interval=0.1, soft_fail=True
+    )
+
+with _dag("mv_sensor_timeout"):
+    submit = MindVideoSubmitOperator(task_id="submit", model="gpt-image-2", input={"prompt": "{{ params.prompt }}"})
+    MindVideoTaskSensor(task_id="wait", mindvideo_task_id=submit.output, deferrable=True, poke_interval=0.1, timeout=1)
+
+with _dag("mv_taskflow"):
+
+    @task
+    def prompts() -> list[dict[str, str]]:
+        return [{"prompt": f"taskflow {colour}"} for colour in ("red", "green", "blue")]
+
+    MindVideoGenerateOperator.partial(task_id="generate", model="gpt-image-2", deferrable=True, **FAST).expand(
+        input=prompts()
+    )

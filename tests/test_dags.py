@@ -1,0 +1,234 @@
+"""Operators and sensor in real Airflow runs (``dag.test()``) against the emulator.
+
+Every test counts what the emulator charged: paying once is the contract.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from typing import Any
+
+import httpx
+import pytest
+
+from airflow_provider_mindvideo.emulator import MindVideoEmulator
+from airflow_provider_mindvideo.hooks import MindVideoHook
+from tests.dags.mindvideo_test_dags import DAGS
+
+
+@pytest.fixture
+def run(airflow_db: str, emulator: MindVideoEmulator) -> Any:
+    """Run a test DAG; returns {(task_id, map_index): ti} and the run's XComs."""
+
+    def run_dag(dag_id: str, **params: Any) -> Run:
+        # Always a full conf: dag.test() keeps an earlier run's conf on the DAG object.
+        dag_run = DAGS[dag_id].test(run_conf={"prompt": "a red fox", **params})
+        return Run(airflow_db, dag_run)
+
+    return run_dag
+
+
+class Run:
+    def __init__(self, home: str, dag_run: Any) -> None:
+        self.state = str(dag_run.state)
+        self.tis = {(ti.task_id, ti.map_index): ti for ti in dag_run.get_task_instances()}
+        with sqlite3.connect(os.path.join(home, "airflow.db")) as db:
+            rows = db.execute(
+                "select task_id, map_index, key, value from xcom where dag_id = ? and run_id = ?",
+                (dag_run.dag_id, dag_run.run_id),
+            ).fetchall()
+        self.xcom = {(task, index, key): json.loads(value) for task, index, key, value in rows}
+
+    def ti_state(self, task_id: str, map_index: int = -1) -> str:
+        return str(self.tis[(task_id, map_index)].state)
+
+    def tries(self, task_id: str, map_index: int = -1) -> int:
+        return int(self.tis[(task_id, map_index)].try_number)
+
+
+def test_submit_then_deferred_sensor_returns_urls_and_records(run: Any, emulator: MindVideoEmulator) -> None:
+    result = run("mv_submit_and_wait")
+    assert result.state == "success"
+    task_id = result.xcom[("submit", -1, "return_value")]
+    submitted = result.xcom[("submit", -1, "mindvideo_task")]
+    assert submitted["task_id"] == task_id
+    assert submitted["model"] == "gpt-image-2"
+    assert submitted["cost_estimate"] == 0.0135
+    assert submitted["idempotency_key"].startswith("af-")
+    assert "input" not in submitted
+    urls = result.xcom[("wait", -1, "return_value")]
+    assert urls == [f"{emulator.base_url}/files/{task_id}/0.png"]
+    finished = result.xcom[("wait", -1, "mindvideo_task")]
+    assert (finished["status"], finished["cost_actual"], finished["output_urls"]) == ("succeeded", 0.0135, urls)
+    assert httpx.get(urls[0]).headers["content-type"] == "image/png"
+    assert emulator.state.charged_tasks == 1
+    assert emulator.state.snapshot()["tasks"][0]["prompt"] == "a red fox"  # params were rendered
+
+
+def test_poke_mode(run: Any, emulator: MindVideoEmulator) -> None:
+    result = run("mv_submit_and_poke")
+    assert result.state == "success"
+    assert len(result.xcom[("wait", -1, "return_value")]) == 1
+    assert emulator.state.charged_tasks == 1
+
+
+def test_mapped_pipeline_of_five_prompts_pays_once_each(run: Any, emulator: MindVideoEmulator) -> None:
+    result = run("mv_mapped")
+    assert result.state == "success"
+    for index in range(5):
+        assert result.ti_state("wait", index) == "success"
+        assert len(result.xcom[("generate", index, "return_value")]) == 1
+        assert result.xcom[("generate", index, "mindvideo_task")]["status"] == "succeeded"
+    keys = {
+        result.xcom[(task, i, "mindvideo_task")]["idempotency_key"] for task in ("submit", "generate") for i in range(5)
+    }
+    assert len(keys) == 10  # no two map indexes (or tasks) share a key
+    assert emulator.state.charged_tasks == 10
+
+
+def test_taskflow_prompts_expand_into_generate(run: Any, emulator: MindVideoEmulator) -> None:
+    result = run("mv_taskflow")
+    assert result.state == "success"
+    assert sorted(t["prompt"] for t in emulator.state.snapshot()["tasks"]) == [
+        "taskflow blue",
+        "taskflow green",
+        "taskflow red",
+    ]
+
+
+def test_remote_failure_then_retry_creates_one_new_task(run: Any, emulator: MindVideoEmulator) -> None:
+    emulator.script("doomed", "failed", error="GPU fell over", times=1)
+    result = run("mv_generate_retry", prompt="a doomed ship")
+    assert result.state == "success"
+    assert result.tries("generate") == 2
+    assert emulator.state.charged_tasks == 2
+    statuses = [t["status"] for t in emulator.state.snapshot()["tasks"]]
+    assert statuses == ["failed", "succeeded"]
+    record = result.xcom[("generate", -1, "mindvideo_task")]
+    assert record["idempotency_key"].endswith("-0001")
+
+
+def test_remote_failure_on_the_worker_path_too(run: Any, emulator: MindVideoEmulator) -> None:
+    emulator.script("doomed", "failed", times=1)
+    result = run("mv_generate_sync", prompt="doomed again")
+    assert result.state == "success"
+    assert emulator.state.charged_tasks == 2
+
+
+def test_failure_message_names_the_remote_error_and_events(
+    run: Any, emulator: MindVideoEmulator, debug_logs: list[dict[str, Any]]
+) -> None:
+    emulator.script("doomed", "failed", error="GPU fell over")
+    result = run("mv_generate_retry", prompt="doomed for good")
+    assert result.state == "failed"
+    assert result.tries("generate") == 3  # retryable: each try generated anew
+    assert emulator.state.charged_tasks == 3
+    logged = "\n".join(str(e) for e in debug_logs)
+    assert "GPU fell over" in logged
+    assert "recent events" in logged
+    assert "task.failed" in logged
+
+
+def test_crash_after_submit_then_retry_charges_once(
+    run: Any, emulator: MindVideoEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The task is created but its answer never arrives, and the hook may not retry: the try
+    # dies between the POST and the XCom push, like a killed worker. The retry replays the key.
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_MINDVIDEO_DEFAULT",
+        json.dumps(
+            {
+                "conn_type": "mindvideo",
+                "host": emulator.base_url,
+                "password": emulator.api_key,
+                "extra": {"max_retries": 0},
+            }
+        ),
+    )
+    emulator.add_fault("drop", route="create")
+    result = run("mv_generate_retry")
+    assert result.state == "success"
+    assert result.tries("generate") == 2
+    assert emulator.state.requests["create"] == 2
+    assert emulator.state.charged_tasks == 1
+
+
+def test_clearing_a_finished_run_reuses_the_task(run: Any, emulator: MindVideoEmulator) -> None:
+    first = run("mv_generate_retry")
+    hook = MindVideoHook()
+    record = first.xcom[("generate", -1, "mindvideo_task")]
+    replay = hook.create_task("gpt-image-2", {"prompt": "a red fox"}, idempotency_key=record["idempotency_key"])
+    assert replay.task_id == record["task_id"]
+    assert emulator.state.charged_tasks == 1
+
+
+def test_explicit_key_reused_with_another_payload_fails_without_retry(run: Any, emulator: MindVideoEmulator) -> None:
+    MindVideoHook().create_task("gpt-image-2", {"prompt": "the original"}, idempotency_key="shared-key-mv_explicit_key")
+    result = run("mv_explicit_key", prompt="a different prompt")
+    assert result.state == "failed"
+    assert result.tries("submit") == 1
+    assert emulator.state.requests["create"] == 2
+    assert emulator.state.charged_tasks == 1
+
+
+def test_explicit_key_is_sent_as_given(run: Any, emulator: MindVideoEmulator) -> None:
+    result = run("mv_explicit_key")
+    assert result.xcom[("submit", -1, "mindvideo_task")]["idempotency_key"] == "shared-key-mv_explicit_key"
+
+
+def test_validation_error_fails_at_once_without_any_request(
+    run: Any, emulator: MindVideoEmulator, debug_logs: list[dict[str, Any]]
+) -> None:
+    result = run("mv_invalid_input")
+    assert result.state == "failed"
+    assert result.tries("submit") == 1
+    assert sum(emulator.state.requests.values()) == 0
+    logged = "\n".join(str(e) for e in debug_logs)
+    assert "InputValidationError" in logged
+    assert "input.size = " in logged
+    assert "must be one of the ratios" in logged
+
+
+def test_cancelled_task_fails_the_sensor_without_retry(run: Any, emulator: MindVideoEmulator) -> None:
+    emulator.script("cancel", "cancelled", error="Cancelled by the account owner")
+    result = run("mv_submit_and_wait", prompt="please cancel")
+    assert result.ti_state("wait") == "failed"
+    assert result.tries("wait") == 1
+    assert result.xcom[("wait", -1, "mindvideo_task")]["status"] == "cancelled"
+
+
+def test_cancelled_task_skips_with_soft_fail(run: Any, emulator: MindVideoEmulator) -> None:
+    emulator.script("cancel", "cancelled")
+    result = run("mv_sensor_soft_fail", prompt="please cancel")
+    assert result.ti_state("wait") == "skipped"
+
+
+def test_sensor_times_out(run: Any, emulator: MindVideoEmulator, debug_logs: list[dict[str, Any]]) -> None:
+    emulator.script("forever", "never")
+    result = run("mv_sensor_timeout", prompt="forever young")
+    assert result.ti_state("wait") == "failed"
+    assert "did not finish in time" in "\n".join(str(e) for e in debug_logs)
+
+
+def test_already_finished_task_is_not_deferred(run: Any, emulator: MindVideoEmulator) -> None:
+    emulator.script("instant", "succeeded", queued_seconds=0, processing_seconds=0)
+    result = run("mv_submit_and_wait", prompt="instant noodles")
+    assert result.state == "success"
+    assert emulator.state.requests["get"] == 1  # one check, no trigger polling
+
+
+def test_empty_output_is_a_failure(run: Any, emulator: MindVideoEmulator) -> None:
+    emulator.script("empty", "no_output")
+    result = run("mv_submit_and_wait", prompt="empty canvas")
+    assert result.ti_state("wait") == "failed"
+
+
+def test_explicit_key_whose_task_failed_fails_without_retry(run: Any, emulator: MindVideoEmulator) -> None:
+    emulator.script("doomed", "failed", queued_seconds=0, processing_seconds=0)
+    MindVideoHook().create_task("gpt-image-2", {"prompt": "doomed"}, idempotency_key="shared-key-mv_explicit_key")
+    result = run("mv_explicit_key", prompt="doomed")
+    assert result.state == "failed"
+    assert result.tries("submit") == 1
+    assert emulator.state.charged_tasks == 1

@@ -1,0 +1,218 @@
+"""MindVideoTaskTrigger driven the way the triggerer drives it, against the emulator."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import pytest
+from airflow.sdk.module_loading import import_string
+
+from airflow_provider_mindvideo.emulator import MindVideoEmulator
+from airflow_provider_mindvideo.hooks import MindVideoHook
+from airflow_provider_mindvideo.triggers import MindVideoTaskTrigger
+
+
+def events(trigger: MindVideoTaskTrigger) -> list[dict[str, Any]]:
+    async def collect() -> list[dict[str, Any]]:
+        return [event.payload async for event in trigger.run()]
+
+    return asyncio.run(collect())
+
+
+def submit(prompt: str = "a green frog") -> str:
+    with MindVideoHook() as hook:
+        return hook.create_task("gpt-image-2", {"prompt": prompt}).task_id
+
+
+@pytest.fixture
+def no_hook_retries(emulator: MindVideoEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let transient errors reach the trigger at once, instead of being retried by the hook."""
+    conn = {
+        "conn_type": "mindvideo",
+        "host": emulator.base_url,
+        "password": emulator.api_key,
+        "extra": {"max_retries": 0},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_MINDVIDEO_DEFAULT", json.dumps(conn))
+
+
+@pytest.fixture
+def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The trigger's sleeps, recorded and shortened (the emulator's clock still runs)."""
+    recorded: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def short_sleep(seconds: float) -> None:
+        recorded.append(seconds)
+        await real_sleep(0.02)
+
+    monkeypatch.setattr("airflow_provider_mindvideo.triggers.sleep", short_sleep)
+    return recorded
+
+
+def test_serialize_round_trip_holds_no_secret(emulator: MindVideoEmulator) -> None:
+    trigger = MindVideoTaskTrigger("task_1", "mindvideo_default", poll_interval=2, max_poll_interval=30, deadline=1e10)
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "airflow_provider_mindvideo.triggers.MindVideoTaskTrigger"
+    assert import_string(classpath)(**kwargs).serialize() == (classpath, kwargs)
+    stored = json.dumps(kwargs)  # what the metadata database keeps
+    assert emulator.api_key not in stored
+    assert set(kwargs) == {
+        "mindvideo_task_id",
+        "mindvideo_conn_id",
+        "poll_interval",
+        "max_poll_interval",
+        "started_at",
+        "deadline",
+    }
+
+
+@pytest.mark.parametrize(
+    ("outcome", "status", "message"),
+    [
+        ("succeeded", "success", "succeeded with 1 output"),
+        ("failed", "failed", "failed: boom"),
+        ("cancelled", "cancelled", "cancelled: boom"),
+    ],
+)
+def test_one_event_per_terminal_status(
+    emulator: MindVideoEmulator, waits: list[float], outcome: str, status: str, message: str
+) -> None:
+    emulator.script("frog", outcome, error="boom")
+    task_id = submit()
+    (event,) = events(MindVideoTaskTrigger(task_id, poll_interval=0.05, max_poll_interval=0.1))
+    assert event["status"] == status
+    assert event["mindvideo_task_id"] == task_id
+    assert message in event["message"]
+    assert event["task"]["task_id"] == task_id
+
+
+def test_timeout_at_the_absolute_deadline(emulator: MindVideoEmulator, waits: list[float]) -> None:
+    emulator.script("frog", "never")
+    task_id = submit()
+    (event,) = events(
+        MindVideoTaskTrigger(task_id, poll_interval=0.05, max_poll_interval=0.1, deadline=time.time() + 0.5)
+    )
+    assert event["status"] == "timeout"
+    assert event["task"] is None
+
+
+def test_deadline_already_past_after_a_restart(emulator: MindVideoEmulator, waits: list[float]) -> None:
+    emulator.script("frog", "never")
+    (event,) = events(MindVideoTaskTrigger(submit(), deadline=time.time() - 1))
+    assert event["status"] == "timeout"
+    assert emulator.state.requests["get"] == 1
+    assert waits == []
+
+
+def test_unknown_task_ends_with_an_error_event(emulator: MindVideoEmulator) -> None:
+    (event,) = events(MindVideoTaskTrigger("task_gone"))
+    assert event["status"] == "error"
+    assert event["error_type"] == "TaskNotFoundError"
+    assert "not found" in event["message"]
+
+
+def test_transient_errors_are_retried_inside_the_trigger(
+    emulator: MindVideoEmulator, no_hook_retries: None, waits: list[float]
+) -> None:
+    task_id = submit()
+    for status in (503, 502, 500):
+        emulator.add_fault("status", route="get", status=status)
+    emulator.add_fault("drop", route="get")
+    (event,) = events(MindVideoTaskTrigger(task_id, poll_interval=0.05, max_poll_interval=0.1))
+    assert event["status"] == "success"
+    assert emulator.state.requests["get"] >= 5
+
+
+def test_retry_after_is_honoured(emulator: MindVideoEmulator, no_hook_retries: None, waits: list[float]) -> None:
+    task_id = submit()
+    emulator.add_fault("status", route="get", status=429, retry_after="42")
+    (event,) = events(MindVideoTaskTrigger(task_id, poll_interval=0.05, max_poll_interval=0.1))
+    assert event["status"] == "success"
+    assert waits[0] == 42.0
+    assert all(w <= 0.1 for w in waits[1:])
+
+
+def test_unknown_status_keeps_waiting(emulator: MindVideoEmulator, waits: list[float]) -> None:
+    task_id = submit()
+    emulator.add_fault("unknown_status", route="get", times=2)
+    (event,) = events(MindVideoTaskTrigger(task_id, poll_interval=0.05, max_poll_interval=0.1))
+    assert event["status"] == "success"
+
+
+def test_intervals_grow_with_the_wait_up_to_the_cap(
+    emulator: MindVideoEmulator, waits: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emulator.script("frog", "never")
+    clock = [1_000.0]
+    monkeypatch.setattr("airflow_provider_mindvideo.triggers.time.time", lambda: clock[0])
+    trigger = MindVideoTaskTrigger(submit(), poll_interval=1, max_poll_interval=8, started_at=1_000.0, deadline=1_060.0)
+
+    async def drive() -> None:
+        async for _ in trigger.run():
+            return
+
+    recorded: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def advance(seconds: float) -> None:
+        recorded.append(seconds)
+        clock[0] += seconds
+        await real_sleep(0)
+
+    monkeypatch.setattr("airflow_provider_mindvideo.triggers.sleep", advance)
+    asyncio.run(drive())
+    assert recorded[0] <= 1.2
+    assert max(recorded) <= 8
+    assert recorded[len(recorded) // 2] > recorded[0]  # grew
+    assert len(recorded) < 25  # a minute of waiting, not 60 polls at 1 s
+    assert sum(recorded) == pytest.approx(60.0)  # ended exactly at the deadline
+
+
+def test_cancellation_closes_the_http_client(emulator: MindVideoEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    emulator.script("frog", "never")
+    task_id = submit()
+    closed: list[bool] = []
+    original = MindVideoHook.aclose
+
+    async def recording_aclose(self: MindVideoHook) -> None:
+        closed.append(self._async_client is not None)
+        await original(self)
+
+    monkeypatch.setattr(MindVideoHook, "aclose", recording_aclose)
+
+    async def run_then_cancel() -> None:
+        running = asyncio.ensure_future(
+            MindVideoTaskTrigger(task_id, poll_interval=0.05, max_poll_interval=0.1).run().__anext__()
+        )
+        while emulator.state.requests["get"] < 2:
+            await asyncio.sleep(0.01)
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+
+    asyncio.run(run_then_cancel())
+    assert closed == [True]
+
+
+def test_never_reads_the_connection_synchronously(
+    emulator: MindVideoEmulator, monkeypatch: pytest.MonkeyPatch, waits: list[float]
+) -> None:
+    task_id = submit()
+
+    def forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("sync get_connection() in the triggerer's event loop")
+
+    monkeypatch.setattr(MindVideoHook, "get_connection", classmethod(forbidden))
+    (event,) = events(MindVideoTaskTrigger(task_id, poll_interval=0.05, max_poll_interval=0.1))
+    assert event["status"] == "success"
+
+
+def test_bad_poll_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match="poll_interval = 0"):
+        MindVideoTaskTrigger("t", poll_interval=0)
+    with pytest.raises(ValueError, match="max_poll_interval = 1"):
+        MindVideoTaskTrigger("t", poll_interval=5, max_poll_interval=1)
