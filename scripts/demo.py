@@ -1,72 +1,137 @@
-"""`make demo`: generate images with the MindVideo hook against the bundled emulator.
+"""`make demo`: run the example content pipeline against the bundled emulator and show what it made.
 
-With MINDVIDEO_API_KEY set, talks to the real API (MINDVIDEO_BASE_URL, default
-https://api.mindvideo.ai) instead, and is charged for it.
+Airflow's home is ``.airflow/`` (SQLite); images land in ``demo-output/``. With
+MINDVIDEO_API_KEY set, the pipeline runs against the real API instead (MINDVIDEO_BASE_URL,
+default https://api.mindvideo.ai), and is charged for it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
-from contextlib import ExitStack
+import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+AIRFLOW_HOME = ROOT / ".airflow"
 OUTPUT = ROOT / "demo-output"
-PROMPTS = [
-    "A red fox in fresh snow, watercolour",
-    "一只橘猫坐在窗台上看夕阳,水彩画风格",
-    "A blue whale under the northern lights",
-]
+DAG_ID = "mindvideo_content_pipeline"
+BIN = Path(sys.executable).parent
 
 
 def main() -> int:
-    os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="mindvideo-demo-"))
-    from airflow_provider_mindvideo.hooks import MindVideoHook
-
-    with ExitStack() as stack:
-        api_key = os.environ.get("MINDVIDEO_API_KEY")
-        if api_key:
-            base_url = os.environ.get("MINDVIDEO_BASE_URL", "https://api.mindvideo.ai")
-            where = f"the real MindVideo API at {base_url}"
-        else:
-            from airflow_provider_mindvideo.emulator import MindVideoEmulator
-
-            emulator = stack.enter_context(MindVideoEmulator())
-            base_url, api_key = emulator.base_url, emulator.api_key
-            where = f"the bundled emulator at {base_url}"
-        os.environ["AIRFLOW_CONN_MINDVIDEO_DEFAULT"] = json.dumps(
+    AIRFLOW_HOME.mkdir(exist_ok=True)
+    OUTPUT.mkdir(exist_ok=True)
+    for old in OUTPUT.glob("*.png"):  # show what this run made, not an earlier one
+        old.unlink()
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(AIRFLOW_HOME),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "example_dags"),
+    }
+    step("Preparing Airflow (SQLite in .airflow/)")
+    airflow(["db", "migrate"], env)
+    with mindvideo_api() as (base_url, api_key, where):
+        env["AIRFLOW_CONN_MINDVIDEO_DEFAULT"] = json.dumps(
             {"conn_type": "mindvideo", "host": base_url, "password": api_key}
         )
-        print(f"MindVideo demo: generating {len(PROMPTS)} images with gpt-image-2 on {where}\n")
-        OUTPUT.mkdir(exist_ok=True)
-        hook = stack.enter_context(MindVideoHook())
-        tasks = [hook.create_task("gpt-image-2", {"prompt": p, "size": "16:9"}) for p in PROMPTS]
-        rows = []
-        for prompt, task in zip(PROMPTS, tasks, strict=True):
-            while not (task := hook.get_task(task.task_id)).is_terminal:
-                time.sleep(0.5)
-            files = []
-            for index, url in enumerate(task.output_urls):
-                path = OUTPUT / f"{task.task_id}_{index}.png"
-                path.write_bytes(httpx.get(url, follow_redirects=True, timeout=60).content)
-                files.append(str(path.relative_to(ROOT)))
-            rows.append((prompt, task.task_id, task.status.value, task.cost_actual, ", ".join(files) or "-"))
+        step(f"Running {DAG_ID} with `airflow dags test` on {where}")
+        log = AIRFLOW_HOME / "demo-run.log"
+        started = time.monotonic()
+        airflow(["dags", "test", DAG_ID], env, log=log)
+        run_id, state, summary = latest_run()
+        step(f"Run {run_id} ended {state} in {time.monotonic() - started:.0f} s (log: {log.relative_to(ROOT)})")
+        if summary is None:
+            print(f"No summary was produced; see {log}", file=sys.stderr)
+            return 1
+        rows = [save(image) for image in summary["images"]]
 
-    widths = [max(len(str(row[i])) for row in [HEADER, *rows]) for i in range(len(HEADER))]
-    for row in [HEADER, tuple("-" * w for w in widths), *rows]:
-        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)))
-    total = sum(row[3] or 0 for row in rows)
-    print(f"\n{len(rows)} task(s), total cost {total:.4f}; images saved under {OUTPUT.relative_to(ROOT)}/")
-    return 0 if all(row[2] == "succeeded" for row in rows) else 1
+    print()
+    table(("prompt", "MindVideo task", "status", "cost", "file"), rows)
+    print(f"\n{len(rows)} image(s), total cost {summary['total_cost']}; saved under {OUTPUT.relative_to(ROOT)}/")
+    return 0 if state == "success" else 1
 
 
-HEADER = ("prompt", "MindVideo task", "status", "cost", "file")
+@contextmanager
+def mindvideo_api() -> Iterator[tuple[str, str, str]]:
+    """The real API if MINDVIDEO_API_KEY is set, else the emulator in a process of its own."""
+    key = os.environ.get("MINDVIDEO_API_KEY")
+    if key:
+        base_url = os.environ.get("MINDVIDEO_BASE_URL", "https://api.mindvideo.ai")
+        yield base_url, key, f"the real MindVideo API at {base_url} (charged)"
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        port_file = Path(tmp) / "port"
+        emulator = subprocess.Popen(
+            [sys.executable, "-m", "airflow_provider_mindvideo.emulator", "--port", "0", "--port-file", str(port_file)],
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while not (port_file.exists() and port_file.read_text()):
+                if emulator.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("The MindVideo emulator did not start")
+                time.sleep(0.1)
+            base_url = f"http://127.0.0.1:{port_file.read_text()}"
+            yield base_url, "mv_test_emulator", f"the bundled emulator at {base_url}"
+        finally:
+            emulator.terminate()
+            emulator.wait(timeout=30)
+
+
+def airflow(args: list[str], env: dict[str, str], log: Path | None = None) -> None:
+    with open(log or os.devnull, "w") as out:
+        result = subprocess.run([str(BIN / "airflow"), *args], env=env, stdout=out, stderr=subprocess.STDOUT)
+    if result.returncode != 0 and log is None:
+        raise SystemExit(f"`airflow {' '.join(args)}` failed")
+
+
+def latest_run() -> tuple[str, str, dict[str, Any] | None]:
+    with sqlite3.connect(AIRFLOW_HOME / "airflow.db") as db:
+        run_id, state = db.execute(
+            "select run_id, state from dag_run where dag_id = ? order by id desc limit 1", (DAG_ID,)
+        ).fetchone()
+        row = db.execute(
+            "select value from xcom where dag_id = ? and run_id = ? and task_id = 'summarize' and key = 'return_value'",
+            (DAG_ID, run_id),
+        ).fetchone()
+    return run_id, state, json.loads(row[0]) if row else None
+
+
+def save(image: dict[str, Any]) -> tuple[str, ...]:
+    files = []
+    for index, url in enumerate(image["urls"]):
+        path = OUTPUT / f"{image['task_id']}_{index}.png"
+        response = httpx.get(url, follow_redirects=True, timeout=60)
+        response.raise_for_status()
+        path.write_bytes(response.content)
+        files.append(str(path.relative_to(ROOT)))
+    return (image["prompt"], image["task_id"], image["status"], str(image["cost"]), ", ".join(files) or "-")
+
+
+def step(message: str) -> None:
+    print(f"==> {message}", flush=True)
+
+
+def table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    def width(text: str) -> int:  # CJK characters take two columns in a terminal
+        return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+    widths = [max(width(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, tuple("-" * w for w in widths), *rows]:
+        print("  ".join(cell + " " * (w - width(cell)) for cell, w in zip(row, widths, strict=True)).rstrip())
+
 
 if __name__ == "__main__":
     sys.exit(main())

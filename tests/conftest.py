@@ -13,8 +13,16 @@ from typing import Any
 _AIRFLOW_HOME = tempfile.mkdtemp(prefix="mindvideo-airflow-home-")
 os.environ["AIRFLOW_HOME"] = _AIRFLOW_HOME
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
-# dag.test() syncs the DAG's bundle first, so the DAGs tests run must be files in the DAGs folder.
-os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dags")
+# dag.test() syncs the DAG's bundle first, so the DAGs tests run (ours and the examples) must be
+# files in the DAGs folder: link both into one.
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_DAGS_FOLDER = os.path.join(_AIRFLOW_HOME, "dags")
+os.makedirs(_DAGS_FOLDER)
+for _folder in ("tests/dags", "example_dags"):
+    for _name in os.listdir(os.path.join(_ROOT, _folder)):
+        if _name.endswith(".py") and not _name.startswith("_"):
+            os.symlink(os.path.join(_ROOT, _folder, _name), os.path.join(_DAGS_FOLDER, _name))
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = _DAGS_FOLDER
 
 import pytest  # noqa: E402
 import structlog  # noqa: E402

@@ -39,7 +39,8 @@ class Run:
                 "select task_id, map_index, key, value from xcom where dag_id = ? and run_id = ?",
                 (dag_run.dag_id, dag_run.run_id),
             ).fetchall()
-        self.xcom = {(task, index, key): json.loads(value) for task, index, key, value in rows}
+        # SQLite returns JSON scalars (numbers) already decoded.
+        self.xcom = {(t, i, k): json.loads(v) if isinstance(v, str | bytes) else v for t, i, k, v in rows}
 
     def ti_state(self, task_id: str, map_index: int = -1) -> str:
         return str(self.tis[(task_id, map_index)].state)

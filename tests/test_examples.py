@@ -1,0 +1,81 @@
+"""Every example DAG parses, and runs to success against the emulator (``dag.test()``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from airflow.dag_processing.dagbag import DagBag
+
+from airflow_provider_mindvideo.emulator import MindVideoEmulator
+from example_dags.mindvideo_content_pipeline import DEFAULT_PROMPTS, mindvideo_content_pipeline
+from example_dags.mindvideo_image_edit import mindvideo_image_edit
+from example_dags.mindvideo_taskflow import mindvideo_taskflow
+from example_dags.mindvideo_video import mindvideo_video
+from tests.test_dags import Run
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "example_dags"
+
+
+def test_examples_parse_without_errors() -> None:
+    bag = DagBag(str(EXAMPLES))
+    assert bag.import_errors == {}
+    assert sorted(bag.dags) == [
+        "mindvideo_content_pipeline",
+        "mindvideo_image_edit",
+        "mindvideo_taskflow",
+        "mindvideo_video",
+    ]
+    for dag in bag.dags.values():
+        assert "mindvideo" in dag.tags
+
+
+def fast(dag: Any) -> Any:
+    """The examples poll like production (seconds to minutes); the emulator answers in ms."""
+    for task in dag.tasks:
+        for name, value in (("poll_interval", 0.05), ("max_poll_interval", 0.2), ("poke_interval", 0.05)):
+            if hasattr(task, name):
+                setattr(task, name, value)
+        if hasattr(task, "max_poll_interval"):
+            task.max_poll_interval = max(task.max_poll_interval, getattr(task, "poke_interval", 0))
+    return dag
+
+
+def test_content_pipeline_summarizes_urls_and_cost(airflow_db: str, emulator: MindVideoEmulator) -> None:
+    run = Run(airflow_db, fast(mindvideo_content_pipeline()).test())
+    assert run.state == "success"
+    summary = run.xcom[("summarize", -1, "return_value")]
+    assert [image["prompt"] for image in summary["images"]] == DEFAULT_PROMPTS
+    assert all(image["status"] == "succeeded" and len(image["urls"]) == 1 for image in summary["images"])
+    assert summary["total_cost"] == pytest.approx(5 * 0.0135)
+    assert emulator.state.charged_tasks == 5
+
+
+def test_content_pipeline_takes_prompts_from_params(airflow_db: str, emulator: MindVideoEmulator) -> None:
+    run = Run(airflow_db, fast(mindvideo_content_pipeline()).test(run_conf={"prompts": ["only one"], "size": "1:1"}))
+    assert [image["prompt"] for image in run.xcom[("summarize", -1, "return_value")]["images"]] == ["only one"]
+    assert emulator.state.charged_tasks == 1
+
+
+def test_image_edit_sends_references_and_mask(airflow_db: str, emulator: MindVideoEmulator) -> None:
+    run = Run(airflow_db, fast(mindvideo_image_edit()).test())
+    assert run.state == "success"
+    (task,) = emulator.state.tasks.values()
+    assert task.input["image_urls"][0] == "https://example.com/reference/living-room.png"
+    assert task.input["image_urls"][1].startswith("data:image/png;base64,")
+    assert task.input["mask_url"].startswith("data:image/png;base64,")
+
+
+def test_video_example_waits_for_the_video(airflow_db: str, emulator: MindVideoEmulator) -> None:
+    run = Run(airflow_db, fast(mindvideo_video()).test())
+    assert run.state == "success"
+    (url,) = run.xcom[("generate_video", -1, "return_value")]
+    assert url.endswith(".mp4")
+
+
+def test_taskflow_example_collects_every_url(airflow_db: str, emulator: MindVideoEmulator) -> None:
+    run = Run(airflow_db, fast(mindvideo_taskflow()).test())
+    assert run.state == "success"
+    assert len(run.xcom[("collect", -1, "return_value")]) == 4
+    assert emulator.state.charged_tasks == 4
