@@ -69,9 +69,7 @@ def create_app(state: EmulatorState) -> FastAPI:
         """Count the request, check the key, and apply a pending fault that answers by itself."""
         state.record_request(route, (request.client.host, request.client.port) if request.client else None)
         fault = state.take_fault(route)
-        if fault is not None and fault.kind == "delay":
-            await asyncio.sleep(fault.seconds)
-        elif fault is not None and fault.kind == "status":
+        if fault is not None and fault.kind == "status":
             status = fault.status or 503
             headers = {"Retry-After": fault.retry_after} if fault.retry_after else None
             raise _Answer(_error(status, "emulated_fault", f"Emulated HTTP {status}", headers))
@@ -83,7 +81,10 @@ def create_app(state: EmulatorState) -> FastAPI:
             raise _Answer(_error(401, "unauthorized", "Missing or invalid API key"))
         return key, fault
 
-    def task_response(task: EmulatedTask, request: Request, fault: Fault | None, status: int = 200) -> Response:
+    async def task_response(task: EmulatedTask, request: Request, fault: Fault | None, status: int = 200) -> Response:
+        if fault is not None and fault.kind == "delay":
+            # Late, after the work is done: a created task exists while the client still waits.
+            await asyncio.sleep(fault.seconds)
         if fault is not None:
             if fault.kind == "drop":
                 return _CutOffResponse()
@@ -112,7 +113,7 @@ def create_app(state: EmulatorState) -> FastAPI:
             return _error(409, "idempotency_conflict", "Idempotency-Key reused with a different payload")
         if task is None:
             return _error(422, "invalid_input", problem or "invalid input")
-        return task_response(task, request, fault, status=200 if replayed else 201)
+        return await task_response(task, request, fault, status=200 if replayed else 201)
 
     @app.get(TASKS + "/{task_id}")
     async def get_task(task_id: str, request: Request) -> Response:
@@ -120,7 +121,7 @@ def create_app(state: EmulatorState) -> FastAPI:
         task = state.find_task(key, task_id)
         if task is None:
             return _error(404, "not_found", f"Task {task_id} not found")
-        return task_response(task, request, fault)
+        return await task_response(task, request, fault)
 
     @app.get(TASKS + "/{task_id}/events")
     async def get_events(task_id: str, request: Request) -> Response:

@@ -35,7 +35,8 @@ class Fault:
       - ``html``: answer ``status`` (default 502) with an HTML page, as a proxy would.
       - ``drop``: close the connection mid-response. On ``create`` the task *is* created first:
         the client never learns it was (the lost-response case).
-      - ``delay``: wait ``seconds`` before answering normally (slow server, read timeouts).
+      - ``delay``: answer ``seconds`` late, after the work is done (slow server, read timeouts;
+        on ``create`` the task exists while the client still waits).
       - ``malformed_json``: a 200 whose body is not JSON.
       - ``missing_fields``: a 200 JSON body without ``task_id`` and ``status``.
       - ``unknown_status``: the real task, with a status value the API may add one day.
