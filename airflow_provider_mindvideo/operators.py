@@ -147,21 +147,16 @@ class MindVideoGenerateOperator(MindVideoSubmitOperator):
 
     def execute(self, context: Context) -> list[str]:  # type: ignore[override]
         task, record = self.submit(context)
-        started_at = time.time()
-        deadline = started_at + self.timeout
         if not task.is_terminal and self.deferrable:
             self.defer(
-                trigger=MindVideoTaskTrigger(
-                    mindvideo_task_id=task.task_id,
-                    mindvideo_conn_id=self.mindvideo_conn_id,
-                    poll_interval=self.poll_interval,
-                    max_poll_interval=self.max_poll_interval,
-                    started_at=started_at,
-                    deadline=deadline,
+                trigger=MindVideoTaskTrigger.starting_now(
+                    task.task_id, self.mindvideo_conn_id, self.poll_interval, self.max_poll_interval, self.timeout
                 ),
                 method_name="execute_complete",
                 timeout=timedelta(seconds=self.timeout) + _DEFERRAL_GRACE,
             )
+        started_at = time.time()
+        deadline = started_at + self.timeout
         return deliver(context, self.hook, self._wait(task, started_at, deadline), self.log, record)
 
     def _wait(self, task: MindVideoTask, started_at: float, deadline: float) -> MindVideoTask:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from datetime import timedelta
 from functools import cached_property
@@ -80,15 +79,9 @@ class MindVideoTaskSensor(BaseSensorOperator):
         task = self.hook.get_task(self.mindvideo_task_id)
         if task.is_terminal:
             return self._deliver(context, task)
-        now = time.time()
         self.defer(
-            trigger=MindVideoTaskTrigger(
-                mindvideo_task_id=task.task_id,
-                mindvideo_conn_id=self.mindvideo_conn_id,
-                poll_interval=self.poke_interval,
-                max_poll_interval=self.max_poll_interval,
-                started_at=now,
-                deadline=now + self.timeout,
+            trigger=MindVideoTaskTrigger.starting_now(
+                task.task_id, self.mindvideo_conn_id, self.poke_interval, self.max_poll_interval, self.timeout
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout),

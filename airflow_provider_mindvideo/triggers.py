@@ -58,6 +58,26 @@ class MindVideoTaskTrigger(BaseTrigger):
         self.started_at = time.time() if started_at is None else started_at
         self.deadline = deadline
 
+    @classmethod
+    def starting_now(
+        cls,
+        mindvideo_task_id: str,
+        mindvideo_conn_id: str,
+        poll_interval: float,
+        max_poll_interval: float,
+        timeout: float,
+    ) -> MindVideoTaskTrigger:
+        """A wait that starts now and gives up ``timeout`` seconds later."""
+        now = time.time()
+        return cls(
+            mindvideo_task_id,
+            mindvideo_conn_id,
+            poll_interval,
+            max_poll_interval,
+            started_at=now,
+            deadline=now + timeout,
+        )
+
     def serialize(self) -> tuple[str, dict[str, Any]]:
         # Stored in the metadata database: ids and numbers only, never the API key.
         return (
@@ -77,6 +97,7 @@ class MindVideoTaskTrigger(BaseTrigger):
 
         hook = MindVideoHook(self.mindvideo_conn_id)
         rng = random.Random(self.mindvideo_task_id)
+        self._unknown_statuses_seen: set[str] = set()
         try:
             while True:
                 event, server_asked = await self._check(hook)
@@ -105,8 +126,13 @@ class MindVideoTaskTrigger(BaseTrigger):
             return None, getattr(exc, "retry_after", None) or 0.0
         if task.is_terminal:
             return self._event(_OUTCOME_OF[task.status], task, self._describe(task)), 0.0
-        if task.status is TaskStatus.UNKNOWN:
-            self.log.info("MindVideo task %s has status %r; waiting", task.task_id, task.reported_status)
+        if task.status is TaskStatus.UNKNOWN and task.reported_status not in self._unknown_statuses_seen:
+            self._unknown_statuses_seen.add(task.reported_status)
+            self.log.info(
+                "MindVideo task %s has a status this provider does not know, %r; waiting",
+                task.task_id,
+                task.reported_status,
+            )
         return None, 0.0
 
     def _next_delay(self, now: float, server_asked: float, rng: random.Random) -> float:

@@ -136,11 +136,14 @@ def test_retry_after_is_honoured(emulator: MindVideoEmulator, no_hook_retries: N
     assert all(w <= 0.1 for w in waits[1:])
 
 
-def test_unknown_status_keeps_waiting(emulator: MindVideoEmulator, waits: list[float]) -> None:
+def test_unknown_status_keeps_waiting_and_is_logged_once(
+    emulator: MindVideoEmulator, waits: list[float], debug_logs: list[dict[str, Any]]
+) -> None:
     task_id = submit()
-    emulator.add_fault("unknown_status", route="get", times=2)
+    emulator.add_fault("unknown_status", route="get", times=3)
     (event,) = events(MindVideoTaskTrigger(task_id, poll_interval=0.05, max_poll_interval=0.1))
     assert event["status"] == "success"
+    assert sum("does not know" in str(e) for e in debug_logs) == 1
 
 
 def test_intervals_grow_with_the_wait_up_to_the_cap(
