@@ -258,7 +258,7 @@ def _log_attempt(log: Any, request: httpx.Request, outcome: Outcome, attempt: in
             request.method,
             request.url.path,
             outcome.status_code,
-            _request_id(outcome),
+            _LazyRequestId(outcome),
             attempt,
         )
     else:
@@ -269,6 +269,16 @@ def _log_attempt(log: Any, request: httpx.Request, outcome: Outcome, attempt: in
             type(outcome).__name__,
             attempt,
         )
+
+
+class _LazyRequestId:
+    # Finding the request id may mean parsing the body; do it only if the debug line is rendered,
+    # not on every poll of every wait in the triggerer's shared event loop.
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+
+    def __str__(self) -> str:
+        return str(_request_id(self.response))
 
 
 # -- responses ---------------------------------------------------------------------------------
