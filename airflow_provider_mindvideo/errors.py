@@ -116,3 +116,19 @@ class WaitTimeoutError(MindVideoError):
 
     Retryable: the next try of a generating task finds the same remote task and waits again.
     """
+
+
+class OutputUnavailableError(MindVideoError, AirflowFailException):
+    """An output link is gone (HTTP 404/410/403, often: expired) or does not serve media."""
+
+    retryable = False
+
+
+class OutputDownloadError(MindVideoError):
+    """Downloading an output failed in a way a retry may fix (5xx, network, timeouts)."""
+
+
+class OutputExistsError(MindVideoError, AirflowFailException):
+    """The destination already holds a different file under the output's name (and overwrite is off)."""
+
+    retryable = False

@@ -9,11 +9,20 @@ from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator, conf
+from airflow.sdk import Asset, AssetAlias, BaseOperator, ObjectStoragePath, conf
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_provider_mindvideo import DEFAULT_CONN_ID
 from airflow_provider_mindvideo.catalog import validate_input
+from airflow_provider_mindvideo.downloads import (
+    DEFAULT_FILE_NAME,
+    XCOM_FILES_KEY,
+    StoredFile,
+    download_client,
+    flatten_urls,
+    manifest_summary,
+    store_outputs,
+)
 from airflow_provider_mindvideo.errors import WaitTimeoutError
 from airflow_provider_mindvideo.hooks import MindVideoHook
 from airflow_provider_mindvideo.idempotency import key_generations
@@ -124,10 +133,17 @@ class MindVideoGenerateOperator(MindVideoSubmitOperator):
     :param max_poll_interval: The longest interval between two checks.
     :param timeout: Seconds to wait for the task to finish before failing (retryable: the next
         try finds the same remote task and waits again).
+    :param download_to: Also save the outputs into this folder, as
+        :class:`MindVideoDownloadOperator` does (default file names, ``overwrite=False``), and
+        emit an asset event for it. An ``ObjectStoragePath`` URL. (templated)
+    :param download_conn_id: The storage connection for ``download_to``.
 
     XCom: ``return_value`` is the list of output URLs; ``mindvideo_task`` is the submit record
-    plus status, cost_actual and output.
+    plus status, cost_actual and output; with ``download_to``, ``mindvideo_files`` is the
+    manifest of saved files.
     """
+
+    template_fields: Sequence[str] = (*MindVideoSubmitOperator.template_fields, "download_to")
 
     def __init__(
         self,
@@ -136,10 +152,16 @@ class MindVideoGenerateOperator(MindVideoSubmitOperator):
         poll_interval: float = 5.0,
         max_poll_interval: float = 60.0,
         timeout: float | timedelta = timedelta(hours=2),
+        download_to: str | None = None,
+        download_conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
+        if download_to is not None:
+            kwargs.setdefault("outlets", outlets_for(download_to))
         super().__init__(**kwargs)
         check_poll_settings(poll_interval, max_poll_interval)
+        self.download_to = download_to
+        self.download_conn_id = download_conn_id
         self.deferrable = deferrable
         self.poll_interval = poll_interval
         self.max_poll_interval = max_poll_interval
@@ -157,7 +179,7 @@ class MindVideoGenerateOperator(MindVideoSubmitOperator):
             )
         started_at = time.time()
         deadline = started_at + self.timeout
-        return deliver(context, self.hook, self._wait(task, started_at, deadline), self.log, record)
+        return self._finish(context, self._wait(task, started_at, deadline), record)
 
     def _wait(self, task: MindVideoTask, started_at: float, deadline: float) -> MindVideoTask:
         """Poll on the worker (``deferrable=False``) with the trigger's schedule."""
@@ -175,4 +197,124 @@ class MindVideoGenerateOperator(MindVideoSubmitOperator):
         ti = context["ti"]
         # The submit record was pushed before deferring; XCom is what survives the deferral.
         record = ti.xcom_pull(task_ids=ti.task_id, key=XCOM_TASK_KEY, map_indexes=ti.map_index)
-        return deliver(context, self.hook, task_from_event(event), self.log, record)
+        return self._finish(context, task_from_event(event), record)
+
+    def _finish(self, context: Context, task: MindVideoTask, record: dict[str, Any] | None) -> list[str]:
+        urls = deliver(context, self.hook, task, self.log, record)
+        if self.download_to:
+            save_outputs(self, context, urls, self.download_to, self.download_conn_id, task.task_id)
+        return urls
+
+
+class MindVideoDownloadOperator(BaseOperator):
+    """Save output media into your own storage (local, S3, GCS, ... via ``ObjectStoragePath``).
+
+    Output URLs are links to MindVideo's storage and may expire; this copies them where your
+    pipeline keeps its files. Each file is streamed (a video never sits in memory), written
+    under a temporary name and renamed (atomic where the store allows), and its size and
+    sha256 recorded. Re-running is safe: a file already present with the same size and hash
+    is kept, not rewritten; a *different* file under the same name is an error unless
+    ``overwrite=True``.
+
+    :param urls: Output URLs: a list, a list of lists (e.g. mapped waits), or an XComArg
+        such as ``wait.output``. Only http(s) URLs are accepted. (templated)
+    :param destination: The folder, as an ``ObjectStoragePath`` URL: ``file:///data/media``,
+        ``s3://bucket/media``, ``gs://...``. (templated)
+    :param conn_id: The storage connection (e.g. ``aws_default`` for ``s3://``), if it needs one.
+    :param file_name: Name of each file inside ``destination``; fields ``{mindvideo_task_id}``,
+        ``{index}`` (position in ``urls``), ``{ext}`` (from the content type, e.g. ``.png``)
+        and ``{url_name}`` (the URL's last path segment). May contain ``/``. (templated)
+    :param mindvideo_task_id: The MindVideo task the URLs belong to, for file names; without
+        it, ``url-`` plus a digest of the URL stands in. (templated)
+    :param overwrite: Replace files that exist with other content instead of failing.
+    :param timeout: Seconds without progress before a download fails.
+
+    Assets: when ``destination`` is not templated and ``outlets`` is not given, the operator
+    declares ``Asset(destination)``, so DAGs scheduled on it run when new media land. With a
+    templated destination, declare ``outlets=[AssetAlias("...")]``: the operator attaches the
+    rendered destination's asset to it. Event extras: ``files``, ``written`` and ``bytes``.
+
+    XCom: ``return_value`` is the list of stored paths (URLs of the store); ``mindvideo_files``
+    is the manifest: ``url``, ``path``, ``bytes``, ``sha256``, ``content_type`` and ``written``.
+    """
+
+    template_fields: Sequence[str] = ("urls", "destination", "file_name", "mindvideo_task_id")
+    ui_color = "#e8dcff"
+
+    def __init__(
+        self,
+        *,
+        urls: Any,
+        destination: str,
+        conn_id: str | None = None,
+        file_name: str = DEFAULT_FILE_NAME,
+        mindvideo_task_id: str | None = None,
+        overwrite: bool = False,
+        timeout: float = 60.0,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("outlets", outlets_for(destination))
+        super().__init__(**kwargs)
+        self.urls = urls
+        self.destination = destination
+        self.conn_id = conn_id
+        self.file_name = file_name
+        self.mindvideo_task_id = mindvideo_task_id
+        self.overwrite = overwrite
+        self.timeout = timeout
+
+    def execute(self, context: Context) -> list[str]:
+        files = save_outputs(
+            self,
+            context,
+            flatten_urls(self.urls),
+            self.destination,
+            self.conn_id,
+            self.mindvideo_task_id or None,
+            pattern=self.file_name,
+            overwrite=self.overwrite,
+            timeout=self.timeout,
+        )
+        return [stored.path for stored in files]
+
+
+def outlets_for(destination: str) -> list[Asset]:
+    """The asset a download into ``destination`` updates, if it is known before templating."""
+    return [] if "{{" in destination or "{%" in destination else [Asset(destination)]
+
+
+def save_outputs(
+    operator: BaseOperator,
+    context: Context,
+    urls: list[str],
+    destination: str,
+    conn_id: str | None,
+    mindvideo_task_id: str | None,
+    *,
+    pattern: str = DEFAULT_FILE_NAME,
+    overwrite: bool = False,
+    timeout: float = 60.0,
+) -> list[StoredFile]:
+    """Download, record the manifest in XCom, and describe the result on the operator's asset events."""
+    folder = ObjectStoragePath(destination, conn_id=conn_id)
+    with download_client(timeout) as client:
+        files = store_outputs(
+            client, urls, folder, mindvideo_task_id=mindvideo_task_id, pattern=pattern, overwrite=overwrite
+        )
+    context["ti"].xcom_push(key=XCOM_FILES_KEY, value=[stored.to_xcom() for stored in files])
+    summary = dict(manifest_summary(files))
+    for stored in files:
+        operator.log.info(
+            "%s %s (%d bytes, sha256 %s)",
+            "Saved" if stored.written else "Kept",
+            stored.path,
+            stored.bytes,
+            stored.sha256,
+        )
+    destination_asset = Asset(destination)
+    for outlet in operator.outlets:
+        if isinstance(outlet, AssetAlias):
+            context["outlet_events"][outlet].add(destination_asset, extra=summary)
+        elif isinstance(outlet, Asset) and outlet.uri == destination_asset.uri:
+            context["outlet_events"][outlet].extra.update(summary)
+    return files

@@ -1,9 +1,12 @@
 """A daily content pipeline: prompts fan out with dynamic task mapping, each is generated with
-gpt-image-2 and waited for in the triggerer, and a final task gathers URLs and costs.
+gpt-image-2 and waited for in the triggerer, the images are saved into our own storage, and a
+final task gathers files and costs.
 
-Prompts come from the DAG's params (trigger with a config to override them). Retries are
-safe: each mapped submit derives its Idempotency-Key from the DAG run, so a retried, cleared
-or crashed submit never pays for a second image.
+Prompts and the destination folder come from the DAG's params (trigger with a config to
+override them). Retries are safe: each mapped submit derives its Idempotency-Key from the DAG
+run, so a retried, cleared or crashed submit never pays for a second image, and a re-run save
+keeps files it already stored. Saving updates the ``mindvideo-content-media`` asset alias:
+schedule a DAG on it to publish new media.
 """
 
 from __future__ import annotations
@@ -12,9 +15,9 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import AssetAlias, Param, dag, get_current_context, task
 
-from airflow_provider_mindvideo.operators import MindVideoSubmitOperator
+from airflow_provider_mindvideo.operators import MindVideoDownloadOperator, MindVideoSubmitOperator
 from airflow_provider_mindvideo.sensors import MindVideoTaskSensor
 
 log = logging.getLogger(__name__)
@@ -26,6 +29,7 @@ DEFAULT_PROMPTS = [
     "A green tea field on misty hills, photo",
     "A purple hot-air balloon over a desert canyon",
 ]
+CONTENT_MEDIA = AssetAlias("mindvideo-content-media")
 
 
 @dag(
@@ -38,6 +42,11 @@ DEFAULT_PROMPTS = [
     params={
         "prompts": Param(DEFAULT_PROMPTS, type="array", minItems=1, description="One image per prompt"),
         "size": Param("16:9", type="string", description="Aspect ratio, e.g. 16:9, 1:1, 9:16"),
+        "destination": Param(
+            "file:///tmp/mindvideo-content",
+            type="string",
+            description="Folder for the images: file:///..., s3://bucket/prefix, gs://...",
+        ),
     },
     tags=["mindvideo", "example"],
 )
@@ -51,11 +60,19 @@ def mindvideo_content_pipeline() -> None:
     generated = MindVideoTaskSensor.partial(
         task_id="wait", deferrable=True, poke_interval=2, max_poll_interval=30, timeout=3600
     ).expand(mindvideo_task_id=submitted.output)
+    saved = MindVideoDownloadOperator.partial(
+        task_id="save",
+        destination="{{ params.destination }}",
+        # Files are named after the MindVideo task: the submit with the same map index made it.
+        mindvideo_task_id="{{ ti.xcom_pull(task_ids='submit', map_indexes=ti.map_index) }}",
+        outlets=[CONTENT_MEDIA],
+    ).expand(urls=generated.output)
 
     @task
-    def summarize(inputs: list[dict[str, Any]], urls: list[list[str]]) -> dict[str, Any]:
+    def summarize(inputs: list[dict[str, Any]], files: list[list[str]]) -> dict[str, Any]:
         ti = get_current_context()["ti"]
-        records = ti.xcom_pull(task_ids="wait", key="mindvideo_task", map_indexes=list(range(len(inputs))))
+        indexes = list(range(len(inputs)))
+        records = ti.xcom_pull(task_ids="wait", key="mindvideo_task", map_indexes=indexes)
         images = [
             {
                 "prompt": item["prompt"],
@@ -63,16 +80,17 @@ def mindvideo_content_pipeline() -> None:
                 "status": record["status"],
                 "cost": record["cost_actual"],
                 "urls": record["output_urls"],
+                "files": stored,
             }
-            for item, record in zip(inputs, records, strict=True)
+            for item, record, stored in zip(inputs, records, files, strict=True)
         ]
         total = round(sum(image["cost"] or 0 for image in images), 6)
-        log.info("Generated %d image(s) for a total cost of %s", sum(len(u) for u in urls), total)
+        log.info("Generated and saved %d image(s) for a total cost of %s", sum(len(f) for f in files), total)
         for image in images:
-            log.info("%s -> %s", image["prompt"], ", ".join(image["urls"]))
+            log.info("%s -> %s", image["prompt"], ", ".join(image["files"]))
         return {"images": images, "total_cost": total}
 
-    summarize(inputs, generated.output)
+    summarize(inputs, saved.output)
 
 
 mindvideo_content_pipeline()

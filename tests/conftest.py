@@ -23,6 +23,8 @@ for _folder in ("tests/dags", "example_dags"):
         if _name.endswith(".py") and not _name.startswith("_"):
             os.symlink(os.path.join(_ROOT, _folder, _name), os.path.join(_DAGS_FOLDER, _name))
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = _DAGS_FOLDER
+# Test DAGs that save outputs to a folder fixed at parse time (so that it can be an asset) use this one.
+os.environ["MINDVIDEO_TEST_DOWNLOADS"] = os.path.join(_AIRFLOW_HOME, "downloads")
 
 import pytest  # noqa: E402
 import structlog  # noqa: E402

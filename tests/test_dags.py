@@ -233,3 +233,75 @@ def test_explicit_key_whose_task_failed_fails_without_retry(run: Any, emulator: 
     assert result.state == "failed"
     assert result.tries("submit") == 1
     assert emulator.state.charged_tasks == 1
+
+
+def _asset_events(home: str) -> list[tuple[str, dict[str, Any]]]:
+    with sqlite3.connect(os.path.join(home, "airflow.db")) as db:
+        rows = db.execute(
+            "select a.uri, e.extra from asset_event e join asset a on a.id = e.asset_id order by e.id"
+        ).fetchall()
+    return [(uri, json.loads(extra)) for uri, extra in rows]
+
+
+def test_download_saves_outputs_and_emits_an_asset_event(run: Any, emulator: MindVideoEmulator) -> None:
+    result = run("mv_download")
+    assert result.state == "success", result.tis
+    task_id = result.xcom[("submit", -1, "return_value")]
+    folder = os.path.join(os.environ["MINDVIDEO_TEST_DOWNLOADS"], "static")
+    path = os.path.join(folder, f"{task_id}_0.png")
+    assert result.xcom[("download", -1, "return_value")] == [f"file://{path}"]
+    [entry] = result.xcom[("download", -1, "mindvideo_files")]
+    with open(path, "rb") as stored:
+        content = stored.read()
+    assert content == httpx.get(entry["url"]).content
+    assert (entry["bytes"], entry["content_type"], entry["written"]) == (len(content), "image/png", True)
+    uri, extra = _asset_events(os.environ["AIRFLOW_HOME"])[-1]
+    assert (uri, extra) == (f"file://{folder}", {"files": 1, "written": 1, "bytes": len(content)})
+
+
+def test_download_rerun_keeps_files_and_templated_destination_goes_through_the_alias(
+    run: Any, emulator: MindVideoEmulator, tmp_path: Any
+) -> None:
+    first = run("mv_submit_and_wait")
+    urls = first.xcom[("wait", -1, "return_value")]
+    conf = {"urls": urls, "folder": f"file://{tmp_path}/media"}
+    once = run("mv_download_urls", **conf)
+    again = run("mv_download_urls", **conf)
+    assert once.state == again.state == "success"
+    assert [e["written"] for e in once.xcom[("download", -1, "mindvideo_files")]] == [True]
+    assert [e["written"] for e in again.xcom[("download", -1, "mindvideo_files")]] == [False]
+    assert os.listdir(tmp_path / "media") == ["0.png"]
+    events = _asset_events(os.environ["AIRFLOW_HOME"])[-2:]
+    assert [(uri, extra["written"]) for uri, extra in events] == [
+        (f"file://{tmp_path}/media", 1),
+        (f"file://{tmp_path}/media", 0),
+    ]
+
+
+def test_download_of_a_gone_link_fails_without_retrying(run: Any, emulator: MindVideoEmulator, tmp_path: Any) -> None:
+    result = run("mv_download_urls", urls=[f"{emulator.base_url}/files/task_gone/0.png"], folder=f"file://{tmp_path}")
+    assert result.state == "failed"
+    assert result.tries("download") == 1
+    assert os.listdir(tmp_path) == []
+
+
+def test_generate_with_download_to_saves_in_the_same_task(run: Any, emulator: MindVideoEmulator) -> None:
+    result = run("mv_generate_download")
+    assert result.state == "success"
+    urls = result.xcom[("generate", -1, "return_value")]
+    [entry] = result.xcom[("generate", -1, "mindvideo_files")]
+    record = result.xcom[("generate", -1, "mindvideo_task")]
+    assert entry["url"] == urls[0]
+    assert entry["path"].endswith(f"/generated/{record['task_id']}_0.png")
+    assert os.path.getsize(entry["path"].removeprefix("file://")) == entry["bytes"]
+    assert _asset_events(os.environ["AIRFLOW_HOME"])[-1][0].endswith("/generated")
+    assert emulator.state.charged_tasks == 1
+
+
+def test_generate_retry_after_a_failed_download_does_not_pay_again(run: Any, emulator: MindVideoEmulator) -> None:
+    emulator.add_fault("status", route="files", status=503)
+    result = run("mv_generate_download")
+    assert result.state == "success"
+    assert result.tries("generate") == 2
+    assert [e["written"] for e in result.xcom[("generate", -1, "mindvideo_files")]] == [True]
+    assert emulator.state.charged_tasks == 1

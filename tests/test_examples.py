@@ -42,18 +42,28 @@ def fast(dag: Any) -> Any:
     return dag
 
 
-def test_content_pipeline_summarizes_urls_and_cost(airflow_db: str, emulator: MindVideoEmulator) -> None:
-    run = Run(airflow_db, fast(mindvideo_content_pipeline()).test())
+def test_content_pipeline_saves_images_and_summarizes_files_and_cost(
+    airflow_db: str, emulator: MindVideoEmulator, tmp_path: Path
+) -> None:
+    conf = {"prompts": DEFAULT_PROMPTS, "size": "16:9", "destination": tmp_path.as_uri()}
+    run = Run(airflow_db, fast(mindvideo_content_pipeline()).test(run_conf=conf))
     assert run.state == "success"
     summary = run.xcom[("summarize", -1, "return_value")]
     assert [image["prompt"] for image in summary["images"]] == DEFAULT_PROMPTS
     assert all(image["status"] == "succeeded" and len(image["urls"]) == 1 for image in summary["images"])
+    assert [image["files"] for image in summary["images"]] == [
+        [f"{tmp_path.as_uri()}/{image['task_id']}_0.png"] for image in summary["images"]
+    ]
+    assert len(list(tmp_path.glob("*.png"))) == 5
     assert summary["total_cost"] == pytest.approx(5 * 0.0135)
     assert emulator.state.charged_tasks == 5
 
 
-def test_content_pipeline_takes_prompts_from_params(airflow_db: str, emulator: MindVideoEmulator) -> None:
-    run = Run(airflow_db, fast(mindvideo_content_pipeline()).test(run_conf={"prompts": ["only one"], "size": "1:1"}))
+def test_content_pipeline_takes_prompts_from_params(
+    airflow_db: str, emulator: MindVideoEmulator, tmp_path: Path
+) -> None:
+    conf = {"prompts": ["only one"], "size": "1:1", "destination": tmp_path.as_uri()}
+    run = Run(airflow_db, fast(mindvideo_content_pipeline()).test(run_conf=conf))
     assert [image["prompt"] for image in run.xcom[("summarize", -1, "return_value")]["images"]] == ["only one"]
     assert emulator.state.charged_tasks == 1
 

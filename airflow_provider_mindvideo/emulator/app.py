@@ -6,12 +6,13 @@ import asyncio
 import json
 import logging
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import fields
 from datetime import datetime, timezone
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from airflow_provider_mindvideo.emulator.media import render_mp4, render_png
@@ -132,16 +133,24 @@ def create_app(state: EmulatorState) -> FastAPI:
         return JSONResponse({"task_id": task.task_id, "events": task_events(task, state.clock())})
 
     @app.get("/files/{task_id}/{name}")
-    async def get_file(task_id: str, name: str) -> Response:
+    async def get_file(task_id: str, name: str, request: Request) -> Response:
         # Output links are public, like the real service's storage links: no key needed.
+        state.record_request("files", (request.client.host, request.client.port) if request.client else None)
+        fault = state.take_fault("files")
+        if fault is not None and fault.kind == "status":
+            return _error(fault.status or 503, "emulated_fault", f"Emulated HTTP {fault.status or 503}")
+        if fault is not None and fault.kind == "html":
+            return Response("<html><body>Link expired</body></html>", fault.status or 200, media_type="text/html")
+        if fault is not None and fault.kind == "delay":
+            await asyncio.sleep(fault.seconds)
         task = state.tasks.get(task_id)
         if task is None or task.status_at(state.clock()) != "succeeded" or task.outcome == "no_output":
             return _error(404, "not_found", "No such file")
         stem, _, suffix = name.partition(".")
         if suffix == "mp4" and task.kind == "video":
-            return Response(render_mp4(task.input), media_type="video/mp4")
+            return _media(render_mp4(task.input), "video/mp4", task.output_bytes)
         if suffix == "png" and task.kind == "image" and stem.isdigit():
-            return Response(render_png(task.input, int(stem)), media_type="image/png")
+            return _media(render_png(task.input, int(stem)), "image/png", task.output_bytes)
         return _error(404, "not_found", "No such file")
 
     # -- control API, for tests that run the emulator in another process ----------------------
@@ -169,6 +178,20 @@ def create_app(state: EmulatorState) -> FastAPI:
     add_control("/_emulator/faults", Fault, state.add_fault)
     add_control("/_emulator/scripts", Script, state.add_script)
     return app
+
+
+def _media(content: bytes, media_type: str, padded_to: int | None) -> Response:
+    if not padded_to or padded_to <= len(content):
+        return Response(content, media_type=media_type)
+    # Trailing bytes after the media's end are ignored by players and viewers.
+    padding, chunk = padded_to - len(content), b"\0" * (1 << 20)
+
+    async def body() -> AsyncIterator[bytes]:
+        yield content
+        for start in range(0, padding, len(chunk)):
+            yield chunk[: min(len(chunk), padding - start)]
+
+    return StreamingResponse(body(), media_type=media_type, headers={"Content-Length": str(padded_to)})
 
 
 def task_body(task: EmulatedTask, now: float, base_url: str) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from airflow_provider_mindvideo.catalog import input_problems, known_models
 DEFAULT_API_KEY = "mv_test_emulator"
 UNKNOWN_MODEL_COST = 0.01
 
-Route = Literal["create", "get", "events", "any"]
+Route = Literal["create", "get", "events", "files", "any"]
 FaultKind = Literal["status", "drop", "delay", "malformed_json", "html", "missing_fields", "unknown_status"]
 Outcome = Literal["succeeded", "failed", "cancelled", "never", "no_output"]
 
@@ -29,6 +29,9 @@ Outcome = Literal["succeeded", "failed", "cancelled", "never", "no_output"]
 @dataclass
 class Fault:
     """A fault served instead of (or around) the real answer, for the next ``times`` matching requests.
+
+    ``route="any"`` means the API routes; output file downloads (``files``) only see faults
+    aimed at them (kinds ``status``, ``html`` and ``delay``).
 
     kinds:
       - ``status``: answer ``status`` (e.g. 429, 503) with a JSON error, and ``retry_after`` if set.
@@ -50,7 +53,7 @@ class Fault:
     seconds: float = 0.0
 
     def matches(self, route: str) -> bool:
-        return self.times > 0 and self.route in ("any", route)
+        return self.times > 0 and (self.route == route or (self.route == "any" and route != "files"))
 
 
 @dataclass
@@ -58,7 +61,8 @@ class Script:
     """How tasks whose prompt contains ``match`` end (``match=""`` applies to every task).
 
     ``times`` limits it to that many tasks (then it is used up); durations override the
-    emulator's own for these tasks.
+    emulator's own for these tasks. ``output_bytes`` pads each output file to that size (served
+    in chunks), to test downloads of large videos.
     """
 
     match: str
@@ -67,6 +71,7 @@ class Script:
     times: int | None = None
     queued_seconds: float | None = None
     processing_seconds: float | None = None
+    output_bytes: int | None = None
 
     def applies_to(self, prompt: str) -> bool:
         return self.match in prompt and (self.times is None or self.times > 0)
@@ -86,6 +91,7 @@ class EmulatedTask:
     outcome: Outcome
     error: str
     cost: float
+    output_bytes: int | None = None
 
     @property
     def terminal_at(self) -> float | None:
@@ -214,6 +220,7 @@ class EmulatorState:
             outcome=script.outcome if script else "succeeded",
             error=script.error if script else "",
             cost=spec.cost_estimate if spec else UNKNOWN_MODEL_COST,
+            output_bytes=script.output_bytes if script else None,
         )
 
     def find_task(self, api_key: str, task_id: str) -> EmulatedTask | None:

@@ -6,16 +6,23 @@ Prompts carry the scenario: the tests script the emulator by prompt text (see
 
 from __future__ import annotations
 
+import os
+import tempfile
 from datetime import datetime, timedelta
 
-from airflow.sdk import DAG, task
+from airflow.sdk import DAG, AssetAlias, task
 
-from airflow_provider_mindvideo.operators import MindVideoGenerateOperator, MindVideoSubmitOperator
+from airflow_provider_mindvideo.operators import (
+    MindVideoDownloadOperator,
+    MindVideoGenerateOperator,
+    MindVideoSubmitOperator,
+)
 from airflow_provider_mindvideo.sensors import MindVideoTaskSensor
 
 START = datetime(2026, 1, 1)
 FAST = {"poll_interval": 0.1, "max_poll_interval": 0.3}
 PROMPTS = [{"prompt": f"test image {i}", "size": "16:9"} for i in range(5)]
+DOWNLOADS = "file://" + os.environ.get("MINDVIDEO_TEST_DOWNLOADS", os.path.join(tempfile.gettempdir(), "mv-downloads"))
 
 
 DAGS: dict[str, DAG] = {}
@@ -85,4 +92,31 @@ with _dag("mv_taskflow"):
 
     MindVideoGenerateOperator.partial(task_id="generate", model="gpt-image-2", deferrable=True, **FAST).expand(
         input=prompts()
+    )
+
+with _dag("mv_download"):
+    submit = MindVideoSubmitOperator(task_id="submit", model="gpt-image-2", input={"prompt": "{{ params.prompt }}"})
+    wait = MindVideoTaskSensor(task_id="wait", mindvideo_task_id=submit.output, deferrable=True, poke_interval=0.1)
+    MindVideoDownloadOperator(
+        task_id="download", urls=wait.output, destination=DOWNLOADS + "/static", mindvideo_task_id=submit.output
+    )
+
+with _dag("mv_download_urls", render_template_as_native_obj=True):
+    # URLs and folder from the run's conf: re-running over the same links must not rewrite.
+    MindVideoDownloadOperator(
+        task_id="download",
+        urls="{{ dag_run.conf['urls'] }}",
+        destination="{{ dag_run.conf['folder'] }}",
+        file_name="{{ dag_run.conf.get('file_name', '{url_name}') }}",
+        outlets=[AssetAlias("mv-test-downloads")],
+    )
+
+with _dag("mv_generate_download", default_args={"retries": 1, "retry_delay": timedelta(0)}):
+    MindVideoGenerateOperator(
+        task_id="generate",
+        model="gpt-image-2",
+        input={"prompt": "{{ params.prompt }}"},
+        deferrable=True,
+        download_to=DOWNLOADS + "/generated",
+        **FAST,
     )

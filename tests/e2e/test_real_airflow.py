@@ -135,9 +135,10 @@ def _api_ready(port: int) -> bool:
         return False
 
 
-def trigger(cluster: Cluster, conf: dict[str, Any] | None = None) -> str:
+def trigger(cluster: Cluster, conf: dict[str, Any]) -> str:
     run_id = f"e2e__{time.time_ns()}"
-    cluster.airflow("dags", "trigger", DAG_ID, "--run-id", run_id, *(["--conf", json.dumps(conf)] if conf else []))
+    conf = {"destination": (cluster.home / "media" / run_id).as_uri(), **conf}
+    cluster.airflow("dags", "trigger", DAG_ID, "--run-id", run_id, "--conf", json.dumps(conf))
     return run_id
 
 
@@ -170,7 +171,9 @@ def test_pipeline_survives_a_killed_triggerer_and_pays_once(cluster: tuple[Clust
     airflow.start("triggerer-2", str(BIN / "airflow"), "triggerer")
 
     wait_for(lambda: run_state(airflow, run_id) in ("success", "failed"), "the run to finish", timeout=240)
-    assert run_state(airflow, run_id) == "success"
+    assert run_state(airflow, run_id) == "success", airflow.query(
+        "select task_id, map_index, state, try_number from task_instance where run_id = ?", run_id
+    )
     assert charged(emulator, prompts) == 5
     states = airflow.query("select task_id, map_index, state, try_number from task_instance where run_id = ?", run_id)
     assert all(state == "success" and tries == 1 for _, _, state, tries in states), states
@@ -178,6 +181,7 @@ def test_pipeline_survives_a_killed_triggerer_and_pays_once(cluster: tuple[Clust
     trigger_logs = list(task_logs(airflow, run_id, "wait").glob("map_index=*/attempt=1.log.trigger.*.log"))
     fired = {log.parent.name for log in trigger_logs if "Trigger fired event" in log.read_text()}
     assert fired == {f"map_index={i}" for i in range(5)}
+    assert len(list((airflow.home / "media" / run_id).glob("task_*_0.png"))) == 5
 
 
 def test_worker_killed_right_after_submit_retries_and_pays_once(cluster: tuple[Cluster, str]) -> None:

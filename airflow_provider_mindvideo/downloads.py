@@ -1,0 +1,241 @@
+"""Save MindVideo outputs into object storage: streamed, written atomically where the store allows, idempotent.
+
+Output URLs are public links that may expire, so pipelines copy the media into their own
+storage. Everything here works on an ``httpx.Client`` and an ``ObjectStoragePath`` given by
+the caller: the operator owns the client, tests can hand in any transport or filesystem.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mimetypes
+import posixpath
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from airflow_provider_mindvideo import __version__
+from airflow_provider_mindvideo.errors import (
+    InputValidationError,
+    OutputDownloadError,
+    OutputExistsError,
+    OutputUnavailableError,
+)
+
+if TYPE_CHECKING:
+    from airflow.sdk import ObjectStoragePath
+
+#: XCom key of the manifest: one entry per stored file.
+XCOM_FILES_KEY = "mindvideo_files"
+#: Default name of a stored file, relative to the destination folder.
+DEFAULT_FILE_NAME = "{mindvideo_task_id}_{index}{ext}"
+# Big enough to keep per-chunk overhead negligible, small enough that a video never sits in memory.
+CHUNK_BYTES = 1 << 20
+# Media only: an expired link that answers 200 with an HTML or JSON error page must not be saved as a video.
+_MEDIA_TYPES = ("image/", "video/", "audio/")
+_GENERIC_TYPE = "application/octet-stream"
+_EXTENSIONS = {
+    "image/png": ".png",
+    "image/jpeg": ".jpg",
+    "image/webp": ".webp",
+    "image/gif": ".gif",
+    "video/mp4": ".mp4",
+    "video/webm": ".webm",
+    "video/quicktime": ".mov",
+}
+_PERMANENT_STATUS = frozenset({401, 403, 404, 410})
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """One downloaded output: where it came from, where it is, and what it is."""
+
+    url: str
+    path: str
+    bytes: int
+    sha256: str
+    content_type: str
+    #: False when an identical file was already there and was left untouched.
+    written: bool
+
+    def to_xcom(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def flatten_urls(urls: str | Iterable[Any]) -> list[str]:
+    """The URLs as one flat list: accepts a URL, a list, or a list of lists (mapped outputs)."""
+    if isinstance(urls, str):
+        return [urls]
+    flat: list[str] = []
+    for item in urls:
+        flat.extend(flatten_urls(item) if not isinstance(item, str) else [item])
+    return flat
+
+
+def check_download_url(url: str) -> None:
+    """Refuse anything but http(s): a ``file:`` or ``ftp:`` URL in a template must not read local files."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InputValidationError(f"Output URL {url!r} is not an http(s) URL; only http(s) links are downloaded")
+
+
+def file_name(pattern: str, *, mindvideo_task_id: str | None, index: int, url: str, content_type: str) -> str:
+    """The stored file's name from ``pattern`` (``{mindvideo_task_id}``, ``{index}``, ``{ext}``, ``{url_name}``)."""
+    url_name = posixpath.basename(urlsplit(url).path) or "output"
+    try:
+        name = pattern.format(
+            mindvideo_task_id=mindvideo_task_id or f"url-{hashlib.sha256(url.encode()).hexdigest()[:12]}",
+            index=index,
+            ext=extension_for(content_type, url_name),
+            url_name=url_name,
+        )
+    except (KeyError, IndexError, ValueError) as exc:
+        raise InputValidationError(
+            f"file_name {pattern!r} is not a valid pattern: {exc!r}; "
+            "use {mindvideo_task_id}, {index}, {ext} and {url_name}"
+        ) from None
+    if not name or name.startswith("/") or ".." in name.split("/"):
+        raise InputValidationError(f"file_name {pattern!r} gives {name!r}, which is not a path inside the destination")
+    return name
+
+
+def extension_for(content_type: str, url_name: str) -> str:
+    if content_type in _EXTENSIONS:
+        return _EXTENSIONS[content_type]
+    if content_type != _GENERIC_TYPE:
+        guessed = mimetypes.guess_extension(content_type)
+        if guessed:
+            return guessed
+    return posixpath.splitext(url_name)[1]
+
+
+def download_client(timeout: float = 60.0) -> httpx.Client:
+    """A client for output links: no MindVideo credentials (the links are public), redirects followed."""
+    return httpx.Client(
+        follow_redirects=True,
+        timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+        headers={"User-Agent": f"airflow-provider-mindvideo/{__version__}"},
+    )
+
+
+def store_outputs(
+    client: httpx.Client,
+    urls: Sequence[str],
+    destination: ObjectStoragePath,
+    *,
+    mindvideo_task_id: str | None = None,
+    pattern: str = DEFAULT_FILE_NAME,
+    overwrite: bool = False,
+) -> list[StoredFile]:
+    """Download every URL into ``destination``, in order; checks all URLs before the first byte moves."""
+    for url in urls:
+        check_download_url(url)
+    destination.mkdir(parents=True, exist_ok=True)
+    return [
+        store_output(client, url, destination, mindvideo_task_id, index, pattern, overwrite)
+        for index, url in enumerate(urls)
+    ]
+
+
+def store_output(
+    client: httpx.Client,
+    url: str,
+    destination: ObjectStoragePath,
+    mindvideo_task_id: str | None,
+    index: int,
+    pattern: str,
+    overwrite: bool,
+) -> StoredFile:
+    """Stream one URL into ``destination``; keep an identical existing file, refuse a different one."""
+    try:
+        with client.stream("GET", url) as response:
+            content_type = _media_type(response, url)
+            target = destination / file_name(
+                pattern, mindvideo_task_id=mindvideo_task_id, index=index, url=url, content_type=content_type
+            )
+            if not overwrite and target.exists():
+                return _compare(url, target, content_type, response)
+            size, digest = _write_atomically(target, response.iter_bytes(CHUNK_BYTES))
+    except httpx.HTTPError as exc:
+        raise OutputDownloadError(f"Downloading {url} failed: {type(exc).__name__}: {exc}") from None
+    return StoredFile(url, str(target), size, digest, content_type, written=True)
+
+
+def _media_type(response: httpx.Response, url: str) -> str:
+    if response.status_code in _PERMANENT_STATUS:
+        raise OutputUnavailableError(
+            f"Output {url} answered HTTP {response.status_code}: the link is gone or has expired",
+            http_status=response.status_code,
+        )
+    if response.status_code != 200:
+        raise OutputDownloadError(
+            f"Output {url} answered HTTP {response.status_code}", http_status=response.status_code
+        )
+    content_type: str = str(response.headers.get("Content-Type", "")).split(";")[0].strip().lower()
+    if not (content_type.startswith(_MEDIA_TYPES) or content_type == _GENERIC_TYPE):
+        raise OutputUnavailableError(
+            f"Output {url} is {content_type or 'untyped'!s}, not media (an expired link's error page?); not saved"
+        )
+    return content_type
+
+
+def _write_atomically(target: ObjectStoragePath, chunks: Iterator[bytes]) -> tuple[int, str]:
+    # Readers never see half a file: write beside it, then rename (a copy on stores without rename).
+    partial = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.partial"
+    digest, size = hashlib.sha256(), 0
+    try:
+        with partial.open("wb") as out:
+            for chunk in chunks:
+                out.write(chunk)
+                digest.update(chunk)
+                size += len(chunk)
+        partial.rename(target)
+    except BaseException:
+        if partial.exists():
+            partial.unlink()
+        raise
+    return size, digest.hexdigest()
+
+
+def _compare(url: str, target: ObjectStoragePath, content_type: str, response: httpx.Response) -> StoredFile:
+    local_size, local_digest = _sha256_of(target)
+    announced = response.headers.get("Content-Length")
+    if announced is not None and announced.isdigit() and int(announced) != local_size:
+        # Different sizes: no need to read the rest of a video to know it differs.
+        raise _exists(target, url, local_size, f"{announced} bytes")
+    remote, size = hashlib.sha256(), 0
+    for chunk in response.iter_bytes(CHUNK_BYTES):
+        remote.update(chunk)
+        size += len(chunk)
+    if (size, remote.hexdigest()) != (local_size, local_digest):
+        raise _exists(target, url, local_size, f"{size} bytes, sha256 {remote.hexdigest()[:12]}...")
+    return StoredFile(url, str(target), size, local_digest, content_type, written=False)
+
+
+def _exists(target: ObjectStoragePath, url: str, local_size: int, remote: str) -> OutputExistsError:
+    return OutputExistsError(
+        f"{target} already exists ({local_size} bytes) with other content than {url} ({remote}); "
+        "set overwrite=True to replace it"
+    )
+
+
+def _sha256_of(path: ObjectStoragePath) -> tuple[int, str]:
+    digest, size = hashlib.sha256(), 0
+    with path.open("rb") as stored:
+        while chunk := stored.read(CHUNK_BYTES):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def manifest_summary(files: Sequence[StoredFile]) -> Mapping[str, Any]:
+    """What an asset event says about a download: counts only, the manifest is in XCom."""
+    return {
+        "files": len(files),
+        "written": sum(f.written for f in files),
+        "bytes": sum(f.bytes for f in files),
+    }

@@ -1,0 +1,240 @@
+"""Saving outputs: real downloads from the emulator's file links into local and in-memory stores."""
+
+from __future__ import annotations
+
+import hashlib
+import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from airflow.sdk import ObjectStoragePath
+from airflow.sdk.io import attach
+from fsspec.implementations.memory import MemoryFileSystem
+
+from airflow_provider_mindvideo.downloads import (
+    StoredFile,
+    download_client,
+    file_name,
+    flatten_urls,
+    store_outputs,
+)
+from airflow_provider_mindvideo.emulator import MindVideoEmulator
+from airflow_provider_mindvideo.errors import (
+    InputValidationError,
+    OutputDownloadError,
+    OutputExistsError,
+    OutputUnavailableError,
+)
+from airflow_provider_mindvideo.hooks import MindVideoHook
+
+
+@pytest.fixture
+def client() -> Iterator[httpx.Client]:
+    with download_client(timeout=10) as client:
+        yield client
+
+
+def finished_task(emulator: MindVideoEmulator, *prompts: str) -> list[str]:
+    """Output URLs of tasks (one per prompt) the emulator has already finished."""
+    urls = []
+    with MindVideoHook() as hook:
+        for prompt in prompts or ("a red fox",):
+            emulator.script(prompt, "succeeded", queued_seconds=0, processing_seconds=0)
+            task = hook.create_task("gpt-image-2", {"prompt": prompt})
+            urls += hook.get_task(task.task_id).output_urls
+    return urls
+
+
+@pytest.fixture
+def local(tmp_path: Path) -> ObjectStoragePath:
+    return ObjectStoragePath(f"file://{tmp_path}/media")
+
+
+@pytest.fixture
+def memory() -> ObjectStoragePath:
+    attach("memory", fs=MemoryFileSystem())
+    MemoryFileSystem.store.clear()
+    return ObjectStoragePath("memory://bucket/media")
+
+
+def test_downloads_into_a_local_folder_with_size_hash_and_type(
+    emulator: MindVideoEmulator, client: httpx.Client, local: ObjectStoragePath
+) -> None:
+    urls = finished_task(emulator, "a red fox", "a blue whale")
+    files = store_outputs(client, urls, local, mindvideo_task_id="task_1")
+    assert [Path(f.path).name for f in files] == ["task_1_0.png", "task_1_1.png"]
+    for stored, url in zip(files, urls, strict=True):
+        content = httpx.get(url).content
+        assert (local / Path(stored.path).name).read_bytes() == content
+        assert stored == StoredFile(
+            url, stored.path, len(content), hashlib.sha256(content).hexdigest(), "image/png", written=True
+        )
+    assert stored.path.startswith("file:///")
+    assert sorted(p.name for p in local.iterdir()) == ["task_1_0.png", "task_1_1.png"]  # no temporary files left
+
+
+def test_downloads_into_an_in_memory_filesystem(
+    emulator: MindVideoEmulator, client: httpx.Client, memory: ObjectStoragePath
+) -> None:
+    [url] = finished_task(emulator)
+    [stored] = store_outputs(client, [url], memory, mindvideo_task_id="t", pattern="{index}/{mindvideo_task_id}{ext}")
+    assert stored.path == "memory://bucket/media/0/t.png"
+    assert (memory / "0" / "t.png").read_bytes() == httpx.get(url).content
+
+
+def test_a_rerun_keeps_identical_files_without_rewriting(
+    emulator: MindVideoEmulator, client: httpx.Client, memory: ObjectStoragePath
+) -> None:
+    urls = finished_task(emulator, "a red fox", "a blue whale")
+    first = store_outputs(client, urls, memory, mindvideo_task_id="t")
+    before = {p.name: p.stat().st_mtime if hasattr(p.stat(), "st_mtime") else None for p in memory.iterdir()}
+    MemoryFileSystem.store[str((memory / "t_0.png").path)].modified = "sentinel"  # would be replaced by a write
+    second = store_outputs(client, urls, memory, mindvideo_task_id="t")
+    assert [f.written for f in second] == [False, False]
+    assert [(f.path, f.bytes, f.sha256) for f in second] == [(f.path, f.bytes, f.sha256) for f in first]
+    assert MemoryFileSystem.store[str((memory / "t_0.png").path)].modified == "sentinel"
+    assert set(before) == {p.name for p in memory.iterdir()}
+
+
+def test_a_different_existing_file_is_refused_unless_overwrite(
+    emulator: MindVideoEmulator, client: httpx.Client, local: ObjectStoragePath
+) -> None:
+    [url] = finished_task(emulator)
+    local.mkdir(parents=True)
+    (local / "t_0.png").write_bytes(b"somebody else's picture")
+    with pytest.raises(OutputExistsError, match=r"t_0.png already exists \(23 bytes\).*overwrite=True"):
+        store_outputs(client, [url], local, mindvideo_task_id="t")
+    assert (local / "t_0.png").read_bytes() == b"somebody else's picture"
+    [stored] = store_outputs(client, [url], local, mindvideo_task_id="t", overwrite=True)
+    assert stored.written
+    assert (local / "t_0.png").read_bytes() == httpx.get(url).content
+
+
+def test_an_expired_link_fails_clearly_and_writes_nothing(
+    emulator: MindVideoEmulator, client: httpx.Client, local: ObjectStoragePath
+) -> None:
+    url = f"{emulator.base_url}/files/task_gone/0.png"
+    with pytest.raises(OutputUnavailableError, match=r"task_gone/0.png answered HTTP 404: the link is gone or has exp"):
+        store_outputs(client, [url], local)
+    assert list(local.iterdir()) == []
+
+
+def test_an_html_page_is_not_saved_as_media(
+    emulator: MindVideoEmulator, client: httpx.Client, local: ObjectStoragePath
+) -> None:
+    [url] = finished_task(emulator)
+    emulator.add_fault("html", route="files", status=200)
+    with pytest.raises(OutputUnavailableError, match="is text/html, not media"):
+        store_outputs(client, [url], local)
+    assert list(local.iterdir()) == []
+
+
+def test_a_server_error_is_retryable(
+    emulator: MindVideoEmulator, client: httpx.Client, local: ObjectStoragePath
+) -> None:
+    [url] = finished_task(emulator)
+    emulator.add_fault("status", route="files", status=503)
+    with pytest.raises(OutputDownloadError, match="answered HTTP 503") as raised:
+        store_outputs(client, [url], local)
+    assert raised.value.retryable
+    assert store_outputs(client, [url], local)[0].written  # the fault has passed
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "file:///etc/passwd",
+        "ftp://example.com/a.png",
+        "javascript:alert(1)",
+        "data:image/png;base64,AAAA",
+        "not a url",
+    ],
+)
+def test_only_http_urls_are_downloaded_and_nothing_is_fetched_otherwise(
+    emulator: MindVideoEmulator, client: httpx.Client, local: ObjectStoragePath, url: str
+) -> None:
+    [good] = finished_task(emulator)
+    with pytest.raises(InputValidationError, match="is not an http\\(s\\) URL"):
+        store_outputs(client, [good, url], local)
+    assert emulator.state.requests["files"] == 0
+    assert not local.exists()
+
+
+def test_a_large_video_is_streamed_with_bounded_memory(
+    emulator: MindVideoEmulator, client: httpx.Client, local: ObjectStoragePath
+) -> None:
+    size = 48 * 1024 * 1024
+    emulator.script("long take", "succeeded", queued_seconds=0, processing_seconds=0, output_bytes=size)
+    with MindVideoHook() as hook:
+        task = hook.create_task("veo3-1-fast", {"prompt": "a long take of the sea"})
+        [url] = hook.get_task(task.task_id).output_urls
+    tracemalloc.start()
+    try:
+        [stored] = store_outputs(client, [url], local, mindvideo_task_id=task.task_id)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert (stored.bytes, stored.content_type, Path(stored.path).suffix) == (size, "video/mp4", ".mp4")
+    assert (local / f"{task.task_id}_0.mp4").stat().st_size == size
+    # The emulator runs in this process too, so its chunks count here: a bound, not a tight figure.
+    assert peak < size / 4, f"peak {peak} bytes of Python memory for a {size}-byte file"
+
+
+def test_a_broken_transfer_leaves_no_partial_file(local: ObjectStoragePath) -> None:
+    class Broken(httpx.SyncByteStream):
+        def __iter__(self) -> Iterator[bytes]:
+            yield b"\x89PNG" * 1000
+            raise httpx.RemoteProtocolError("peer closed connection")
+
+    transport = httpx.MockTransport(
+        lambda request: httpx.Response(200, headers={"Content-Type": "image/png"}, stream=Broken())
+    )
+    with httpx.Client(transport=transport) as client, pytest.raises(OutputDownloadError, match="peer closed"):
+        store_outputs(client, ["https://cdn.example/a.png"], local, mindvideo_task_id="t")
+    assert list(local.iterdir()) == []
+
+
+def test_redirects_are_followed_without_credentials(local: ObjectStoragePath) -> None:
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.url.host == "api.mindvideo.example":
+            return httpx.Response(302, headers={"Location": "https://storage.example/signed/a.png?sig=1"})
+        return httpx.Response(200, headers={"Content-Type": "image/png"}, content=b"png")
+
+    with download_client() as client:
+        client._transport = httpx.MockTransport(answer)
+        [stored] = store_outputs(client, ["https://api.mindvideo.example/files/t/0.png"], local, mindvideo_task_id="t")
+    assert [r.url.host for r in seen] == ["api.mindvideo.example", "storage.example"]
+    assert all("authorization" not in r.headers for r in seen)
+    assert stored.bytes == 3
+
+
+def test_flatten_urls_accepts_one_url_lists_and_mapped_lists() -> None:
+    assert flatten_urls("https://a/0.png") == ["https://a/0.png"]
+    assert flatten_urls([["https://a/0.png"], ["https://b/0.png", "https://b/1.png"]]) == [
+        "https://a/0.png",
+        "https://b/0.png",
+        "https://b/1.png",
+    ]
+
+
+def test_file_names_from_the_pattern() -> None:
+    url = "https://cdn.example/out/abc.webp?sig=1"
+    assert (
+        file_name(
+            "{mindvideo_task_id}_{index}{ext}", mindvideo_task_id="t", index=2, url=url, content_type="image/webp"
+        )
+        == "t_2.webp"
+    )
+    assert file_name("{url_name}", mindvideo_task_id=None, index=0, url=url, content_type="image/webp") == "abc.webp"
+    assert file_name(
+        "{mindvideo_task_id}{ext}", mindvideo_task_id=None, index=0, url=url, content_type="application/octet-stream"
+    ) == (f"url-{hashlib.sha256(url.encode()).hexdigest()[:12]}.webp")
+    with pytest.raises(InputValidationError, match=r"file_name '\{task\}' is not a valid pattern"):
+        file_name("{task}", mindvideo_task_id="t", index=0, url=url, content_type="image/png")
+    with pytest.raises(InputValidationError, match="not a path inside the destination"):
+        file_name("../{index}", mindvideo_task_id="t", index=0, url=url, content_type="image/png")
