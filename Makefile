@@ -35,5 +35,10 @@ unit: $(STAMP)
 
 test: lint typecheck unit
 
+# Not part of `make test`: about half an hour, and figures rather than pass/fail. Writes
+# benchmarks/results.md; `make bench ARGS=--quick` is a two-minute smoke run.
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py $(ARGS)
+
 clean:
 	rm -rf $(VENV) .airflow demo-output build dist *.egg-info .coverage

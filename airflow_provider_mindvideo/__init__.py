@@ -29,6 +29,16 @@ CONN_FIELDS: dict[str, Any] = {
         "description": "Retries of 429, 5xx and network errors inside one call, with backoff.",
         "schema": {"type": ["integer", "null"], "default": 5, "minimum": 0},
     },
+    "max_concurrency": {
+        "label": "Max requests in flight",
+        "description": "Per worker or triggerer process, across all tasks using this connection. Empty: no limit.",
+        "schema": {"type": ["integer", "null"], "minimum": 1},
+    },
+    "max_requests_per_second": {
+        "label": "Max requests per second",
+        "description": "Per worker or triggerer process; requests beyond it wait their turn. Empty: no limit.",
+        "schema": {"type": ["number", "null"], "exclusiveMinimum": 0},
+    },
     "allow_insecure_http": {
         "label": "Allow plain http:// to a non-loopback host",
         "description": "Sends the API key unencrypted. Only for trusted private networks.",

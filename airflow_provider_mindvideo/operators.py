@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
@@ -183,12 +182,11 @@ class MindVideoGenerateOperator(MindVideoSubmitOperator):
 
     def _wait(self, task: MindVideoTask, started_at: float, deadline: float) -> MindVideoTask:
         """Poll on the worker (``deferrable=False``) with the trigger's schedule."""
-        rng = random.Random(task.task_id)
         while not task.is_terminal:
             now = time.time()
             if now >= deadline:
                 raise WaitTimeoutError(f"MindVideo task {task.task_id} did not finish within {self.timeout:.0f} s")
-            delay = next_poll_delay(now - started_at, self.poll_interval, self.max_poll_interval, rng)
+            delay = next_poll_delay(now - started_at, self.poll_interval, self.max_poll_interval)
             time.sleep(min(deadline - now, delay))
             task = self.hook.get_task(task.task_id)
         return task

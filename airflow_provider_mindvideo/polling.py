@@ -15,12 +15,16 @@ import random
 GROWTH = 0.25
 #: Each interval is spread by +/- this fraction, so waits started together drift apart.
 JITTER = 0.2
+# Shared: a generator per wait would cost 2.5 KiB of state for each of thousands of waits.
+_RNG = random.Random()
 
 
-def next_poll_delay(elapsed: float, poll_interval: float, max_poll_interval: float, rng: random.Random) -> float:
+def next_poll_delay(
+    elapsed: float, poll_interval: float, max_poll_interval: float, rng: random.Random | None = None
+) -> float:
     """Seconds until the next poll of a task waited on for ``elapsed`` seconds."""
     base = min(max_poll_interval, max(poll_interval, elapsed * GROWTH))
-    return min(max_poll_interval, base * rng.uniform(1 - JITTER, 1 + JITTER))
+    return min(max_poll_interval, base * (rng or _RNG).uniform(1 - JITTER, 1 + JITTER))
 
 
 def check_poll_settings(poll_interval: float, max_poll_interval: float) -> None:

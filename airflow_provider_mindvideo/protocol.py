@@ -42,6 +42,9 @@ TASKS_PATH = "/api/v1/tasks"
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 _BODY_PREVIEW_CHARS = 200
 
+# Jitter needs no reproducible seed; one generator serves every call (seeding one costs more than a poll's parsing).
+_JITTER = random.Random()
+
 Step = httpx.Request | float
 Outcome = httpx.Response | httpx.RequestError | None
 Exchange = Generator[Step, Outcome, httpx.Response]
@@ -109,6 +112,8 @@ class ClientSettings:
     timeout: float = 30.0
     max_retries: int = 5
     allow_insecure_http: bool = False
+    max_concurrency: int | None = None
+    max_requests_per_second: float | None = None
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.base_url)
@@ -122,6 +127,10 @@ class ClientSettings:
             )
         if not self.api_key:
             raise AuthenticationError("The MindVideo connection has no API key (put it in the password field)")
+        for name in ("max_concurrency", "max_requests_per_second"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise InputValidationError(f"MindVideo connection extra {name} = {value!r}: must be > 0, or empty")
 
     def client_options(self) -> dict[str, Any]:
         """Keyword arguments shared by ``httpx.Client`` and ``httpx.AsyncClient``."""
@@ -153,7 +162,18 @@ def settings_from_connection(
         timeout=float(timeout if timeout is not None else extra.get("timeout") or 30.0),
         max_retries=int(max_retries if max_retries is not None else extra.get("max_retries", 5)),
         allow_insecure_http=_as_bool(extra.get("allow_insecure_http", False)),
+        max_concurrency=_optional(int, extra.get("max_concurrency")),
+        max_requests_per_second=_optional(float, extra.get("max_requests_per_second")),
     )
+
+
+def _optional(kind: type[int] | type[float], value: Any) -> Any:
+    if value is None or value == "":
+        return None
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise InputValidationError(f"MindVideo connection extra value {value!r}: must be a number") from None
 
 
 def is_loopback(hostname: str) -> bool:
@@ -229,7 +249,7 @@ def exchange(
     with (None after a sleep). A POST is replayed with the same Idempotency-Key, which the API
     answers with the original task, so a lost response never creates a second charged task.
     """
-    rng = rng or random.Random()
+    rng = rng or _JITTER
     started = time.monotonic()
     outcome: Outcome = None
     for attempt in itertools.count(1):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import time
 from asyncio import sleep
 from collections.abc import AsyncIterator
@@ -95,21 +94,24 @@ class MindVideoTaskTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from airflow_provider_mindvideo.hooks import MindVideoHook
 
-        hook = MindVideoHook(self.mindvideo_conn_id)
-        rng = random.Random(self.mindvideo_task_id)
+        # Thousands of waits share the triggerer's loop: they share one pooled client too.
+        hook = MindVideoHook(self.mindvideo_conn_id, shared_client=True)
         self._unknown_statuses_seen: set[str] = set()
+        self._last_problem: str | None = None
         try:
             while True:
                 event, server_asked = await self._check(hook)
                 now = time.time()
                 if event is None and self.deadline is not None and now >= self.deadline:
+                    # An outage that outlasted the wait is the cause worth naming, not the timeout.
+                    cause = f"; the last check failed: {self._last_problem}" if self._last_problem else ""
                     event = self._event(
-                        TIMEOUT, None, f"MindVideo task {self.mindvideo_task_id} did not finish in time"
+                        TIMEOUT, None, f"MindVideo task {self.mindvideo_task_id} did not finish in time{cause}"
                     )
                 if event is not None:
                     yield event
                     return
-                await sleep(self._next_delay(now, server_asked, rng))
+                await sleep(self._next_delay(now, server_asked))
         finally:
             # Also on cancellation (triggerer shutdown, task cleared): release the connection.
             await hook.aclose()
@@ -123,7 +125,9 @@ class MindVideoTaskTrigger(BaseTrigger):
                 return self._event(ERROR, None, str(exc), error_type=type(exc).__name__), 0.0
             # The hook already retried; keep waiting rather than fail a long job over a blip.
             self.log.warning("MindVideo task %s: %s; will check again", self.mindvideo_task_id, exc)
+            self._last_problem = str(exc)
             return None, getattr(exc, "retry_after", None) or 0.0
+        self._last_problem = None
         if task.is_terminal:
             return self._event(_OUTCOME_OF[task.status], task, self._describe(task)), 0.0
         if task.status is TaskStatus.UNKNOWN and task.reported_status not in self._unknown_statuses_seen:
@@ -135,10 +139,8 @@ class MindVideoTaskTrigger(BaseTrigger):
             )
         return None, 0.0
 
-    def _next_delay(self, now: float, server_asked: float, rng: random.Random) -> float:
-        delay = max(
-            server_asked, next_poll_delay(now - self.started_at, self.poll_interval, self.max_poll_interval, rng)
-        )
+    def _next_delay(self, now: float, server_asked: float) -> float:
+        delay = max(server_asked, next_poll_delay(now - self.started_at, self.poll_interval, self.max_poll_interval))
         return delay if self.deadline is None else min(delay, max(0.0, self.deadline - now))
 
     def _event(

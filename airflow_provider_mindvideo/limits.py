@@ -1,0 +1,96 @@
+"""Per-connection request limits: at most so many requests in flight, and so many a second.
+
+MindVideo documents no rate limits, but accounts have them, and a mapped fan-out of hundreds
+of generations should not find them by collecting 429s. The limits are a connection's
+``max_concurrency`` and ``max_requests_per_second`` extras, enforced per process (a worker, a
+triggerer) for every hook on that connection, sync or async. Unset, they cost nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+import weakref
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from airflow_provider_mindvideo.protocol import ClientSettings
+
+
+@dataclass
+class Pacer:
+    """Spaces requests at least ``1 / rate`` seconds apart (a token bucket holding one token)."""
+
+    rate: float
+    _next_free: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def reserve(self, now: float) -> float:
+        """Take the slot if it is free (0.0), else the seconds until it is: ask again then.
+
+        Booking a future slot instead would let a request whose sender was held up (a busy
+        event loop) go out right behind the next one; taking only a free slot keeps every two
+        requests at least ``1 / rate`` apart as they are sent.
+        """
+        with self._lock:
+            if now < self._next_free:
+                return self._next_free - now
+            self._next_free = now + 1.0 / self.rate
+            return 0.0
+
+
+class ConnectionLimits:
+    """The limits of one connection in this process; shared by all its hooks."""
+
+    def __init__(self, max_concurrency: int | None, max_requests_per_second: float | None) -> None:
+        self.max_concurrency = max_concurrency
+        self.pacer = Pacer(max_requests_per_second) if max_requests_per_second else None
+        self._threads = threading.BoundedSemaphore(max_concurrency) if max_concurrency else None
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def delay(self) -> float:
+        """0.0 when a request may be sent now (and it is counted), else seconds to wait before asking again."""
+        return self.pacer.reserve(time.monotonic()) if self.pacer else 0.0
+
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold one of the connection's in-flight slots (threads of this process)."""
+        if self._threads is None:
+            yield
+            return
+        with self._threads:
+            yield
+
+    @contextlib.asynccontextmanager
+    async def aslot(self) -> AsyncIterator[None]:
+        """Hold one of the connection's in-flight slots (coroutines of the running loop)."""
+        if self.max_concurrency is None:
+            yield
+            return
+        loop = asyncio.get_running_loop()
+        semaphore = self._loops.get(loop)
+        if semaphore is None:
+            semaphore = self._loops[loop] = asyncio.Semaphore(self.max_concurrency)
+        async with semaphore:
+            yield
+
+
+_UNLIMITED = ConnectionLimits(None, None)
+_registry: dict[ClientSettings, ConnectionLimits] = {}
+_registry_lock = threading.Lock()
+
+
+def limits_for(settings: ClientSettings) -> ConnectionLimits:
+    """This process's limits for the account and limits ``settings`` describe."""
+    if settings.max_concurrency is None and settings.max_requests_per_second is None:
+        return _UNLIMITED
+    with _registry_lock:
+        if settings not in _registry:
+            _registry[settings] = ConnectionLimits(settings.max_concurrency, settings.max_requests_per_second)
+        return _registry[settings]
