@@ -109,7 +109,7 @@ def _describe(error: Any, model: str) -> str:
     if keyword == "dependentRequired":
         (owner, needs), *_ = ((k, v) for k, v in rule_value.items() if k in error.instance)
         return f"{field}.{owner} requires {', '.join(field + '.' + n for n in needs)}"
-    rule = schema.get("x-rule") if keyword == "pattern" else None
+    rule = schema.get("x-rule") if keyword == "pattern" else schema.get(f"x-rule-{keyword}")
     if rule is None:
         describe = _RULES.get(keyword)
         rule = describe(rule_value) if describe else error.message

@@ -111,6 +111,16 @@ class RemoteTaskFailedError(MindVideoError):
         super().__init__(message, http_status=http_status, request_id=request_id)
 
 
+class EmptyOutputError(RemoteTaskFailedError, AirflowFailException):
+    """The MindVideo task succeeded without any output URL.
+
+    Not retryable: a retry would find the same succeeded task (and paying for a new one is
+    not a retry's call to make).
+    """
+
+    retryable = False
+
+
 class WaitTimeoutError(MindVideoError):
     """The MindVideo task did not finish before the wait's deadline.
 

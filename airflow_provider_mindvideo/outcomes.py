@@ -5,7 +5,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_mindvideo import errors
-from airflow_provider_mindvideo.errors import MindVideoError, RemoteTaskFailedError, WaitTimeoutError
+from airflow_provider_mindvideo.errors import (
+    EmptyOutputError,
+    MindVideoError,
+    RemoteTaskFailedError,
+    WaitTimeoutError,
+)
 from airflow_provider_mindvideo.models import MindVideoTask, TaskStatus
 from airflow_provider_mindvideo.triggers import SUCCESS, TIMEOUT
 
@@ -29,7 +34,7 @@ def deliver(
     if task.status is TaskStatus.SUCCEEDED:
         log.info("MindVideo task %s succeeded: %d output(s), actual cost %s", task.task_id, len(task.output_urls), cost)
         if not task.output_urls:
-            raise RemoteTaskFailedError(f"MindVideo task {task.task_id} succeeded but returned no output URLs")
+            raise EmptyOutputError(f"MindVideo task {task.task_id} succeeded but returned no output URLs")
         return task.output_urls
     log.info("MindVideo task %s ended %s, actual cost %s", task.task_id, task.reported_status, cost)
     reason = task.error_message or "no reason given"

@@ -226,6 +226,13 @@ def test_empty_output_is_a_failure(run: Any, emulator: MindVideoEmulator) -> Non
     assert result.ti_state("wait") == "failed"
 
 
+def test_empty_output_is_not_retried_by_the_generating_task(run: Any, emulator: MindVideoEmulator) -> None:
+    emulator.script("empty", "no_output")
+    result = run("mv_generate_retry", prompt="empty canvas")
+    assert (result.ti_state("generate"), result.tries("generate")) == ("failed", 1)
+    assert emulator.state.charged_tasks == 1
+
+
 def test_explicit_key_whose_task_failed_fails_without_retry(run: Any, emulator: MindVideoEmulator) -> None:
     emulator.script("doomed", "failed", queued_seconds=0, processing_seconds=0)
     MindVideoHook().create_task("gpt-image-2", {"prompt": "doomed"}, idempotency_key="shared-key-mv_explicit_key")

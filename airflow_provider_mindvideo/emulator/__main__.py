@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queued-seconds", type=float, default=0.2)
     parser.add_argument("--image-seconds", type=float, default=0.8, help="processing time of image models")
     parser.add_argument("--video-seconds", type=float, default=3.0, help="processing time of video models")
+    parser.add_argument("--rate-limit", type=float, help="API requests per second per key before 429s (default: none)")
     parser.add_argument("--port-file", help="write the bound port here once listening (for scripts)")
     args = parser.parse_args(argv)
 
@@ -34,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
             api_keys=tuple(args.api_keys or [DEFAULT_API_KEY]),
             queued_seconds=args.queued_seconds,
             processing_seconds={"image": args.image_seconds, "video": args.video_seconds},
+            rate_limit=args.rate_limit,
         )
     )
     server = uvicorn.Server(uvicorn.Config(create_app(state), host=args.host, port=args.port, log_level="warning"))

@@ -58,6 +58,16 @@ def create_app(state: EmulatorState) -> FastAPI:
         server_log.addFilter(_QuietDeliberateDisconnects())
     app = FastAPI(title="MindVideo emulator", docs_url=None, redoc_url=None, openapi_url=None)
 
+    @app.middleware("http")
+    async def count_in_flight(request: Request, call_next: Any) -> Response:
+        if not request.url.path.startswith("/api/"):
+            return await call_next(request)  # type: ignore[no-any-return]
+        state.enter()
+        try:
+            return await call_next(request)  # type: ignore[no-any-return]
+        finally:
+            state.leave()
+
     @app.exception_handler(_Answer)
     async def answer(request: Request, exc: _Answer) -> Response:
         return exc.response
@@ -80,6 +90,9 @@ def create_app(state: EmulatorState) -> FastAPI:
         key = authenticated_key(request)
         if key is None:
             raise _Answer(_error(401, "unauthorized", "Missing or invalid API key"))
+        wait = state.admit(key)
+        if wait is not None:
+            raise _Answer(_error(429, "rate_limited", "Too many requests", {"Retry-After": f"{wait:.2f}"}))
         return key, fault
 
     async def task_response(task: EmulatedTask, request: Request, fault: Fault | None, status: int = 200) -> Response:
@@ -90,7 +103,10 @@ def create_app(state: EmulatorState) -> FastAPI:
             if fault.kind == "drop":
                 return _CutOffResponse()
             if fault.kind == "malformed_json":
-                return Response('{"task_id": "oops", "status": ', status_code=200, media_type="application/json")
+                return Response("<task id='oops' status=queued>", status_code=200, media_type="application/json")
+            if fault.kind == "truncated":
+                cut = json.dumps(task_body(task, state.clock(), str(request.base_url).rstrip("/")))[:40]
+                return Response(cut, status_code=200, media_type="application/json")
             if fault.kind == "missing_fields":
                 return JSONResponse({"request_id": task.request_id}, status_code=200)
         body = task_body(task, state.clock(), str(request.base_url).rstrip("/"))

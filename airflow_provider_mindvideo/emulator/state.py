@@ -11,7 +11,7 @@ import json
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -22,7 +22,9 @@ DEFAULT_API_KEY = "mv_test_emulator"
 UNKNOWN_MODEL_COST = 0.01
 
 Route = Literal["create", "get", "events", "files", "any"]
-FaultKind = Literal["status", "drop", "delay", "malformed_json", "html", "missing_fields", "unknown_status"]
+FaultKind = Literal[
+    "status", "drop", "delay", "malformed_json", "truncated", "html", "missing_fields", "unknown_status"
+]
 Outcome = Literal["succeeded", "failed", "cancelled", "never", "no_output"]
 
 
@@ -41,6 +43,7 @@ class Fault:
       - ``delay``: answer ``seconds`` late, after the work is done (slow server, read timeouts;
         on ``create`` the task exists while the client still waits).
       - ``malformed_json``: a 200 whose body is not JSON.
+      - ``truncated``: a complete 200 whose JSON body stops halfway (a proxy's cut-off buffer).
       - ``missing_fields``: a 200 JSON body without ``task_id`` and ``status``.
       - ``unknown_status``: the real task, with a status value the API may add one day.
     """
@@ -48,6 +51,8 @@ class Fault:
     kind: FaultKind
     route: Route = "any"
     times: int = 1
+    #: Let this many matching requests through first (e.g. a sensor's first look, then an outage).
+    after: int = 0
     status: int | None = None
     retry_after: str | None = None
     seconds: float = 0.0
@@ -111,9 +116,14 @@ class EmulatedTask:
 
 @dataclass
 class EmulatorConfig:
-    """Durations are per kind of model: ``image`` and ``video``."""
+    """Durations are per kind of model: ``image`` and ``video``.
+
+    ``rate_limit``: API requests per second per key; beyond it the answer is 429 with
+    ``Retry-After``, as a real account's limit would be (MindVideo documents no figure).
+    """
 
     api_keys: tuple[str, ...] = (DEFAULT_API_KEY,)
+    rate_limit: float | None = None
     queued_seconds: float = 0.2
     processing_seconds: Mapping[str, float] = field(default_factory=lambda: {"image": 0.8, "video": 3.0})
 
@@ -133,10 +143,20 @@ class EmulatorState:
             self.tasks: dict[str, EmulatedTask] = {}
             self._by_idempotency_key: dict[tuple[str, str], tuple[str, str]] = {}
             self.charges: list[tuple[str, float]] = []
-            self.requests: Counter[str] = Counter()
-            self.connections: set[tuple[str, int]] = set()
             self.faults: list[Fault] = []
             self.scripts: list[Script] = []
+            self.in_flight = 0
+            self.reset_counters()
+
+    def reset_counters(self) -> None:
+        """Zero the request statistics (requests, connections, peaks), keeping tasks and charges."""
+        with self._lock:
+            self.requests: Counter[str] = Counter()
+            self.connections: set[tuple[str, int]] = set()
+            self.max_in_flight = self.in_flight
+            self._recent: dict[str, deque[float]] = {}
+            self.peak_requests_per_second = 0
+            self.rate_limited = 0
 
     # -- configuration by tests and users ---------------------------------------------------
 
@@ -153,6 +173,9 @@ class EmulatorState:
         with self._lock:
             for fault in self.faults:
                 if fault.matches(route):
+                    if fault.after > 0:
+                        fault.after -= 1
+                        return None
                     fault.times -= 1
                     return fault
             return None
@@ -162,6 +185,29 @@ class EmulatorState:
             self.requests[route] += 1
             if client:
                 self.connections.add(client)
+
+    def enter(self) -> None:
+        with self._lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+    def leave(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
+
+    def admit(self, api_key: str) -> float | None:
+        """Count a request under the key's rate limit: None if admitted, else seconds to wait."""
+        now = time.monotonic()
+        with self._lock:
+            recent = self._recent.setdefault(api_key, deque())
+            while recent and recent[0] <= now - 1.0:
+                recent.popleft()
+            if self.config.rate_limit is not None and len(recent) >= self.config.rate_limit:
+                self.rate_limited += 1
+                return max(0.1, recent[0] + 1.0 - now)
+            recent.append(now)
+            self.peak_requests_per_second = max(self.peak_requests_per_second, len(recent))
+            return None
 
     # -- the API's rules ----------------------------------------------------------------------
 
@@ -260,4 +306,7 @@ class EmulatorState:
                 "requests": dict(self.requests),
                 "connections": len(self.connections),
                 "pending_faults": sum(f.times for f in self.faults),
+                "max_in_flight": self.max_in_flight,
+                "peak_requests_per_second": self.peak_requests_per_second,
+                "rate_limited": self.rate_limited,
             }

@@ -1,0 +1,352 @@
+"""The fault matrix: every fault the emulator can produce, at the submit step and at the wait step.
+
+Each scenario runs a real DAG (``dag.test()``) against an emulator of its own, with a secret
+API key, and records the outcome, what was charged, the requests made and the time taken.
+The table in ``docs/reliability.md`` is written from these records at the end of the module;
+the last test then scans everything a user could see for the API key.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import os
+import re
+import socket
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_provider_mindvideo.emulator import EmulatorConfig, MindVideoEmulator
+from airflow_provider_mindvideo.hooks import MindVideoHook
+from airflow_provider_mindvideo.triggers import MindVideoTaskTrigger
+from tests.dags.mindvideo_reliability_dags import WAIT_TIMEOUT, generate_dag, sensor_dag
+
+SECRET_KEY = "mv_live_SECRET_9f8e7d6c5b4a_do_not_leak"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "reliability.md"
+CAUSE = re.compile(r"^(?:[\w.]+\.)?(\w+(?:Error|Exception|Timeout)): (.+)$")
+# The longest a run may take: three tries, each at most one wait plus its in-call retries.
+DEADLINE = 3 * (WAIT_TIMEOUT + 5)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    fault: str
+    step: str  # "submit", "wait" or "remote"
+    inject: Callable[[MindVideoEmulator], None]
+    succeeds: bool
+    charged: int = 1
+    cause: str = ""  # a regex the failure's message must match
+    dag: str = "generate"
+    wait_conn_dead: bool = False
+
+
+def fault(kind: str, **options: Any) -> Callable[[MindVideoEmulator], None]:
+    return lambda emulator: emulator.add_fault(kind, **options)
+
+
+def faults(*injections: Callable[[MindVideoEmulator], None]) -> Callable[[MindVideoEmulator], None]:
+    def inject(emulator: MindVideoEmulator) -> None:
+        for one in injections:
+            one(emulator)
+
+    return inject
+
+
+def retry_after_date(route: str) -> Callable[[MindVideoEmulator], None]:
+    def inject(emulator: MindVideoEmulator) -> None:
+        when = email.utils.formatdate(time.time() + 1, usegmt=True)
+        emulator.add_fault("status", route=route, status=429, retry_after=when, times=2)
+
+    return inject
+
+
+def script(outcome: str, **options: Any) -> Callable[[MindVideoEmulator], None]:
+    return lambda emulator: emulator.script("", outcome, **options)
+
+
+def nothing(emulator: MindVideoEmulator) -> None:
+    pass
+
+
+def both_steps(name: str, kind: str, succeeds: bool = True, cause: str = "", **options: Any) -> list[Scenario]:
+    return [
+        Scenario(name, step, fault(kind, route=route, **options), succeeds, cause=cause)
+        for step, route in (("submit", "create"), ("wait", "get"))
+    ]
+
+
+SCENARIOS: list[Scenario] = [
+    *both_steps("429 storm, Retry-After in seconds", "status", status=429, retry_after="1", times=3),
+    Scenario("429, Retry-After as an HTTP date", "submit", retry_after_date("create"), True),
+    Scenario("429, Retry-After as an HTTP date", "wait", retry_after_date("get"), True),
+    *both_steps("429 without Retry-After", "status", status=429, times=3),
+    Scenario(
+        "500, 502, 503, 504 in a row",
+        "submit",
+        faults(*(fault("status", route="create", status=s) for s in (500, 502, 503, 504))),
+        True,
+    ),
+    Scenario(
+        "500, 502, 503, 504 in a row",
+        "wait",
+        faults(*(fault("status", route="get", status=s) for s in (500, 502, 503, 504))),
+        True,
+    ),
+    *both_steps("502 with a proxy's HTML page", "html", times=2),
+    Scenario(
+        "503 that does not end",
+        "submit",
+        fault("status", route="create", status=503, times=10_000),
+        False,
+        charged=0,
+        cause=r"ServerError: .*503",
+    ),
+    # The retry's replayed POST answers with the task's final state: no wait is needed.
+    Scenario("503 that does not end", "wait", fault("status", route="get", status=503, times=10_000), True),
+    Scenario(
+        "503 that does not end",
+        "wait",
+        fault("status", route="get", status=503, times=10_000, after=1),  # the sensor's first look passes
+        False,
+        cause=r"did not finish in time; the last check failed: .*503",
+        dag="sensor",
+    ),
+    Scenario("connection refused (outage)", "submit", nothing, False, charged=0, cause=r"Could not reach MindVideo"),
+    Scenario(
+        "connection refused (outage)",
+        "wait",
+        nothing,
+        False,
+        cause=r"Could not reach MindVideo",
+        dag="sensor",
+        wait_conn_dead=True,
+    ),
+    *both_steps("connection cut mid-response", "drop"),
+    Scenario(
+        "POST answered late: read timeout after the task was created",
+        "submit",
+        fault("delay", route="create", seconds=2.5),
+        True,
+    ),
+    Scenario("read timeout", "wait", fault("delay", route="get", seconds=2.5), True),
+    *both_steps("slow server (answers within the timeout)", "delay", seconds=0.4, times=3),
+    *both_steps("malformed JSON", "malformed_json"),
+    *both_steps("truncated JSON body", "truncated"),
+    *both_steps("body missing required fields", "missing_fields"),
+    *both_steps("unknown status value", "unknown_status", times=3),
+    Scenario(
+        "task id disappears (404 while waiting)",
+        "wait",
+        fault("status", route="get", status=404, times=10_000),
+        False,
+        cause=r"TaskNotFoundError: MindVideo task not found",
+    ),
+    Scenario(
+        "succeeded with no output URLs",
+        "remote",
+        script("no_output"),
+        False,
+        cause=r"EmptyOutputError: .*succeeded but returned no output URLs",
+    ),
+    Scenario("remote task failed once", "remote", script("failed", times=1), True, charged=2),
+    Scenario("remote task cancelled once", "remote", script("cancelled", times=1), True, charged=2),
+    Scenario(
+        "remote task failed every time",
+        "remote",
+        script("failed"),
+        False,
+        charged=3,
+        cause=r"failed: The model could not",
+    ),
+    Scenario("remote task never finishes", "remote", script("never"), False, cause=r"did not finish in time"),
+]
+
+
+@dataclass
+class Record:
+    scenario: Scenario
+    state: str
+    cause: str
+    charged: int
+    requests: int
+    seconds: float
+    tries: int
+
+
+TASKS = {"generate": "Generate", "sensor": "Submit + Sensor"}
+RECORDS: list[Record] = []
+OUTPUT: list[str] = []  # everything the runs printed, for the secrets scan
+
+
+def dead_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def connection(base_url: str) -> str:
+    extra = {"timeout": 1.0, "max_retries": 2}
+    return json.dumps({"conn_type": "mindvideo", "host": base_url, "password": SECRET_KEY, "extra": extra})
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[MindVideoEmulator]:
+    config = EmulatorConfig(api_keys=(SECRET_KEY,), queued_seconds=0.1, processing_seconds={"image": 0.3})
+    with MindVideoEmulator(config=config) as server:
+        yield server
+    if RECORDS:
+        DOCS.write_text(render(RECORDS))
+
+
+@pytest.fixture
+def connections(emulator: MindVideoEmulator, monkeypatch: pytest.MonkeyPatch) -> MindVideoEmulator:
+    emulator.state.reset()
+    monkeypatch.setenv("AIRFLOW_CONN_MINDVIDEO_RELIABILITY", connection(emulator.base_url))
+    monkeypatch.setenv("AIRFLOW_CONN_MINDVIDEO_RELIABILITY_WAIT", connection(emulator.base_url))
+    return emulator
+
+
+def last_cause(output: str) -> str:
+    causes = [m.group(1) + ": " + m.group(2) for line in output.splitlines() if (m := CAUSE.match(line.strip()))]
+    return causes[-1] if causes else ""
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: f"{s.step}: {s.fault}")
+def test_fault(
+    scenario: Scenario,
+    connections: MindVideoEmulator,
+    airflow_db: str,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    emulator = connections
+    if scenario.fault.startswith("connection refused"):
+        dead = connection(f"http://127.0.0.1:{dead_port()}")
+        name = (
+            "AIRFLOW_CONN_MINDVIDEO_RELIABILITY_WAIT"
+            if scenario.wait_conn_dead
+            else "AIRFLOW_CONN_MINDVIDEO_RELIABILITY"
+        )
+        monkeypatch.setenv(name, dead)
+    dag = generate_dag if scenario.dag == "generate" else sensor_dag
+    prompt = f"matrix {scenario.step} {scenario.fault}"
+    scenario.inject(emulator)
+    started = time.monotonic()
+    dag_run = dag.test(run_conf={"prompt": prompt})
+    seconds = time.monotonic() - started
+    out, err = capfd.readouterr()
+    OUTPUT.append(out + err)
+    tis = {ti.task_id: ti for ti in dag_run.get_task_instances()}
+    last = tis["generate"] if "generate" in tis else tis["wait"]
+    record = Record(
+        scenario,
+        str(dag_run.state),
+        last_cause(out + err) if str(dag_run.state) != "success" else "",
+        emulator.state.charged_tasks,
+        sum(emulator.state.requests.values()),
+        seconds,
+        int(last.try_number),
+    )
+    RECORDS.append(record)
+
+    assert record.state == ("success" if scenario.succeeds else "failed"), record
+    assert record.charged == scenario.charged, record
+    assert seconds < DEADLINE, record
+    if scenario.cause:
+        assert re.search(scenario.cause, record.cause), record
+
+
+def render(records: list[Record]) -> str:
+    lines = [
+        "# Reliability: the fault matrix",
+        "",
+        "<!-- Generated by tests/reliability/test_fault_matrix.py during `make test`; do not edit by hand. -->",
+        "",
+        "Every fault the [emulator](emulator.md) can produce, injected at the submit step (the",
+        "`POST` that creates the task) and at the wait step (the polls), each in a real Airflow run",
+        "(`dag.test()`) of a deferrable `MindVideoGenerateOperator` (or a submit and a deferrable",
+        "`MindVideoTaskSensor`, where it says so) with `retries=2`, a connection",
+        f'with a 1 s timeout and 2 in-call retries, and a {WAIT_TIMEOUT:.0f} s wait timeout. "Charged" is',
+        "the number of remote tasks the emulator billed; a retry after the remote task *failed*",
+        "creates a new one by design, every other retry finds the original.",
+        "",
+        "| fault | step | task | outcome | Airflow tries | charged | requests | seconds | cause reported |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in records:
+        cause = r.cause.replace("|", "\\|")
+        if len(cause) > 160:
+            cause = cause[:157] + "..."
+        lines.append(
+            f"| {r.scenario.fault} | {r.scenario.step} | {TASKS[r.scenario.dag]} | {r.state} | {r.tries} | "
+            f"{r.charged} | {r.requests} | "
+            f"{r.seconds:.1f} | {cause or '-'} |"
+        )
+    lines += ["", *bad_input_section()]
+    lines += [
+        "",
+        "After the matrix, [the secrets scan](#secrets) reads every file under the Airflow home",
+        "(task and trigger logs, the metadata database with its XComs, rendered template fields and",
+        "serialized trigger kwargs) and everything the runs printed: the API key appears nowhere.",
+        "",
+        "## Secrets",
+        "",
+        "- The key is masked in Airflow's logs (`mask_secret`), kept out of `repr()` of the hook's",
+        "  settings, never put in trigger kwargs (they hold the connection id), and cut out of any",
+        "  error message that would quote it.",
+        "- Plain `http://` is refused for anything but a loopback host unless the connection sets",
+        "  `allow_insecure_http`.",
+        "- API calls never follow redirects, so the `Authorization` header cannot reach another host;",
+        "  output downloads carry no credentials at all.",
+        "- A task created under one key is invisible to another: the provider reports it as not found.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def bad_input_section() -> list[str]:
+    from airflow_provider_mindvideo.catalog import input_problems
+    from tests.reliability.test_bad_input import NAMED
+
+    lines = [
+        "## Bad input: refused before any request",
+        "",
+        "Checked against the model's schema before anything is sent (so nothing is charged), and",
+        "failing without retries. Property-based tests (hypothesis) compare the check with an",
+        "independent reading of gpt-image-2's rules on valid and mutated inputs; these are the",
+        "named cases, with the message a task log shows:",
+        "",
+        "| case | message |",
+        "|---|---|",
+    ]
+    for case, data, _ in NAMED:
+        message = "; ".join(input_problems("gpt-image-2", data)).replace("|", "\\|")
+        lines.append(f"| {case} | {message if len(message) < 200 else message[:197] + '...'} |")
+    return lines
+
+
+def test_the_api_key_appears_nowhere(connections: MindVideoEmulator, airflow_db: str) -> None:
+    assert RECORDS, "run the whole module: the scan reads what the matrix left behind"
+    needle = SECRET_KEY.encode()
+    leaks = [str(path) for path in Path(airflow_db).rglob("*") if path.is_file() and needle in path.read_bytes()]
+    assert leaks == []
+    assert not [text for text in OUTPUT if SECRET_KEY in text]
+    with sqlite3.connect(os.path.join(airflow_db, "airflow.db")) as db:
+        stored = [row[0] for row in db.execute("select kwargs from trigger")]
+        stored += [row[0] for row in db.execute("select rendered_fields from rendered_task_instance_fields")]
+        stored += [row[0] for row in db.execute("select value from xcom")]
+    assert stored
+    assert all(SECRET_KEY not in str(value) for value in stored)
+    trigger = MindVideoTaskTrigger("task_1", "mindvideo_reliability")
+    assert SECRET_KEY not in json.dumps(trigger.serialize())
+    with MindVideoHook("mindvideo_reliability") as hook:
+        client = hook.get_conn()
+        shown = [repr(hook), repr(hook.settings), str(hook.settings), repr(client), repr(client.headers)]
+        assert client.headers["Authorization"] == f"Bearer {SECRET_KEY}"  # it is there, and shown nowhere
+    assert not [text for text in shown if SECRET_KEY in text]
