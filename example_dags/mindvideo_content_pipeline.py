@@ -5,8 +5,8 @@ final task gathers files and costs.
 Prompts and the destination folder come from the DAG's params (trigger with a config to
 override them). Retries are safe: each mapped submit derives its Idempotency-Key from the DAG
 run, so a retried, cleared or crashed submit never pays for a second image, and a re-run save
-keeps files it already stored. Saving updates the ``mindvideo-content-media`` asset alias:
-schedule a DAG on it to publish new media.
+keeps files it already stored. Each run adds one event for the destination to the
+``mindvideo-content-media`` asset alias: schedule a DAG on it to publish new media.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-from airflow.sdk import AssetAlias, Param, dag, get_current_context, task
+from airflow.sdk import Asset, AssetAlias, Param, dag, get_current_context, task
 
 from airflow_provider_mindvideo.operators import MindVideoDownloadOperator, MindVideoSubmitOperator
 from airflow_provider_mindvideo.sensors import MindVideoTaskSensor
@@ -65,12 +65,14 @@ def mindvideo_content_pipeline() -> None:
         destination="{{ params.destination }}",
         # Files are named after the MindVideo task: the submit with the same map index made it.
         mindvideo_task_id="{{ ti.xcom_pull(task_ids='submit', map_indexes=ti.map_index) }}",
-        outlets=[CONTENT_MEDIA],
     ).expand(urls=generated.output)
 
-    @task
+    # One asset event per run, from one task: mapped tasks adding the same new asset to an
+    # alias at the same moment can collide in Airflow's database (see the download docs).
+    @task(outlets=[CONTENT_MEDIA])
     def summarize(inputs: list[dict[str, Any]], files: list[list[str]]) -> dict[str, Any]:
-        ti = get_current_context()["ti"]
+        context = get_current_context()
+        ti = context["ti"]
         indexes = list(range(len(inputs)))
         records = ti.xcom_pull(task_ids="wait", key="mindvideo_task", map_indexes=indexes)
         images = [
@@ -85,9 +87,12 @@ def mindvideo_content_pipeline() -> None:
             for item, record, stored in zip(inputs, records, files, strict=True)
         ]
         total = round(sum(image["cost"] or 0 for image in images), 6)
-        log.info("Generated and saved %d image(s) for a total cost of %s", sum(len(f) for f in files), total)
+        saved = sum(len(f) for f in files)
+        log.info("Generated and saved %d image(s) for a total cost of %s", saved, total)
         for image in images:
             log.info("%s -> %s", image["prompt"], ", ".join(image["files"]))
+        destination = Asset(context["params"]["destination"])
+        context["outlet_events"][CONTENT_MEDIA].add(destination, extra={"files": saved, "total_cost": total})
         return {"images": images, "total_cost": total}
 
     summarize(inputs, saved.output)

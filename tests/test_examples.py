@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +60,12 @@ def test_content_pipeline_saves_images_and_summarizes_files_and_cost(
     assert len(list(tmp_path.glob("*.png"))) == 5
     assert summary["total_cost"] == pytest.approx(5 * 0.0135)
     assert emulator.state.charged_tasks == 5
+    with sqlite3.connect(os.path.join(airflow_db, "airflow.db")) as db:
+        events = db.execute(
+            "select e.extra from asset_event e join asset a on a.id = e.asset_id where a.uri = ?",
+            (tmp_path.as_uri(),),
+        ).fetchall()
+    assert [json.loads(extra) for (extra,) in events] == [{"files": 5, "total_cost": summary["total_cost"]}]
 
 
 def test_content_pipeline_takes_prompts_from_params(
