@@ -7,20 +7,17 @@ assertions. Usage: ``python benchmarks/run.py [--waits 100,1000,5000] [--quick]`
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import platform
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from airflow_provider_mindvideo.emulator.server import emulator_process
 from benchmarks import imports, roundtrip
 from benchmarks.triggerer import API_KEY, Workload, run_workload
 
@@ -47,26 +44,6 @@ ROWS: list[tuple[str, str, str]] = [
     ("detection latency p99 (s)", "latency_p99_s", "{:.2f}"),
     ("worker-slot seconds per wait", "slot_s_per_wait", "{:.1f}"),
 ]
-
-
-@contextlib.contextmanager
-def emulator() -> Iterator[str]:
-    with tempfile.TemporaryDirectory() as tmp:
-        port_file = Path(tmp) / "port"
-        process = subprocess.Popen(
-            [sys.executable, "-m", "airflow_provider_mindvideo.emulator", "--port", "0", "--port-file", str(port_file)],
-            stdout=subprocess.DEVNULL,
-        )
-        try:
-            deadline = time.monotonic() + 60
-            while not (port_file.exists() and port_file.read_text()):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the emulator did not start")
-                time.sleep(0.1)
-            yield f"http://127.0.0.1:{port_file.read_text()}"
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
 
 
 def machine() -> list[str]:
@@ -151,7 +128,7 @@ def main() -> int:
     sizes = [int(n) for n in args.waits.split(",")]
     results: dict[int, dict[str, dict[str, Any]]] = {}
     started = time.monotonic()
-    with emulator() as base_url:
+    with emulator_process() as base_url:
         for n in sizes:
             results[n] = {}
             for kind in ("ours", "baseline"):

@@ -12,7 +12,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 import unicodedata
 from collections.abc import Iterator
@@ -73,23 +72,10 @@ def mindvideo_api() -> Iterator[tuple[str, str, str]]:
         base_url = os.environ.get("MINDVIDEO_BASE_URL", "https://api.mindvideo.ai")
         yield base_url, key, f"the real MindVideo API at {base_url} (charged)"
         return
-    with tempfile.TemporaryDirectory() as tmp:
-        port_file = Path(tmp) / "port"
-        emulator = subprocess.Popen(
-            [sys.executable, "-m", "airflow_provider_mindvideo.emulator", "--port", "0", "--port-file", str(port_file)],
-            stdout=subprocess.DEVNULL,
-        )
-        try:
-            deadline = time.monotonic() + 60
-            while not (port_file.exists() and port_file.read_text()):
-                if emulator.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("The MindVideo emulator did not start")
-                time.sleep(0.1)
-            base_url = f"http://127.0.0.1:{port_file.read_text()}"
-            yield base_url, "mv_test_emulator", f"the bundled emulator at {base_url}"
-        finally:
-            emulator.terminate()
-            emulator.wait(timeout=30)
+    from airflow_provider_mindvideo.emulator.server import emulator_process
+
+    with emulator_process() as base_url:
+        yield base_url, "mv_test_emulator", f"the bundled emulator at {base_url}"
 
 
 def airflow(args: list[str], env: dict[str, str], log: Path | None = None) -> None:

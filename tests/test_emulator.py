@@ -203,3 +203,14 @@ def test_the_command_serves_until_stopped(tmp_path: Path) -> None:
         process.terminate()
         process.wait(timeout=30)
     assert b"mv_test_cli" in process.stdout.read()  # type: ignore[union-attr]
+
+
+def test_emulator_process_serves_until_the_block_ends() -> None:
+    from airflow_provider_mindvideo.emulator.server import emulator_process
+
+    with emulator_process("--rate-limit", "1") as base_url:
+        headers = {"Authorization": "Bearer mv_test_emulator"}
+        statuses = [httpx.get(f"{base_url}/api/v1/tasks/t", headers=headers).status_code for _ in range(2)]
+        assert statuses == [404, 429]  # its options reach it: one request a second
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{base_url}/_emulator/state")

@@ -44,40 +44,37 @@ def test_requests_and_answers_pass_through_unchanged(emulator: MindVideoEmulator
     assert emulator.state.charged_tasks == 1
 
 
+def answer_once(raw: bytes, url_path: str, **request: Any) -> httpx.Response:
+    """GET ``url_path`` through the transport from a server that answers ``raw`` bytes."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(raw)
+        await writer.drain()
+        writer.close()
+
+    async def go() -> httpx.Response:
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server, httpx.AsyncClient(transport=AiohttpTransport()) as client:
+            return await client.get(f"http://127.0.0.1:{port}{url_path}", **request)
+
+    return asyncio.run(go())
+
+
 def test_compressed_bodies_are_decoded_by_httpx_once() -> None:
-    body = json.dumps({"task_id": "t", "status": "queued"}).encode()
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        packed = gzip.compress(body)
-        head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: {len(packed)}\r\n\r\n"
-        writer.write(head.encode() + packed)
-        await writer.drain()
-        writer.close()
-
-    async def go() -> httpx.Response:
-        server = await asyncio.start_server(serve, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        async with server, httpx.AsyncClient(transport=AiohttpTransport()) as client:
-            return await client.get(f"http://127.0.0.1:{port}/api/v1/tasks/t")
-
-    assert asyncio.run(go()).json() == {"task_id": "t", "status": "queued"}
+    packed = gzip.compress(json.dumps({"task_id": "t", "status": "queued"}).encode())
+    head = (
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
+        f"Content-Length: {len(packed)}\r\n\r\n"
+    )
+    response = answer_once(head.encode() + packed, "/api/v1/tasks/t")
+    assert response.json() == {"task_id": "t", "status": "queued"}
 
 
-def test_redirects_are_not_followed(emulator: MindVideoEmulator) -> None:
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 302 Found\r\nLocation: http://127.0.0.2/steal\r\nContent-Length: 0\r\n\r\n")
-        await writer.drain()
-        writer.close()
-
-    async def go() -> httpx.Response:
-        server = await asyncio.start_server(serve, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        async with server, httpx.AsyncClient(transport=AiohttpTransport()) as client:
-            return await client.get(f"http://127.0.0.1:{port}/x", headers={"Authorization": "Bearer secret"})
-
-    response = asyncio.run(go())
+def test_redirects_are_not_followed() -> None:
+    raw = b"HTTP/1.1 302 Found\r\nLocation: http://127.0.0.2/steal\r\nContent-Length: 0\r\n\r\n"
+    response = answer_once(raw, "/x", headers={"Authorization": "Bearer secret"})
     assert (response.status_code, response.headers["location"]) == (302, "http://127.0.0.2/steal")
 
 

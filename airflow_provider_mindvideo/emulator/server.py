@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
+import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -91,3 +97,25 @@ class MindVideoEmulator:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def emulator_process(*args: str) -> Iterator[str]:
+    """The emulator as a process of its own (its CPU apart from yours); yields its base URL.
+
+    ``args`` are extra command-line options, e.g. ``"--rate-limit", "20"``.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        port_file = Path(tmp) / "port"
+        command = [sys.executable, "-m", "airflow_provider_mindvideo.emulator", "--port", "0"]
+        process = subprocess.Popen([*command, "--port-file", str(port_file), *args], stdout=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + _START_TIMEOUT * 2
+            while not (port_file.exists() and port_file.read_text()):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("The MindVideo emulator did not start")
+                time.sleep(0.1)
+            yield f"http://127.0.0.1:{port_file.read_text()}"
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
