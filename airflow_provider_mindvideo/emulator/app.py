@@ -76,8 +76,8 @@ def create_app(state: EmulatorState) -> FastAPI:
         scheme, _, key = request.headers.get("Authorization", "").partition(" ")
         return key if scheme.lower() == "bearer" and state.is_valid_key(key) else None
 
-    async def before(request: Request, route: str) -> tuple[str, Fault | None]:
-        """Count the request, check the key, and apply a pending fault that answers by itself."""
+    def take_fault(request: Request, route: str) -> Fault | None:
+        """Count the request and apply a pending fault that answers by itself; the others are returned."""
         state.record_request(route, (request.client.host, request.client.port) if request.client else None)
         fault = state.take_fault(route)
         if fault is not None and fault.kind == "status":
@@ -87,6 +87,11 @@ def create_app(state: EmulatorState) -> FastAPI:
         elif fault is not None and fault.kind == "html":
             html = "<html><head><title>502 Bad Gateway</title></head><body><h1>Bad Gateway</h1></body></html>"
             raise _Answer(Response(html, status_code=fault.status or 502, media_type="text/html"))
+        return fault
+
+    async def before(request: Request, route: str) -> tuple[str, Fault | None]:
+        """Count the request, apply a fault that answers by itself, check the key and the rate limit."""
+        fault = take_fault(request, route)
         key = authenticated_key(request)
         if key is None:
             raise _Answer(_error(401, "unauthorized", "Missing or invalid API key"))
@@ -151,12 +156,7 @@ def create_app(state: EmulatorState) -> FastAPI:
     @app.get("/files/{task_id}/{name}")
     async def get_file(task_id: str, name: str, request: Request) -> Response:
         # Output links are public, like the real service's storage links: no key needed.
-        state.record_request("files", (request.client.host, request.client.port) if request.client else None)
-        fault = state.take_fault("files")
-        if fault is not None and fault.kind == "status":
-            return _error(fault.status or 503, "emulated_fault", f"Emulated HTTP {fault.status or 503}")
-        if fault is not None and fault.kind == "html":
-            return Response("<html><body>Link expired</body></html>", fault.status or 200, media_type="text/html")
+        fault = take_fault(request, "files")
         if fault is not None and fault.kind == "delay":
             await asyncio.sleep(fault.seconds)
         task = state.tasks.get(task_id)

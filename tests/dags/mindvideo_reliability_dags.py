@@ -18,13 +18,14 @@ ARGS = {"retries": 2, "retry_delay": timedelta(0)}
 #: How long one wait may last, in seconds: the matrix checks no run outlives it.
 WAIT_TIMEOUT = 4.0
 
-with DAG(
-    "mv_reliability_generate",
-    schedule=None,
-    start_date=datetime(2026, 1, 1),
-    params={"prompt": "reliability"},
-    default_args=ARGS,
-) as generate_dag:
+
+def _dag(dag_id: str) -> DAG:
+    return DAG(
+        dag_id, schedule=None, start_date=datetime(2026, 1, 1), params={"prompt": "reliability"}, default_args=ARGS
+    )
+
+
+with _dag("mv_reliability_generate") as generate_dag:
     MindVideoGenerateOperator(
         task_id="generate",
         model="gpt-image-2",
@@ -36,13 +37,7 @@ with DAG(
         timeout=WAIT_TIMEOUT,
     )
 
-with DAG(
-    "mv_reliability_sensor",
-    schedule=None,
-    start_date=datetime(2026, 1, 1),
-    params={"prompt": "reliability"},
-    default_args=ARGS,
-) as sensor_dag:
+with _dag("mv_reliability_sensor") as sensor_dag:
     submit = MindVideoSubmitOperator(
         task_id="submit",
         model="gpt-image-2",
@@ -62,7 +57,7 @@ with DAG(
 #: The load test's fan-out: one DAG run, this many mapped generations.
 LOAD = 100
 
-with DAG("mv_load", schedule=None, start_date=datetime(2026, 1, 1), default_args=ARGS) as load_dag:
+with _dag("mv_load") as load_dag:
     MindVideoGenerateOperator.partial(
         task_id="generate",
         model="gpt-image-2",
