@@ -17,6 +17,8 @@ class MindVideoError(AirflowException):
     """Base class of every error this provider raises."""
 
     retryable = True
+    #: Seconds the server asked to wait before trying again (its Retry-After), when it said.
+    retry_after: float | None = None
 
     def __init__(
         self,
@@ -79,9 +81,6 @@ class IdempotencyConflictError(MindVideoError, AirflowFailException):
 class RateLimitedError(MindVideoError):
     """Still rate limited (HTTP 429) after the hook's own retries."""
 
-    #: Seconds the server asked to wait (its Retry-After), when it said.
-    retry_after: float | None = None
-
 
 class ServerError(MindVideoError):
     """The service kept failing (HTTP 5xx) after the hook's own retries."""
@@ -89,6 +88,12 @@ class ServerError(MindVideoError):
 
 class TransportError(MindVideoError):
     """The service could not be reached (connection refused or reset, timeouts) after retries."""
+
+
+class TlsVerificationError(MindVideoError, AirflowFailException):
+    """The server's TLS certificate could not be verified: a wrong host or a missing CA, not a blip."""
+
+    retryable = False
 
 
 class UnexpectedResponseError(MindVideoError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from asyncio import sleep as async_sleep
@@ -15,15 +16,18 @@ from airflow.sdk import BaseHook
 
 from airflow_provider_mindvideo import CONN_TYPE, DEFAULT_CONN_ID, UI_FIELD_BEHAVIOUR
 from airflow_provider_mindvideo.catalog import validate_input
+from airflow_provider_mindvideo.deadlines import deadline_after, enforce_deadlines
 from airflow_provider_mindvideo.errors import MindVideoError, TaskNotFoundError
-from airflow_provider_mindvideo.limits import limits_for
+from airflow_provider_mindvideo.limits import ConnectionLimits, limits_for
 from airflow_provider_mindvideo.models import MindVideoTask, TaskEvent
 from airflow_provider_mindvideo.protocol import (
     ApiCall,
     ClientSettings,
-    Exchange,
+    Outcome,
     RetryPolicy,
+    Send,
     create_task_call,
+    created_task_from_response,
     events_from_response,
     exchange,
     get_task_call,
@@ -108,7 +112,7 @@ class MindVideoHook(BaseHook):
 
     def get_conn(self) -> httpx.Client:
         if self._client is None:
-            self._client = httpx.Client(**self.settings.client_options())
+            self._client = enforce_deadlines(httpx.Client(**self.settings.client_options()))
         return self._client
 
     async def aget_conn(self) -> httpx.AsyncClient:
@@ -155,7 +159,7 @@ class MindVideoHook(BaseHook):
         :param idempotency_key: Sent as given. Without one, a fresh key is made for this call
             and reused by its retries, so a lost response never creates a second task.
         """
-        return self._call(_create(model, input, idempotency_key), task_from_response)
+        return self._call(_create(model, input, idempotency_key), created_task_from_response)
 
     def get_task(self, task_id: str) -> MindVideoTask:
         return self._call(get_task_call(task_id), task_from_response)
@@ -167,7 +171,7 @@ class MindVideoHook(BaseHook):
         self, model: str, input: Mapping[str, Any], idempotency_key: str | None = None
     ) -> MindVideoTask:
         """Async :meth:`create_task`."""
-        return await self._acall(_create(model, input, idempotency_key), task_from_response)
+        return await self._acall(_create(model, input, idempotency_key), created_task_from_response)
 
     async def aget_task(self, task_id: str) -> MindVideoTask:
         return await self._acall(get_task_call(task_id), task_from_response)
@@ -187,55 +191,45 @@ class MindVideoHook(BaseHook):
 
     # -- the two shells around protocol.exchange --------------------------------------------
 
-    def _policy(self, settings: ClientSettings) -> RetryPolicy:
+    def default_policy(self, settings: ClientSettings) -> RetryPolicy:
+        """The retry policy calls use: the one given to the hook, else the connection's."""
         return self.retry_policy or RetryPolicy(max_retries=settings.max_retries)
 
     def _call(self, call: ApiCall, parse: Callable[[httpx.Response], T], policy: RetryPolicy | None = None) -> T:
         with self._secret_free_errors():
-            client, limits = self.get_conn(), limits_for(self.settings)
-            steps = exchange(self._request(call, client), policy or self._policy(self.settings), self.log)
-            step = next(steps)
+            client, settings = self.get_conn(), self.settings
+            limits = limits_for(settings)
+            request = self._request(call, client)
+            steps = exchange(request, parse, policy or self.default_policy(settings), self.log, settings.timeout)
+            outcome: Outcome = None
             try:
                 while True:
-                    if isinstance(step, httpx.Request):
-                        try:
-                            with limits.slot():
-                                while delay := limits.delay():
-                                    sleep(delay)
-                                response = client.send(step)
-                        except httpx.RequestError as exc:
-                            step = steps.send(exc)
-                        else:
-                            step = steps.send(response)
+                    step = steps.send(outcome)
+                    if isinstance(step, Send):
+                        outcome = _send(client, limits, step)
                     else:
                         sleep(step)
-                        step = steps.send(None)
+                        outcome = None
             except StopIteration as done:
-                return parse(done.value)
+                return done.value  # type: ignore[no-any-return]
 
     async def _acall(self, call: ApiCall, parse: Callable[[httpx.Response], T]) -> T:
         with self._secret_free_errors():
             client, settings = await self.aget_conn(), await self.asettings()
             limits = limits_for(settings)
-            steps: Exchange = exchange(self._request(call, client), self._policy(settings), self.log)
-            step = next(steps)
+            request = self._request(call, client)
+            steps = exchange(request, parse, self.default_policy(settings), self.log, settings.timeout)
+            outcome: Outcome = None
             try:
                 while True:
-                    if isinstance(step, httpx.Request):
-                        try:
-                            async with limits.aslot():
-                                while delay := limits.delay():
-                                    await async_sleep(delay)
-                                response = await client.send(step)
-                        except httpx.RequestError as exc:
-                            step = steps.send(exc)
-                        else:
-                            step = steps.send(response)
+                    step = steps.send(outcome)
+                    if isinstance(step, Send):
+                        outcome = await _asend(client, limits, step)
                     else:
                         await async_sleep(step)
-                        step = steps.send(None)
+                        outcome = None
             except StopIteration as done:
-                return parse(done.value)
+                return done.value  # type: ignore[no-any-return]
 
     def _request(self, call: ApiCall, client: httpx.Client | httpx.AsyncClient) -> httpx.Request:
         # A wait sends the same GET dozens of times; building it (URL parsing, header merging)
@@ -260,6 +254,30 @@ class MindVideoHook(BaseHook):
                     exc.message.replace(key, "***"), http_status=exc.http_status, request_id=exc.request_id
                 ) from None
             raise
+
+
+def _send(client: httpx.Client, limits: ConnectionLimits, step: Send) -> Outcome:
+    """One attempt on the worker: the whole of it, waiting for a slot included, within ``step.seconds``."""
+    try:
+        with deadline_after(step.seconds), limits.slot():
+            while delay := limits.delay():
+                sleep(delay)
+            return client.send(step.request)
+    except httpx.RequestError as exc:
+        return exc
+
+
+async def _asend(client: httpx.AsyncClient, limits: ConnectionLimits, step: Send) -> Outcome:
+    """One attempt in an event loop: the whole of it, waiting for a slot included, within ``step.seconds``."""
+    try:
+        async with asyncio.timeout(step.seconds), limits.aslot():
+            while delay := limits.delay():
+                await async_sleep(delay)
+            return await client.send(step.request)
+    except httpx.RequestError as exc:
+        return exc
+    except TimeoutError:
+        return httpx.ReadTimeout(f"no complete answer within {step.seconds:.1f} s", request=step.request)
 
 
 def _create(model: str, input: Mapping[str, Any], idempotency_key: str | None) -> ApiCall:

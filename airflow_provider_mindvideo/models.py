@@ -7,6 +7,17 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+#: The most of any text a server sends that goes into an error, a log line or a trigger event: a
+#: hostile or broken server must not fill task logs and the metadata database.
+SERVER_TEXT_LIMIT = 2000
+
+
+def clip(text: str, limit: int = SERVER_TEXT_LIMIT) -> str:
+    """``text``, cut to ``limit`` characters with a note of how much was left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} more characters)"
+
 
 class TaskStatus(str, enum.Enum):
     """The normalized status of a MindVideo task."""
@@ -48,12 +59,15 @@ class MindVideoTask(_ApiRecord):
     cost_actual: float | None = None
     output: dict[str, Any] | None = None
     error: Any = None
+    #: True when the create answer said this call made the task (HTTP 201); None when it could
+    #: have been a replay. Never part of a dump: it describes one answer, not the task.
+    created: bool | None = Field(default=None, exclude=True)
 
     @model_validator(mode="before")
     @classmethod
     def _keep_reported_status(cls, data: Any) -> Any:
         if isinstance(data, dict) and isinstance(data.get("status"), str) and "reported_status" not in data:
-            data = {**data, "reported_status": data["status"]}
+            data = {**data, "reported_status": clip(data["status"], 100)}
         return data
 
     @field_validator("task_id", "request_id", mode="before")
@@ -84,8 +98,8 @@ class MindVideoTask(_ApiRecord):
         if isinstance(self.error, dict):
             for key in ("message", "detail", "error", "code"):
                 if self.error.get(key):
-                    return str(self.error[key])
-        return str(self.error)
+                    return clip(str(self.error[key]))
+        return clip(str(self.error))
 
     def summary(self) -> dict[str, Any]:
         """A small JSON-safe record for XCom and logs: never the input, never a secret."""
@@ -114,4 +128,4 @@ class TaskEvent(_ApiRecord):
 
     def describe(self) -> str:
         parts = [p for p in (self.created_at, self.type or self.status, self.message) if p]
-        return " ".join(parts) or self.model_dump_json()
+        return clip(" ".join(parts) or self.model_dump_json(), 500)

@@ -13,8 +13,9 @@ import itertools
 import json
 import logging
 import random
+import ssl
 import time
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, TypeVar
@@ -33,10 +34,11 @@ from airflow_provider_mindvideo.errors import (
     RateLimitedError,
     ServerError,
     TaskNotFoundError,
+    TlsVerificationError,
     TransportError,
     UnexpectedResponseError,
 )
-from airflow_provider_mindvideo.models import MindVideoTask, TaskEvent
+from airflow_provider_mindvideo.models import MindVideoTask, TaskEvent, clip
 
 TASKS_PATH = "/api/v1/tasks"
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
@@ -45,9 +47,7 @@ _BODY_PREVIEW_CHARS = 200
 # Jitter needs no reproducible seed; one generator serves every call (seeding one costs more than a poll's parsing).
 _JITTER = random.Random()
 
-Step = httpx.Request | float
 Outcome = httpx.Response | httpx.RequestError | None
-Exchange = Generator[Step, Outcome, httpx.Response]
 T = TypeVar("T")
 
 
@@ -67,18 +67,11 @@ class RetryPolicy:
     backoff: float = 0.5
     max_backoff: float = 30.0
 
-    def retry_delay(self, attempt: int, outcome: Outcome, elapsed: float, rng: random.Random) -> float | None:
-        """Seconds to wait before attempt ``attempt + 1``, or None to stop with ``outcome``."""
+    def retry_delay(self, attempt: int, problem: MindVideoError, elapsed: float, rng: random.Random) -> float | None:
+        """Seconds to wait before attempt ``attempt + 1`` after ``problem``, or None to give up."""
         if attempt > self.max_retries:
             return None
-        if isinstance(outcome, httpx.Response):
-            if outcome.status_code not in RETRYABLE_STATUS:
-                return None
-            delay = retry_after_seconds(outcome.headers.get("Retry-After"))
-        elif isinstance(outcome, httpx.TransportError):
-            delay = None
-        else:
-            return None
+        delay = problem.retry_after
         if delay is None:
             ceiling = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
             delay = ceiling / 2 + rng.uniform(0, ceiling / 2)
@@ -237,58 +230,125 @@ def _task_path(task_id: str) -> str:
 # -- one call, with retries -------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Send:
+    """Send ``request``; the whole attempt (connect, send, every byte of the answer) gets ``seconds``.
+
+    Per-read timeouts alone let a server that trickles a byte at a time hold a call for ever;
+    the shells enforce this budget for the attempt as a whole.
+    """
+
+    request: httpx.Request
+    seconds: float
+
+
+Step = Send | float
+Exchange = Generator[Step, Outcome, T]
+
+
 def exchange(
     request: httpx.Request,
+    parse: Callable[[httpx.Response], T],
     policy: RetryPolicy,
     log: logging.Logger | Any,
+    attempt_timeout: float,
     rng: random.Random | None = None,
-) -> Exchange:
-    """Drive one API call: yields the request to send or seconds to sleep; returns the final response.
+) -> Exchange[T]:
+    """Drive one API call: yields what to send (or seconds to sleep); returns the parsed answer.
 
     The driver sends back the ``httpx.Response`` or the ``httpx.RequestError`` an attempt ended
-    with (None after a sleep). A POST is replayed with the same Idempotency-Key, which the API
-    answers with the original task, so a lost response never creates a second charged task.
+    with (None after a sleep). Network errors, 429/5xx and 2xx answers that cannot be read are
+    tried again within the policy's deadline. A POST is replayed with the same Idempotency-Key,
+    which the API answers with the original task, so neither a lost nor an unreadable answer
+    ever creates a second charged task.
     """
     rng = rng or _JITTER
     started = time.monotonic()
-    outcome: Outcome = None
     for attempt in itertools.count(1):
-        outcome = yield request
+        budget = min(attempt_timeout, policy.deadline - (time.monotonic() - started))
+        outcome = yield Send(request, max(0.0, budget))
         _log_attempt(log, request, outcome, attempt)
-        delay = policy.retry_delay(attempt, outcome, time.monotonic() - started, rng)
+        try:
+            return _result(request, outcome, parse, budget)
+        except MindVideoError as error:
+            problem = error
+        elapsed = time.monotonic() - started
+        delay = policy.retry_delay(attempt, problem, elapsed, rng) if _retry_in_call(outcome, problem) else None
         if delay is None:
-            break
-        log.debug("MindVideo %s %s: retrying in %.2f s", request.method, request.url.path, delay)
+            raise _final(problem, attempt, elapsed, policy) from problem.__cause__
+        # Once per attempt, not per poll: a task log that stays silent while a host hangs hides the cause.
+        log.warning(
+            "MindVideo %s %s: %s; attempt %d of %d, trying again in %.1f s",
+            request.method,
+            request.url.path,
+            problem,
+            attempt,
+            policy.max_retries + 1,
+            delay,
+        )
         yield delay
-    if isinstance(outcome, httpx.TransportError):
-        raise TransportError(
-            f"Could not reach MindVideo at {request.url.host} after {attempt} attempt(s): "
-            f"{type(outcome).__name__}: {outcome or 'no details'}"
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _result(request: httpx.Request, outcome: Outcome, parse: Callable[[httpx.Response], T], budget: float) -> T:
+    """What one attempt's outcome means: the parsed answer, or the error it stands for."""
+    if isinstance(outcome, httpx.Response):
+        if not outcome.is_success:
+            raise error_from_response(outcome)
+        return parse(outcome)
+    where = f"{request.url.scheme}://{request.url.netloc.decode('ascii', 'replace')}"
+    if isinstance(outcome, httpx.TimeoutException) and budget > 0:
+        raise TransportError(f"MindVideo at {where} sent no complete answer within {budget:.0f} s") from outcome
+    if isinstance(outcome, httpx.ConnectError) and _is_certificate_problem(outcome):
+        raise TlsVerificationError(
+            f"The TLS certificate of {where} could not be verified ({outcome}). If the host is right, "
+            "give the CA that signed it in the connection's ca_bundle extra (or the system's CA store)"
         ) from outcome
+    if isinstance(outcome, httpx.TransportError):
+        raise TransportError(f"Could not reach MindVideo at {where}: {type(outcome).__name__}: {outcome}") from outcome
     if isinstance(outcome, httpx.RequestError):
-        raise UnexpectedResponseError(f"Unreadable response from MindVideo: {outcome}") from outcome
-    assert isinstance(outcome, httpx.Response)
-    return outcome
+        raise UnexpectedResponseError(f"Unreadable response from MindVideo at {where}: {outcome}") from outcome
+    raise TransportError(f"MindVideo at {where} was not asked: the call's deadline had passed")
+
+
+def _retry_in_call(outcome: Outcome, problem: MindVideoError) -> bool:
+    # Inside one call only what may pass by itself: the network, 429/5xx, an answer mangled on
+    # the way. Everything else (4xx, a refused certificate) would fail the same way again.
+    if isinstance(problem, TlsVerificationError):
+        return False
+    if isinstance(outcome, httpx.Response):
+        return outcome.status_code in RETRYABLE_STATUS or outcome.is_success
+    return isinstance(outcome, httpx.TransportError)
+
+
+def _final(problem: MindVideoError, attempts: int, elapsed: float, policy: RetryPolicy) -> MindVideoError:
+    """The error a call ends with: the last problem, saying how long and how often it was tried."""
+    if attempts == 1 and elapsed < policy.deadline:
+        return problem
+    why = f"the call's deadline of {policy.deadline:.0f} s" if elapsed >= policy.deadline * 0.9 else "retries"
+    error = type(problem)(
+        f"{problem.message} (after {attempts} attempt(s) in {elapsed:.1f} s; stopped by {why})",
+        http_status=problem.http_status,
+        request_id=problem.request_id,
+    )
+    error.retry_after = problem.retry_after
+    return error
+
+
+def _is_certificate_problem(error: httpx.ConnectError) -> bool:
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return "CERTIFICATE_VERIFY_FAILED" in str(error)
 
 
 def _log_attempt(log: Any, request: httpx.Request, outcome: Outcome, attempt: int) -> None:
-    if isinstance(outcome, httpx.Response):
-        log.debug(
-            "MindVideo %s %s -> %s request_id=%s attempt=%d",
-            request.method,
-            request.url.path,
-            outcome.status_code,
-            _LazyRequestId(outcome),
-            attempt,
-        )
-    else:
-        log.debug(
-            "MindVideo %s %s -> %s attempt=%d",
-            request.method,
-            request.url.path,
-            type(outcome).__name__,
-            attempt,
-        )
+    answer = outcome.status_code if isinstance(outcome, httpx.Response) else type(outcome).__name__
+    request_id = _LazyRequestId(outcome) if isinstance(outcome, httpx.Response) else None
+    path = request.url.path
+    log.debug("MindVideo %s %s -> %s request_id=%s attempt=%d", request.method, path, answer, request_id, attempt)
 
 
 class _LazyRequestId:
@@ -298,7 +358,7 @@ class _LazyRequestId:
         self.response = response
 
     def __str__(self) -> str:
-        return str(_request_id(self.response))
+        return str(_request_id(self.response, None))
 
 
 # -- responses ---------------------------------------------------------------------------------
@@ -310,13 +370,21 @@ def task_from_response(response: httpx.Response) -> MindVideoTask:
     try:
         return MindVideoTask.model_validate(data)
     except pydantic.ValidationError as exc:
-        problems = ", ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
+        problems = ", ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()[:5])
         raise UnexpectedResponseError(
             f"MindVideo answered {response.request.method} {response.request.url.path} "
-            f"without a usable task ({problems})",
+            f"without a usable task ({clip(problems, 500)})",
             http_status=response.status_code,
-            request_id=_request_id(response),
+            request_id=_request_id(response, data),
         ) from None
+    except RecursionError:
+        raise _unreadable(response, "nested too deeply to read") from None
+
+
+def created_task_from_response(response: httpx.Response) -> MindVideoTask:
+    """The task in a create answer, marked ``created`` when the API says this call made it (201)."""
+    task = task_from_response(response)
+    return task.model_copy(update={"created": True}) if response.status_code == 201 else task
 
 
 def events_from_response(response: httpx.Response) -> list[TaskEvent]:
@@ -328,22 +396,36 @@ def events_from_response(response: httpx.Response) -> list[TaskEvent]:
         raise UnexpectedResponseError(
             "MindVideo answered the events request without a list of events",
             http_status=response.status_code,
-            request_id=_request_id(response),
+            request_id=_request_id(response, None),
         )
-    return [TaskEvent.model_validate(e if isinstance(e, dict) else {"message": str(e)}) for e in data]
+    try:
+        return [TaskEvent.model_validate(e if isinstance(e, dict) else {"message": str(e)}) for e in data]
+    except (pydantic.ValidationError, RecursionError):
+        raise _unreadable(response, "events of an unknown shape") from None
+
+
+_NOT_JSON = object()
+
+
+def _decoded(response: httpx.Response) -> Any:
+    """The body as JSON, or ``_NOT_JSON``: nothing a server sends may raise past this point."""
+    try:
+        return json.loads(response.content)
+    except (ValueError, RecursionError):
+        return _NOT_JSON
 
 
 def _json_body(response: httpx.Response) -> Any:
-    if not response.is_success:
-        raise error_from_response(response)
-    try:
-        return json.loads(response.content)
-    except ValueError:
-        raise UnexpectedResponseError(
-            f"MindVideo sent a body that is not JSON ({_content_type(response)}): {_preview(response)}",
-            http_status=response.status_code,
-            request_id=_request_id(response),
-        ) from None
+    data = _decoded(response)
+    if data is _NOT_JSON:
+        raise _unreadable(response, f"a body that is not JSON ({_content_type(response)}): {_preview(response)}")
+    return data
+
+
+def _unreadable(response: httpx.Response, what: str) -> UnexpectedResponseError:
+    return UnexpectedResponseError(
+        f"MindVideo sent {what}", http_status=response.status_code, request_id=_request_id(response, None)
+    )
 
 
 _ERRORS_BY_STATUS: dict[int, type[MindVideoError]] = {
@@ -362,7 +444,8 @@ def error_from_response(response: httpx.Response) -> MindVideoError:
     status = response.status_code
     cls = _ERRORS_BY_STATUS.get(status) or (ServerError if status >= 500 else UnexpectedResponseError)
     request = response.request
-    server_says = _server_message(response)
+    body = _decoded(response)
+    server_says = _server_message(response, body)
     if cls is IdempotencyConflictError:
         message = (
             f"Idempotency-Key {request.headers.get('Idempotency-Key')!r} was already used with a "
@@ -373,42 +456,47 @@ def error_from_response(response: httpx.Response) -> MindVideoError:
     elif cls is AuthenticationError:
         message = f"MindVideo refused the API key: {server_says}"
     elif 300 <= status < 400:
-        message = f"MindVideo redirected to {response.headers.get('Location')!r}; not following with the key"
+        location = clip(str(response.headers.get("Location")), 200)
+        message = f"MindVideo redirected to {location!r}; not following with the key"
     else:
         message = f"MindVideo {request.method} {request.url.path} failed: {server_says}"
-    if cls is RateLimitedError and response.headers.get("Retry-After"):
-        message += f" (Retry-After: {response.headers['Retry-After']})"
-    error = cls(message, http_status=status, request_id=_request_id(response))
-    if isinstance(error, RateLimitedError):
-        error.retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+    retry_after = response.headers.get("Retry-After")
+    if retry_after and status in RETRYABLE_STATUS:
+        message += f" (Retry-After: {clip(retry_after, 40)})"
+    error = cls(message, http_status=status, request_id=_request_id(response, body))
+    if retry_after and status in RETRYABLE_STATUS:
+        error.retry_after = retry_after_seconds(retry_after)
     return error
 
 
-def _server_message(response: httpx.Response) -> str:
-    try:
-        body = json.loads(response.content)
-    except ValueError:
+def _server_message(response: httpx.Response, body: Any) -> str:
+    if body is _NOT_JSON:
         return f"{_content_type(response)} body: {_preview(response)}"
     if isinstance(body, dict):
         for key in ("message", "detail", "error"):
             value = body.get(key)
             if isinstance(value, dict):
-                value = value.get("message") or json.dumps(value)
+                value = value.get("message") or value
             if value:
-                return value if isinstance(value, str) else json.dumps(value)
+                return clip(value if isinstance(value, str) else _dumps(value))
     return _preview(response)
 
 
-def _request_id(response: httpx.Response) -> str | None:
+def _dumps(value: Any) -> str:
+    try:
+        return json.dumps(value)
+    except (ValueError, RecursionError):
+        return "(unreadable)"
+
+
+def _request_id(response: httpx.Response, body: Any) -> str | None:
     header = response.headers.get("X-Request-Id")
     if header:
-        return str(header)
-    try:
-        body = json.loads(response.content)
-    except ValueError:
-        return None
+        return clip(str(header), 100)
+    if body is None:
+        body = _decoded(response)
     value = body.get("request_id") if isinstance(body, dict) else None
-    return str(value) if value else None
+    return clip(str(value), 100) if value else None
 
 
 def _content_type(response: httpx.Response) -> str:
@@ -416,7 +504,8 @@ def _content_type(response: httpx.Response) -> str:
 
 
 def _preview(response: httpx.Response) -> str:
-    text = " ".join(response.text.split())
+    # Only the start is shown, so only the start is decoded: bodies can be megabytes.
+    text = " ".join(response.content[: _BODY_PREVIEW_CHARS * 4].decode("utf-8", "replace").split())
     if not text:
         return "(empty body)"
     return text if len(text) <= _BODY_PREVIEW_CHARS else text[:_BODY_PREVIEW_CHARS] + "..."

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import time
 from asyncio import sleep
 from collections.abc import AsyncIterator
@@ -16,6 +18,18 @@ from airflow_provider_mindvideo.polling import check_poll_settings, next_poll_de
 
 if TYPE_CHECKING:
     from airflow_provider_mindvideo.hooks import MindVideoHook
+
+_LAST_LOOK_SECONDS = 2.0
+_EVENT_FIELDS = frozenset(MindVideoTask.model_fields) - {"created"}
+
+
+def _event_task(task: MindVideoTask) -> dict[str, Any]:
+    # Events are stored in the metadata database: the task's own fields only (a server's extra
+    # fields can be any size), and its error in the capped words the provider shows.
+    record = task.model_dump(mode="json", include=set(_EVENT_FIELDS))
+    record["error"] = task.error_message
+    return record
+
 
 #: Outcomes a MindVideoTaskTrigger event can carry, in ``event["status"]``.
 SUCCESS, FAILED, CANCELLED, TIMEOUT, ERROR = "success", "failed", "cancelled", "timeout", "error"
@@ -96,11 +110,11 @@ class MindVideoTaskTrigger(BaseTrigger):
 
         # Thousands of waits share the triggerer's loop: they share one pooled client too.
         hook = MindVideoHook(self.mindvideo_conn_id, shared_client=True)
-        self._unknown_statuses_seen: set[str] = set()
         self._last_problem: str | None = None
+        self._seen: tuple[str, float] | None = None  # the last status seen, and since when
         try:
             while True:
-                event, server_asked = await self._check(hook)
+                event, server_asked = await self._check_by_deadline(hook)
                 now = time.time()
                 if event is None and self.deadline is not None and now >= self.deadline:
                     # An outage that outlasted the wait is the cause worth naming, not the timeout.
@@ -116,6 +130,25 @@ class MindVideoTaskTrigger(BaseTrigger):
             # Also on cancellation (triggerer shutdown, task cleared): release the connection.
             await hook.aclose()
 
+    async def _check_by_deadline(self, hook: MindVideoHook) -> tuple[TriggerEvent | None, float]:
+        # The hook's own retries and Retry-After waits happen inside the check: the wait's
+        # deadline must bound them too, not only the sleeps between checks.
+        if self.deadline is None:
+            return await self._check(hook)
+        # A wait resumed after its deadline (a triggerer restart) still takes one short last look:
+        # a task that finished meanwhile is worth reporting as such.
+        left = max(_LAST_LOOK_SECONDS, self.deadline - time.time())
+        # The hook then starts no wait (a long Retry-After) it could not finish in time, and
+        # gives up with the cause; the timeout around it is the backstop for anything else.
+        settings = await hook.asettings()
+        hook.retry_policy = dataclasses.replace(hook.default_policy(settings), deadline=left)
+        try:
+            async with asyncio.timeout(left):
+                return await self._check(hook)
+        except TimeoutError:
+            self._last_problem = self._last_problem or "no answer before the deadline"
+            return None, 0.0
+
     async def _check(self, hook: MindVideoHook) -> tuple[TriggerEvent | None, float]:
         """Look at the task once: the event to fire, else the wait the server asked for (or 0)."""
         try:
@@ -124,20 +157,32 @@ class MindVideoTaskTrigger(BaseTrigger):
             if not exc.retryable:
                 return self._event(ERROR, None, str(exc), error_type=type(exc).__name__), 0.0
             # The hook already retried; keep waiting rather than fail a long job over a blip.
-            self.log.warning("MindVideo task %s: %s; will check again", self.mindvideo_task_id, exc)
+            if str(exc) != self._last_problem:
+                self.log.warning("MindVideo task %s: %s; will check again", self.mindvideo_task_id, exc)
             self._last_problem = str(exc)
-            return None, getattr(exc, "retry_after", None) or 0.0
+            return None, exc.retry_after or 0.0
         self._last_problem = None
+        self._note_status(task)
         if task.is_terminal:
             return self._event(_OUTCOME_OF[task.status], task, self._describe(task)), 0.0
-        if task.status is TaskStatus.UNKNOWN and task.reported_status not in self._unknown_statuses_seen:
-            self._unknown_statuses_seen.add(task.reported_status)
-            self.log.info(
-                "MindVideo task %s has a status this provider does not know, %r; waiting",
-                task.task_id,
-                task.reported_status,
-            )
         return None, 0.0
+
+    def _note_status(self, task: MindVideoTask) -> None:
+        """One log line per change of status, with how long the previous one lasted."""
+        now = time.time()
+        if self._seen is not None and self._seen[0] == task.reported_status:
+            return
+        previous = f" after {self._seen[0]} for {now - self._seen[1]:.0f} s" if self._seen else ""
+        unknown = " (a status this provider does not know; waiting)" if task.status is TaskStatus.UNKNOWN else ""
+        self.log.info(
+            "MindVideo task %s is %s%s%s, %.0f s into the wait",
+            task.task_id,
+            task.reported_status,
+            unknown,
+            previous,
+            now - self.started_at,
+        )
+        self._seen = (task.reported_status, now)
 
     def _next_delay(self, now: float, server_asked: float) -> float:
         delay = max(server_asked, next_poll_delay(now - self.started_at, self.poll_interval, self.max_poll_interval))
@@ -150,7 +195,7 @@ class MindVideoTaskTrigger(BaseTrigger):
             {
                 "status": status,
                 "mindvideo_task_id": self.mindvideo_task_id,
-                "task": task.model_dump(mode="json") if task else None,
+                "task": _event_task(task) if task else None,
                 "message": message,
                 "error_type": error_type,
             }

@@ -160,18 +160,50 @@ def test_lost_create_response_is_replayed_and_charged_once(
     assert [t["task_id"] for t in emulator.state.snapshot()["tasks"]] == [task.task_id]
 
 
-def test_malformed_json_is_an_unexpected_response(api: Api, emulator: MindVideoEmulator) -> None:
+@pytest.mark.parametrize("kind", ["truncated", "malformed_json", "missing_fields"])
+def test_an_unreadable_create_answer_is_replayed_with_the_same_key(
+    api: Api, emulator: MindVideoEmulator, sleeps: list[float], kind: str
+) -> None:
+    # The task was created and charged; only its answer was unreadable. Replaying the key is free.
+    emulator.add_fault(kind, route="create")
+    task = api.create_task("gpt-image-2", PROMPT, idempotency_key="k-unreadable")
+    assert emulator.state.requests["create"] == 2
+    assert emulator.state.charged_tasks == 1
+    assert [t["task_id"] for t in emulator.state.snapshot()["tasks"]] == [task.task_id]
+
+
+@pytest.mark.parametrize("kind", ["truncated", "malformed_json", "missing_fields"])
+def test_a_create_answer_that_stays_unreadable_fails_after_retries_and_charges_once(
+    api: Api, emulator: MindVideoEmulator, sleeps: list[float], kind: str
+) -> None:
+    emulator.add_fault(kind, route="create", times=100)
+    with pytest.raises(UnexpectedResponseError):
+        api.create_task("gpt-image-2", PROMPT, idempotency_key="k-unreadable")
+    assert emulator.state.requests["create"] == FAST_RETRIES.max_retries + 1
+    assert emulator.state.charged_tasks == 1
+
+
+def test_malformed_json_is_an_unexpected_response(api: Api, emulator: MindVideoEmulator, sleeps: list[float]) -> None:
     created = api.create_task("gpt-image-2", PROMPT)
-    emulator.add_fault("malformed_json", route="get")
+    emulator.add_fault("malformed_json", route="get", times=100)
     with pytest.raises(UnexpectedResponseError, match="not JSON"):
         api.get_task(created.task_id)
 
 
-def test_body_without_required_fields_is_an_unexpected_response(api: Api, emulator: MindVideoEmulator) -> None:
+def test_body_without_required_fields_is_an_unexpected_response(
+    api: Api, emulator: MindVideoEmulator, sleeps: list[float]
+) -> None:
     created = api.create_task("gpt-image-2", PROMPT)
-    emulator.add_fault("missing_fields", route="get")
+    emulator.add_fault("missing_fields", route="get", times=100)
     with pytest.raises(UnexpectedResponseError, match=r"without a usable task.*task_id"):
         api.get_task(created.task_id)
+
+
+def test_one_unreadable_poll_is_retried(api: Api, emulator: MindVideoEmulator, sleeps: list[float]) -> None:
+    created = api.create_task("gpt-image-2", PROMPT)
+    emulator.add_fault("truncated", route="get")
+    assert api.get_task(created.task_id).task_id == created.task_id
+    assert len(sleeps) == 1
 
 
 def test_html_error_page_from_a_proxy(api: Api, emulator: MindVideoEmulator, sleeps: list[float]) -> None:
@@ -198,7 +230,9 @@ def test_connection_refused_is_a_transport_error(
         "AIRFLOW_CONN_MINDVIDEO_DEFAULT",
         f'{{"conn_type": "mindvideo", "host": "{dead_url}", "password": "{emulator.api_key}"}}',
     )
-    with pytest.raises(TransportError, match=r"Could not reach MindVideo at 127\.0\.0\.1 after 5 attempt"):
+    with pytest.raises(
+        TransportError, match=r"Could not reach MindVideo at http://127\.0\.0\.1:\d+: .*\(after 5 attempt"
+    ):
         api.create_task("gpt-image-2", PROMPT)
     assert len(sleeps) == FAST_RETRIES.max_retries
 

@@ -13,12 +13,15 @@ from airflow.sdk import Connection
 
 from airflow_provider_mindvideo.errors import (
     AuthenticationError,
+    MindVideoError,
+    TlsVerificationError,
     InputValidationError,
     InsecureConnectionError,
     UnexpectedResponseError,
 )
 from airflow_provider_mindvideo.protocol import (
     RetryPolicy,
+    Send,
     error_from_response,
     events_from_response,
     exchange,
@@ -65,34 +68,90 @@ def test_retry_after_seconds(value: str | None, seconds: float | None) -> None:
 
 def test_retry_delay_rules() -> None:
     policy = RetryPolicy(max_retries=3, deadline=60, backoff=1, max_backoff=4)
-    assert policy.retry_delay(1, response(503), 0, RNG) is not None
-    assert policy.retry_delay(1, response(429, headers={"Retry-After": "9"}), 0, RNG) == 9.0
-    assert policy.retry_delay(4, response(503), 0, RNG) is None  # out of retries
-    assert policy.retry_delay(1, response(429, headers={"Retry-After": "61"}), 0, RNG) is None  # past deadline
-    assert policy.retry_delay(1, httpx.ConnectError("refused"), 0, RNG) is not None
-    assert policy.retry_delay(1, httpx.DecodingError("bad gzip"), 0, RNG) is None
-    for status in (400, 401, 403, 404, 409, 422, 200):
-        assert policy.retry_delay(1, response(status), 0, RNG) is None
+    assert policy.retry_delay(1, error_from_response(response(503)), 0, RNG) is not None
+    assert policy.retry_delay(1, error_from_response(response(429, headers={"Retry-After": "9"})), 0, RNG) == 9.0
+    assert policy.retry_delay(4, error_from_response(response(503)), 0, RNG) is None  # out of retries
+    too_long = error_from_response(response(429, headers={"Retry-After": "61"}))
+    assert policy.retry_delay(1, too_long, 0, RNG) is None  # past the deadline
 
 
 def test_backoff_grows_is_capped_and_jittered() -> None:
     policy = RetryPolicy(max_retries=10, deadline=1e9, backoff=1, max_backoff=8)
-    delays = [[policy.retry_delay(a, response(503), 0, random.Random(s)) for a in range(1, 7)] for s in range(20)]
+    problem = error_from_response(response(503))
+    delays = [[policy.retry_delay(a, problem, 0, random.Random(s)) for a in range(1, 7)] for s in range(20)]
     for series in delays:
-        assert 0.5 <= series[0] <= 1 and 1 <= series[1] <= 2 and 2 <= series[2] <= 4
-        assert all(4 <= d <= 8 for d in series[3:])
+        assert all(d is not None for d in series)
+        ceilings = [1, 2, 4, 8, 8, 8]
+        assert all(c / 2 <= d <= c for c, d in zip(ceilings, series, strict=True))  # type: ignore[operator]
     assert len({series[0] for series in delays}) > 1  # jittered: calls failing together spread out
 
 
-def test_exchange_yields_requests_and_sleeps_then_returns_the_final_response() -> None:
+def drive(steps: Any, outcomes: list[Any]) -> list[Any]:
+    """Feed ``outcomes`` to an exchange one per request; returns what it yielded, then its result."""
+    yielded, outcome = [], None
+    try:
+        while True:
+            step = steps.send(outcome)
+            yielded.append(step)
+            outcome = outcomes.pop(0) if isinstance(step, Send) else None
+    except StopIteration as done:
+        return [*yielded, done.value]
+
+
+def task_parse(answer: httpx.Response) -> Any:
+    return task_from_response(answer)
+
+
+def test_exchange_yields_requests_and_sleeps_then_returns_the_parsed_answer() -> None:
     request = httpx.Request("GET", "https://api.mindvideo.ai/api/v1/tasks/t")
-    steps = exchange(request, RetryPolicy(max_retries=2, backoff=1, max_backoff=1), _NullLog(), RNG)
-    assert next(steps) is request
-    assert 0.5 <= steps.send(response(503)) <= 1.0
-    assert steps.send(None) is request
-    with pytest.raises(StopIteration) as done:
-        steps.send(response(200, {"task_id": "t", "status": "queued"}))
-    assert done.value.value.status_code == 200
+    steps = exchange(request, task_parse, RetryPolicy(max_retries=2, backoff=1, max_backoff=1), _NullLog(), 30, RNG)
+    first, pause, second, task = drive(steps, [response(503), response(200, {"task_id": "t", "status": "queued"})])
+    assert first == second == Send(request, 30)
+    assert 0.5 <= pause <= 1.0
+    assert task.task_id == "t"
+
+
+@pytest.mark.parametrize(
+    ("outcome", "retried"),
+    [
+        (response(503), True),
+        (response(429), True),
+        (response(200, text="{cut"), True),  # the answer was mangled on the way: ask again
+        (httpx.ConnectError("refused"), True),
+        (httpx.ReadTimeout("slow"), True),
+        (httpx.DecodingError("bad gzip"), False),
+        (response(400, {"detail": "bad"}), False),
+        (response(401), False),
+        (response(404), False),
+        (response(409), False),
+        (response(418), False),
+    ],
+)
+def test_what_is_tried_again_within_a_call(outcome: Any, retried: bool) -> None:
+    request = httpx.Request("POST", "https://api.mindvideo.ai/api/v1/tasks", headers={"Idempotency-Key": "k"})
+    steps = exchange(request, task_parse, RetryPolicy(max_retries=1, backoff=0.01), _NullLog(), 30, RNG)
+    steps.send(None)
+    if retried:
+        assert isinstance(steps.send(outcome), float)
+    else:
+        with pytest.raises(MindVideoError):
+            steps.send(outcome)
+
+
+def test_a_refused_certificate_is_not_retried_and_names_the_ca_option() -> None:
+    request = httpx.Request("GET", "https://api.mindvideo.ai/api/v1/tasks/t")
+    refused = httpx.ConnectError("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed")
+    steps = exchange(request, task_parse, RetryPolicy(max_retries=5), _NullLog(), 30, RNG)
+    steps.send(None)
+    with pytest.raises(TlsVerificationError, match=r"https://api\.mindvideo\.ai.*ca_bundle"):
+        steps.send(refused)
+
+
+def test_an_attempt_gets_what_is_left_of_the_calls_deadline() -> None:
+    request = httpx.Request("GET", "https://api.mindvideo.ai/api/v1/tasks/t")
+    steps = exchange(request, task_parse, RetryPolicy(max_retries=3, deadline=5, backoff=0.01), _NullLog(), 30, RNG)
+    first = steps.send(None)
+    assert first.seconds <= 5  # the call's deadline, not the 30 s request timeout
 
 
 def test_settings_defaults_and_extras() -> None:
@@ -166,7 +225,44 @@ class _NullLog:
     def debug(self, *args: object) -> None:
         pass
 
+    def warning(self, *args: object) -> None:
+        pass
+
 
 def test_http_date_in_the_past_without_timezone() -> None:
     past = (NOW - timedelta(seconds=10)).strftime("%a, %d %b %Y %H:%M:%S")
     assert retry_after_seconds(past, now=NOW) == 0.0
+
+
+def test_deeply_nested_json_is_an_unexpected_response_not_a_recursion_error() -> None:
+    deep = "[" * 200_000 + "]" * 200_000
+    with pytest.raises(UnexpectedResponseError):
+        task_from_response(response(200, text=deep))
+    assert "HTTP 500" in str(error_from_response(response(500, text=deep)))
+    nested_output = '{"task_id": "t", "status": "succeeded", "output": ' + '{"a": ' * 50_000 + "1" + "}" * 50_001
+    with pytest.raises(UnexpectedResponseError):
+        task_from_response(response(200, text=nested_output))
+
+
+def test_server_text_is_capped_in_errors() -> None:
+    huge = "x" * 2_000_000
+    for answer in (
+        response(500, {"error": {"message": huge}}),
+        response(400, {"detail": huge}),
+        response(502, text=huge),
+        response(200, text=huge),
+    ):
+        try:
+            raised = error_from_response(answer) if answer.status_code >= 400 else task_from_response(answer)
+        except UnexpectedResponseError as exc:
+            raised = exc
+        assert len(str(raised)) < 3_000, answer.status_code
+
+
+def test_a_huge_remote_error_is_capped_in_the_task() -> None:
+    task = task_from_response(
+        response(200, {"task_id": "t", "status": "failed", "error": {"message": "y" * 2_000_000}})
+    )
+    assert task.error_message is not None
+    assert len(task.error_message) < 3_000
+    assert len(json.dumps(task.summary())) < 5_000

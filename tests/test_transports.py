@@ -166,7 +166,7 @@ def test_without_aiohttp_the_shared_client_uses_httpx_own_pool(
 
 
 def test_errors_through_the_shared_client_are_the_providers_own(emulator: MindVideoEmulator) -> None:
-    emulator.add_fault("malformed_json", route="get")
+    emulator.add_fault("malformed_json", route="get", times=100)
 
     async def go() -> None:
         hook = shared_hook()
