@@ -13,10 +13,10 @@ from airflow.sdk import Connection
 
 from airflow_provider_mindvideo.errors import (
     AuthenticationError,
-    MindVideoError,
-    TlsVerificationError,
     InputValidationError,
     InsecureConnectionError,
+    MindVideoError,
+    TlsVerificationError,
     UnexpectedResponseError,
 )
 from airflow_provider_mindvideo.protocol import (
