@@ -5,17 +5,15 @@ request (model + input), so a retry, a clear or a restarted worker sends the sam
 MindVideo answers with the task it already created, free of charge.
 
 A remote task that *failed* must not be reused (that would make Airflow retries useless),
-so keys come in generations: ``...-0000``, ``...-0001``, ... The operator replays them in
-order (replaying is free) and stops at the first whose task did not fail or was not created
-yet. Every try creates at most one new task, and always finds the newest one that did not fail.
+so keys come in generations: ``...-0000``, ``...-0001``, ... How a try walks them, creating
+at most one task, is :mod:`airflow_provider_mindvideo.submission`'s business.
 """
 
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 KEY_PREFIX = "af-"
@@ -33,11 +31,3 @@ def idempotency_key(
     """The key of one generation: 48 characters, ASCII letters, digits and dashes (header-safe)."""
     identity = json.dumps([dag_id, task_id, run_id, map_index, request_fingerprint(model, input)])
     return f"{KEY_PREFIX}{hashlib.sha256(identity.encode()).hexdigest()[:40]}-{generation:04d}"
-
-
-def key_generations(
-    dag_id: str, task_id: str, run_id: str, map_index: int, model: str, input: Mapping[str, Any]
-) -> Iterator[str]:
-    """Generation 0, 1, 2, ... of a task instance's key."""
-    for generation in itertools.count():
-        yield idempotency_key(dag_id, task_id, run_id, map_index, model, input, generation)

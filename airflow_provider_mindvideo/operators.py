@@ -9,7 +9,6 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset, AssetAlias, BaseOperator, ObjectStoragePath, conf
-from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_provider_mindvideo import DEFAULT_CONN_ID
 from airflow_provider_mindvideo.catalog import validate_input
@@ -24,16 +23,16 @@ from airflow_provider_mindvideo.downloads import (
 )
 from airflow_provider_mindvideo.errors import WaitTimeoutError
 from airflow_provider_mindvideo.hooks import MindVideoHook
-from airflow_provider_mindvideo.idempotency import key_generations
-from airflow_provider_mindvideo.models import MindVideoTask, TaskStatus
+from airflow_provider_mindvideo.idempotency import idempotency_key
+from airflow_provider_mindvideo.models import MindVideoTask
 from airflow_provider_mindvideo.outcomes import XCOM_TASK_KEY, deliver, task_from_event
 from airflow_provider_mindvideo.polling import check_poll_settings, next_poll_delay
+from airflow_provider_mindvideo.submission import find_or_create, replay_explicit_key
 from airflow_provider_mindvideo.triggers import MindVideoTaskTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-_ENDED_BADLY = (TaskStatus.FAILED, TaskStatus.CANCELLED)
 # The trigger enforces the deadline itself; Airflow's own deferral timeout is only a backstop.
 _DEFERRAL_GRACE = timedelta(minutes=5)
 
@@ -51,6 +50,8 @@ class MindVideoSubmitOperator(BaseOperator):
         are templated. Checked against the model's schema before anything is sent. (templated)
     :param idempotency_key: Send exactly this key instead of the derived one. (templated)
     :param mindvideo_conn_id: The MindVideo connection.
+    :param max_generations: The most remote tasks this task instance may ever create (each try
+        creates at most one, and only after the previous one failed). Default: ``retries + 1``.
 
     XCom: ``return_value`` is the MindVideo task id; ``mindvideo_task`` holds task id, request
     id, model, status, cost estimate and the idempotency key used (never the input).
@@ -66,13 +67,17 @@ class MindVideoSubmitOperator(BaseOperator):
         input: Mapping[str, Any],
         idempotency_key: str | None = None,
         mindvideo_conn_id: str = DEFAULT_CONN_ID,
+        max_generations: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if max_generations is not None and (isinstance(max_generations, bool) or max_generations < 1):
+            raise ValueError(f"max_generations = {max_generations!r}: must be a whole number >= 1, or None")
         self.model = model
         self.input = input
         self.idempotency_key = idempotency_key
         self.mindvideo_conn_id = mindvideo_conn_id
+        self.max_generations = max_generations
 
     @cached_property
     def hook(self) -> MindVideoHook:
@@ -86,21 +91,24 @@ class MindVideoSubmitOperator(BaseOperator):
         """Validate, find or create this task instance's remote task, and record it in XCom."""
         validate_input(self.model, self.input)
         ti = context["ti"]
+
+        def create(key: str) -> MindVideoTask:
+            return self.hook.create_task(self.model, self.input, idempotency_key=key)
+
         if self.idempotency_key:
-            keys: Any = [self.idempotency_key]
+            submitted = replay_explicit_key(create, self.idempotency_key)
         else:
             map_index = -1 if ti.map_index is None else ti.map_index
-            keys = key_generations(ti.dag_id, ti.task_id, ti.run_id, map_index, self.model, self.input)
-        for key in keys:
-            task = self.hook.create_task(self.model, self.input, idempotency_key=key)
-            if task.status not in _ENDED_BADLY:
-                break
-            self.log.info("MindVideo task %s (key %s) ended %s; it is not reused", task.task_id, key, task.status.value)
-        else:
-            raise AirflowFailException(
-                f"The MindVideo task behind idempotency_key {self.idempotency_key!r} ended {task.status.value}; "
-                "set a new idempotency_key to generate again"
+            submitted = find_or_create(
+                create,
+                lambda generation: idempotency_key(
+                    ti.dag_id, ti.task_id, ti.run_id, map_index, self.model, self.input, generation
+                ),
+                try_number=ti.try_number,
+                max_generations=self.max_generations or (self.retries or 0) + 1,
+                log=self.log,
             )
+        task, key = submitted.task, submitted.idempotency_key
         record = {
             "task_id": task.task_id,
             "request_id": task.request_id,
@@ -108,6 +116,7 @@ class MindVideoSubmitOperator(BaseOperator):
             "status": task.reported_status,
             "cost_estimate": task.cost_estimate,
             "idempotency_key": key,
+            "key_generation": submitted.generation,
         }
         ti.xcom_push(key=XCOM_TASK_KEY, value=record)
         self.log.info(

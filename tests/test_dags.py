@@ -118,6 +118,34 @@ def test_remote_failure_on_the_worker_path_too(run: Any, emulator: MindVideoEmul
     assert emulator.state.charged_tasks == 2
 
 
+def test_a_task_refused_at_creation_costs_one_charge_per_try(run: Any, emulator: MindVideoEmulator) -> None:
+    # The create answer itself says "failed" (a synchronous refusal): a try that created a task
+    # stops there, however the task ended. Five refusals queued up, three tries: three charges.
+    emulator.script("refused", "failed", error="Refused by moderation", queued_seconds=0, processing_seconds=0, times=5)
+    result = run("mv_submit_retry", prompt="refused at once")
+    assert result.state == "failed"
+    assert result.tries("submit") == 3
+    assert emulator.state.charged_tasks == 3
+    assert [t["status"] for t in emulator.state.snapshot()["tasks"]] == ["failed"] * 3
+
+
+def test_a_refusal_at_creation_then_a_retry_generates_again(run: Any, emulator: MindVideoEmulator) -> None:
+    emulator.script("refused", "failed", queued_seconds=0, processing_seconds=0, times=1)
+    result = run("mv_generate_retry", prompt="refused once")
+    assert result.state == "success"
+    assert result.tries("generate") == 2
+    assert emulator.state.charged_tasks == 2
+    assert result.xcom[("generate", -1, "mindvideo_task")]["key_generation"] == 1
+
+
+def test_generations_are_capped_per_task_instance(run: Any, emulator: MindVideoEmulator) -> None:
+    emulator.script("doomed", "failed", error="GPU fell over")
+    result = run("mv_generate_capped", prompt="doomed every time")
+    assert result.state == "failed"
+    assert result.tries("generate") == 3  # the third try finds both generations failed and stops for good
+    assert emulator.state.charged_tasks == 2
+
+
 def test_failure_message_names_the_remote_error_and_events(
     run: Any, emulator: MindVideoEmulator, debug_logs: list[dict[str, Any]]
 ) -> None:

@@ -120,3 +120,16 @@ with _dag("mv_generate_download", default_args={"retries": 1, "retry_delay": tim
         download_to=DOWNLOADS + "/generated",
         **FAST,
     )
+
+with _dag("mv_submit_retry", default_args={"retries": 2, "retry_delay": timedelta(0)}):
+    MindVideoSubmitOperator(task_id="submit", model="gpt-image-2", input={"prompt": "{{ params.prompt }}"})
+
+with _dag("mv_generate_capped", default_args={"retries": 4, "retry_delay": timedelta(0)}):
+    MindVideoGenerateOperator(
+        task_id="generate",
+        model="gpt-image-2",
+        input={"prompt": "{{ params.prompt }}"},
+        max_generations=2,
+        deferrable=True,
+        **FAST,
+    )

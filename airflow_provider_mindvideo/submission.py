@@ -1,0 +1,86 @@
+"""Find or create a task instance's remote task: the walk over key generations that pays once.
+
+A try replays the generations of its key in order (a replay is free and returns the task that
+key made) and uses the first whose task did not fail. It stops at the first task it may have
+created itself, whatever that task's status: **a try creates at most one task.** A task that
+fails at once (a synchronous refusal) fails the try; the next try replays it, sees it failed,
+and creates the next generation.
+
+Whether an answer was a creation or a replay, the API tells only by its status code where it
+tells at all (201 Created). So the walk also leans on Airflow's try number: before try ``t``, at
+most ``t - 1`` tries ran, so at most ``t - 1`` generations exist and try ``t`` never looks past
+generation ``t - 1``. And no task instance ever uses more than ``max_generations`` keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from airflow.sdk.exceptions import AirflowFailException
+
+from airflow_provider_mindvideo.errors import RemoteTaskFailedError
+from airflow_provider_mindvideo.models import MindVideoTask, TaskStatus
+
+_ENDED_BADLY = (TaskStatus.FAILED, TaskStatus.CANCELLED)
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """The remote task a try works with, and the key (and its generation) that found it."""
+
+    task: MindVideoTask
+    idempotency_key: str
+    generation: int
+
+
+def find_or_create(
+    create: Callable[[str], MindVideoTask],
+    key_of: Callable[[int], str],
+    *,
+    try_number: int,
+    max_generations: int,
+    log: Any,
+) -> Submitted:
+    """Walk generations ``0 .. min(try_number, max_generations) - 1``; see the module's docstring.
+
+    :param create: sends the create request under a key; returns the task the API answered with.
+    :param key_of: the idempotency key of a generation.
+    """
+    # Generations before ``last_creatable`` may exist from earlier tries; this one cannot.
+    last_creatable = max(try_number, 1) - 1
+    for generation in range(min(last_creatable + 1, max_generations)):
+        key = key_of(generation)
+        task = create(key)
+        if task.status not in _ENDED_BADLY:
+            return Submitted(task, key, generation)
+        if task.created or generation == last_creatable:
+            what = (
+                f"MindVideo task {task.task_id} (key generation {generation}) ended {task.status.value} as soon as "
+                f"it was created: {task.error_message or 'no reason given'}"
+            )
+            if generation + 1 >= max_generations:
+                raise AirflowFailException(f"{what}; it was the last of max_generations={max_generations}")
+            raise RemoteTaskFailedError(f"{what}; the next try generates again", request_id=task.request_id)
+        log.info(
+            "MindVideo task %s (key generation %d) ended %s earlier; it is not reused",
+            task.task_id,
+            generation,
+            task.status.value,
+        )
+    raise AirflowFailException(
+        f"Every one of the {max_generations} key generation(s) this task instance may use ended failed or "
+        "cancelled; nothing more is generated. Raise max_generations, or change the input, to generate again"
+    )
+
+
+def replay_explicit_key(create: Callable[[str], MindVideoTask], key: str) -> Submitted:
+    """An explicit key names one remote task: use it, or fail if it failed (a new key generates again)."""
+    task = create(key)
+    if task.status in _ENDED_BADLY:
+        raise AirflowFailException(
+            f"The MindVideo task behind idempotency_key {key!r} ended {task.status.value}; "
+            "set a new idempotency_key to generate again"
+        )
+    return Submitted(task, key, 0)
