@@ -277,15 +277,7 @@ def exchange(
         if delay is None:
             raise _final(problem, attempt, elapsed, policy) from problem.__cause__
         # Once per attempt, not per poll: a task log that stays silent while a host hangs hides the cause.
-        log.warning(
-            "MindVideo %s %s: %s; attempt %d of %d, trying again in %.1f s",
-            request.method,
-            request.url.path,
-            problem,
-            attempt,
-            policy.max_retries + 1,
-            delay,
-        )
+        log.warning("%s; attempt %d of %d, trying again in %.1f s", problem, attempt, policy.max_retries + 1, delay)
         yield delay
     raise AssertionError("unreachable")  # pragma: no cover
 

@@ -347,3 +347,15 @@ def test_connection_test_reports_an_unreachable_host(monkeypatch: pytest.MonkeyP
     ok, message = MindVideoHook(retry_policy=RetryPolicy(max_retries=0)).test_connection()
     assert not ok
     assert "Could not reach MindVideo" in message
+
+
+def test_each_retry_is_logged_as_a_warning_with_its_cause_and_delay(
+    api: Api, emulator: MindVideoEmulator, sleeps: list[float], debug_logs: list[dict[str, object]]
+) -> None:
+    created = api.create_task("gpt-image-2", PROMPT)
+    emulator.add_fault("status", route="get", status=503, times=2)
+    api.get_task(created.task_id)
+    warnings = [str(e["event"]) for e in debug_logs if e["log_level"] == "warning"]
+    assert len(warnings) == 2  # once per attempt
+    assert all("HTTP 503" in w and "trying again in" in w for w in warnings), warnings
+    assert "attempt 1 of 5" in warnings[0]

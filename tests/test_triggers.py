@@ -219,3 +219,25 @@ def test_bad_poll_settings_are_refused() -> None:
         MindVideoTaskTrigger("t", poll_interval=0)
     with pytest.raises(ValueError, match="max_poll_interval = 1"):
         MindVideoTaskTrigger("t", poll_interval=5, max_poll_interval=1)
+
+
+def test_each_change_of_status_is_logged_once_with_the_time_it_took(
+    emulator: MindVideoEmulator, waits: list[float], debug_logs: list[dict[str, Any]]
+) -> None:
+    task_id = submit()
+    (event,) = events(MindVideoTaskTrigger(task_id, poll_interval=0.01, max_poll_interval=0.02))
+    assert event["status"] == "success"
+    lines = [str(e["event"]) for e in debug_logs if task_id in str(e["event"]) and " is " in str(e["event"])]
+    statuses = [line.split(" is ")[1].split()[0].rstrip(",") for line in lines]
+    assert statuses == sorted(set(statuses), key=statuses.index)  # one line per status, never repeated
+    assert statuses[-1] == "succeeded"
+    assert len(waits) > len(statuses)  # more polls than lines: polls that saw no change stayed silent
+    assert "after processing for" in lines[-1] or "after queued for" in lines[-1]
+
+
+def test_a_huge_error_stays_out_of_the_trigger_event(emulator: MindVideoEmulator, waits: list[float]) -> None:
+    emulator.script("doomed", "failed", error="E" * 2_000_000)
+    task_id = submit("a doomed frog")
+    (event,) = events(MindVideoTaskTrigger(task_id, poll_interval=0.05, max_poll_interval=0.1))
+    assert event["status"] == "failed"
+    assert len(json.dumps(event)) < 10_000
