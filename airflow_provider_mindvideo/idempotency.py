@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 KEY_PREFIX = "af-"
 
@@ -31,3 +31,22 @@ def idempotency_key(
     """The key of one generation: 48 characters, ASCII letters, digits and dashes (header-safe)."""
     identity = json.dumps([dag_id, task_id, run_id, map_index, request_fingerprint(model, input)])
     return f"{KEY_PREFIX}{hashlib.sha256(identity.encode()).hexdigest()[:40]}-{generation:04d}"
+
+
+class TaskInstanceLike(Protocol):
+    """What a key is derived from: Airflow's task instance (``context["ti"]``) has all of it."""
+
+    dag_id: str
+    task_id: str
+    run_id: str
+    map_index: int | None
+
+
+def task_instance_key(ti: TaskInstanceLike, model: str, input: Mapping[str, Any], generation: int = 0) -> str:
+    """The key of a task instance's request: the same on every try, clear and restarted worker.
+
+    For your own ``@task`` calling :meth:`MindVideoHook.create_task`: an Airflow retry then gets
+    the task the first try created instead of paying for a second one.
+    """
+    map_index = -1 if ti.map_index is None else ti.map_index
+    return idempotency_key(ti.dag_id, ti.task_id, ti.run_id, map_index, model, input, generation)

@@ -23,7 +23,7 @@ from airflow_provider_mindvideo.downloads import (
 )
 from airflow_provider_mindvideo.errors import WaitTimeoutError
 from airflow_provider_mindvideo.hooks import MindVideoHook
-from airflow_provider_mindvideo.idempotency import idempotency_key
+from airflow_provider_mindvideo.idempotency import task_instance_key
 from airflow_provider_mindvideo.models import MindVideoTask
 from airflow_provider_mindvideo.outcomes import XCOM_TASK_KEY, deliver, task_from_event
 from airflow_provider_mindvideo.polling import check_poll_settings, next_poll_delay
@@ -98,12 +98,9 @@ class MindVideoSubmitOperator(BaseOperator):
         if self.idempotency_key:
             submitted = replay_explicit_key(create, self.idempotency_key)
         else:
-            map_index = -1 if ti.map_index is None else ti.map_index
             submitted = find_or_create(
                 create,
-                lambda generation: idempotency_key(
-                    ti.dag_id, ti.task_id, ti.run_id, map_index, self.model, self.input, generation
-                ),
+                lambda generation: task_instance_key(ti, self.model, self.input, generation),
                 try_number=ti.try_number,
                 max_generations=self.max_generations or (self.retries or 0) + 1,
                 log=self.log,

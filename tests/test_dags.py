@@ -184,6 +184,29 @@ def test_crash_after_submit_then_retry_charges_once(
     assert emulator.state.charged_tasks == 1
 
 
+def test_the_hook_in_a_users_task_pays_once_across_retries(
+    run: Any, emulator: MindVideoEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every create answer of the first try is unreadable (the hook gives up); the retry replays the key.
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_MINDVIDEO_DEFAULT",
+        json.dumps(
+            {
+                "conn_type": "mindvideo",
+                "host": emulator.base_url,
+                "password": emulator.api_key,
+                "extra": {"max_retries": 1},
+            }
+        ),
+    )
+    emulator.add_fault("truncated", route="create", times=2)
+    result = run("mv_hook_in_task")
+    assert result.state == "success"
+    assert result.tries("generate_with_the_hook") == 2
+    assert emulator.state.requests["create"] == 3
+    assert emulator.state.charged_tasks == 1
+
+
 def test_clearing_a_finished_run_reuses_the_task(run: Any, emulator: MindVideoEmulator) -> None:
     first = run("mv_generate_retry")
     hook = MindVideoHook()

@@ -133,3 +133,20 @@ with _dag("mv_generate_capped", default_args={"retries": 4, "retry_delay": timed
         deferrable=True,
         **FAST,
     )
+
+with _dag("mv_hook_in_task", default_args={"retries": 2, "retry_delay": timedelta(0)}):
+    # The README's pattern: the hook inside a user's own task, keyed by the task instance.
+
+    @task
+    def generate_with_the_hook() -> str:
+        from airflow.sdk import get_current_context
+
+        from airflow_provider_mindvideo.hooks import MindVideoHook
+        from airflow_provider_mindvideo.idempotency import task_instance_key
+
+        request = {"prompt": "a fox made of paper"}
+        key = task_instance_key(get_current_context()["ti"], "gpt-image-2", request)
+        with MindVideoHook() as hook:
+            return hook.create_task("gpt-image-2", request, idempotency_key=key).task_id
+
+    generate_with_the_hook()
