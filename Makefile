@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 # but that do not exist; they are noise, not failures.
 QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: setup demo test lint typecheck unit bench clean
+.PHONY: setup demo test lint typecheck unit bench clean reliability-report
 
 setup: $(STAMP)
 
@@ -39,6 +39,10 @@ test: lint typecheck unit
 # benchmarks/results.md; `make bench ARGS=--quick` is a two-minute smoke run.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py $(ARGS)
+
+# Rewrites docs/reliability.md from the fault matrix's scenarios (make test checks it is current).
+reliability-report: $(STAMP)
+	MINDVIDEO_WRITE_DOCS=1 $(BIN)/pytest -q tests/reliability/test_fault_matrix.py -k reliability_page_is_current
 
 clean:
 	rm -rf $(VENV) .airflow demo-output build dist *.egg-info .coverage

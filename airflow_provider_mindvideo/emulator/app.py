@@ -117,6 +117,8 @@ def create_app(state: EmulatorState) -> FastAPI:
         body = task_body(task, state.clock(), str(request.base_url).rstrip("/"))
         if fault is not None and fault.kind == "unknown_status":
             body["status"] = "awaiting_moderation"
+        if fault is not None and fault.kind == "trickle":
+            return _trickled(json.dumps(body).encode(), fault.seconds or 0.5, status, task.request_id)
         return JSONResponse(body, status_code=status, headers={"X-Request-Id": task.request_id})
 
     @app.post(TASKS)
@@ -208,6 +210,16 @@ def _media(content: bytes, media_type: str, padded_to: int | None) -> Response:
             yield chunk[: min(len(chunk), padding - start)]
 
     return StreamingResponse(body(), media_type=media_type, headers={"Content-Length": str(padded_to)})
+
+
+def _trickled(content: bytes, every: float, status: int, request_id: str) -> Response:
+    async def body() -> AsyncIterator[bytes]:
+        for i in range(len(content)):
+            yield content[i : i + 1]
+            await asyncio.sleep(every)
+
+    headers = {"X-Request-Id": request_id, "Content-Length": str(len(content))}
+    return StreamingResponse(body(), status_code=status, media_type="application/json", headers=headers)
 
 
 def task_body(task: EmulatedTask, now: float, base_url: str) -> dict[str, Any]:

@@ -23,7 +23,7 @@ UNKNOWN_MODEL_COST = 0.01
 
 Route = Literal["create", "get", "events", "files", "any"]
 FaultKind = Literal[
-    "status", "drop", "delay", "malformed_json", "truncated", "html", "missing_fields", "unknown_status"
+    "status", "drop", "delay", "trickle", "malformed_json", "truncated", "html", "missing_fields", "unknown_status"
 ]
 Outcome = Literal["succeeded", "failed", "cancelled", "never", "no_output"]
 
@@ -42,6 +42,8 @@ class Fault:
         the client never learns it was (the lost-response case).
       - ``delay``: answer ``seconds`` late, after the work is done (slow server, read timeouts;
         on ``create`` the task exists while the client still waits).
+      - ``trickle``: the real answer, its body sent one byte every ``seconds`` (default 0.5): a
+        server that never trips a per-read timeout. On ``create`` the task exists at once.
       - ``malformed_json``: a 200 whose body is not JSON.
       - ``truncated``: a complete 200 whose JSON body stops halfway (a proxy's cut-off buffer).
       - ``missing_fields``: a 200 JSON body without ``task_id`` and ``status``.
