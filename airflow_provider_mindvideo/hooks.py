@@ -257,27 +257,33 @@ class MindVideoHook(BaseHook):
 
 
 def _send(client: httpx.Client, limits: ConnectionLimits, step: Send) -> Outcome:
-    """One attempt on the worker: the whole of it, waiting for a slot included, within ``step.seconds``."""
-    try:
-        with deadline_after(step.seconds), limits.slot():
-            while delay := limits.delay():
-                sleep(delay)
-            return client.send(step.request)
-    except httpx.RequestError as exc:
-        return exc
+    """One attempt on the worker, bounded as a whole by ``step.seconds`` once its turn has come.
+
+    Waiting for a slot or a pacing turn is not the server's time: it is bounded by the attempts
+    ahead of this one, each of which is bounded.
+    """
+    with limits.slot():
+        while delay := limits.delay():
+            sleep(delay)
+        try:
+            with deadline_after(step.seconds):
+                return client.send(step.request)
+        except httpx.RequestError as exc:
+            return exc
 
 
 async def _asend(client: httpx.AsyncClient, limits: ConnectionLimits, step: Send) -> Outcome:
-    """One attempt in an event loop: the whole of it, waiting for a slot included, within ``step.seconds``."""
-    try:
-        async with asyncio.timeout(step.seconds), limits.aslot():
-            while delay := limits.delay():
-                await async_sleep(delay)
-            return await client.send(step.request)
-    except httpx.RequestError as exc:
-        return exc
-    except TimeoutError:
-        return httpx.ReadTimeout(f"no complete answer within {step.seconds:.1f} s", request=step.request)
+    """One attempt in an event loop, bounded as a whole by ``step.seconds`` once its turn has come."""
+    async with limits.aslot():
+        while delay := limits.delay():
+            await async_sleep(delay)
+        try:
+            async with asyncio.timeout(step.seconds):
+                return await client.send(step.request)
+        except httpx.RequestError as exc:
+            return exc
+        except TimeoutError:
+            return httpx.ReadTimeout(f"no complete answer within {step.seconds:.1f} s", request=step.request)
 
 
 def _create(model: str, input: Mapping[str, Any], idempotency_key: str | None) -> ApiCall:
