@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import uuid
 from asyncio import sleep as async_sleep
 from collections.abc import Callable, Iterator, Mapping
@@ -161,8 +162,13 @@ class MindVideoHook(BaseHook):
         """
         return self._call(_create(model, input, idempotency_key), created_task_from_response)
 
-    def get_task(self, task_id: str) -> MindVideoTask:
-        return self._call(get_task_call(task_id), task_from_response)
+    def get_task(self, task_id: str, *, within: float | None = None) -> MindVideoTask:
+        """The task as it is now.
+
+        :param within: give up after this many seconds, retries included (a wait's own deadline),
+            instead of the retry policy's.
+        """
+        return self._call(get_task_call(task_id), task_from_response, within)
 
     def get_task_events(self, task_id: str) -> list[TaskEvent]:
         return self._call(get_task_events_call(task_id), events_from_response)
@@ -173,8 +179,9 @@ class MindVideoHook(BaseHook):
         """Async :meth:`create_task`."""
         return await self._acall(_create(model, input, idempotency_key), created_task_from_response)
 
-    async def aget_task(self, task_id: str) -> MindVideoTask:
-        return await self._acall(get_task_call(task_id), task_from_response)
+    async def aget_task(self, task_id: str, *, within: float | None = None) -> MindVideoTask:
+        """Async :meth:`get_task`."""
+        return await self._acall(get_task_call(task_id), task_from_response, within)
 
     async def aget_task_events(self, task_id: str) -> list[TaskEvent]:
         return await self._acall(get_task_events_call(task_id), events_from_response)
@@ -182,7 +189,7 @@ class MindVideoHook(BaseHook):
     def test_connection(self) -> tuple[bool, str]:
         """Tell a good API key from a bad one without creating (or paying for) a task."""
         try:
-            self._call(get_task_call(_CONNECTION_PROBE_TASK_ID), task_from_response, RetryPolicy(max_retries=0))
+            self._call(get_task_call(_CONNECTION_PROBE_TASK_ID), task_from_response, policy=RetryPolicy(max_retries=0))
         except TaskNotFoundError:
             return True, "Connection successfully tested: MindVideo accepted the API key."
         except MindVideoError as exc:
@@ -191,16 +198,22 @@ class MindVideoHook(BaseHook):
 
     # -- the two shells around protocol.exchange --------------------------------------------
 
-    def default_policy(self, settings: ClientSettings) -> RetryPolicy:
-        """The retry policy calls use: the one given to the hook, else the connection's."""
-        return self.retry_policy or RetryPolicy(max_retries=settings.max_retries)
+    def _policy(self, settings: ClientSettings, within: float | None) -> RetryPolicy:
+        policy = self.retry_policy or RetryPolicy(max_retries=settings.max_retries)
+        return policy if within is None else dataclasses.replace(policy, deadline=min(policy.deadline, within))
 
-    def _call(self, call: ApiCall, parse: Callable[[httpx.Response], T], policy: RetryPolicy | None = None) -> T:
+    def _call(
+        self,
+        call: ApiCall,
+        parse: Callable[[httpx.Response], T],
+        within: float | None = None,
+        policy: RetryPolicy | None = None,
+    ) -> T:
         with self._secret_free_errors():
             client, settings = self.get_conn(), self.settings
             limits = limits_for(settings)
             request = self._request(call, client)
-            steps = exchange(request, parse, policy or self.default_policy(settings), self.log, settings.timeout)
+            steps = exchange(request, parse, policy or self._policy(settings, within), self.log, settings.timeout)
             outcome: Outcome = None
             try:
                 while True:
@@ -213,12 +226,12 @@ class MindVideoHook(BaseHook):
             except StopIteration as done:
                 return done.value  # type: ignore[no-any-return]
 
-    async def _acall(self, call: ApiCall, parse: Callable[[httpx.Response], T]) -> T:
+    async def _acall(self, call: ApiCall, parse: Callable[[httpx.Response], T], within: float | None = None) -> T:
         with self._secret_free_errors():
             client, settings = await self.aget_conn(), await self.asettings()
             limits = limits_for(settings)
             request = self._request(call, client)
-            steps = exchange(request, parse, self.default_policy(settings), self.log, settings.timeout)
+            steps = exchange(request, parse, self._policy(settings, within), self.log, settings.timeout)
             outcome: Outcome = None
             try:
                 while True:

@@ -194,7 +194,7 @@ class MindVideoGenerateOperator(MindVideoSubmitOperator):
                 raise WaitTimeoutError(f"MindVideo task {task.task_id} did not finish within {self.timeout:.0f} s")
             delay = next_poll_delay(now - started_at, self.poll_interval, self.max_poll_interval)
             time.sleep(min(deadline - now, delay))
-            task = self.hook.get_task(task.task_id)
+            task = self.hook.get_task(task.task_id, within=max(1.0, deadline - time.time()))
         return task
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> list[str]:

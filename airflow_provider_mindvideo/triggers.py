@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from asyncio import sleep
 from collections.abc import AsyncIterator
@@ -138,21 +137,21 @@ class MindVideoTaskTrigger(BaseTrigger):
         # A wait resumed after its deadline (a triggerer restart) still takes one short last look:
         # a task that finished meanwhile is worth reporting as such.
         left = max(_LAST_LOOK_SECONDS, self.deadline - time.time())
-        # The hook then starts no wait (a long Retry-After) it could not finish in time, and
-        # gives up with the cause; the timeout around it is the backstop for anything else.
-        settings = await hook.asettings()
-        hook.retry_policy = dataclasses.replace(hook.default_policy(settings), deadline=left)
         try:
             async with asyncio.timeout(left):
-                return await self._check(hook)
+                return await self._check(hook, within=left)
         except TimeoutError:
             self._last_problem = self._last_problem or "no answer before the deadline"
             return None, 0.0
 
-    async def _check(self, hook: MindVideoHook) -> tuple[TriggerEvent | None, float]:
-        """Look at the task once: the event to fire, else the wait the server asked for (or 0)."""
+    async def _check(self, hook: MindVideoHook, within: float | None = None) -> tuple[TriggerEvent | None, float]:
+        """Look at the task once: the event to fire, else the wait the server asked for (or 0).
+
+        ``within``: the hook starts no retry wait (a long Retry-After) it could not finish by
+        then, and gives up naming the cause; the timeout around the check is the backstop.
+        """
         try:
-            task = await hook.aget_task(self.mindvideo_task_id)
+            task = await hook.aget_task(self.mindvideo_task_id, within=within)
         except MindVideoError as exc:
             if not exc.retryable:
                 return self._event(ERROR, None, str(exc), error_type=type(exc).__name__), 0.0

@@ -83,3 +83,18 @@ def test_the_trigger_deadline_bounds_a_long_retry_after(
     assert event["status"] == TIMEOUT
     assert "429" in str(event["message"])  # the cause is named, not just "did not finish"
     assert time.monotonic() - started < 3.0 + SLACK
+
+
+def test_the_worker_side_wait_deadline_bounds_a_long_retry_after(emulator: MindVideoEmulator) -> None:
+    from airflow_provider_mindvideo.errors import MindVideoError
+    from airflow_provider_mindvideo.operators import MindVideoGenerateOperator
+    from tests.reliability.test_pay_once_invariant import TaskInstance
+
+    emulator.add_fault("status", route="get", status=429, retry_after="30", times=100)
+    operator = MindVideoGenerateOperator(
+        task_id="generate", model="gpt-image-2", input={"prompt": "a patient heron"}, deferrable=False, timeout=2
+    )
+    started = time.monotonic()
+    with pytest.raises(MindVideoError, match="429"):
+        operator.execute({"ti": TaskInstance(try_number=1)})  # type: ignore[arg-type]
+    assert time.monotonic() - started < 2.0 + SLACK
