@@ -273,9 +273,14 @@ def exchange(
         except MindVideoError as error:
             problem = error
         elapsed = time.monotonic() - started
-        delay = policy.retry_delay(attempt, problem, elapsed, rng) if _retry_in_call(outcome, problem) else None
+        if not _retry_in_call(outcome, problem):
+            raise problem
+        delay = policy.retry_delay(attempt, problem, elapsed, rng)
         if delay is None:
-            raise _final(problem, attempt, elapsed, policy) from problem.__cause__
+            stopped_by = (
+                "retries" if attempt > policy.max_retries else f"the call's deadline of {policy.deadline:.0f} s"
+            )
+            raise _final(problem, attempt, elapsed, stopped_by) from problem.__cause__
         # Once per attempt, not per poll: a task log that stays silent while a host hangs hides the cause.
         log.warning("%s; attempt %d of %d, trying again in %.1f s", problem, attempt, policy.max_retries + 1, delay)
         yield delay
@@ -313,13 +318,10 @@ def _retry_in_call(outcome: Outcome, problem: MindVideoError) -> bool:
     return isinstance(outcome, httpx.TransportError)
 
 
-def _final(problem: MindVideoError, attempts: int, elapsed: float, policy: RetryPolicy) -> MindVideoError:
+def _final(problem: MindVideoError, attempts: int, elapsed: float, stopped_by: str) -> MindVideoError:
     """The error a call ends with: the last problem, saying how long and how often it was tried."""
-    if attempts == 1 and elapsed < policy.deadline:
-        return problem
-    why = f"the call's deadline of {policy.deadline:.0f} s" if elapsed >= policy.deadline * 0.9 else "retries"
     error = type(problem)(
-        f"{problem.message} (after {attempts} attempt(s) in {elapsed:.1f} s; stopped by {why})",
+        f"{problem.message} (after {attempts} attempt(s) in {elapsed:.1f} s; stopped by {stopped_by})",
         http_status=problem.http_status,
         request_id=problem.request_id,
     )
