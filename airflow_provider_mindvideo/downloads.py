@@ -24,7 +24,9 @@ from airflow_provider_mindvideo.errors import (
     OutputDownloadError,
     OutputExistsError,
     OutputUnavailableError,
+    PrivateAddressError,
 )
+from airflow_provider_mindvideo.network import guard_client
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
@@ -113,13 +115,26 @@ def extension_for(content_type: str, url_name: str) -> str:
     return posixpath.splitext(url_name)[1]
 
 
-def download_client(timeout: float = 60.0) -> httpx.Client:
-    """A client for output links: no MindVideo credentials (the links are public), redirects followed."""
-    return httpx.Client(
+#: How a refused download tells the user to allow one.
+ALLOW_PRIVATE_URLS_HINT = (
+    "downloads only go to public addresses; to allow this one, set allow_private_urls=True on the operator "
+    "(download_allow_private_urls=True with download_to), or allow_private_urls = True in the [mindvideo] "
+    "section of the Airflow config (AIRFLOW__MINDVIDEO__ALLOW_PRIVATE_URLS=true)"
+)
+
+
+def download_client(timeout: float = 60.0, *, allow_private_urls: bool = False) -> httpx.Client:
+    """A client for output links: no MindVideo credentials (the links are public), redirects followed.
+
+    Unless ``allow_private_urls``, every connection it opens -- the link's and each redirect's --
+    refuses loopback, private, link-local and cloud-metadata addresses (see :mod:`.network`).
+    """
+    client = httpx.Client(
         follow_redirects=True,
         timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
         headers={"User-Agent": f"airflow-provider-mindvideo/{__version__}"},
     )
+    return client if allow_private_urls else guard_client(client)
 
 
 def store_outputs(
@@ -162,6 +177,9 @@ def store_output(
             size, digest = _write_atomically(target, response.iter_bytes(CHUNK_BYTES))
     except httpx.HTTPError as exc:
         raise OutputDownloadError(f"Downloading {url} failed: {type(exc).__name__}: {exc}") from None
+    except PrivateAddressError as exc:
+        # The guard names the host it refused (perhaps a redirect's); the user needs the link too.
+        raise PrivateAddressError(f"Refused to download {url}: {exc.message}; {ALLOW_PRIVATE_URLS_HINT}") from None
     return StoredFile(url, str(target), size, digest, content_type, written=True)
 
 

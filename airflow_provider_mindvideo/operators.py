@@ -136,6 +136,9 @@ class MindVideoGenerateOperator(MindVideoSubmitOperator):
         :class:`MindVideoDownloadOperator` does (default file names, ``overwrite=False``), and
         emit an asset event for it. An ``ObjectStoragePath`` URL. (templated)
     :param download_conn_id: The storage connection for ``download_to``.
+    :param download_allow_private_urls: Let the download reach loopback, private, link-local
+        and metadata addresses (e.g. the emulator on 127.0.0.1). Default: ``[mindvideo]
+        allow_private_urls``, read when the task runs.
 
     XCom: ``return_value`` is the list of output URLs; ``mindvideo_task`` is the submit record
     plus status, cost_actual and output; with ``download_to``, ``mindvideo_files`` is the
@@ -153,6 +156,7 @@ class MindVideoGenerateOperator(MindVideoSubmitOperator):
         timeout: float | timedelta = timedelta(hours=2),
         download_to: str | None = None,
         download_conn_id: str | None = None,
+        download_allow_private_urls: bool | None = None,
         **kwargs: Any,
     ) -> None:
         if download_to is not None:
@@ -161,6 +165,7 @@ class MindVideoGenerateOperator(MindVideoSubmitOperator):
         check_poll_settings(poll_interval, max_poll_interval)
         self.download_to = download_to
         self.download_conn_id = download_conn_id
+        self.download_allow_private_urls = download_allow_private_urls
         self.deferrable = deferrable
         self.poll_interval = poll_interval
         self.max_poll_interval = max_poll_interval
@@ -200,7 +205,15 @@ class MindVideoGenerateOperator(MindVideoSubmitOperator):
     def _finish(self, context: Context, task: MindVideoTask, record: dict[str, Any] | None) -> list[str]:
         urls = deliver(context, self.hook, task, self.log, record)
         if self.download_to:
-            save_outputs(self, context, urls, self.download_to, self.download_conn_id, task.task_id)
+            save_outputs(
+                self,
+                context,
+                urls,
+                self.download_to,
+                self.download_conn_id,
+                task.task_id,
+                allow_private_urls=self.download_allow_private_urls,
+            )
         return urls
 
 
@@ -226,6 +239,10 @@ class MindVideoDownloadOperator(BaseOperator):
         it, ``url-`` plus a digest of the URL stands in. (templated)
     :param overwrite: Replace files that exist with other content instead of failing.
     :param timeout: Seconds without progress before a download fails.
+    :param allow_private_urls: Let downloads (and their redirects) reach loopback, private,
+        link-local and cloud-metadata addresses, which are refused by default so that a link
+        cannot read from the worker's own network. Default: ``[mindvideo] allow_private_urls``
+        (``AIRFLOW__MINDVIDEO__ALLOW_PRIVATE_URLS``), read when the task runs.
 
     Assets: when ``destination`` is not templated and ``outlets`` is not given, the operator
     declares ``Asset(destination)``, so DAGs scheduled on it run when new media land. With a
@@ -249,6 +266,7 @@ class MindVideoDownloadOperator(BaseOperator):
         mindvideo_task_id: str | None = None,
         overwrite: bool = False,
         timeout: float = 60.0,
+        allow_private_urls: bool | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("outlets", outlets_for(destination))
@@ -260,6 +278,7 @@ class MindVideoDownloadOperator(BaseOperator):
         self.mindvideo_task_id = mindvideo_task_id
         self.overwrite = overwrite
         self.timeout = timeout
+        self.allow_private_urls = allow_private_urls
 
     def execute(self, context: Context) -> list[str]:
         files = save_outputs(
@@ -272,6 +291,7 @@ class MindVideoDownloadOperator(BaseOperator):
             pattern=self.file_name,
             overwrite=self.overwrite,
             timeout=self.timeout,
+            allow_private_urls=self.allow_private_urls,
         )
         return [stored.path for stored in files]
 
@@ -279,6 +299,15 @@ class MindVideoDownloadOperator(BaseOperator):
 def outlets_for(destination: str) -> list[Asset]:
     """The asset a download into ``destination`` updates, if it is known before templating."""
     return [] if "{{" in destination or "{%" in destination else [Asset(destination)]
+
+
+def private_urls_allowed(parameter: bool | None) -> bool:
+    """The operator's ``allow_private_urls`` if given, else the deployment's ``[mindvideo] allow_private_urls``."""
+    # Read when the task runs, not when the DAG is parsed: the option belongs to the workers'
+    # environment (a test suite, the demo), not to the DAG file.
+    if parameter is not None:
+        return parameter
+    return conf.getboolean("mindvideo", "allow_private_urls", fallback=False)
 
 
 def save_outputs(
@@ -292,10 +321,11 @@ def save_outputs(
     pattern: str = DEFAULT_FILE_NAME,
     overwrite: bool = False,
     timeout: float = 60.0,
+    allow_private_urls: bool | None = None,
 ) -> list[StoredFile]:
     """Download, record the manifest in XCom, and describe the result on the operator's asset events."""
     folder = ObjectStoragePath(destination, conn_id=conn_id)
-    with download_client(timeout) as client:
+    with download_client(timeout, allow_private_urls=private_urls_allowed(allow_private_urls)) as client:
         files = store_outputs(
             client, urls, folder, mindvideo_task_id=mindvideo_task_id, pattern=pattern, overwrite=overwrite
         )

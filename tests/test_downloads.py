@@ -26,13 +26,18 @@ from airflow_provider_mindvideo.errors import (
     OutputDownloadError,
     OutputExistsError,
     OutputUnavailableError,
+    PrivateAddressError,
 )
 from airflow_provider_mindvideo.hooks import MindVideoHook
+from tests.servers import scripted_server
+
+PNG = {"Content-Type": "image/png"}
 
 
 @pytest.fixture
 def client() -> Iterator[httpx.Client]:
-    with download_client(timeout=10) as client:
+    # The emulator serves its files on 127.0.0.1.
+    with download_client(timeout=10, allow_private_urls=True) as client:
         yield client
 
 
@@ -238,3 +243,18 @@ def test_file_names_from_the_pattern() -> None:
         file_name("{task}", mindvideo_task_id="t", index=0, url=url, content_type="image/png")
     with pytest.raises(InputValidationError, match="not a path inside the destination"):
         file_name("../{index}", mindvideo_task_id="t", index=0, url=url, content_type="image/png")
+
+
+def test_an_output_url_into_this_machine_is_refused_by_default(local: ObjectStoragePath) -> None:
+    with scripted_server() as server:
+        server.routes["/out/0.png"] = (302, {"Location": server.url("/internal/secret")}, b"")
+        server.routes["/internal/secret"] = (200, PNG, b"secret")
+        with download_client(timeout=10) as client, pytest.raises(PrivateAddressError) as refused:
+            store_outputs(client, [server.url("/out/0.png")], local, mindvideo_task_id="t")
+        assert server.requests == []
+    message = str(refused.value)
+    assert f"Refused to download {server.url('/out/0.png')}: 127.0.0.1 is a loopback address" in message
+    assert "allow_private_urls=True" in message
+    assert "AIRFLOW__MINDVIDEO__ALLOW_PRIVATE_URLS" in message
+    assert not refused.value.retryable
+    assert list(local.iterdir()) == []
