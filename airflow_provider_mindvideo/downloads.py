@@ -10,15 +10,14 @@ from __future__ import annotations
 import hashlib
 import mimetypes
 import posixpath
-import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import httpx
 
-from airflow_provider_mindvideo import __version__
+from airflow_provider_mindvideo import __version__, storage
 from airflow_provider_mindvideo.errors import (
     InputValidationError,
     OutputDownloadError,
@@ -36,7 +35,7 @@ XCOM_FILES_KEY = "mindvideo_files"
 #: Default name of a stored file, relative to the destination folder.
 DEFAULT_FILE_NAME = "{mindvideo_task_id}_{index}{ext}"
 # Big enough to keep per-chunk overhead negligible, small enough that a video never sits in memory.
-CHUNK_BYTES = 1 << 20
+CHUNK_BYTES = storage.CHUNK_BYTES
 # Media only: an expired link that answers 200 with an HTML or JSON error page must not be saved as a video.
 _MEDIA_TYPES = ("image/", "video/", "audio/")
 _GENERIC_TYPE = "application/octet-stream"
@@ -172,15 +171,27 @@ def store_output(
             target = destination / file_name(
                 pattern, mindvideo_task_id=mindvideo_task_id, index=index, url=url, content_type=content_type
             )
-            if not overwrite and target.exists():
+            if not overwrite and storage.exists(target):
                 return _compare(url, target, content_type, response)
-            size, digest = _write_atomically(target, response.iter_bytes(CHUNK_BYTES))
+            stored = storage.write_new(target, response.iter_bytes(CHUNK_BYTES), overwrite=overwrite)
     except httpx.HTTPError as exc:
         raise OutputDownloadError(f"Downloading {url} failed: {type(exc).__name__}: {exc}") from None
     except PrivateAddressError as exc:
         # The guard names the host it refused (perhaps a redirect's); the user needs the link too.
         raise PrivateAddressError(f"Refused to download {url}: {exc.message}; {ALLOW_PRIVATE_URLS_HINT}") from None
-    return StoredFile(url, str(target), size, digest, content_type, written=True)
+    ours = stored.fingerprint
+    if not stored.written:
+        # Another writer took the name while this file downloaded (e.g. mapped tasks whose
+        # file names collide). Its twin is as good as ours; anything else is a collision.
+        theirs = storage.fingerprint_of(target)
+        if theirs != ours:
+            raise OutputExistsError(
+                f"{target} was written by another download at the same time as {url} "
+                f"({theirs.bytes} bytes, sha256 {theirs.sha256[:12]}..., not this one's {ours.bytes} bytes, "
+                f"sha256 {ours.sha256[:12]}...); it was left as it is. Give each download its own file_name "
+                "(e.g. with {mindvideo_task_id} and {index}), or set overwrite=True"
+            )
+    return StoredFile(url, str(target), ours.bytes, ours.sha256, content_type, written=stored.written)
 
 
 def _media_type(response: httpx.Response, url: str) -> str:
@@ -201,26 +212,9 @@ def _media_type(response: httpx.Response, url: str) -> str:
     return content_type
 
 
-def _write_atomically(target: ObjectStoragePath, chunks: Iterator[bytes]) -> tuple[int, str]:
-    # Readers never see half a file: write beside it, then rename (a copy on stores without rename).
-    partial = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.partial"
-    digest, size = hashlib.sha256(), 0
-    try:
-        with partial.open("wb") as out:
-            for chunk in chunks:
-                out.write(chunk)
-                digest.update(chunk)
-                size += len(chunk)
-        partial.rename(target)
-    except BaseException:
-        if partial.exists():
-            partial.unlink()
-        raise
-    return size, digest.hexdigest()
-
-
 def _compare(url: str, target: ObjectStoragePath, content_type: str, response: httpx.Response) -> StoredFile:
-    local_size, local_digest = _sha256_of(target)
+    local = storage.fingerprint_of(target)
+    local_size, local_digest = local.bytes, local.sha256
     announced = response.headers.get("Content-Length")
     if announced is not None and announced.isdigit() and int(announced) != local_size:
         # Different sizes: no need to read the rest of a video to know it differs.
@@ -239,15 +233,6 @@ def _exists(target: ObjectStoragePath, url: str, local_size: int, remote: str) -
         f"{target} already exists ({local_size} bytes) with other content than {url} ({remote}); "
         "set overwrite=True to replace it"
     )
-
-
-def _sha256_of(path: ObjectStoragePath) -> tuple[int, str]:
-    digest, size = hashlib.sha256(), 0
-    with path.open("rb") as stored:
-        while chunk := stored.read(CHUNK_BYTES):
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()
 
 
 def manifest_summary(files: Sequence[StoredFile]) -> Mapping[str, Any]:

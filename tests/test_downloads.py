@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
+import threading
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
@@ -258,3 +261,72 @@ def test_an_output_url_into_this_machine_is_refused_by_default(local: ObjectStor
     assert "AIRFLOW__MINDVIDEO__ALLOW_PRIVATE_URLS" in message
     assert not refused.value.retryable
     assert list(local.iterdir()) == []
+
+
+class HeldBody(httpx.SyncByteStream):
+    """A body whose last chunk waits until every download in the race has started writing."""
+
+    def __init__(self, content: bytes, everyone_writing: threading.Barrier) -> None:
+        self.content = content
+        self.everyone_writing = everyone_writing
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self.content[:1]
+        self.everyone_writing.wait(timeout=30)
+        yield self.content[1:]
+
+
+def race(destination: ObjectStoragePath, contents: list[bytes]) -> list[StoredFile | BaseException]:
+    """Download ``contents`` into the same file name at once, one thread each; what each one got."""
+    everyone_writing = threading.Barrier(len(contents))
+    outcomes: list[StoredFile | BaseException] = [RuntimeError("did not finish")] * len(contents)
+
+    def download(index: int) -> None:
+        transport = httpx.MockTransport(
+            lambda request: httpx.Response(200, headers=PNG, stream=HeldBody(contents[index], everyone_writing))
+        )
+        with httpx.Client(transport=transport) as client:
+            try:
+                [outcomes[index]] = store_outputs(
+                    client, [f"https://cdn.example/{index}.png"], destination, pattern="same.png"
+                )
+            except BaseException as exc:
+                outcomes[index] = exc
+
+    threads = [threading.Thread(target=download, args=(i,)) for i in range(len(contents))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return outcomes
+
+
+def assert_one_winner(destination: ObjectStoragePath, outcomes: list[StoredFile | BaseException]) -> None:
+    [winner] = [o for o in outcomes if isinstance(o, StoredFile)]
+    [loser] = [o for o in outcomes if not isinstance(o, StoredFile)]
+    assert winner.written
+    assert isinstance(loser, OutputExistsError), loser
+    assert "same.png" in str(loser) and "at the same time" in str(loser)
+    stored = (destination / "same.png").read_bytes()
+    assert (len(stored), hashlib.sha256(stored).hexdigest()) == (winner.bytes, winner.sha256)
+    assert [p.name for p in destination.iterdir()] == ["same.png"]  # no partial file left
+
+
+def test_two_downloads_racing_for_one_name_cannot_both_write(local: ObjectStoragePath) -> None:
+    assert_one_winner(local, race(local, [b"\x89PNG first picture", b"\x89PNG second picture"]))
+
+
+def test_without_hard_links_the_race_is_still_decided_once(
+    local: ObjectStoragePath, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_hard_links(src: str, dst: str) -> None:
+        raise PermissionError(errno.EPERM, "Operation not permitted", dst)
+
+    monkeypatch.setattr(os, "link", no_hard_links)
+    assert_one_winner(local, race(local, [b"\x89PNG first picture", b"\x89PNG second picture"]))
+
+
+def test_two_downloads_of_the_same_content_keep_one_file(local: ObjectStoragePath) -> None:
+    outcomes = race(local, [b"\x89PNG the same picture"] * 2)
+    assert sorted(o.written for o in outcomes if isinstance(o, StoredFile)) == [False, True]
+    assert (local / "same.png").read_bytes() == b"\x89PNG the same picture"

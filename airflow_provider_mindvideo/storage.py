@@ -1,0 +1,162 @@
+"""Write a stream under its final name in any ``ObjectStoragePath`` store, whole or not at all, never clobbering.
+
+Readers must never see half a file, and two writers racing for one name (mapped tasks with
+colliding file names) must not both believe they wrote it. How to get both depends on the store:
+
+- a local folder: write a hidden temporary file beside the target, then ``os.link`` it to the
+  final name -- an atomic rename that fails if the name exists (where hard links are not
+  supported: rename under a lock on the folder);
+- any other store: write a temporary file, check the name is free, then rename. The check
+  and the rename are two steps there: a best effort against races.
+
+``fsspec`` calls go to the store directly, not through ``ObjectStoragePath.open``, whose
+lineage tracking would record temporary names and our own comparison reads.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from fsspec.implementations.local import LocalFileSystem  # type: ignore[import-untyped]
+
+if TYPE_CHECKING:
+    from airflow.sdk import ObjectStoragePath
+
+CHUNK_BYTES = 1 << 20
+# link() answers these where a filesystem has no hard links (FAT, some FUSE and SMB mounts).
+_NO_HARD_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS})
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What identifies a stored file's content."""
+
+    bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Written:
+    fingerprint: Fingerprint
+    #: False when the name was taken (by another writer) before this file could take it.
+    written: bool
+
+
+class _Hashing:
+    """Counts and hashes the chunks that pass through it."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = chunks
+        self._digest = hashlib.sha256()
+        self._size = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._chunks:
+            self._digest.update(chunk)
+            self._size += len(chunk)
+            yield chunk
+
+    @property
+    def fingerprint(self) -> Fingerprint:
+        return Fingerprint(self._size, self._digest.hexdigest())
+
+
+def exists(target: ObjectStoragePath) -> bool:
+    return bool(target.fs.exists(target.path))
+
+
+def fingerprint_of(target: ObjectStoragePath) -> Fingerprint:
+    """Size and sha256 of a stored file."""
+    stored = _Hashing(_read(target))
+    for _ in stored:
+        pass
+    return stored.fingerprint
+
+
+def _read(target: ObjectStoragePath) -> Iterator[bytes]:
+    with target.fs.open(target.path, "rb") as handle:
+        while chunk := handle.read(CHUNK_BYTES):
+            yield chunk
+
+
+def write_new(target: ObjectStoragePath, chunks: Iterable[bytes], *, overwrite: bool = False) -> Written:
+    """Store ``chunks`` as ``target``, whole or not at all.
+
+    Without ``overwrite``, an existing file under the name is left alone and the result says
+    ``written=False``: the caller compares fingerprints to tell a twin from a collision. An
+    exception while ``chunks`` are read leaves nothing behind.
+    """
+    content = _Hashing(chunks)
+    if isinstance(target.fs, LocalFileSystem):
+        written = _write_local(target.path, content, overwrite)
+    else:
+        written = _write_renamed(target, content, overwrite)
+    return Written(content.fingerprint, written)
+
+
+def _partial_name(folder: str, name: str) -> str:
+    return f"{folder}/.{name}.{uuid.uuid4().hex[:8]}.partial"
+
+
+def _write_local(path: str, content: Iterable[bytes], overwrite: bool) -> bool:
+    partial = _partial_name(os.path.dirname(path), os.path.basename(path))
+    try:
+        with open(partial, "xb") as out:
+            for chunk in content:
+                out.write(chunk)
+            out.flush()
+            # On disk before it has its final name: a crash must not leave an empty "whole" file.
+            os.fsync(out.fileno())
+        if overwrite:
+            os.replace(partial, path)
+            return True
+        try:
+            os.link(partial, path)
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            if exc.errno not in _NO_HARD_LINKS:
+                raise
+            return _rename_unless_taken(partial, path)
+        return True
+    finally:
+        with suppress(FileNotFoundError):
+            os.unlink(partial)
+
+
+def _rename_unless_taken(partial: str, path: str) -> bool:
+    import fcntl  # POSIX only, as Airflow's workers are; only needed without hard links
+
+    # Advisory, but every download of this provider takes it before looking and renaming.
+    folder = os.open(os.path.dirname(path), os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        if os.path.lexists(path):
+            return False
+        os.rename(partial, path)
+        return True
+    finally:
+        os.close(folder)
+
+
+def _write_renamed(target: ObjectStoragePath, content: Iterable[bytes], overwrite: bool) -> bool:
+    fs = target.fs
+    partial = _partial_name(target.parent.path, target.name)
+    try:
+        with fs.open(partial, "wb") as out:
+            for chunk in content:
+                out.write(chunk)
+        if not overwrite and fs.exists(target.path):
+            return False
+        fs.mv(partial, target.path)
+        return True
+    finally:
+        with suppress(FileNotFoundError):
+            fs.rm(partial)
