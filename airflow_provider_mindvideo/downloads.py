@@ -213,19 +213,18 @@ def _media_type(response: httpx.Response, url: str) -> str:
 
 
 def _compare(url: str, target: ObjectStoragePath, content_type: str, response: httpx.Response) -> StoredFile:
+    # Compare what is stored -- the decoded bytes -- with what this answer decodes to.
     local = storage.fingerprint_of(target)
-    local_size, local_digest = local.bytes, local.sha256
     announced = response.headers.get("Content-Length")
-    if announced is not None and announced.isdigit() and int(announced) != local_size:
-        # Different sizes: no need to read the rest of a video to know it differs.
-        raise _exists(target, url, local_size, f"{announced} bytes")
-    remote, size = hashlib.sha256(), 0
-    for chunk in response.iter_bytes(CHUNK_BYTES):
-        remote.update(chunk)
-        size += len(chunk)
-    if (size, remote.hexdigest()) != (local_size, local_digest):
-        raise _exists(target, url, local_size, f"{size} bytes, sha256 {remote.hexdigest()[:12]}...")
-    return StoredFile(url, str(target), size, local_digest, content_type, written=False)
+    encoded = response.headers.get("Content-Encoding", "identity").strip().lower() != "identity"
+    if not encoded and announced is not None and announced.isdigit() and int(announced) != local.bytes:
+        # Different sizes: no need to read the rest of a video to know it differs. (With a
+        # Content-Encoding, the length is the compressed one: it says nothing here.)
+        raise _exists(target, url, local.bytes, f"{announced} bytes")
+    remote = storage.fingerprint(response.iter_bytes(CHUNK_BYTES))
+    if remote != local:
+        raise _exists(target, url, local.bytes, f"{remote.bytes} bytes, sha256 {remote.sha256[:12]}...")
+    return StoredFile(url, str(target), local.bytes, local.sha256, content_type, written=False)
 
 
 def _exists(target: ObjectStoragePath, url: str, local_size: int, remote: str) -> OutputExistsError:

@@ -72,12 +72,17 @@ def exists(target: ObjectStoragePath) -> bool:
     return bool(target.fs.exists(target.path))
 
 
+def fingerprint(chunks: Iterable[bytes]) -> Fingerprint:
+    """Size and sha256 of a stream, read to its end."""
+    content = _Hashing(chunks)
+    for _ in content:
+        pass
+    return content.fingerprint
+
+
 def fingerprint_of(target: ObjectStoragePath) -> Fingerprint:
     """Size and sha256 of a stored file."""
-    stored = _Hashing(_read(target))
-    for _ in stored:
-        pass
-    return stored.fingerprint
+    return fingerprint(_read(target))
 
 
 def _read(target: ObjectStoragePath) -> Iterator[bytes]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import gzip
 import hashlib
 import os
 import threading
@@ -330,3 +331,18 @@ def test_two_downloads_of_the_same_content_keep_one_file(local: ObjectStoragePat
     outcomes = race(local, [b"\x89PNG the same picture"] * 2)
     assert sorted(o.written for o in outcomes if isinstance(o, StoredFile)) == [False, True]
     assert (local / "same.png").read_bytes() == b"\x89PNG the same picture"
+
+
+def test_a_rerun_over_a_gzip_served_file_keeps_it(client: httpx.Client, local: ObjectStoragePath) -> None:
+    picture = b"\x89PNG" + bytes(range(256)) * 64
+    gzipped = {"Content-Type": "image/png", "Content-Encoding": "gzip"}
+    with scripted_server({"/a.png": (200, gzipped, gzip.compress(picture))}) as server:
+        [first] = store_outputs(client, [server.url("/a.png")], local, mindvideo_task_id="t")
+        # Content-Length is the compressed size; what was stored is the decoded picture.
+        [again] = store_outputs(client, [server.url("/a.png")], local, mindvideo_task_id="t")
+        server.routes["/a.png"] = (200, gzipped, gzip.compress(picture[::-1]))
+        with pytest.raises(OutputExistsError, match=r"t_0\.png already exists"):
+            store_outputs(client, [server.url("/a.png")], local, mindvideo_task_id="t")
+    assert (first.written, again.written) == (True, False)
+    assert (again.bytes, again.sha256) == (len(picture), hashlib.sha256(picture).hexdigest())
+    assert (local / "t_0.png").read_bytes() == picture
