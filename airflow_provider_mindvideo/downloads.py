@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import mimetypes
 import posixpath
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -171,9 +171,10 @@ def store_output(
             target = destination / file_name(
                 pattern, mindvideo_task_id=mindvideo_task_id, index=index, url=url, content_type=content_type
             )
+            body = _non_empty(response, url)
             if not overwrite and storage.exists(target):
-                return _compare(url, target, content_type, response)
-            stored = storage.write_new(target, response.iter_bytes(CHUNK_BYTES), overwrite=overwrite)
+                return _compare(url, target, content_type, response, body)
+            stored = storage.write_new(target, body, overwrite=overwrite)
     except httpx.HTTPError as exc:
         raise OutputDownloadError(f"Downloading {url} failed: {type(exc).__name__}: {exc}") from None
     except PrivateAddressError as exc:
@@ -212,16 +213,32 @@ def _media_type(response: httpx.Response, url: str) -> str:
     return content_type
 
 
-def _compare(url: str, target: ObjectStoragePath, content_type: str, response: httpx.Response) -> StoredFile:
+def _non_empty(response: httpx.Response, url: str) -> Iterator[bytes]:
+    """The decoded body; raises at its end if there was nothing, so that nothing is stored.
+
+    An empty 200 is no picture, whatever its Content-Type says. Retryable: as far as we can
+    tell it is the storage's hiccup, and a download costs nothing to retry.
+    """
+    empty = True
+    for chunk in response.iter_bytes(CHUNK_BYTES):
+        empty = empty and not chunk
+        yield chunk
+    if empty:
+        raise OutputDownloadError(f"Output {url} answered HTTP 200 with an empty body; not saved")
+
+
+def _compare(
+    url: str, target: ObjectStoragePath, content_type: str, response: httpx.Response, body: Iterator[bytes]
+) -> StoredFile:
     # Compare what is stored -- the decoded bytes -- with what this answer decodes to.
     local = storage.fingerprint_of(target)
     announced = response.headers.get("Content-Length")
     encoded = response.headers.get("Content-Encoding", "identity").strip().lower() != "identity"
-    if not encoded and announced is not None and announced.isdigit() and int(announced) != local.bytes:
+    if not encoded and announced not in (None, "0") and announced.isdigit() and int(announced) != local.bytes:
         # Different sizes: no need to read the rest of a video to know it differs. (With a
         # Content-Encoding, the length is the compressed one: it says nothing here.)
         raise _exists(target, url, local.bytes, f"{announced} bytes")
-    remote = storage.fingerprint(response.iter_bytes(CHUNK_BYTES))
+    remote = storage.fingerprint(body)
     if remote != local:
         raise _exists(target, url, local.bytes, f"{remote.bytes} bytes, sha256 {remote.sha256[:12]}...")
     return StoredFile(url, str(target), local.bytes, local.sha256, content_type, written=False)

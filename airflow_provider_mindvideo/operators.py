@@ -234,7 +234,8 @@ class MindVideoDownloadOperator(BaseOperator):
     :param conn_id: The storage connection (e.g. ``aws_default`` for ``s3://``), if it needs one.
     :param file_name: Name of each file inside ``destination``; fields ``{mindvideo_task_id}``,
         ``{index}`` (position in ``urls``), ``{ext}`` (from the content type, e.g. ``.png``)
-        and ``{url_name}`` (the URL's last path segment). May contain ``/``. (templated)
+        and ``{url_name}`` (the URL's last path segment). May contain ``/``: folders are
+        created. (templated)
     :param mindvideo_task_id: The MindVideo task the URLs belong to, for file names; without
         it, ``url-`` plus a digest of the URL stands in. (templated)
     :param overwrite: Replace files that exist with other content instead of failing.

@@ -98,6 +98,8 @@ def write_new(target: ObjectStoragePath, chunks: Iterable[bytes], *, overwrite: 
     ``written=False``: the caller compares fingerprints to tell a twin from a collision. An
     exception while ``chunks`` are read leaves nothing behind.
     """
+    # file_name patterns may contain "/": the folders below the destination may not exist yet.
+    target.fs.makedirs(target.parent.path, exist_ok=True)
     content = _Hashing(chunks)
     if isinstance(target.fs, LocalFileSystem):
         written = _write_local(target.path, content, overwrite)

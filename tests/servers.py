@@ -51,7 +51,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)
-        if not any(name.lower() == "content-length" for name in headers):
+        if not any(name.lower() in ("content-length", "transfer-encoding") for name in headers):
             self.send_header("Content-Length", str(len(body)))
         self.send_header("Connection", "close")
         self.end_headers()

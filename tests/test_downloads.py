@@ -346,3 +346,35 @@ def test_a_rerun_over_a_gzip_served_file_keeps_it(client: httpx.Client, local: O
     assert (first.written, again.written) == (True, False)
     assert (again.bytes, again.sha256) == (len(picture), hashlib.sha256(picture).hexdigest())
     assert (local / "t_0.png").read_bytes() == picture
+
+
+def test_file_names_with_folders_create_them(
+    emulator: MindVideoEmulator, client: httpx.Client, local: ObjectStoragePath
+) -> None:
+    urls = finished_task(emulator, "a red fox", "a blue whale")
+    pattern = "{mindvideo_task_id}/{index}/picture{ext}"
+    files = store_outputs(client, urls, local, mindvideo_task_id="t", pattern=pattern)
+    assert [f.path for f in files] == [f"{local}/t/0/picture.png", f"{local}/t/1/picture.png"]
+    assert (local / "t" / "1" / "picture.png").read_bytes() == httpx.get(urls[1]).content
+    again = store_outputs(client, urls, local, mindvideo_task_id="t", pattern=pattern)
+    assert [f.written for f in again] == [False, False]
+
+
+@pytest.mark.parametrize(
+    ("headers", "body"),
+    [({}, b""), ({"Transfer-Encoding": "chunked"}, b"0\r\n\r\n")],
+    ids=["content-length-0", "chunked"],
+)
+def test_an_empty_body_is_not_saved_as_media(
+    client: httpx.Client, local: ObjectStoragePath, headers: dict[str, str], body: bytes
+) -> None:
+    with scripted_server({"/a.png": (200, {**PNG, **headers}, body)}) as server:
+        with pytest.raises(OutputDownloadError, match=r"/a\.png answered HTTP 200 with an empty body") as raised:
+            store_outputs(client, [server.url("/a.png")], local, mindvideo_task_id="t")
+        assert raised.value.retryable  # a storage hiccup as far as we can tell: retries are free
+        assert list(local.iterdir()) == []
+        # Over an earlier, whole file: still the empty answer's fault, not a "different file".
+        (local / "t_0.png").write_bytes(b"\x89PNG an earlier picture")
+        with pytest.raises(OutputDownloadError, match="empty body"):
+            store_outputs(client, [server.url("/a.png")], local, mindvideo_task_id="t")
+    assert (local / "t_0.png").read_bytes() == b"\x89PNG an earlier picture"
