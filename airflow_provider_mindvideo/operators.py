@@ -221,11 +221,13 @@ class MindVideoDownloadOperator(BaseOperator):
     """Save output media into your own storage (local, S3, GCS, ... via ``ObjectStoragePath``).
 
     Output URLs are links to MindVideo's storage and may expire; this copies them where your
-    pipeline keeps its files. Each file is streamed (a video never sits in memory), written
-    under a temporary name and renamed (atomic where the store allows), and its size and
-    sha256 recorded. Re-running is safe: a file already present with the same size and hash
-    is kept, not rewritten; a *different* file under the same name is an error unless
-    ``overwrite=True``.
+    pipeline keeps its files. Each file is streamed (a video never sits in memory), appears
+    whole or not at all (a temporary name and a no-clobber link in a local folder, a direct
+    upload to S3, GCS or Azure, whose uploads are atomic), and its size and sha256 are
+    recorded. Re-running is safe: a file already present with the same size and hash is
+    kept, not rewritten; a *different* file under the same name -- also one another download
+    wrote at the same time -- is an error unless ``overwrite=True``. Lineage records the
+    final files as the task's outputs.
 
     :param urls: Output URLs: a list, a list of lists (e.g. mapped waits), or an XComArg
         such as ``wait.output``. Only http(s) URLs are accepted. (templated)

@@ -6,6 +6,11 @@ colliding file names) must not both believe they wrote it. How to get both depen
 - a local folder: write a hidden temporary file beside the target, then ``os.link`` it to the
   final name -- an atomic rename that fails if the name exists (where hard links are not
   supported: rename under a lock on the folder);
+- an object store (S3, GCS, Azure Blob): upload under the final name directly. The object
+  appears only when the upload completes, so there is nothing to rename -- which there would
+  be a copy and a delete. On S3 and GCS the upload is a conditional write (mode ``"xb"``:
+  ``If-None-Match: *`` / ``ifGenerationMatch=0``) that fails if the key exists; on Azure the
+  check before writing is a best effort;
 - any other store: write a temporary file, check the name is free, then rename. The check
   and the rename are two steps there: a best effort against races.
 
@@ -22,7 +27,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fsspec.implementations.local import LocalFileSystem  # type: ignore[import-untyped]
 
@@ -30,6 +35,10 @@ if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
 
 CHUNK_BYTES = 1 << 20
+#: Stores whose uploads appear whole or not at all, under the name they are written to.
+ATOMIC_UPLOADS = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"})
+#: ...and those whose fsspec filesystem (s3fs, gcsfs) makes mode "xb" a conditional write.
+EXCLUSIVE_UPLOADS = frozenset({"s3", "s3a", "gs", "gcs"})
 # link() answers these where a filesystem has no hard links (FAT, some FUSE and SMB mounts).
 _NO_HARD_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS})
 
@@ -103,6 +112,8 @@ def write_new(target: ObjectStoragePath, chunks: Iterable[bytes], *, overwrite: 
     content = _Hashing(chunks)
     if isinstance(target.fs, LocalFileSystem):
         written = _write_local(target.path, content, overwrite)
+    elif target.protocol in ATOMIC_UPLOADS:
+        written = _write_direct(target, content, overwrite)
     else:
         written = _write_renamed(target, content, overwrite)
     return Written(content.fingerprint, written)
@@ -151,6 +162,37 @@ def _rename_unless_taken(partial: str, path: str) -> bool:
         return True
     finally:
         os.close(folder)
+
+
+def _write_direct(target: ObjectStoragePath, content: Iterable[bytes], overwrite: bool) -> bool:
+    fs = target.fs
+    exclusive = not overwrite and target.protocol in EXCLUSIVE_UPLOADS
+    if not overwrite and not exclusive and fs.exists(target.path):
+        return False
+    upload = fs.open(target.path, "xb" if exclusive else "wb")
+    try:
+        for chunk in content:
+            upload.write(chunk)
+    except BaseException:
+        _abandon(upload)
+        raise
+    try:
+        upload.close()  # the commit: the object appears now
+    except FileExistsError:
+        return False  # the conditional write found the key taken
+    return True
+
+
+def _abandon(upload: Any) -> None:
+    # Closing an upload -- as ``with`` would on an exception, or garbage collection -- commits
+    # what was written so far: a truncated object under the final name. Abort it instead.
+    discard = getattr(upload, "discard", None)
+    if discard is not None:
+        with suppress(Exception):
+            discard()
+    if not getattr(upload, "closed", True):
+        with suppress(AttributeError):
+            upload.closed = True
 
 
 def _write_renamed(target: ObjectStoragePath, content: Iterable[bytes], overwrite: bool) -> bool:
