@@ -21,7 +21,6 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from functools import partial
 from typing import Any
 
-import anyio
 import httpcore
 import httpx
 
@@ -125,6 +124,8 @@ def resolve(host: str, port: int) -> list[str]:
 
 
 async def aresolve(host: str, port: int) -> list[str]:
+    import anyio  # only where an async client is guarded; DAG parsing does not need it
+
     return [str(info[4][0]) for info in await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
 
 
