@@ -33,7 +33,8 @@ from airflow_provider_mindvideo.errors import (
     PrivateAddressError,
 )
 from airflow_provider_mindvideo.hooks import MindVideoHook
-from tests.servers import scripted_server
+from airflow_provider_mindvideo.network import GuardedNetworkBackend
+from tests.servers import FakeInternet, scripted_server
 
 PNG = {"Content-Type": "image/png"}
 
@@ -378,3 +379,21 @@ def test_an_empty_body_is_not_saved_as_media(
         with pytest.raises(OutputDownloadError, match="empty body"):
             store_outputs(client, [server.url("/a.png")], local, mindvideo_task_id="t")
     assert (local / "t_0.png").read_bytes() == b"\x89PNG an earlier picture"
+
+
+def test_a_public_link_redirecting_into_this_machine_saves_nothing(local: ObjectStoragePath) -> None:
+    # The case: a link on a public host whose redirect points at 127.0.0.1/internal/secret.
+    with scripted_server() as server:
+        server.routes["/out/0.png"] = (302, {"Location": server.url("/internal/secret")}, b"")
+        server.routes["/internal/secret"] = (200, PNG, b"secret")
+        internet = FakeInternet({"93.184.215.14": server.port})
+        with download_client(timeout=10) as client:
+            pool = client._transport._pool  # type: ignore[attr-defined]
+            assert isinstance(pool._network_backend, GuardedNetworkBackend)  # the default client is guarded
+            dns = {"cdn.example": ["93.184.215.14"]}
+            pool._network_backend = GuardedNetworkBackend(internet, resolve=lambda host, port: dns.get(host, [host]))
+            with pytest.raises(PrivateAddressError, match=r"Refused to download http://cdn\.example/out/0\.png: 127"):
+                store_outputs(client, ["http://cdn.example/out/0.png"], local, mindvideo_task_id="t")
+        assert server.requests == ["/out/0.png"]  # the redirect was never followed
+    assert internet.connected == ["93.184.215.14"]
+    assert list(local.iterdir()) == []
