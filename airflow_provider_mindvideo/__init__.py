@@ -65,6 +65,26 @@ def get_provider_info() -> dict[str, Any]:
         "sensors": [{"integration-name": "MindVideo", "python-modules": ["airflow_provider_mindvideo.sensors"]}],
         "hooks": [{"integration-name": "MindVideo", "python-modules": ["airflow_provider_mindvideo.hooks"]}],
         "triggers": [{"integration-name": "MindVideo", "python-modules": ["airflow_provider_mindvideo.triggers"]}],
+        "config": {
+            "mindvideo": {
+                "description": "Options of the MindVideo provider.",
+                "options": {
+                    "allow_private_urls": {
+                        "description": (
+                            "Let output downloads (and their redirects) connect to loopback, private, "
+                            "link-local and cloud-metadata addresses. Off by default, so that an output link "
+                            "cannot make a worker read from its own network; turn it on for the bundled "
+                            "emulator (127.0.0.1) or storage on a private network. The operators' "
+                            "allow_private_urls / download_allow_private_urls parameter wins when given."
+                        ),
+                        "version_added": "0.1.0",
+                        "type": "boolean",
+                        "example": "True",
+                        "default": "False",
+                    }
+                },
+            }
+        },
         "connection-types": [
             {
                 "connection-type": CONN_TYPE,

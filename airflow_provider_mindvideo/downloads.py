@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import mimetypes
 import posixpath
-import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -18,13 +17,15 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from airflow_provider_mindvideo import __version__
+from airflow_provider_mindvideo import __version__, storage
 from airflow_provider_mindvideo.errors import (
     InputValidationError,
     OutputDownloadError,
     OutputExistsError,
     OutputUnavailableError,
+    PrivateAddressError,
 )
+from airflow_provider_mindvideo.network import guard_client
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
@@ -34,7 +35,7 @@ XCOM_FILES_KEY = "mindvideo_files"
 #: Default name of a stored file, relative to the destination folder.
 DEFAULT_FILE_NAME = "{mindvideo_task_id}_{index}{ext}"
 # Big enough to keep per-chunk overhead negligible, small enough that a video never sits in memory.
-CHUNK_BYTES = 1 << 20
+CHUNK_BYTES = storage.CHUNK_BYTES
 # Media only: an expired link that answers 200 with an HTML or JSON error page must not be saved as a video.
 _MEDIA_TYPES = ("image/", "video/", "audio/")
 _GENERIC_TYPE = "application/octet-stream"
@@ -113,13 +114,26 @@ def extension_for(content_type: str, url_name: str) -> str:
     return posixpath.splitext(url_name)[1]
 
 
-def download_client(timeout: float = 60.0) -> httpx.Client:
-    """A client for output links: no MindVideo credentials (the links are public), redirects followed."""
-    return httpx.Client(
+#: How a refused download tells the user to allow one.
+ALLOW_PRIVATE_URLS_HINT = (
+    "downloads only go to public addresses; to allow this one, set allow_private_urls=True on the operator "
+    "(download_allow_private_urls=True with download_to), or allow_private_urls = True in the [mindvideo] "
+    "section of the Airflow config (AIRFLOW__MINDVIDEO__ALLOW_PRIVATE_URLS=true)"
+)
+
+
+def download_client(timeout: float = 60.0, *, allow_private_urls: bool = False) -> httpx.Client:
+    """A client for output links: no MindVideo credentials (the links are public), redirects followed.
+
+    Unless ``allow_private_urls``, every connection it opens -- the link's and each redirect's --
+    refuses loopback, private, link-local and cloud-metadata addresses (see :mod:`.network`).
+    """
+    client = httpx.Client(
         follow_redirects=True,
         timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
         headers={"User-Agent": f"airflow-provider-mindvideo/{__version__}"},
     )
+    return client if allow_private_urls else guard_client(client)
 
 
 def store_outputs(
@@ -134,7 +148,8 @@ def store_outputs(
     """Download every URL into ``destination``, in order; checks all URLs before the first byte moves."""
     for url in urls:
         check_download_url(url)
-    destination.mkdir(parents=True, exist_ok=True)
+    # Through the store's filesystem: ObjectStoragePath.mkdir would build one of its own.
+    destination.fs.makedirs(destination.path, exist_ok=True)
     return [
         store_output(client, url, destination, mindvideo_task_id, index, pattern, overwrite)
         for index, url in enumerate(urls)
@@ -151,18 +166,52 @@ def store_output(
     overwrite: bool,
 ) -> StoredFile:
     """Stream one URL into ``destination``; keep an identical existing file, refuse a different one."""
+    stored = _store_output(client, url, destination, mindvideo_task_id, index, pattern, overwrite)
+    # The final file, whether written now or kept: never a temporary name, and the
+    # comparison's read of a kept file is no input of this task.
+    from airflow.sdk.lineage import get_hook_lineage_collector
+
+    get_hook_lineage_collector().add_output_asset(context=destination, uri=stored.path)
+    return stored
+
+
+def _store_output(
+    client: httpx.Client,
+    url: str,
+    destination: ObjectStoragePath,
+    mindvideo_task_id: str | None,
+    index: int,
+    pattern: str,
+    overwrite: bool,
+) -> StoredFile:
     try:
         with client.stream("GET", url) as response:
             content_type = _media_type(response, url)
             target = destination / file_name(
                 pattern, mindvideo_task_id=mindvideo_task_id, index=index, url=url, content_type=content_type
             )
-            if not overwrite and target.exists():
-                return _compare(url, target, content_type, response)
-            size, digest = _write_atomically(target, response.iter_bytes(CHUNK_BYTES))
+            body = _non_empty(response, url)
+            if not overwrite and storage.exists(target):
+                return _compare(url, target, content_type, response, body)
+            stored = storage.write_new(target, body, overwrite=overwrite)
     except httpx.HTTPError as exc:
         raise OutputDownloadError(f"Downloading {url} failed: {type(exc).__name__}: {exc}") from None
-    return StoredFile(url, str(target), size, digest, content_type, written=True)
+    except PrivateAddressError as exc:
+        # The guard names the host it refused (perhaps a redirect's); the user needs the link too.
+        raise PrivateAddressError(f"Refused to download {url}: {exc.message}; {ALLOW_PRIVATE_URLS_HINT}") from None
+    ours = stored.fingerprint
+    if not stored.written:
+        # Another writer took the name while this file downloaded (e.g. mapped tasks whose
+        # file names collide). Its twin is as good as ours; anything else is a collision.
+        theirs = storage.fingerprint_of(target)
+        if theirs != ours:
+            raise OutputExistsError(
+                f"{target} was written by another download at the same time as {url} "
+                f"({theirs.bytes} bytes, sha256 {theirs.sha256[:12]}..., not this one's {ours.bytes} bytes, "
+                f"sha256 {ours.sha256[:12]}...); it was left as it is. Give each download its own file_name "
+                "(e.g. with {mindvideo_task_id} and {index}), or set overwrite=True"
+            )
+    return StoredFile(url, str(target), ours.bytes, ours.sha256, content_type, written=stored.written)
 
 
 def _media_type(response: httpx.Response, url: str) -> str:
@@ -183,37 +232,35 @@ def _media_type(response: httpx.Response, url: str) -> str:
     return content_type
 
 
-def _write_atomically(target: ObjectStoragePath, chunks: Iterator[bytes]) -> tuple[int, str]:
-    # Readers never see half a file: write beside it, then rename (a copy on stores without rename).
-    partial = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.partial"
-    digest, size = hashlib.sha256(), 0
-    try:
-        with partial.open("wb") as out:
-            for chunk in chunks:
-                out.write(chunk)
-                digest.update(chunk)
-                size += len(chunk)
-        partial.rename(target)
-    except BaseException:
-        if partial.exists():
-            partial.unlink()
-        raise
-    return size, digest.hexdigest()
+def _non_empty(response: httpx.Response, url: str) -> Iterator[bytes]:
+    """The decoded body; raises at its end if there was nothing, so that nothing is stored.
 
-
-def _compare(url: str, target: ObjectStoragePath, content_type: str, response: httpx.Response) -> StoredFile:
-    local_size, local_digest = _sha256_of(target)
-    announced = response.headers.get("Content-Length")
-    if announced is not None and announced.isdigit() and int(announced) != local_size:
-        # Different sizes: no need to read the rest of a video to know it differs.
-        raise _exists(target, url, local_size, f"{announced} bytes")
-    remote, size = hashlib.sha256(), 0
+    An empty 200 is no picture, whatever its Content-Type says. Retryable: as far as we can
+    tell it is the storage's hiccup, and a download costs nothing to retry.
+    """
+    empty = True
     for chunk in response.iter_bytes(CHUNK_BYTES):
-        remote.update(chunk)
-        size += len(chunk)
-    if (size, remote.hexdigest()) != (local_size, local_digest):
-        raise _exists(target, url, local_size, f"{size} bytes, sha256 {remote.hexdigest()[:12]}...")
-    return StoredFile(url, str(target), size, local_digest, content_type, written=False)
+        empty = empty and not chunk
+        yield chunk
+    if empty:
+        raise OutputDownloadError(f"Output {url} answered HTTP 200 with an empty body; not saved")
+
+
+def _compare(
+    url: str, target: ObjectStoragePath, content_type: str, response: httpx.Response, body: Iterator[bytes]
+) -> StoredFile:
+    # Compare what is stored -- the decoded bytes -- with what this answer decodes to.
+    local = storage.fingerprint_of(target)
+    announced = response.headers.get("Content-Length")
+    encoded = response.headers.get("Content-Encoding", "identity").strip().lower() != "identity"
+    if not encoded and announced not in (None, "0") and announced.isdigit() and int(announced) != local.bytes:
+        # Different sizes: no need to read the rest of a video to know it differs. (With a
+        # Content-Encoding, the length is the compressed one: it says nothing here.)
+        raise _exists(target, url, local.bytes, f"{announced} bytes")
+    remote = storage.fingerprint(body)
+    if remote != local:
+        raise _exists(target, url, local.bytes, f"{remote.bytes} bytes, sha256 {remote.sha256[:12]}...")
+    return StoredFile(url, str(target), local.bytes, local.sha256, content_type, written=False)
 
 
 def _exists(target: ObjectStoragePath, url: str, local_size: int, remote: str) -> OutputExistsError:
@@ -221,15 +268,6 @@ def _exists(target: ObjectStoragePath, url: str, local_size: int, remote: str) -
         f"{target} already exists ({local_size} bytes) with other content than {url} ({remote}); "
         "set overwrite=True to replace it"
     )
-
-
-def _sha256_of(path: ObjectStoragePath) -> tuple[int, str]:
-    digest, size = hashlib.sha256(), 0
-    with path.open("rb") as stored:
-        while chunk := stored.read(CHUNK_BYTES):
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()
 
 
 def manifest_summary(files: Sequence[StoredFile]) -> Mapping[str, Any]:

@@ -139,6 +139,16 @@ class OutputUnavailableError(MindVideoError, AirflowFailException):
     retryable = False
 
 
+class PrivateAddressError(MindVideoError, AirflowFailException):
+    """Refused to connect to a loopback, private, link-local or cloud-metadata address.
+
+    A URL from outside (an output link, or where it redirects) must not reach this machine or
+    its network. Permanent: the same URL resolves to the same kind of address on a retry.
+    """
+
+    retryable = False
+
+
 class OutputDownloadError(MindVideoError):
     """Downloading an output failed in a way a retry may fix (5xx, network, timeouts)."""
 

@@ -142,6 +142,9 @@ class MindVideoGenerateOperator(MindVideoSubmitOperator):
         :class:`MindVideoDownloadOperator` does (default file names, ``overwrite=False``), and
         emit an asset event for it. An ``ObjectStoragePath`` URL. (templated)
     :param download_conn_id: The storage connection for ``download_to``.
+    :param download_allow_private_urls: Let the download reach loopback, private, link-local
+        and metadata addresses (e.g. the emulator on 127.0.0.1). Default: ``[mindvideo]
+        allow_private_urls``, read when the task runs.
 
     XCom: ``return_value`` is the list of output URLs; ``mindvideo_task`` is the submit record
     plus status, cost_actual and output; with ``download_to``, ``mindvideo_files`` is the
@@ -159,6 +162,7 @@ class MindVideoGenerateOperator(MindVideoSubmitOperator):
         timeout: float | timedelta = timedelta(hours=2),
         download_to: str | None = None,
         download_conn_id: str | None = None,
+        download_allow_private_urls: bool | None = None,
         **kwargs: Any,
     ) -> None:
         if download_to is not None:
@@ -167,6 +171,7 @@ class MindVideoGenerateOperator(MindVideoSubmitOperator):
         check_poll_settings(poll_interval, max_poll_interval)
         self.download_to = download_to
         self.download_conn_id = download_conn_id
+        self.download_allow_private_urls = download_allow_private_urls
         self.deferrable = deferrable
         self.poll_interval = poll_interval
         self.max_poll_interval = max_poll_interval
@@ -206,7 +211,15 @@ class MindVideoGenerateOperator(MindVideoSubmitOperator):
     def _finish(self, context: Context, task: MindVideoTask, record: dict[str, Any] | None) -> list[str]:
         urls = deliver(context, self.hook, task, self.log, record)
         if self.download_to:
-            save_outputs(self, context, urls, self.download_to, self.download_conn_id, task.task_id)
+            save_outputs(
+                self,
+                context,
+                urls,
+                self.download_to,
+                self.download_conn_id,
+                task.task_id,
+                allow_private_urls=self.download_allow_private_urls,
+            )
         return urls
 
 
@@ -214,11 +227,13 @@ class MindVideoDownloadOperator(BaseOperator):
     """Save output media into your own storage (local, S3, GCS, ... via ``ObjectStoragePath``).
 
     Output URLs are links to MindVideo's storage and may expire; this copies them where your
-    pipeline keeps its files. Each file is streamed (a video never sits in memory), written
-    under a temporary name and renamed (atomic where the store allows), and its size and
-    sha256 recorded. Re-running is safe: a file already present with the same size and hash
-    is kept, not rewritten; a *different* file under the same name is an error unless
-    ``overwrite=True``.
+    pipeline keeps its files. Each file is streamed (a video never sits in memory), appears
+    whole or not at all (a temporary name and a no-clobber link in a local folder, a direct
+    upload to S3, GCS or Azure, whose uploads are atomic), and its size and sha256 are
+    recorded. Re-running is safe: a file already present with the same size and hash is
+    kept, not rewritten; a *different* file under the same name -- also one another download
+    wrote at the same time -- is an error unless ``overwrite=True``. Lineage records the
+    final files as the task's outputs.
 
     :param urls: Output URLs: a list, a list of lists (e.g. mapped waits), or an XComArg
         such as ``wait.output``. Only http(s) URLs are accepted. (templated)
@@ -227,11 +242,16 @@ class MindVideoDownloadOperator(BaseOperator):
     :param conn_id: The storage connection (e.g. ``aws_default`` for ``s3://``), if it needs one.
     :param file_name: Name of each file inside ``destination``; fields ``{mindvideo_task_id}``,
         ``{index}`` (position in ``urls``), ``{ext}`` (from the content type, e.g. ``.png``)
-        and ``{url_name}`` (the URL's last path segment). May contain ``/``. (templated)
+        and ``{url_name}`` (the URL's last path segment). May contain ``/``: folders are
+        created. (templated)
     :param mindvideo_task_id: The MindVideo task the URLs belong to, for file names; without
         it, ``url-`` plus a digest of the URL stands in. (templated)
     :param overwrite: Replace files that exist with other content instead of failing.
     :param timeout: Seconds without progress before a download fails.
+    :param allow_private_urls: Let downloads (and their redirects) reach loopback, private,
+        link-local and cloud-metadata addresses, which are refused by default so that a link
+        cannot read from the worker's own network. Default: ``[mindvideo] allow_private_urls``
+        (``AIRFLOW__MINDVIDEO__ALLOW_PRIVATE_URLS``), read when the task runs.
 
     Assets: when ``destination`` is not templated and ``outlets`` is not given, the operator
     declares ``Asset(destination)``, so DAGs scheduled on it run when new media land. With a
@@ -255,6 +275,7 @@ class MindVideoDownloadOperator(BaseOperator):
         mindvideo_task_id: str | None = None,
         overwrite: bool = False,
         timeout: float = 60.0,
+        allow_private_urls: bool | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("outlets", outlets_for(destination))
@@ -266,6 +287,7 @@ class MindVideoDownloadOperator(BaseOperator):
         self.mindvideo_task_id = mindvideo_task_id
         self.overwrite = overwrite
         self.timeout = timeout
+        self.allow_private_urls = allow_private_urls
 
     def execute(self, context: Context) -> list[str]:
         files = save_outputs(
@@ -278,6 +300,7 @@ class MindVideoDownloadOperator(BaseOperator):
             pattern=self.file_name,
             overwrite=self.overwrite,
             timeout=self.timeout,
+            allow_private_urls=self.allow_private_urls,
         )
         return [stored.path for stored in files]
 
@@ -285,6 +308,15 @@ class MindVideoDownloadOperator(BaseOperator):
 def outlets_for(destination: str) -> list[Asset]:
     """The asset a download into ``destination`` updates, if it is known before templating."""
     return [] if "{{" in destination or "{%" in destination else [Asset(destination)]
+
+
+def private_urls_allowed(parameter: bool | None) -> bool:
+    """The operator's ``allow_private_urls`` if given, else the deployment's ``[mindvideo] allow_private_urls``."""
+    # Read when the task runs, not when the DAG is parsed: the option belongs to the workers'
+    # environment (a test suite, the demo), not to the DAG file.
+    if parameter is not None:
+        return parameter
+    return conf.getboolean("mindvideo", "allow_private_urls", fallback=False)
 
 
 def save_outputs(
@@ -298,10 +330,11 @@ def save_outputs(
     pattern: str = DEFAULT_FILE_NAME,
     overwrite: bool = False,
     timeout: float = 60.0,
+    allow_private_urls: bool | None = None,
 ) -> list[StoredFile]:
     """Download, record the manifest in XCom, and describe the result on the operator's asset events."""
     folder = ObjectStoragePath(destination, conn_id=conn_id)
-    with download_client(timeout) as client:
+    with download_client(timeout, allow_private_urls=private_urls_allowed(allow_private_urls)) as client:
         files = store_outputs(
             client, urls, folder, mindvideo_task_id=mindvideo_task_id, pattern=pattern, overwrite=overwrite
         )

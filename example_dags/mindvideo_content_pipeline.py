@@ -7,6 +7,9 @@ override them). Retries are safe: each mapped submit derives its Idempotency-Key
 run, so a retried, cleared or crashed submit never pays for a second image, and a re-run save
 keeps files it already stored. Each run adds one event for the destination to the
 ``mindvideo-content-media`` asset alias: schedule a DAG on it to publish new media.
+
+Against the bundled emulator, whose images are served on 127.0.0.1, let the downloads reach
+it: ``AIRFLOW__MINDVIDEO__ALLOW_PRIVATE_URLS=true`` (``make demo`` does).
 """
 
 from __future__ import annotations

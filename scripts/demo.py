@@ -38,6 +38,9 @@ def main() -> int:
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "example_dags"),
     }
+    if not os.environ.get("MINDVIDEO_API_KEY"):
+        # The emulator serves its images on 127.0.0.1, which downloads refuse unless allowed.
+        env["AIRFLOW__MINDVIDEO__ALLOW_PRIVATE_URLS"] = "true"
     step("Preparing Airflow (SQLite in .airflow/)")
     airflow(["db", "migrate"], env)
     with mindvideo_api() as (base_url, api_key, where):

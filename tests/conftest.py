@@ -23,6 +23,9 @@ for _folder in ("tests/dags", "example_dags"):
         if _name.endswith(".py") and not _name.startswith("_"):
             os.symlink(os.path.join(_ROOT, _folder, _name), os.path.join(_DAGS_FOLDER, _name))
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = _DAGS_FOLDER
+# The emulator serves output files on 127.0.0.1, which downloads refuse unless allowed. Tests of
+# the refusal pass allow_private_urls=False (or set this to false) themselves.
+os.environ["AIRFLOW__MINDVIDEO__ALLOW_PRIVATE_URLS"] = "true"
 # Test DAGs that save outputs to a folder fixed at parse time (so that it can be an asset) use this one.
 os.environ["MINDVIDEO_TEST_DOWNLOADS"] = os.path.join(_AIRFLOW_HOME, "downloads")
 

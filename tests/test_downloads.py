@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import errno
+import gzip
 import hashlib
+import os
+import threading
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,13 +30,19 @@ from airflow_provider_mindvideo.errors import (
     OutputDownloadError,
     OutputExistsError,
     OutputUnavailableError,
+    PrivateAddressError,
 )
 from airflow_provider_mindvideo.hooks import MindVideoHook
+from airflow_provider_mindvideo.network import GuardedNetworkBackend
+from tests.servers import FakeInternet, scripted_server
+
+PNG = {"Content-Type": "image/png"}
 
 
 @pytest.fixture
 def client() -> Iterator[httpx.Client]:
-    with download_client(timeout=10) as client:
+    # The emulator serves its files on 127.0.0.1.
+    with download_client(timeout=10, allow_private_urls=True) as client:
         yield client
 
 
@@ -238,3 +248,152 @@ def test_file_names_from_the_pattern() -> None:
         file_name("{task}", mindvideo_task_id="t", index=0, url=url, content_type="image/png")
     with pytest.raises(InputValidationError, match="not a path inside the destination"):
         file_name("../{index}", mindvideo_task_id="t", index=0, url=url, content_type="image/png")
+
+
+def test_an_output_url_into_this_machine_is_refused_by_default(local: ObjectStoragePath) -> None:
+    with scripted_server() as server:
+        server.routes["/out/0.png"] = (302, {"Location": server.url("/internal/secret")}, b"")
+        server.routes["/internal/secret"] = (200, PNG, b"secret")
+        with download_client(timeout=10) as client, pytest.raises(PrivateAddressError) as refused:
+            store_outputs(client, [server.url("/out/0.png")], local, mindvideo_task_id="t")
+        assert server.requests == []
+    message = str(refused.value)
+    assert f"Refused to download {server.url('/out/0.png')}: 127.0.0.1 is a loopback address" in message
+    assert "allow_private_urls=True" in message
+    assert "AIRFLOW__MINDVIDEO__ALLOW_PRIVATE_URLS" in message
+    assert not refused.value.retryable
+    assert list(local.iterdir()) == []
+
+
+class HeldBody(httpx.SyncByteStream):
+    """A body whose last chunk waits until every download in the race has started writing."""
+
+    def __init__(self, content: bytes, everyone_writing: threading.Barrier) -> None:
+        self.content = content
+        self.everyone_writing = everyone_writing
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self.content[:1]
+        self.everyone_writing.wait(timeout=30)
+        yield self.content[1:]
+
+
+def race(destination: ObjectStoragePath, contents: list[bytes]) -> list[StoredFile | BaseException]:
+    """Download ``contents`` into the same file name at once, one thread each; what each one got."""
+    everyone_writing = threading.Barrier(len(contents))
+    outcomes: list[StoredFile | BaseException] = [RuntimeError("did not finish")] * len(contents)
+
+    def download(index: int) -> None:
+        transport = httpx.MockTransport(
+            lambda request: httpx.Response(200, headers=PNG, stream=HeldBody(contents[index], everyone_writing))
+        )
+        with httpx.Client(transport=transport) as client:
+            try:
+                [outcomes[index]] = store_outputs(
+                    client, [f"https://cdn.example/{index}.png"], destination, pattern="same.png"
+                )
+            except BaseException as exc:
+                outcomes[index] = exc
+
+    threads = [threading.Thread(target=download, args=(i,)) for i in range(len(contents))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return outcomes
+
+
+def assert_one_winner(destination: ObjectStoragePath, outcomes: list[StoredFile | BaseException]) -> None:
+    [winner] = [o for o in outcomes if isinstance(o, StoredFile)]
+    [loser] = [o for o in outcomes if not isinstance(o, StoredFile)]
+    assert winner.written
+    assert isinstance(loser, OutputExistsError), loser
+    assert "same.png" in str(loser) and "at the same time" in str(loser)
+    stored = (destination / "same.png").read_bytes()
+    assert (len(stored), hashlib.sha256(stored).hexdigest()) == (winner.bytes, winner.sha256)
+    assert [p.name for p in destination.iterdir()] == ["same.png"]  # no partial file left
+
+
+def test_two_downloads_racing_for_one_name_cannot_both_write(local: ObjectStoragePath) -> None:
+    assert_one_winner(local, race(local, [b"\x89PNG first picture", b"\x89PNG second picture"]))
+
+
+def test_without_hard_links_the_race_is_still_decided_once(
+    local: ObjectStoragePath, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_hard_links(src: str, dst: str) -> None:
+        raise PermissionError(errno.EPERM, "Operation not permitted", dst)
+
+    monkeypatch.setattr(os, "link", no_hard_links)
+    assert_one_winner(local, race(local, [b"\x89PNG first picture", b"\x89PNG second picture"]))
+
+
+def test_two_downloads_of_the_same_content_keep_one_file(local: ObjectStoragePath) -> None:
+    outcomes = race(local, [b"\x89PNG the same picture"] * 2)
+    assert sorted(o.written for o in outcomes if isinstance(o, StoredFile)) == [False, True]
+    assert (local / "same.png").read_bytes() == b"\x89PNG the same picture"
+
+
+def test_a_rerun_over_a_gzip_served_file_keeps_it(client: httpx.Client, local: ObjectStoragePath) -> None:
+    picture = b"\x89PNG" + bytes(range(256)) * 64
+    gzipped = {"Content-Type": "image/png", "Content-Encoding": "gzip"}
+    with scripted_server({"/a.png": (200, gzipped, gzip.compress(picture))}) as server:
+        [first] = store_outputs(client, [server.url("/a.png")], local, mindvideo_task_id="t")
+        # Content-Length is the compressed size; what was stored is the decoded picture.
+        [again] = store_outputs(client, [server.url("/a.png")], local, mindvideo_task_id="t")
+        server.routes["/a.png"] = (200, gzipped, gzip.compress(picture[::-1]))
+        with pytest.raises(OutputExistsError, match=r"t_0\.png already exists"):
+            store_outputs(client, [server.url("/a.png")], local, mindvideo_task_id="t")
+    assert (first.written, again.written) == (True, False)
+    assert (again.bytes, again.sha256) == (len(picture), hashlib.sha256(picture).hexdigest())
+    assert (local / "t_0.png").read_bytes() == picture
+
+
+def test_file_names_with_folders_create_them(
+    emulator: MindVideoEmulator, client: httpx.Client, local: ObjectStoragePath
+) -> None:
+    urls = finished_task(emulator, "a red fox", "a blue whale")
+    pattern = "{mindvideo_task_id}/{index}/picture{ext}"
+    files = store_outputs(client, urls, local, mindvideo_task_id="t", pattern=pattern)
+    assert [f.path for f in files] == [f"{local}/t/0/picture.png", f"{local}/t/1/picture.png"]
+    assert (local / "t" / "1" / "picture.png").read_bytes() == httpx.get(urls[1]).content
+    again = store_outputs(client, urls, local, mindvideo_task_id="t", pattern=pattern)
+    assert [f.written for f in again] == [False, False]
+
+
+@pytest.mark.parametrize(
+    ("headers", "body"),
+    [({}, b""), ({"Transfer-Encoding": "chunked"}, b"0\r\n\r\n")],
+    ids=["content-length-0", "chunked"],
+)
+def test_an_empty_body_is_not_saved_as_media(
+    client: httpx.Client, local: ObjectStoragePath, headers: dict[str, str], body: bytes
+) -> None:
+    with scripted_server({"/a.png": (200, {**PNG, **headers}, body)}) as server:
+        with pytest.raises(OutputDownloadError, match=r"/a\.png answered HTTP 200 with an empty body") as raised:
+            store_outputs(client, [server.url("/a.png")], local, mindvideo_task_id="t")
+        assert raised.value.retryable  # a storage hiccup as far as we can tell: retries are free
+        assert list(local.iterdir()) == []
+        # Over an earlier, whole file: still the empty answer's fault, not a "different file".
+        (local / "t_0.png").write_bytes(b"\x89PNG an earlier picture")
+        with pytest.raises(OutputDownloadError, match="empty body"):
+            store_outputs(client, [server.url("/a.png")], local, mindvideo_task_id="t")
+    assert (local / "t_0.png").read_bytes() == b"\x89PNG an earlier picture"
+
+
+def test_a_public_link_redirecting_into_this_machine_saves_nothing(local: ObjectStoragePath) -> None:
+    # The issue's case: a link on a public host whose redirect points at 127.0.0.1/internal/secret.
+    with scripted_server() as server:
+        server.routes["/out/0.png"] = (302, {"Location": server.url("/internal/secret")}, b"")
+        server.routes["/internal/secret"] = (200, PNG, b"secret")
+        internet = FakeInternet({"93.184.215.14": server.port})
+        with download_client(timeout=10) as client:
+            pool = client._transport._pool  # type: ignore[attr-defined]
+            assert isinstance(pool._network_backend, GuardedNetworkBackend)  # the default client is guarded
+            dns = {"cdn.example": ["93.184.215.14"]}
+            pool._network_backend = GuardedNetworkBackend(internet, resolve=lambda host, port: dns.get(host, [host]))
+            with pytest.raises(PrivateAddressError, match=r"Refused to download http://cdn\.example/out/0\.png: 127"):
+                store_outputs(client, ["http://cdn.example/out/0.png"], local, mindvideo_task_id="t")
+        assert server.requests == ["/out/0.png"]  # the redirect was never followed
+    assert internet.connected == ["93.184.215.14"]
+    assert list(local.iterdir()) == []

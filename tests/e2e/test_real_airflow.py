@@ -58,6 +58,8 @@ class Cluster:
             "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "example_dags"),
+            # The emulator serves output files on 127.0.0.1, which downloads refuse unless allowed.
+            "AIRFLOW__MINDVIDEO__ALLOW_PRIVATE_URLS": "true",
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": "8",
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",

@@ -1,0 +1,101 @@
+"""Small hostile HTTP servers on 127.0.0.1, and a fake internet that leads public addresses to them.
+
+A server answers each path exactly as the test scripted it (a redirect into this machine, a
+gzip body, an empty 200 ``image/png``) and records what it was asked, so a test can prove a
+request was never made.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpcore
+
+#: status, headers, body
+Answer = tuple[int, Mapping[str, str], bytes]
+
+
+class ScriptedServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, routes: Mapping[str, Answer]) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.routes = dict(routes)
+        #: Request targets in arrival order (a proxy sees absolute URLs here).
+        self.requests: list[str] = []
+        self.connections = 0
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def get_request(self) -> Any:
+        self.connections += 1
+        return super().get_request()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: ScriptedServer
+
+    def do_GET(self) -> None:
+        self.server.requests.append(self.path)
+        status, headers, body = self.server.routes.get(self.path, (404, {}, b"not here"))
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        if not any(name.lower() in ("content-length", "transfer-encoding") for name in headers):
+            self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def scripted_server(routes: Mapping[str, Answer] | None = None) -> Iterator[ScriptedServer]:
+    server = ScriptedServer(routes or {})
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+class FakeInternet(httpcore.NetworkBackend):
+    """A network where some public addresses lead to servers on this machine.
+
+    It sits *under* the guard, where the real network would be: the guard resolves and checks
+    names as usual, and a connection it allows to ``93.184.215.14`` reaches a local server.
+    """
+
+    def __init__(self, routes: Mapping[str, int]) -> None:
+        self.routes = dict(routes)
+        #: The host argument of every connection asked for, in order.
+        self.connected: list[str] = []
+        self._real = httpcore.SyncBackend()
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Sequence[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        self.connected.append(host)
+        if host in self.routes:
+            host, port = "127.0.0.1", self.routes[host]
+        return self._real.connect_tcp(host, port, timeout, local_address, socket_options)
