@@ -1,5 +1,7 @@
 """Small hostile HTTP servers on 127.0.0.1, and a fake internet that leads public addresses to them.
 
+``trickling_server`` answers a byte at a time, headers included: what a per-read timeout never catches.
+
 A server answers each path exactly as the test scripted it (a redirect into this machine, a
 gzip body, an empty 200 ``image/png``) and records what it was asked, so a test can prove a
 request was never made.
@@ -7,7 +9,9 @@ request was never made.
 
 from __future__ import annotations
 
+import socket
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -99,3 +103,49 @@ class FakeInternet(httpcore.NetworkBackend):
         if host in self.routes:
             host, port = "127.0.0.1", self.routes[host]
         return self._real.connect_tcp(host, port, timeout, local_address, socket_options)
+
+
+@contextmanager
+def trickling_server(body: bytes, *, status: str = "200 OK", byte_every: float = 0.1) -> Iterator[str]:
+    """A server that answers every request with ``body``, one byte every ``byte_every`` seconds.
+
+    The status line and headers trickle too: a client whose only timeout is per read never
+    notices. Each connection stops by itself once its answer is out or the client hangs up.
+    """
+    answer = (
+        f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+    )
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def trickle(conn: socket.socket) -> None:
+        with conn:
+            try:
+                conn.recv(65536)
+                for i in range(len(answer)):
+                    if stop.is_set():
+                        return
+                    conn.sendall(answer[i : i + 1])
+                    time.sleep(byte_every)
+            except OSError:
+                return  # the client gave up: that is the point
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=trickle, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        listener.close()

@@ -18,7 +18,7 @@ from airflow_provider_mindvideo.hooks import MindVideoHook
 from airflow_provider_mindvideo.protocol import RetryPolicy
 from airflow_provider_mindvideo.triggers import TIMEOUT, MindVideoTaskTrigger
 from tests.conftest import Api
-from tests.hostile import trickling_server
+from tests.servers import trickling_server
 
 TASK = json.dumps({"task_id": "task_slow", "status": "queued", "padding": "x" * 400}).encode()
 # Unbounded, the trickling answer below would take about 45 s.
