@@ -73,6 +73,40 @@ def test_bad_requests(mindvideo_emulator: MindVideoEmulator) -> None:
     assert mindvideo_emulator.state.charged_tasks == 0
 
 
+@pytest.mark.parametrize("typo", ["gpt-image2", "gpt-image-9"])
+def test_unknown_models_are_refused_and_not_charged(mindvideo_emulator: MindVideoEmulator, typo: str) -> None:
+    # As the API would: a DAG tested offline against the emulator catches the typo too.
+    with client(mindvideo_emulator) as http:
+        refused = create(http, model=typo)
+    assert refused.status_code == 422
+    assert refused.json()["error"]["message"].startswith(f"model = {typo!r}: not a MindVideo model")
+    assert "did you mean 'gpt-image-2'?" in refused.json()["error"]["message"]
+    assert mindvideo_emulator.state.charged_tasks == 0
+    assert mindvideo_emulator.state.tasks == {}
+
+
+def test_models_newer_than_the_catalogue_can_be_added() -> None:
+    config = EmulatorConfig(extra_models={"veo4-preview": "video"})
+    with MindVideoEmulator(config=config) as emulator, client(emulator) as http:
+        created = create(http, "dolphins", model="veo4-preview")
+        assert created.status_code == 201
+        assert create(http, model="veo5-preview").status_code == 422
+    (task,) = emulator.state.tasks.values()
+    assert (task.kind, task.cost) == ("video", 0.01)
+
+
+def test_the_command_takes_extra_models() -> None:
+    from airflow_provider_mindvideo.emulator.server import emulator_process
+
+    with emulator_process("--extra-model", "veo4-preview=video", "--extra-model", "img-x=image") as base_url:
+        headers = {"Authorization": "Bearer mv_test_emulator"}
+        for model in ("veo4-preview", "img-x"):
+            body = {"model": model, "input": {"prompt": "x"}}
+            assert httpx.post(f"{base_url}/api/v1/tasks", json=body, headers=headers).status_code == 201
+        kinds = {t["model"]: t["kind"] for t in httpx.get(f"{base_url}/_emulator/state").json()["tasks"]}
+    assert kinds == {"veo4-preview": "video", "img-x": "image"}
+
+
 def test_lifecycle_outputs_and_events(mindvideo_emulator: MindVideoEmulator) -> None:
     with client(mindvideo_emulator) as http:
         created = create(http, "a blue whale", size="9:16").json()
