@@ -7,6 +7,7 @@ import struct
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import httpx
@@ -201,6 +202,27 @@ def test_media_helpers() -> None:
     assert image_dimensions("1:0") == (384, 384)
     assert render_png({"prompt": "x"}, index=1).startswith(b"\x89PNG")
     assert b"dolphins" in render_mp4({"prompt": "dolphins"})
+
+
+def pixels(png: bytes) -> list[bytes]:
+    """The RGB rows of one of the emulator's PNGs (8-bit RGB, filter 0 on every row)."""
+    width, height = struct.unpack(">II", png[16:24])
+    start = png.index(b"IDAT") + 4
+    raw = zlib.decompress(png[start : start + struct.unpack(">I", png[start - 8 : start - 4])[0]])
+    stride = 1 + 3 * width
+    return [raw[row * stride + 1 : (row + 1) * stride] for row in range(height)]
+
+
+def test_text_the_bitmap_font_cannot_draw_is_left_out_not_boxed() -> None:
+    # A CJK prompt showed a row of empty boxes; now the image shows only what it can draw.
+    cjk = {"prompt": "一只橘猫坐在窗台上看夕阳"}
+    background = bytes(background_colour(cjk["prompt"]))
+    assert all(row == background * (len(row) // 3) for row in pixels(render_png(cjk)))
+    # (A colour word fixes the background, which otherwise comes from a hash of the whole prompt.)
+    assert pixels(render_png({"prompt": "A red cat 猫 at dusk"})) == pixels(render_png({"prompt": "A red cat at dusk"}))
+    assert pixels(render_png({"prompt": "Red café crème"})) == pixels(render_png({"prompt": "Red cafe creme"}))
+    assert pixels(render_png({"prompt": "a red kite"})) != pixels(render_png({"prompt": "a red kit"}))
+    assert "一只橘猫".encode() in render_png(cjk)  # the whole prompt stays in the file's metadata
 
 
 def test_the_command_serves_until_stopped(tmp_path: Path) -> None:
