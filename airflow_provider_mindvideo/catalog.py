@@ -1,14 +1,21 @@
 """The known MindVideo models and client-side input validation.
 
 Each known model ships as ``schemas/<slug>.json``: its kind (image or video), example cost and
-input JSON Schema. gpt-image-2's schema is the vendor's complete one plus the rules its field
-descriptions state (size values, URL forms, ``mask_url`` needs ``image_urls``), written as JSON
-Schema so that the emulator enforces exactly what the client checks. Other models ship only what
-their docs show. Unknown slugs pass through unvalidated: the platform adds models often.
+input JSON Schema, written from the vendor's model pages. gpt-image-2's schema is the vendor's
+complete one plus the rules its field descriptions state (size values, URL forms, ``mask_url``
+needs ``image_urls``), written as JSON Schema so that the emulator enforces exactly what the
+client checks. The other models' pages were only partly seen: their schemas hold what was seen
+and never forbid fields they do not name (``schema_complete`` is false; docs/models.md lists
+what each one checks).
+
+A model not in the catalogue is refused before anything is sent, naming the closest known
+slugs: a typo would otherwise be created and charged. ``allow_unknown_model=True`` sends a model
+newer than this catalogue unchecked (the API then judges its input).
 """
 
 from __future__ import annotations
 
+import difflib
 import functools
 import json
 from collections.abc import Callable, Mapping
@@ -16,7 +23,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from airflow_provider_mindvideo.errors import InputValidationError
+from airflow_provider_mindvideo.errors import InputValidationError, UnknownModelError
 
 _VALUE_PREVIEW_CHARS = 80
 
@@ -26,6 +33,7 @@ class ModelSpec:
     """What the provider knows of one model."""
 
     slug: str
+    title: str
     kind: str  # "image" or "video"
     cost_estimate: float
     schema_complete: bool
@@ -42,6 +50,7 @@ def known_models() -> dict[str, ModelSpec]:
             doc = json.loads(entry.read_text(encoding="utf-8"))
             models[doc["model"]] = ModelSpec(
                 slug=doc["model"],
+                title=doc["title"],
                 kind=doc["kind"],
                 cost_estimate=doc["cost_estimate"],
                 schema_complete=doc["schema_complete"],
@@ -60,7 +69,11 @@ def _validator(slug: str) -> Any:
 
 
 def input_problems(model: str, input: Mapping[str, Any]) -> list[str]:
-    """Every rule ``input`` breaks for ``model``, in words; empty when valid or the model is unknown."""
+    """Every rule ``input`` breaks for ``model``, in words; empty when valid.
+
+    Does not judge whether ``model`` is known (see :func:`unknown_model_problem`): an unknown
+    model's input is only checked to be JSON.
+    """
     if not isinstance(model, str) or not model.strip():
         return [f"model = {_preview(model)}: must be a MindVideo model slug such as 'gpt-image-2'"]
     if not isinstance(input, Mapping):
@@ -72,8 +85,42 @@ def input_problems(model: str, input: Mapping[str, Any]) -> list[str]:
     return [_describe(error, model) for error in sorted(errors, key=lambda e: list(e.absolute_path))]
 
 
-def validate_input(model: str, input: Mapping[str, Any]) -> None:
-    """Raise :class:`InputValidationError` naming each field, value and rule ``input`` breaks."""
+def closest_models(model: str, limit: int = 3) -> list[str]:
+    """The known slugs nearest to ``model``, best first: what a typo most likely meant."""
+    wanted = model.strip().lower().replace(".", "-").replace("_", "-")
+    slugs = sorted(known_models())
+    if wanted in slugs:
+        return [wanted]
+    close = difflib.get_close_matches(wanted, slugs, n=limit, cutoff=0.75)
+    # A family name ("kling") is no close match for any one slug, but names its models.
+    family = [slug for slug in slugs if wanted and slug.startswith(wanted) and slug not in close]
+    return (close + family)[:limit]
+
+
+def unknown_model_problem(model: str) -> str | None:
+    """Why ``model`` is not a known slug, naming the closest known ones; None when it is known."""
+    if not isinstance(model, str) or not model.strip() or model in known_models():
+        return None  # a missing slug is input_problems' to name
+    suggestions = closest_models(model)
+    if suggestions:
+        hint = "did you mean " + " or ".join(map(repr, suggestions)) + "?"
+    else:
+        hint = "known models: " + ", ".join(sorted(known_models())) + "."
+    return f"model = {_preview(model)}: not a MindVideo model this provider knows; {hint}"
+
+
+def validate_input(model: str, input: Mapping[str, Any], *, allow_unknown_model: bool = False) -> None:
+    """Raise :class:`InputValidationError` naming each field, value and rule ``input`` breaks.
+
+    :param allow_unknown_model: Accept a slug missing from the catalogue (a model newer than
+        this provider); without it, such a slug raises :class:`UnknownModelError`.
+    """
+    unknown = None if allow_unknown_model else unknown_model_problem(model)
+    if unknown is not None:
+        raise UnknownModelError(
+            f"{unknown} Nothing was sent. If it is a model newer than this provider's catalogue, "
+            "pass allow_unknown_model=True."
+        )
     problems = input_problems(model, input)
     if problems:
         raise InputValidationError(f"Invalid input for MindVideo model {model!r}: " + "; ".join(problems))

@@ -66,6 +66,13 @@ class InputValidationError(MindVideoError, AirflowFailException):
     retryable = False
 
 
+class UnknownModelError(InputValidationError):
+    """The model slug is not in this provider's catalogue (a typo, or a model newer than it).
+
+    Raised before anything is sent; pass ``allow_unknown_model=True`` to send a newer model.
+    """
+
+
 class TaskNotFoundError(MindVideoError, AirflowFailException):
     """No task with this id is visible to this API key (HTTP 404)."""
 

@@ -154,13 +154,23 @@ class MindVideoHook(BaseHook):
 
     # -- the API ----------------------------------------------------------------------------
 
-    def create_task(self, model: str, input: Mapping[str, Any], idempotency_key: str | None = None) -> MindVideoTask:
+    def create_task(
+        self,
+        model: str,
+        input: Mapping[str, Any],
+        idempotency_key: str | None = None,
+        *,
+        allow_unknown_model: bool = False,
+    ) -> MindVideoTask:
         """Validate ``input`` against the model's schema, then create a task (charged once per key).
 
         :param idempotency_key: Sent as given. Without one, a fresh key is made for this call
             and reused by its retries, so a lost response never creates a second task.
+        :param allow_unknown_model: Send a model slug this provider's catalogue does not know (a
+            model newer than it). Without it such a slug fails before any request, naming the
+            closest known ones: a typo is never created and charged.
         """
-        return self._call(_create(model, input, idempotency_key), created_task_from_response)
+        return self._call(_create(model, input, idempotency_key, allow_unknown_model), created_task_from_response)
 
     def get_task(self, task_id: str, *, within: float | None = None) -> MindVideoTask:
         """The task as it is now.
@@ -174,10 +184,16 @@ class MindVideoHook(BaseHook):
         return self._call(get_task_events_call(task_id), events_from_response)
 
     async def acreate_task(
-        self, model: str, input: Mapping[str, Any], idempotency_key: str | None = None
+        self,
+        model: str,
+        input: Mapping[str, Any],
+        idempotency_key: str | None = None,
+        *,
+        allow_unknown_model: bool = False,
     ) -> MindVideoTask:
         """Async :meth:`create_task`."""
-        return await self._acall(_create(model, input, idempotency_key), created_task_from_response)
+        call = _create(model, input, idempotency_key, allow_unknown_model)
+        return await self._acall(call, created_task_from_response)
 
     async def aget_task(self, task_id: str, *, within: float | None = None) -> MindVideoTask:
         """Async :meth:`get_task`."""
@@ -299,7 +315,9 @@ async def _asend(client: httpx.AsyncClient, limits: ConnectionLimits, step: Send
             return httpx.ReadTimeout(f"no complete answer within {step.seconds:.1f} s", request=step.request)
 
 
-def _create(model: str, input: Mapping[str, Any], idempotency_key: str | None) -> ApiCall:
+def _create(
+    model: str, input: Mapping[str, Any], idempotency_key: str | None, allow_unknown_model: bool = False
+) -> ApiCall:
     # Validation comes first: never pay for (or even send) input the API would refuse.
-    validate_input(model, input)
+    validate_input(model, input, allow_unknown_model=allow_unknown_model)
     return create_task_call(model, input, idempotency_key or f"airflow-{uuid.uuid4().hex}")

@@ -52,6 +52,9 @@ class MindVideoSubmitOperator(BaseOperator):
     :param mindvideo_conn_id: The MindVideo connection.
     :param max_generations: The most remote tasks this task instance may ever create (each try
         creates at most one, and only after the previous one failed). Default: ``retries + 1``.
+    :param allow_unknown_model: Send a model slug this provider's catalogue does not know (a
+        model newer than it). Without it such a slug fails before any request, naming the
+        closest known ones.
 
     XCom: ``return_value`` is the MindVideo task id; ``mindvideo_task`` holds task id, request
     id, model, status, cost estimate and the idempotency key used (never the input).
@@ -68,6 +71,7 @@ class MindVideoSubmitOperator(BaseOperator):
         idempotency_key: str | None = None,
         mindvideo_conn_id: str = DEFAULT_CONN_ID,
         max_generations: int | None = None,
+        allow_unknown_model: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -78,6 +82,7 @@ class MindVideoSubmitOperator(BaseOperator):
         self.idempotency_key = idempotency_key
         self.mindvideo_conn_id = mindvideo_conn_id
         self.max_generations = max_generations
+        self.allow_unknown_model = allow_unknown_model
 
     @cached_property
     def hook(self) -> MindVideoHook:
@@ -89,11 +94,13 @@ class MindVideoSubmitOperator(BaseOperator):
 
     def submit(self, context: Context) -> tuple[MindVideoTask, dict[str, Any]]:
         """Validate, find or create this task instance's remote task, and record it in XCom."""
-        validate_input(self.model, self.input)
+        validate_input(self.model, self.input, allow_unknown_model=self.allow_unknown_model)
         ti = context["ti"]
 
         def create(key: str) -> MindVideoTask:
-            return self.hook.create_task(self.model, self.input, idempotency_key=key)
+            return self.hook.create_task(
+                self.model, self.input, idempotency_key=key, allow_unknown_model=self.allow_unknown_model
+            )
 
         if self.idempotency_key:
             submitted = replay_explicit_key(create, self.idempotency_key)

@@ -1,6 +1,11 @@
-"""A daily content pipeline: prompts fan out with dynamic task mapping, each is generated with
+"""A content pipeline: prompts fan out with dynamic task mapping, each is generated with
 gpt-image-2 and waited for in the triggerer, the images are saved into our own storage, and a
 final task gathers files and costs.
+
+It runs only when you trigger it (``schedule=None``): one run, one image per prompt (5 by
+default), paid for once. To make it daily, set ``schedule="@daily"``, but know that Airflow
+then starts a run for the latest day as soon as you unpause the DAG (``catchup=False`` still
+runs the most recent interval): unpausing and triggering once more pays for two runs.
 
 Prompts and the destination folder come from the DAG's params (trigger with a config to
 override them). Retries are safe: each mapped submit derives its Idempotency-Key from the DAG
@@ -37,7 +42,8 @@ CONTENT_MEDIA = AssetAlias("mindvideo-content-media")
 
 @dag(
     dag_id="mindvideo_content_pipeline",
-    schedule="@daily",
+    # Not "@daily" for a first try: unpausing a scheduled DAG starts (and pays for) a run at once.
+    schedule=None,
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,

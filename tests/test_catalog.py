@@ -1,12 +1,17 @@
 from __future__ import annotations
 
 import datetime
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from airflow_provider_mindvideo.catalog import input_problems, known_models, validate_input
-from airflow_provider_mindvideo.errors import InputValidationError
+from airflow_provider_mindvideo.catalog import closest_models, input_problems, known_models, validate_input
+from airflow_provider_mindvideo.errors import InputValidationError, UnknownModelError
+
+# The API facts the catalogue is built from (shared/ beside the checkout, on developers' machines and CI).
+FACTS = Path(__file__).resolve().parents[2] / "shared" / "mindvideo-api" / "models.json"
 
 PNG = "data:image/png;base64,iVBORw0KGgo="
 
@@ -83,8 +88,99 @@ def test_partial_schemas_check_only_what_is_known() -> None:
     ]
 
 
-def test_unknown_models_pass_through() -> None:
-    validate_input("model-released-tomorrow", {"whatever": [1, 2, 3]})
+@pytest.mark.parametrize(
+    ("typo", "meant"),
+    [
+        ("gpt-image2", "gpt-image-2"),
+        ("gpt-image-9", "gpt-image-2"),
+        ("GPT-Image-2", "gpt-image-2"),
+        ("veo3.1-fast", "veo3-1-fast"),
+        ("kling-v3-0", "kling-v3"),
+        ("wan2-7-videoedit ", "wan2-7-videoedit"),
+    ],
+)
+def test_a_misspelled_model_fails_naming_the_closest_known_ones(typo: str, meant: str) -> None:
+    with pytest.raises(UnknownModelError) as info:
+        validate_input(typo, {"prompt": "a cat"})
+    message = str(info.value)
+    assert f"model = {typo!r}" in message
+    assert f"did you mean {meant!r}" in message
+    assert "allow_unknown_model=True" in message
+    assert isinstance(info.value, InputValidationError)
+    assert info.value.retryable is False
+
+
+def test_an_unknown_model_with_no_close_name_lists_the_known_ones() -> None:
+    message = str(pytest.raises(UnknownModelError, validate_input, "model-released-tomorrow", {"prompt": "x"}).value)
+    assert "did you mean" not in message
+    assert all(slug in message for slug in known_models())
+
+
+def test_closest_models_ranks_by_similarity() -> None:
+    assert closest_models("gpt-image2")[0] == "gpt-image-2"
+    assert closest_models("kling") and all(slug.startswith("kling") for slug in closest_models("kling"))
+    assert closest_models("zzzzzzzz") == []
+
+
+def test_unknown_models_pass_only_when_allowed() -> None:
+    # A model newer than this catalogue: the caller says so, and only JSON-ness is checked.
+    validate_input("model-released-tomorrow", {"whatever": [1, 2, 3]}, allow_unknown_model=True)
+    assert input_problems("model-released-tomorrow", {"whatever": [1, 2, 3]}) == []
+    with pytest.raises(InputValidationError, match="a set is not JSON"):
+        validate_input("model-released-tomorrow", {"x": {1}}, allow_unknown_model=True)
+
+
+def test_bad_input_for_an_unknown_model_names_the_model_first() -> None:
+    with pytest.raises(UnknownModelError):
+        validate_input("gpt-image2", {"prompt": ""})
+
+
+@pytest.mark.skipif(not FACTS.exists(), reason="shared/mindvideo-api/models.json is not beside this checkout")
+def test_the_catalogue_holds_every_documented_model_and_every_documented_rule() -> None:
+    facts = json.loads(FACTS.read_text())
+    models = known_models()
+    assert set(models) == set(facts)
+    for slug, fact in facts.items():
+        spec = models[slug]
+        assert (spec.kind, spec.cost_estimate, spec.title) == (
+            fact["kind"],
+            fact["cost_estimate_example"],
+            fact["title"],
+        )
+        assert dict(spec.example_input) == fact["example_input"], slug
+        assert spec.schema_complete is fact["schema_complete"], slug
+        vendor = fact["input_schema"] or {}
+        assert spec.input_schema.get("required", []) == vendor.get("required", []), slug
+        for field, rules in (vendor.get("properties") or {}).items():
+            assert includes(spec.input_schema["properties"][field], rules), (slug, field)
+        # Partial schemas must not forbid what the docs do not show.
+        if not spec.schema_complete:
+            assert "additionalProperties" not in spec.input_schema, slug
+
+
+def includes(shipped: Any, documented: Any) -> bool:
+    """Whether every rule of ``documented`` is in ``shipped`` (which may add rules of its own)."""
+    if isinstance(documented, dict):
+        return isinstance(shipped, dict) and all(
+            k in shipped and includes(shipped[k], v) for k, v in documented.items()
+        )
+    return bool(shipped == documented)
+
+
+def test_partial_schemas_check_what_the_docs_show() -> None:
+    assert input_problems("kling-v3", {"prompt": "x", "mode": "turbo"}) == [
+        "input.mode = 'turbo': must be one of 'std', 'pro', '4k'"
+    ]
+    assert input_problems("viduq3-pro", {"seed": -2}) == ["input.seed = -2: must be >= -1"]
+    assert input_problems("viduq3", {"prompt": "x"}) == ["input.image_urls is required"]
+    assert input_problems("wan2-7-videoedit", {"video_urls": ["file:///a.mp4"]})[0].startswith(
+        "input.video_urls[0] = 'file:///a.mp4': must be an http(s) URL"
+    )
+    assert input_problems("doubao-seedance-1-0-pro-fast", {"prompt": "x", "seed": 2**32}) == [
+        "input.seed = 4294967296: must be <= 4294967295"
+    ]
+    # What no page shows stays the API's to judge: veo3-1-fast's duration is not documented.
+    assert input_problems("veo3-1-fast", {"prompt": "x", "duration": 7}) == []
 
 
 @pytest.mark.parametrize(
@@ -97,8 +193,8 @@ def test_unknown_models_pass_through() -> None:
             {"prompt": datetime.date(2026, 1, 1)},
             "input.prompt = datetime.date(2026, 1, 1): a date is not JSON",
         ),
-        ("other-model", {"opts": {1: "x"}}, "input.opts key 1: field names must be strings"),
-        ("other-model", {"tags": [{"a": {1, 2}}]}, "input.tags[0].a = {1, 2}: a set is not JSON"),
+        ("veo3-1-fast", {"prompt": "x", "opts": {1: "x"}}, "input.opts key 1: field names must be strings"),
+        ("veo3-1-fast", {"prompt": "x", "tags": [{"a": {1, 2}}]}, "input.tags[0].a = {1, 2}: a set is not JSON"),
     ],
 )
 def test_values_that_are_not_json_are_named(model: str, value: Any, says: str) -> None:

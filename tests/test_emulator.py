@@ -7,6 +7,7 @@ import struct
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import httpx
@@ -71,6 +72,40 @@ def test_bad_requests(mindvideo_emulator: MindVideoEmulator) -> None:
         assert refused.status_code == 422
         assert "input.size = '7:5'" in refused.json()["error"]["message"]
     assert mindvideo_emulator.state.charged_tasks == 0
+
+
+@pytest.mark.parametrize("typo", ["gpt-image2", "gpt-image-9"])
+def test_unknown_models_are_refused_and_not_charged(mindvideo_emulator: MindVideoEmulator, typo: str) -> None:
+    # As the API would: a DAG tested offline against the emulator catches the typo too.
+    with client(mindvideo_emulator) as http:
+        refused = create(http, model=typo)
+    assert refused.status_code == 422
+    assert refused.json()["error"]["message"].startswith(f"model = {typo!r}: not a MindVideo model")
+    assert "did you mean 'gpt-image-2'?" in refused.json()["error"]["message"]
+    assert mindvideo_emulator.state.charged_tasks == 0
+    assert mindvideo_emulator.state.tasks == {}
+
+
+def test_models_newer_than_the_catalogue_can_be_added() -> None:
+    config = EmulatorConfig(extra_models={"veo4-preview": "video"})
+    with MindVideoEmulator(config=config) as emulator, client(emulator) as http:
+        created = create(http, "dolphins", model="veo4-preview")
+        assert created.status_code == 201
+        assert create(http, model="veo5-preview").status_code == 422
+    (task,) = emulator.state.tasks.values()
+    assert (task.kind, task.cost) == ("video", 0.01)
+
+
+def test_the_command_takes_extra_models() -> None:
+    from airflow_provider_mindvideo.emulator.server import emulator_process
+
+    with emulator_process("--extra-model", "veo4-preview=video", "--extra-model", "img-x=image") as base_url:
+        headers = {"Authorization": "Bearer mv_test_emulator"}
+        for model in ("veo4-preview", "img-x"):
+            body = {"model": model, "input": {"prompt": "x"}}
+            assert httpx.post(f"{base_url}/api/v1/tasks", json=body, headers=headers).status_code == 201
+        kinds = {t["model"]: t["kind"] for t in httpx.get(f"{base_url}/_emulator/state").json()["tasks"]}
+    assert kinds == {"veo4-preview": "video", "img-x": "image"}
 
 
 def test_lifecycle_outputs_and_events(mindvideo_emulator: MindVideoEmulator) -> None:
@@ -167,6 +202,27 @@ def test_media_helpers() -> None:
     assert image_dimensions("1:0") == (384, 384)
     assert render_png({"prompt": "x"}, index=1).startswith(b"\x89PNG")
     assert b"dolphins" in render_mp4({"prompt": "dolphins"})
+
+
+def pixels(png: bytes) -> list[bytes]:
+    """The RGB rows of one of the emulator's PNGs (8-bit RGB, filter 0 on every row)."""
+    width, height = struct.unpack(">II", png[16:24])
+    start = png.index(b"IDAT") + 4
+    raw = zlib.decompress(png[start : start + struct.unpack(">I", png[start - 8 : start - 4])[0]])
+    stride = 1 + 3 * width
+    return [raw[row * stride + 1 : (row + 1) * stride] for row in range(height)]
+
+
+def test_text_the_bitmap_font_cannot_draw_is_left_out_not_boxed() -> None:
+    # A CJK prompt showed a row of empty boxes; now the image shows only what it can draw.
+    cjk = {"prompt": "一只橘猫坐在窗台上看夕阳"}
+    background = bytes(background_colour(cjk["prompt"]))
+    assert all(row == background * (len(row) // 3) for row in pixels(render_png(cjk)))
+    # (A colour word fixes the background, which otherwise comes from a hash of the whole prompt.)
+    assert pixels(render_png({"prompt": "A red cat 猫 at dusk"})) == pixels(render_png({"prompt": "A red cat at dusk"}))
+    assert pixels(render_png({"prompt": "Red café crème"})) == pixels(render_png({"prompt": "Red cafe creme"}))
+    assert pixels(render_png({"prompt": "a red kite"})) != pixels(render_png({"prompt": "a red kit"}))
+    assert "一只橘猫".encode() in render_png(cjk)  # the whole prompt stays in the file's metadata
 
 
 def test_the_command_serves_until_stopped(tmp_path: Path) -> None:

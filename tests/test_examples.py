@@ -34,6 +34,23 @@ def test_examples_parse_without_errors() -> None:
         assert "mindvideo" in dag.tags
 
 
+def test_unpausing_an_example_starts_no_run() -> None:
+    # A scheduled DAG with catchup=False runs its latest interval as soon as it is unpaused:
+    # with a real key, unpausing and triggering the pipeline paid for 10 images instead of 5.
+    from airflow.sdk import timezone
+    from airflow.serialization.serialized_objects import DagSerialization
+    from airflow.timetables.base import TimeRestriction
+
+    now = timezone.utcnow()
+    for dag_id, dag in DagBag(str(EXAMPLES)).dags.items():
+        scheduled = DagSerialization.from_dict(DagSerialization.to_dict(dag))
+        restriction = TimeRestriction(
+            earliest=scheduled.start_date, latest=scheduled.end_date, catchup=scheduled.catchup
+        )
+        first = scheduled.timetable.next_dagrun_info(last_automated_data_interval=None, restriction=restriction)
+        assert first is None or first.run_after > now, f"{dag_id} would start a run at {first.run_after} when unpaused"
+
+
 def fast(dag: Any) -> Any:
     """The examples poll like production (seconds to minutes); the emulator answers in ms."""
     for task in dag.tasks:

@@ -99,10 +99,10 @@ def test_invalid_input_is_refused_before_any_request(api: Api, emulator: MindVid
 
 
 def test_server_side_validation_error_is_not_retried(api: Api, emulator: MindVideoEmulator) -> None:
-    # Input the client cannot judge (an unknown model passes through) but the server refuses.
+    # Input the client cannot judge (an unknown model the caller allowed) but the server refuses.
     emulator.add_fault("status", route="create", status=422)
     with pytest.raises(InputValidationError) as info:
-        api.create_task("brand-new-model", {"prompt": "x"})
+        api.create_task("brand-new-model", {"prompt": "x"}, allow_unknown_model=True)
     assert info.value.http_status == 422
     assert emulator.state.requests["create"] == 1
 

@@ -19,13 +19,20 @@ ROOT = Path(__file__).resolve().parents[1]
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 
 
-def test_wheel_carries_schemas_and_py_typed(tmp_path: Path) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path), str(ROOT)],
+def build_wheel(outdir: Path) -> tuple[Path, str]:
+    """The provider's wheel, built from this checkout, and everything the build printed."""
+    built = subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(outdir), str(ROOT)],
         check=True,
         capture_output=True,
+        text=True,
     )
-    (wheel,) = tmp_path.glob("airflow_provider_mindvideo-*.whl")
+    (wheel,) = outdir.glob("airflow_provider_mindvideo-*.whl")
+    return wheel, built.stdout + built.stderr
+
+
+def test_wheel_carries_schemas_and_py_typed(tmp_path: Path) -> None:
+    wheel, _ = build_wheel(tmp_path)
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "airflow_provider_mindvideo/py.typed" in names
     assert "airflow_provider_mindvideo/schemas/gpt-image-2.json" in names
@@ -35,6 +42,19 @@ def test_wheel_carries_schemas_and_py_typed(tmp_path: Path) -> None:
     entry_points = zipfile.ZipFile(wheel).read(metadata).decode()
     assert "[apache_airflow_provider]" in entry_points
     assert "provider_info = airflow_provider_mindvideo:get_provider_info" in entry_points
+
+
+def test_license_is_an_spdx_expression_and_the_build_warns_about_nothing(tmp_path: Path) -> None:
+    # setuptools deprecates the license table and license classifiers: `make setup` printed the
+    # warning three times. The metadata now says it the standard way (PEP 639).
+    wheel, output = build_wheel(tmp_path)
+    with zipfile.ZipFile(wheel) as archive:
+        metadata = archive.read(next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))).decode()
+        assert any(n.endswith(".dist-info/licenses/LICENSE") for n in archive.namelist())
+    assert "License-Expression: Apache-2.0" in metadata.splitlines()
+    assert "License-File: LICENSE" in metadata.splitlines()
+    assert "Classifier: License ::" not in metadata
+    assert "deprecated" not in output.lower(), output
 
 
 def test_provider_info_is_valid_for_airflow() -> None:

@@ -24,7 +24,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--video-seconds", type=float, default=3.0, help="processing time of video models")
     parser.add_argument("--rate-limit", type=float, help="API requests per second per key before 429s (default: none)")
     parser.add_argument("--port-file", help="write the bound port here once listening (for scripts)")
+    parser.add_argument(
+        "--extra-model",
+        action="append",
+        default=[],
+        metavar="SLUG=KIND",
+        help="accept a model newer than the catalogue, KIND image or video (repeatable); other unknown models get 422",
+    )
     args = parser.parse_args(argv)
+    extra_models = {}
+    for item in args.extra_model:
+        slug, _, kind = item.partition("=")
+        if not slug or kind not in ("image", "video"):
+            parser.error(f"--extra-model {item!r}: expected SLUG=image or SLUG=video")
+        extra_models[slug] = kind
 
     import uvicorn
 
@@ -36,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
             queued_seconds=args.queued_seconds,
             processing_seconds={"image": args.image_seconds, "video": args.video_seconds},
             rate_limit=args.rate_limit,
+            extra_models=extra_models,
         )
     )
     server = uvicorn.Server(uvicorn.Config(create_app(state), host=args.host, port=args.port, log_level="warning"))

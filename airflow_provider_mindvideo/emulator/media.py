@@ -2,14 +2,18 @@
 
 The PNG takes its background colour from the first colour word in the prompt (English or
 Chinese), or from a hash of the prompt, its aspect ratio from ``size``, and shows the prompt's
-text (ASCII letters and digits in a 5x7 bitmap font; other characters as boxes). The full
-prompt is also stored in an ``iTXt`` chunk.
+text in a 5x7 bitmap font: Latin letters (accents dropped), digits and common punctuation.
+Characters the font has no glyph for (Chinese, Japanese, emoji, ...) are left out: a row of
+empty boxes told the viewer nothing, and a font that has them would be a dependency on what a
+machine happens to have installed. The full prompt is stored in an ``iTXt`` chunk.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import struct
+import unicodedata
 import zlib
 from collections.abc import Mapping
 from typing import Any
@@ -56,7 +60,6 @@ _FONT: dict[str, str] = {
     "!": "04040404040004", "?": "0E110102040004", ":": "000C0C000C0C00", " ": "00000000000000",
     "'": "04040800000000",
 }  # fmt: skip
-_BOX = "1F11111111111F"
 
 
 def background_colour(prompt: str) -> tuple[int, int, int]:
@@ -112,15 +115,24 @@ def render_mp4(input: Mapping[str, Any]) -> bytes:
     return _box(b"ftyp", ftyp) + _box(b"free", free)
 
 
+def drawable_text(text: str) -> str:
+    """``text`` as the bitmap font can draw it: upper case, accents dropped, glyph-less characters left out."""
+    decomposed = unicodedata.normalize("NFKD", text.upper())
+    kept = "".join(c if c in _FONT else " " for c in decomposed if not unicodedata.combining(c))
+    # Punctuation that followed left-out words (a CJK clause, then ", watercolour") would lead the line.
+    return re.sub(r" {2,}", " ", kept).strip().lstrip(",.:; ")
+
+
 def _draw_text(pixels: list[bytearray], width: int, height: int, text: str, ink: tuple[int, int, int]) -> None:
     cell_w, cell_h = 6 * _SCALE, 9 * _SCALE
     margin = 8
     per_line = max(1, (width - 2 * margin) // cell_w)
+    text = drawable_text(text)
     lines = [text[i : i + per_line] for i in range(0, len(text), per_line)][: (height - 2 * margin) // cell_h]
     colour = bytes(ink)
     for line_no, line in enumerate(lines):
-        for col, char in enumerate(line.upper()):
-            glyph = bytes.fromhex(_FONT.get(char, _BOX))
+        for col, char in enumerate(line):
+            glyph = bytes.fromhex(_FONT[char])
             x0, y0 = margin + col * cell_w, margin + line_no * cell_h
             for row, bits in enumerate(glyph):
                 for bit in range(5):

@@ -16,9 +16,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from airflow_provider_mindvideo.catalog import input_problems, known_models
+from airflow_provider_mindvideo.catalog import input_problems, known_models, unknown_model_problem
 
 DEFAULT_API_KEY = "mv_test_emulator"
+#: What a task of an ``extra_models`` model costs (nothing documents newer models' prices).
 UNKNOWN_MODEL_COST = 0.01
 
 Route = Literal["create", "get", "events", "files", "any"]
@@ -122,10 +123,15 @@ class EmulatorConfig:
 
     ``rate_limit``: API requests per second per key; beyond it the answer is 429 with
     ``Retry-After``, as a real account's limit would be (MindVideo documents no figure).
+
+    ``extra_models``: models the emulator accepts beyond the provider's catalogue, slug to kind
+    (``"image"`` or ``"video"``), for DAGs that use a newer model with ``allow_unknown_model=True``.
+    Any other unknown slug is refused with a 422, as the API refuses a typo, and not charged.
     """
 
     api_keys: tuple[str, ...] = (DEFAULT_API_KEY,)
     rate_limit: float | None = None
+    extra_models: Mapping[str, str] = field(default_factory=dict)
     queued_seconds: float = 0.2
     processing_seconds: Mapping[str, float] = field(default_factory=lambda: {"image": 0.8, "video": 3.0})
 
@@ -224,6 +230,9 @@ class EmulatorState:
         The error is ``"conflict"`` for a reused key with another payload, or the validation
         problems in words.
         """
+        unknown = None if model in self.config.extra_models else unknown_model_problem(model)
+        if unknown is not None:
+            return None, unknown, False
         problems = input_problems(model, input)
         if problems:
             return None, "; ".join(problems), False
@@ -246,7 +255,7 @@ class EmulatorState:
 
     def _new_task(self, api_key: str, model: str, input: dict[str, Any]) -> EmulatedTask:
         spec = known_models().get(model)
-        kind = spec.kind if spec else ("video" if "video" in model or "veo" in model else "image")
+        kind = spec.kind if spec else self.config.extra_models[model]
         prompt = str(input.get("prompt", ""))
         script = next((s for s in reversed(self.scripts) if s.applies_to(prompt)), None)
         queued, processing = self.config.queued_seconds, self.config.processing_seconds.get(kind, 1.0)
@@ -296,6 +305,7 @@ class EmulatorState:
                     {
                         "task_id": t.task_id,
                         "model": t.model,
+                        "kind": t.kind,
                         "status": t.status_at(now),
                         "prompt": t.input.get("prompt"),
                         "terminal_at": t.terminal_at,
