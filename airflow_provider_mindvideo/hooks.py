@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator, Mapping
 from time import sleep
 from types import TracebackType
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 from airflow.sdk import BaseHook
@@ -20,7 +21,6 @@ from airflow_provider_mindvideo.limits import limits_for
 from airflow_provider_mindvideo.models import MindVideoTask, TaskEvent
 from airflow_provider_mindvideo.protocol import (
     ApiCall,
-    ClientSettings,
     Exchange,
     RetryPolicy,
     create_task_call,
@@ -28,9 +28,9 @@ from airflow_provider_mindvideo.protocol import (
     exchange,
     get_task_call,
     get_task_events_call,
-    settings_from_connection,
     task_from_response,
 )
+from airflow_provider_mindvideo.settings import ClientSettings, settings_from_connection
 from airflow_provider_mindvideo.transports import borrow_async_client, give_back_async_client
 
 T = TypeVar("T")
@@ -90,10 +90,13 @@ class MindVideoHook(BaseHook):
     # -- connection and clients ------------------------------------------------------------
 
     def _adopt_settings(self, conn: Any) -> ClientSettings:
-        settings = settings_from_connection(conn, timeout=self.timeout, max_retries=self.max_retries)
+        settings = settings_from_connection(conn, timeout=self.timeout, max_retries=self.max_retries, log=self.log)
         from airflow.sdk.log import mask_secret
 
         mask_secret(settings.api_key)
+        proxy_password = urlsplit(settings.proxy).password if settings.proxy else None
+        if proxy_password:
+            mask_secret(proxy_password)
         self._settings = settings
         return settings
 
@@ -108,15 +111,20 @@ class MindVideoHook(BaseHook):
 
     def get_conn(self) -> httpx.Client:
         if self._client is None:
-            self._client = httpx.Client(**self.settings.client_options())
+            settings = self.settings
+            self._client = httpx.Client(
+                **settings.client_options(), transport=httpx.HTTPTransport(**settings.transport_options())
+            )
         return self._client
 
     async def aget_conn(self) -> httpx.AsyncClient:
         if self._async_client is None:
             settings = await self.asettings()
-            self._async_client = (
-                borrow_async_client(settings) if self.shared_client else httpx.AsyncClient(**settings.client_options())
-            )
+            if self.shared_client:
+                self._async_client = borrow_async_client(settings)
+            else:
+                transport = httpx.AsyncHTTPTransport(**settings.transport_options())
+                self._async_client = httpx.AsyncClient(**settings.client_options(), transport=transport)
         return self._async_client
 
     def close(self) -> None:

@@ -1,4 +1,4 @@
-"""The MindVideo HTTP protocol without I/O: settings, requests, responses, retry decisions.
+"""The MindVideo HTTP protocol without I/O: requests, responses, retry decisions.
 
 The sync and async hooks are thin shells around :func:`exchange`, a generator that says what
 to do next (send this request, sleep this long) and is told what happened. Retry rules, error
@@ -8,7 +8,6 @@ mapping and logging therefore live here once, for the worker and the triggerer a
 from __future__ import annotations
 
 import email.utils
-import ipaddress
 import itertools
 import json
 import logging
@@ -18,17 +17,15 @@ from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, TypeVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import httpx
 import pydantic
 
-from airflow_provider_mindvideo import DEFAULT_BASE_URL, __version__
 from airflow_provider_mindvideo.errors import (
     AuthenticationError,
     IdempotencyConflictError,
     InputValidationError,
-    InsecureConnectionError,
     MindVideoError,
     RateLimitedError,
     ServerError,
@@ -37,6 +34,12 @@ from airflow_provider_mindvideo.errors import (
     UnexpectedResponseError,
 )
 from airflow_provider_mindvideo.models import MindVideoTask, TaskEvent
+
+# A connection's settings live in their own module; these names stay importable from here.
+from airflow_provider_mindvideo.settings import ClientSettings as ClientSettings
+from airflow_provider_mindvideo.settings import is_loopback as is_loopback
+from airflow_provider_mindvideo.settings import settings_from_connection as settings_from_connection
+from airflow_provider_mindvideo.settings import user_agent as user_agent
 
 TASKS_PATH = "/api/v1/tasks"
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
@@ -101,98 +104,6 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
     return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
-
-
-@dataclass(frozen=True)
-class ClientSettings:
-    """Everything needed to talk to one MindVideo account, read from an Airflow connection."""
-
-    base_url: str
-    api_key: str = field(repr=False)
-    timeout: float = 30.0
-    max_retries: int = 5
-    allow_insecure_http: bool = False
-    max_concurrency: int | None = None
-    max_requests_per_second: float | None = None
-
-    def __post_init__(self) -> None:
-        parts = urlsplit(self.base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise InputValidationError(f"MindVideo base URL {self.base_url!r} must be an http(s) URL")
-        if parts.scheme == "http" and not self.allow_insecure_http and not is_loopback(parts.hostname):
-            raise InsecureConnectionError(
-                f"Refusing to send the MindVideo API key over plain http:// to {parts.hostname}. "
-                "Use https://, or set allow_insecure_http in the connection's extra if the "
-                "network is trusted."
-            )
-        if not self.api_key:
-            raise AuthenticationError("The MindVideo connection has no API key (put it in the password field)")
-        for name in ("max_concurrency", "max_requests_per_second"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise InputValidationError(f"MindVideo connection extra {name} = {value!r}: must be > 0, or empty")
-
-    def client_options(self) -> dict[str, Any]:
-        """Keyword arguments shared by ``httpx.Client`` and ``httpx.AsyncClient``."""
-        return {
-            "base_url": self.base_url,
-            "headers": {
-                "Authorization": f"Bearer {self.api_key}",
-                "User-Agent": user_agent(),
-                "Accept": "application/json",
-            },
-            "timeout": httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0)),
-            # Output links are public; API calls never redirect. Not following keeps the
-            # Authorization header from ever reaching another host.
-            "follow_redirects": False,
-        }
-
-
-def settings_from_connection(
-    conn: Any, *, timeout: float | None = None, max_retries: int | None = None
-) -> ClientSettings:
-    """Read a ``mindvideo`` connection: host = base URL, password = API key, extras = tuning."""
-    extra = conn.extra_dejson or {}
-    host = (conn.host or "").strip() or DEFAULT_BASE_URL
-    if "://" not in host:
-        host = f"https://{host}" + (f":{conn.port}" if conn.port else "")
-    return ClientSettings(
-        base_url=host.rstrip("/"),
-        api_key=(conn.password or "").strip(),
-        timeout=float(timeout if timeout is not None else extra.get("timeout") or 30.0),
-        max_retries=int(max_retries if max_retries is not None else extra.get("max_retries", 5)),
-        allow_insecure_http=_as_bool(extra.get("allow_insecure_http", False)),
-        max_concurrency=_optional(int, extra.get("max_concurrency")),
-        max_requests_per_second=_optional(float, extra.get("max_requests_per_second")),
-    )
-
-
-def _optional(kind: type[int] | type[float], value: Any) -> Any:
-    if value is None or value == "":
-        return None
-    try:
-        return kind(value)
-    except (TypeError, ValueError):
-        raise InputValidationError(f"MindVideo connection extra value {value!r}: must be a number") from None
-
-
-def is_loopback(hostname: str) -> bool:
-    if hostname == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(hostname.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def _as_bool(value: Any) -> bool:
-    return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes", "on")
-
-
-def user_agent() -> str:
-    from airflow import __version__ as airflow_version
-
-    return f"airflow-provider-mindvideo/{__version__} apache-airflow/{airflow_version} httpx/{httpx.__version__}"
 
 
 # -- requests ---------------------------------------------------------------------------------
