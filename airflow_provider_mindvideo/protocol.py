@@ -37,11 +37,13 @@ from airflow_provider_mindvideo.models import MindVideoTask, TaskEvent
 
 # A connection's settings live in their own module; these names stay importable from here.
 from airflow_provider_mindvideo.settings import ClientSettings as ClientSettings
+from airflow_provider_mindvideo.settings import invisible_character
 from airflow_provider_mindvideo.settings import is_loopback as is_loopback
 from airflow_provider_mindvideo.settings import settings_from_connection as settings_from_connection
 from airflow_provider_mindvideo.settings import user_agent as user_agent
 
 TASKS_PATH = "/api/v1/tasks"
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 _BODY_PREVIEW_CHARS = 200
 
@@ -123,6 +125,7 @@ class ApiCall:
 
 
 def create_task_call(model: str, input: Mapping[str, Any], idempotency_key: str) -> ApiCall:
+    check_idempotency_key(idempotency_key)
     return ApiCall(
         "POST",
         TASKS_PATH,
@@ -142,7 +145,27 @@ def get_task_events_call(task_id: str) -> ApiCall:
 def _task_path(task_id: str) -> str:
     if not isinstance(task_id, str) or not task_id.strip():
         raise InputValidationError(f"mindvideo_task_id = {task_id!r}: must be a non-empty task id")
+    if task_id.strip() in (".", ".."):
+        # Quoting leaves dots alone, and URL normalisation would turn ".." into the parent
+        # path: a request, with the key, to another endpoint than a task's.
+        raise InputValidationError(f"mindvideo_task_id = {task_id!r}: not a task id (a path segment)")
     return f"{TASKS_PATH}/{quote(task_id.strip(), safe='')}"
+
+
+def check_idempotency_key(key: Any) -> None:
+    """Refuse a key that cannot be sent as an ``Idempotency-Key`` header: 1-255 visible ASCII characters.
+
+    Sent as it is, such a key fails inside the HTTP library (a raw ``TypeError``, or a
+    protocol error that would be retried as if the service were unreachable).
+    """
+    expected = f"must be text of 1-{MAX_IDEMPOTENCY_KEY_LENGTH} visible ASCII characters"
+    if not isinstance(key, str):
+        raise InputValidationError(f"idempotency_key = {key!r} ({type(key).__name__}): {expected}")
+    if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH:
+        raise InputValidationError(f"idempotency_key of {len(key)} characters: {expected}")
+    found = invisible_character(key)
+    if found is not None:
+        raise InputValidationError(f"idempotency_key {key!r} contains {found[1]} at character {found[0]}: {expected}")
 
 
 # -- one call, with retries -------------------------------------------------------------------
