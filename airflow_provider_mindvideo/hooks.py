@@ -13,10 +13,11 @@ from urllib.parse import urlsplit
 
 import httpx
 from airflow.sdk import BaseHook
+from airflow.sdk.exceptions import AirflowNotFoundException
 
 from airflow_provider_mindvideo import CONN_TYPE, DEFAULT_CONN_ID, UI_FIELD_BEHAVIOUR
 from airflow_provider_mindvideo.catalog import validate_input
-from airflow_provider_mindvideo.errors import MindVideoError, TaskNotFoundError
+from airflow_provider_mindvideo.errors import ConnectionNotFoundError, MindVideoError, TaskNotFoundError
 from airflow_provider_mindvideo.limits import limits_for
 from airflow_provider_mindvideo.models import MindVideoTask, TaskEvent
 from airflow_provider_mindvideo.protocol import (
@@ -103,11 +104,30 @@ class MindVideoHook(BaseHook):
     @property
     def settings(self) -> ClientSettings:
         """The connection's settings, read once (sync: not for use inside an event loop)."""
-        return self._settings or self._adopt_settings(self.get_connection(self.mindvideo_conn_id))
+        if self._settings is not None:
+            return self._settings
+        try:
+            conn = self.get_connection(self.mindvideo_conn_id)
+        except AirflowNotFoundException:
+            raise self._no_such_connection() from None
+        return self._adopt_settings(conn)
 
     async def asettings(self) -> ClientSettings:
         """The connection's settings, read once without blocking the event loop."""
-        return self._settings or self._adopt_settings(await self.aget_connection(self.mindvideo_conn_id))
+        if self._settings is not None:
+            return self._settings
+        try:
+            conn = await self.aget_connection(self.mindvideo_conn_id)
+        except AirflowNotFoundException:
+            raise self._no_such_connection() from None
+        return self._adopt_settings(conn)
+
+    def _no_such_connection(self) -> ConnectionNotFoundError:
+        # Airflow's own error is retryable, and every retry would look the connection up in vain.
+        return ConnectionNotFoundError(
+            f"There is no Airflow connection with mindvideo_conn_id {self.mindvideo_conn_id!r}: "
+            "create it (type MindVideo) or name another one"
+        )
 
     def get_conn(self) -> httpx.Client:
         if self._client is None:
