@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import uuid
 from asyncio import sleep as async_sleep
 from collections.abc import Callable, Iterator, Mapping
@@ -17,7 +18,7 @@ from airflow.sdk.exceptions import AirflowNotFoundException
 
 from airflow_provider_mindvideo import CONN_TYPE, DEFAULT_CONN_ID, UI_FIELD_BEHAVIOUR
 from airflow_provider_mindvideo.catalog import validate_input
-from airflow_provider_mindvideo.errors import ConnectionNotFoundError, MindVideoError, TaskNotFoundError
+from airflow_provider_mindvideo.errors import ConnectionNotFoundError, MindVideoError
 from airflow_provider_mindvideo.limits import limits_for
 from airflow_provider_mindvideo.models import MindVideoTask, TaskEvent
 from airflow_provider_mindvideo.protocol import (
@@ -25,6 +26,7 @@ from airflow_provider_mindvideo.protocol import (
     Exchange,
     RetryPolicy,
     create_task_call,
+    error_from_response,
     events_from_response,
     exchange,
     get_task_call,
@@ -36,8 +38,12 @@ from airflow_provider_mindvideo.transports import borrow_async_client, give_back
 
 T = TypeVar("T")
 
-# Looked up by test_connection(); MindVideo ids never look like this, so a 404 proves the key works.
-_CONNECTION_PROBE_TASK_ID = "airflow-connection-test-00000000"
+# Looked up by test_connection(); MindVideo ids never look like these.
+_PROBE_TASK_ID = "airflow-connection-test-00000000"
+_WRONG_KEY_PROBE_TASK_ID = "airflow-connection-test-00000001"
+# Sent once by test_connection(): the MindVideo API must refuse it.
+_WRONG_KEY = "mv_live_airflow_connection_test_not_a_key"
+_NOT_MINDVIDEO = "not the MindVideo API (wrong base URL?)"
 
 
 class MindVideoHook(BaseHook):
@@ -204,14 +210,27 @@ class MindVideoHook(BaseHook):
         return await self._acall(get_task_events_call(task_id), events_from_response)
 
     def test_connection(self) -> tuple[bool, str]:
-        """Tell a good API key from a bad one without creating (or paying for) a task."""
+        """Tell a good API key from a bad one, and the MindVideo API from any other server.
+
+        Looks up a task that cannot exist, twice: with the key (the API answers 404, in JSON)
+        and with a deliberately wrong key (the API must refuse it: 401/403). A 404 alone proves
+        nothing -- any web server answers it to a wrong base URL. Nothing is created or charged.
+        """
+        no_retries = RetryPolicy(max_retries=0)
         try:
-            self._call(get_task_call(_CONNECTION_PROBE_TASK_ID), task_from_response, RetryPolicy(max_retries=0))
-        except TaskNotFoundError:
-            return True, "Connection successfully tested: MindVideo accepted the API key."
+            settings = self.settings
+            with_key = self._call(get_task_call(_PROBE_TASK_ID), _response, no_retries)
+            with_wrong_key = None
+            if with_key.status_code == 404 and _is_json_object(with_key):
+                # Another path than the first probe's: a hook reuses the GET it built for a path.
+                path = get_task_call(_WRONG_KEY_PROBE_TASK_ID).path
+                wrong = ApiCall("GET", path, headers={"Authorization": f"Bearer {_WRONG_KEY}"})
+                with_wrong_key = self._call(wrong, _response, no_retries)
         except MindVideoError as exc:
             return False, str(exc)
-        return True, "Connection successfully tested."
+        ok, message = connection_test_result(settings.base_url, with_key, with_wrong_key)
+        # The server's words may echo the request.
+        return ok, message.replace(settings.api_key, "***")
 
     # -- the two shells around protocol.exchange --------------------------------------------
 
@@ -294,3 +313,36 @@ def _create(model: str, input: Mapping[str, Any], idempotency_key: str | None) -
     # Validation comes first: never pay for (or even send) input the API would refuse.
     validate_input(model, input)
     return create_task_call(model, input, idempotency_key or f"airflow-{uuid.uuid4().hex}")
+
+
+def connection_test_result(
+    base_url: str, with_key: httpx.Response, with_wrong_key: httpx.Response | None
+) -> tuple[bool, str]:
+    """test_connection()'s verdict on the answers to its probes (the second is sent only after a JSON 404)."""
+    status = with_key.status_code
+    if status in (401, 403, 429) or status >= 500:
+        return False, str(error_from_response(with_key))
+    if 300 <= status < 400:
+        return False, f"{base_url} redirected to {with_key.headers.get('Location')!r}: {_NOT_MINDVIDEO}"
+    if status != 404:
+        return False, f"{base_url} answered HTTP {status} for a task that cannot exist: {_NOT_MINDVIDEO}"
+    if with_wrong_key is None:
+        kind = with_key.headers.get("Content-Type", "no content type").split(";")[0]
+        return False, f"{base_url} answered HTTP 404 with a {kind} body, not JSON: {_NOT_MINDVIDEO}"
+    if with_wrong_key.status_code in (401, 403):
+        return True, f"Connection successfully tested: MindVideo at {base_url} accepted the API key."
+    return False, (
+        f"{base_url} answered HTTP {with_wrong_key.status_code} to a deliberately wrong API key: "
+        f"it does not check keys, so it is {_NOT_MINDVIDEO}"
+    )
+
+
+def _response(response: httpx.Response) -> httpx.Response:
+    return response
+
+
+def _is_json_object(response: httpx.Response) -> bool:
+    try:
+        return isinstance(json.loads(response.content), dict)
+    except ValueError:
+        return False

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -84,3 +88,83 @@ def test_a_task_with_an_unknown_connection_fails_without_spending_its_retries(
     assert str(ti.state) == "failed"
     assert ti.try_number == 1
     assert sum(emulator.state.requests.values()) == 0
+
+
+# -- test_connection (issue 11, item 12) -------------------------------------------------------
+
+
+def test_connection_test_accepts_the_mindvideo_api_and_creates_nothing(emulator: MindVideoEmulator) -> None:
+    ok, message = MindVideoHook().test_connection()
+    assert ok, message
+    assert "accepted the API key" in message
+    assert emulator.state.requests["get"] == 2  # with the key, then with a wrong one
+    assert emulator.state.requests.get("create", 0) == 0
+    assert emulator.state.charged_tasks == 0
+
+
+@contextmanager
+def server_answering(raw: bytes) -> Iterator[str]:
+    """A server on 127.0.0.1 that answers every request with ``raw`` and closes; yields its base URL."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            with client:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = client.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                client.sendall(raw)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        listener.close()
+        thread.join(timeout=5)
+
+
+def answer(status: str, content_type: str, body: str, *headers: str) -> bytes:
+    head = [f"HTTP/1.1 {status}", f"Content-Type: {content_type}", f"Content-Length: {len(body)}", *headers]
+    return ("\r\n".join([*head, "Connection: close", "", ""]) + body).encode()
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        # An API that never looks at the key: 404 in JSON to anything.
+        (answer("404 Not Found", "application/json", '{"detail": "Not Found"}'), "does not check keys"),
+        (answer("404 Not Found", "text/html", "<html><h1>Not Found</h1></html>"), "404 with a text/html body"),
+        (answer("200 OK", "text/html", "<html>Welcome</html>"), "answered HTTP 200 for a task that cannot exist"),
+        (answer("302 Found", "text/html", "", "Location: https://login.example.com/"), "redirected to"),
+    ],
+)
+def test_connection_test_fails_for_a_server_that_is_not_the_mindvideo_api(
+    monkeypatch: pytest.MonkeyPatch, raw: bytes, reason: str
+) -> None:
+    with server_answering(raw) as base_url:
+        use_connection(monkeypatch, base_url, "mv_live_some_key")
+        ok, message = MindVideoHook().test_connection()
+    assert not ok
+    assert reason in message
+    assert "wrong base URL?" in message
+    assert "mv_live_some_key" not in message
+
+
+def test_connection_test_reports_a_broken_connection_instead_of_raising(monkeypatch: pytest.MonkeyPatch) -> None:
+    use_connection(monkeypatch, "https://api.mindvideo.ai", "mv_live_x", max_retries="many")
+    ok, message = MindVideoHook().test_connection()
+    assert not ok
+    assert "max_retries" in message
+    ok, message = MindVideoHook("mindvideo_missing").test_connection()
+    assert not ok
+    assert "mindvideo_missing" in message
