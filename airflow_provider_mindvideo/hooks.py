@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import uuid
+import weakref
 from asyncio import sleep as async_sleep
 from collections.abc import Callable, Iterator, Mapping
 from time import sleep
@@ -34,7 +36,7 @@ from airflow_provider_mindvideo.protocol import (
     task_from_response,
 )
 from airflow_provider_mindvideo.settings import ClientSettings, settings_from_connection
-from airflow_provider_mindvideo.transports import borrow_async_client, give_back_async_client
+from airflow_provider_mindvideo.transports import borrow_async_client, forget_closed_loop, give_back_async_client
 
 T = TypeVar("T")
 
@@ -87,6 +89,7 @@ class MindVideoHook(BaseHook):
         self._settings: ClientSettings | None = None
         self._client: httpx.Client | None = None
         self._async_client: httpx.AsyncClient | None = None
+        self._async_loop: Callable[[], asyncio.AbstractEventLoop | None] = _no_loop
         self._requests: dict[tuple[str, str], httpx.Request] = {}
 
     @classmethod
@@ -144,6 +147,12 @@ class MindVideoHook(BaseHook):
         return self._client
 
     async def aget_conn(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        if self._async_client is not None and self._async_loop() is not loop:
+            # Made on another event loop (an earlier asyncio.run(), say): its connections belong
+            # to that loop, which is closed or busy elsewhere, so it can be neither used nor
+            # closed from here. Start afresh on this loop.
+            self._let_go_of_async_client()
         if self._async_client is None:
             settings = await self.asettings()
             if self.shared_client:
@@ -151,6 +160,7 @@ class MindVideoHook(BaseHook):
             else:
                 transport = httpx.AsyncHTTPTransport(**settings.transport_options())
                 self._async_client = httpx.AsyncClient(**settings.client_options(), transport=transport)
+            self._async_loop = weakref.ref(loop)
         return self._async_client
 
     def close(self) -> None:
@@ -161,10 +171,19 @@ class MindVideoHook(BaseHook):
     async def aclose(self) -> None:
         if self._async_client is None:
             return
+        if self._async_loop() is not asyncio.get_running_loop():
+            self._let_go_of_async_client()  # another loop's: see aget_conn
+            return
         if self.shared_client and self._settings is not None:
             await give_back_async_client(self._settings)
         else:
             await self._async_client.aclose()
+        self._async_client = None
+
+    def _let_go_of_async_client(self) -> None:
+        old_loop = self._async_loop()
+        if self.shared_client and old_loop is not None:
+            forget_closed_loop(old_loop)
         self._async_client = None
 
     def __enter__(self) -> MindVideoHook:
@@ -346,3 +365,7 @@ def _is_json_object(response: httpx.Response) -> bool:
         return isinstance(json.loads(response.content), dict)
     except ValueError:
         return False
+
+
+def _no_loop() -> None:
+    return None

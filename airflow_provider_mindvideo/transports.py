@@ -115,6 +115,21 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             await self._session.close()
             self._session = None
 
+    def let_go(self) -> None:
+        """Drop the session of an event loop that has closed, where it can no longer be closed the async way.
+
+        Without this, aiohttp reports an "Unclosed client session" error whenever the session is
+        garbage-collected. Its sockets are released when the closed loop's are.
+        """
+        session, self._session = self._session, None
+        if session is None or session.closed:
+            return
+        connector = session.connector
+        session.detach()
+        if connector is not None:
+            # The synchronous half of connector.close(); it skips what needs a running loop.
+            connector._close()
+
 
 @functools.lru_cache(maxsize=8192)
 def _aiohttp_url(url: str) -> yarl.URL:
@@ -163,6 +178,7 @@ def async_transport(settings: ClientSettings) -> httpx.AsyncBaseTransport:
 @dataclass
 class _Shared:
     client: httpx.AsyncClient
+    transport: httpx.AsyncBaseTransport
     borrowers: int = 0
 
 
@@ -180,7 +196,7 @@ def borrow_async_client(settings: ClientSettings) -> httpx.AsyncClient:
     shared = clients.get(settings)
     if shared is None:
         transport = async_transport(settings)
-        shared = clients[settings] = _Shared(PollingClient(**settings.client_options(), transport=transport))
+        shared = clients[settings] = _Shared(PollingClient(**settings.client_options(), transport=transport), transport)
     shared.borrowers += 1
     return shared.client
 
@@ -194,3 +210,16 @@ async def give_back_async_client(settings: ClientSettings) -> None:
     if shared.borrowers <= 0:
         del clients[settings]
         await shared.client.aclose()
+
+
+def forget_closed_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Let go of the shared clients of an event loop that has closed (an earlier ``asyncio.run()``, say).
+
+    Its borrowers are gone with it, so nobody will give these clients back. Each client holds its
+    loop, so the weakly keyed registry would otherwise keep both for the life of the process.
+    """
+    if not loop.is_closed():
+        return
+    for shared in _shared.pop(loop, {}).values():
+        if isinstance(shared.transport, AiohttpTransport):
+            shared.transport.let_go()

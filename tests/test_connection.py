@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import socket
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -13,6 +15,7 @@ from typing import Any
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
+from airflow_provider_mindvideo import transports
 from airflow_provider_mindvideo.emulator import MindVideoEmulator
 from airflow_provider_mindvideo.errors import AuthenticationError, ConnectionNotFoundError
 from airflow_provider_mindvideo.hooks import MindVideoHook
@@ -168,3 +171,40 @@ def test_connection_test_reports_a_broken_connection_instead_of_raising(monkeypa
     ok, message = MindVideoHook("mindvideo_missing").test_connection()
     assert not ok
     assert "mindvideo_missing" in message
+
+
+# -- one hook, several event loops (issue 11, item 17) -----------------------------------------
+
+
+@pytest.mark.parametrize("shared_client", [False, True])
+def test_an_async_hook_works_from_one_event_loop_after_another(
+    emulator: MindVideoEmulator, shared_client: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    hook = MindVideoHook(retry_policy=FAST_RETRIES, shared_client=shared_client)
+    task = asyncio.run(hook.acreate_task("gpt-image-2", PROMPT))
+    # The first loop is closed now, with the hook's client still open on it.
+    assert asyncio.run(hook.aget_task(task.task_id)).task_id == task.task_id
+    assert asyncio.run(hook.aget_task(task.task_id)).task_id == task.task_id
+
+    async def last_use_then_close() -> None:
+        await hook.aget_task(task.task_id)
+        await hook.aclose()
+
+    asyncio.run(last_use_then_close())
+    asyncio.run(hook.aclose())  # nothing left to close: no error either
+    assert emulator.state.charged_tasks == 1
+    # The closed loops' shared clients were let go of, not kept (with their loops) for ever...
+    assert not [loop for loop, clients in transports._shared.items() if loop.is_closed() and clients]
+    # ...nor reported as leaked when collected.
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        gc.collect()
+    assert not [w for w in warned if "Unclosed" in str(w.message)]
+    assert "Unclosed" not in caplog.text
+
+
+def test_closing_from_another_loop_leaves_that_loops_client_alone(emulator: MindVideoEmulator) -> None:
+    hook = MindVideoHook(retry_policy=FAST_RETRIES)
+    asyncio.run(hook.aget_conn())
+    asyncio.run(hook.aclose())  # the client's loop is gone; closing it from here would fail
+    assert hook._async_client is None
