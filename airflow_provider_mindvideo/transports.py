@@ -7,6 +7,8 @@ does not degrade that way, so triggers send through it when aiohttp is installed
 with the ``aiohttp`` extra, and with the HTTP provider); everything above the transport --
 requests, retries, parsing -- stays the same httpx code the worker runs, and both send
 through the proxy and trust the certificates that the connection's settings decide.
+
+Why not the ``httpx-aiohttp`` package: see ``benchmarks/transport-choice.md``.
 """
 
 from __future__ import annotations
