@@ -22,7 +22,7 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
 CONN_FIELDS: dict[str, Any] = {
     "timeout": {
         "label": "Request timeout (seconds)",
-        "schema": {"type": ["number", "null"], "default": 30},
+        "schema": {"type": ["number", "null"], "default": 30, "exclusiveMinimum": 0},
     },
     "max_retries": {
         "label": "Max retries",
@@ -43,6 +43,18 @@ CONN_FIELDS: dict[str, Any] = {
         "label": "Allow plain http:// to a non-loopback host",
         "description": "Sends the API key unencrypted. Only for trusted private networks.",
         "schema": {"type": ["boolean", "null"], "default": False},
+    },
+    "proxy": {
+        "label": "Proxy URL",
+        "description": "http(s)://[user:password@]host:port for every API call (worker and triggerer). "
+        "Empty: HTTPS_PROXY / HTTP_PROXY / NO_PROXY from the environment.",
+        "schema": {"type": ["string", "null"]},
+    },
+    "ca_bundle": {
+        "label": "CA bundle path",
+        "description": "A PEM file (or folder) of the CA certificates to trust, e.g. your company's "
+        "TLS-inspecting proxy's. Empty: the usual public CAs.",
+        "schema": {"type": ["string", "null"]},
     },
 }
 

@@ -113,6 +113,12 @@ class InsecureConnectionError(MindVideoError, AirflowFailException):
     retryable = False
 
 
+class ConnectionNotFoundError(MindVideoError, AirflowFailException):
+    """No Airflow connection has the ``mindvideo_conn_id`` given; another try would not find one either."""
+
+    retryable = False
+
+
 class RemoteTaskFailedError(MindVideoError):
     """The MindVideo task ended ``failed`` or ``cancelled``.
 

@@ -5,43 +5,51 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import uuid
+import weakref
 from asyncio import sleep as async_sleep
 from collections.abc import Callable, Iterator, Mapping
 from time import sleep
 from types import TracebackType
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 from airflow.sdk import BaseHook
+from airflow.sdk.exceptions import AirflowNotFoundException
 
 from airflow_provider_mindvideo import CONN_TYPE, DEFAULT_CONN_ID, UI_FIELD_BEHAVIOUR
 from airflow_provider_mindvideo.catalog import validate_input
 from airflow_provider_mindvideo.deadlines import deadline_after, enforce_deadlines
-from airflow_provider_mindvideo.errors import MindVideoError, TaskNotFoundError
+from airflow_provider_mindvideo.errors import ConnectionNotFoundError, MindVideoError
 from airflow_provider_mindvideo.limits import ConnectionLimits, limits_for
 from airflow_provider_mindvideo.models import MindVideoTask, TaskEvent
 from airflow_provider_mindvideo.protocol import (
     ApiCall,
-    ClientSettings,
     Outcome,
     RetryPolicy,
     Send,
     create_task_call,
     created_task_from_response,
+    error_from_response,
     events_from_response,
     exchange,
     get_task_call,
     get_task_events_call,
-    settings_from_connection,
     task_from_response,
 )
-from airflow_provider_mindvideo.transports import borrow_async_client, give_back_async_client
+from airflow_provider_mindvideo.settings import ClientSettings, settings_from_connection
+from airflow_provider_mindvideo.transports import borrow_async_client, forget_closed_loop, give_back_async_client
 
 T = TypeVar("T")
 
-# Looked up by test_connection(); MindVideo ids never look like this, so a 404 proves the key works.
-_CONNECTION_PROBE_TASK_ID = "airflow-connection-test-00000000"
+# Looked up by test_connection(); MindVideo ids never look like these.
+_PROBE_TASK_ID = "airflow-connection-test-00000000"
+_WRONG_KEY_PROBE_TASK_ID = "airflow-connection-test-00000001"
+# Sent once by test_connection(): the MindVideo API must refuse it.
+_WRONG_KEY = "mv_live_airflow_connection_test_not_a_key"
+_NOT_MINDVIDEO = "not the MindVideo API (wrong base URL?)"
 
 
 class MindVideoHook(BaseHook):
@@ -85,6 +93,7 @@ class MindVideoHook(BaseHook):
         self._settings: ClientSettings | None = None
         self._client: httpx.Client | None = None
         self._async_client: httpx.AsyncClient | None = None
+        self._async_loop: Callable[[], asyncio.AbstractEventLoop | None] = _no_loop
         self._requests: dict[tuple[str, str], httpx.Request] = {}
 
     @classmethod
@@ -95,33 +104,67 @@ class MindVideoHook(BaseHook):
     # -- connection and clients ------------------------------------------------------------
 
     def _adopt_settings(self, conn: Any) -> ClientSettings:
-        settings = settings_from_connection(conn, timeout=self.timeout, max_retries=self.max_retries)
+        settings = settings_from_connection(conn, timeout=self.timeout, max_retries=self.max_retries, log=self.log)
         from airflow.sdk.log import mask_secret
 
         mask_secret(settings.api_key)
+        proxy_password = urlsplit(settings.proxy).password if settings.proxy else None
+        if proxy_password:
+            mask_secret(proxy_password)
         self._settings = settings
         return settings
 
     @property
     def settings(self) -> ClientSettings:
         """The connection's settings, read once (sync: not for use inside an event loop)."""
-        return self._settings or self._adopt_settings(self.get_connection(self.mindvideo_conn_id))
+        if self._settings is not None:
+            return self._settings
+        try:
+            conn = self.get_connection(self.mindvideo_conn_id)
+        except AirflowNotFoundException:
+            raise self._no_such_connection() from None
+        return self._adopt_settings(conn)
 
     async def asettings(self) -> ClientSettings:
         """The connection's settings, read once without blocking the event loop."""
-        return self._settings or self._adopt_settings(await self.aget_connection(self.mindvideo_conn_id))
+        if self._settings is not None:
+            return self._settings
+        try:
+            conn = await self.aget_connection(self.mindvideo_conn_id)
+        except AirflowNotFoundException:
+            raise self._no_such_connection() from None
+        return self._adopt_settings(conn)
+
+    def _no_such_connection(self) -> ConnectionNotFoundError:
+        # Airflow's own error is retryable, and every retry would look the connection up in vain.
+        return ConnectionNotFoundError(
+            f"There is no Airflow connection with mindvideo_conn_id {self.mindvideo_conn_id!r}: "
+            "create it (type MindVideo) or name another one"
+        )
 
     def get_conn(self) -> httpx.Client:
         if self._client is None:
-            self._client = enforce_deadlines(httpx.Client(**self.settings.client_options()))
+            settings = self.settings
+            self._client = enforce_deadlines(
+                httpx.Client(**settings.client_options(), transport=httpx.HTTPTransport(**settings.transport_options()))
+            )
         return self._client
 
     async def aget_conn(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        if self._async_client is not None and self._async_loop() is not loop:
+            # Made on another event loop (an earlier asyncio.run(), say): its connections belong
+            # to that loop, which is closed or busy elsewhere, so it can be neither used nor
+            # closed from here. Start afresh on this loop.
+            self._let_go_of_async_client()
         if self._async_client is None:
             settings = await self.asettings()
-            self._async_client = (
-                borrow_async_client(settings) if self.shared_client else httpx.AsyncClient(**settings.client_options())
-            )
+            if self.shared_client:
+                self._async_client = borrow_async_client(settings)
+            else:
+                transport = httpx.AsyncHTTPTransport(**settings.transport_options())
+                self._async_client = httpx.AsyncClient(**settings.client_options(), transport=transport)
+            self._async_loop = weakref.ref(loop)
         return self._async_client
 
     def close(self) -> None:
@@ -132,10 +175,19 @@ class MindVideoHook(BaseHook):
     async def aclose(self) -> None:
         if self._async_client is None:
             return
+        if self._async_loop() is not asyncio.get_running_loop():
+            self._let_go_of_async_client()  # another loop's: see aget_conn
+            return
         if self.shared_client and self._settings is not None:
             await give_back_async_client(self._settings)
         else:
             await self._async_client.aclose()
+        self._async_client = None
+
+    def _let_go_of_async_client(self) -> None:
+        old_loop = self._async_loop()
+        if self.shared_client and old_loop is not None:
+            forget_closed_loop(old_loop)
         self._async_client = None
 
     def __enter__(self) -> MindVideoHook:
@@ -203,14 +255,27 @@ class MindVideoHook(BaseHook):
         return await self._acall(get_task_events_call(task_id), events_from_response)
 
     def test_connection(self) -> tuple[bool, str]:
-        """Tell a good API key from a bad one without creating (or paying for) a task."""
+        """Tell a good API key from a bad one, and the MindVideo API from any other server.
+
+        Looks up a task that cannot exist, twice: with the key (the API answers 404, in JSON)
+        and with a deliberately wrong key (the API must refuse it: 401/403). A 404 alone proves
+        nothing -- any web server answers it to a wrong base URL. Nothing is created or charged.
+        """
+        no_retries = RetryPolicy(max_retries=0)
         try:
-            self._call(get_task_call(_CONNECTION_PROBE_TASK_ID), task_from_response, policy=RetryPolicy(max_retries=0))
-        except TaskNotFoundError:
-            return True, "Connection successfully tested: MindVideo accepted the API key."
+            settings = self.settings
+            with_key = self._call(get_task_call(_PROBE_TASK_ID), _response, policy=no_retries)
+            with_wrong_key = None
+            if with_key.status_code == 404 and _is_json_object(with_key):
+                # Another path than the first probe's: a hook reuses the GET it built for a path.
+                path = get_task_call(_WRONG_KEY_PROBE_TASK_ID).path
+                wrong = ApiCall("GET", path, headers={"Authorization": f"Bearer {_WRONG_KEY}"})
+                with_wrong_key = self._call(wrong, _response, policy=no_retries)
         except MindVideoError as exc:
             return False, str(exc)
-        return True, "Connection successfully tested."
+        ok, message = connection_test_result(settings.base_url, with_key, with_wrong_key)
+        # The server's words may echo the request.
+        return ok, message.replace(settings.api_key, "***")
 
     # -- the two shells around protocol.exchange --------------------------------------------
 
@@ -321,3 +386,40 @@ def _create(
     # Validation comes first: never pay for (or even send) input the API would refuse.
     validate_input(model, input, allow_unknown_model=allow_unknown_model)
     return create_task_call(model, input, idempotency_key or f"airflow-{uuid.uuid4().hex}")
+
+
+def connection_test_result(
+    base_url: str, with_key: httpx.Response, with_wrong_key: httpx.Response | None
+) -> tuple[bool, str]:
+    """test_connection()'s verdict on the answers to its probes (the second is sent only after a JSON 404)."""
+    status = with_key.status_code
+    if status in (401, 403, 429) or status >= 500:
+        return False, str(error_from_response(with_key))
+    if 300 <= status < 400:
+        return False, f"{base_url} redirected to {with_key.headers.get('Location')!r}: {_NOT_MINDVIDEO}"
+    if status != 404:
+        return False, f"{base_url} answered HTTP {status} for a task that cannot exist: {_NOT_MINDVIDEO}"
+    if with_wrong_key is None:
+        kind = with_key.headers.get("Content-Type", "no content type").split(";")[0]
+        return False, f"{base_url} answered HTTP 404 with a {kind} body, not JSON: {_NOT_MINDVIDEO}"
+    if with_wrong_key.status_code in (401, 403):
+        return True, f"Connection successfully tested: MindVideo at {base_url} accepted the API key."
+    return False, (
+        f"{base_url} answered HTTP {with_wrong_key.status_code} to a deliberately wrong API key: "
+        f"it does not check keys, so it is {_NOT_MINDVIDEO}"
+    )
+
+
+def _response(response: httpx.Response) -> httpx.Response:
+    return response
+
+
+def _is_json_object(response: httpx.Response) -> bool:
+    try:
+        return isinstance(json.loads(response.content), dict)
+    except ValueError:
+        return False
+
+
+def _no_loop() -> None:
+    return None

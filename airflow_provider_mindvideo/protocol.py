@@ -1,4 +1,4 @@
-"""The MindVideo HTTP protocol without I/O: settings, requests, responses, retry decisions.
+"""The MindVideo HTTP protocol without I/O: requests, responses, retry decisions.
 
 The sync and async hooks are thin shells around :func:`exchange`, a generator that says what
 to do next (send this request, sleep this long) and is told what happened. Retry rules, error
@@ -8,7 +8,6 @@ mapping and logging therefore live here once, for the worker and the triggerer a
 from __future__ import annotations
 
 import email.utils
-import ipaddress
 import itertools
 import json
 import logging
@@ -19,17 +18,15 @@ from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, TypeVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import httpx
 import pydantic
 
-from airflow_provider_mindvideo import DEFAULT_BASE_URL, __version__
 from airflow_provider_mindvideo.errors import (
     AuthenticationError,
     IdempotencyConflictError,
     InputValidationError,
-    InsecureConnectionError,
     MindVideoError,
     RateLimitedError,
     ServerError,
@@ -40,7 +37,15 @@ from airflow_provider_mindvideo.errors import (
 )
 from airflow_provider_mindvideo.models import MindVideoTask, TaskEvent, clip
 
+# A connection's settings live in their own module; these names stay importable from here.
+from airflow_provider_mindvideo.settings import ClientSettings as ClientSettings
+from airflow_provider_mindvideo.settings import invisible_character
+from airflow_provider_mindvideo.settings import is_loopback as is_loopback
+from airflow_provider_mindvideo.settings import settings_from_connection as settings_from_connection
+from airflow_provider_mindvideo.settings import user_agent as user_agent
+
 TASKS_PATH = "/api/v1/tasks"
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 _BODY_PREVIEW_CHARS = 200
 
@@ -96,98 +101,6 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
     return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
 
 
-@dataclass(frozen=True)
-class ClientSettings:
-    """Everything needed to talk to one MindVideo account, read from an Airflow connection."""
-
-    base_url: str
-    api_key: str = field(repr=False)
-    timeout: float = 30.0
-    max_retries: int = 5
-    allow_insecure_http: bool = False
-    max_concurrency: int | None = None
-    max_requests_per_second: float | None = None
-
-    def __post_init__(self) -> None:
-        parts = urlsplit(self.base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise InputValidationError(f"MindVideo base URL {self.base_url!r} must be an http(s) URL")
-        if parts.scheme == "http" and not self.allow_insecure_http and not is_loopback(parts.hostname):
-            raise InsecureConnectionError(
-                f"Refusing to send the MindVideo API key over plain http:// to {parts.hostname}. "
-                "Use https://, or set allow_insecure_http in the connection's extra if the "
-                "network is trusted."
-            )
-        if not self.api_key:
-            raise AuthenticationError("The MindVideo connection has no API key (put it in the password field)")
-        for name in ("max_concurrency", "max_requests_per_second"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise InputValidationError(f"MindVideo connection extra {name} = {value!r}: must be > 0, or empty")
-
-    def client_options(self) -> dict[str, Any]:
-        """Keyword arguments shared by ``httpx.Client`` and ``httpx.AsyncClient``."""
-        return {
-            "base_url": self.base_url,
-            "headers": {
-                "Authorization": f"Bearer {self.api_key}",
-                "User-Agent": user_agent(),
-                "Accept": "application/json",
-            },
-            "timeout": httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0)),
-            # Output links are public; API calls never redirect. Not following keeps the
-            # Authorization header from ever reaching another host.
-            "follow_redirects": False,
-        }
-
-
-def settings_from_connection(
-    conn: Any, *, timeout: float | None = None, max_retries: int | None = None
-) -> ClientSettings:
-    """Read a ``mindvideo`` connection: host = base URL, password = API key, extras = tuning."""
-    extra = conn.extra_dejson or {}
-    host = (conn.host or "").strip() or DEFAULT_BASE_URL
-    if "://" not in host:
-        host = f"https://{host}" + (f":{conn.port}" if conn.port else "")
-    return ClientSettings(
-        base_url=host.rstrip("/"),
-        api_key=(conn.password or "").strip(),
-        timeout=float(timeout if timeout is not None else extra.get("timeout") or 30.0),
-        max_retries=int(max_retries if max_retries is not None else extra.get("max_retries", 5)),
-        allow_insecure_http=_as_bool(extra.get("allow_insecure_http", False)),
-        max_concurrency=_optional(int, extra.get("max_concurrency")),
-        max_requests_per_second=_optional(float, extra.get("max_requests_per_second")),
-    )
-
-
-def _optional(kind: type[int] | type[float], value: Any) -> Any:
-    if value is None or value == "":
-        return None
-    try:
-        return kind(value)
-    except (TypeError, ValueError):
-        raise InputValidationError(f"MindVideo connection extra value {value!r}: must be a number") from None
-
-
-def is_loopback(hostname: str) -> bool:
-    if hostname == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(hostname.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def _as_bool(value: Any) -> bool:
-    return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes", "on")
-
-
-def user_agent() -> str:
-    from airflow import __version__ as airflow_version
-
-    return f"airflow-provider-mindvideo/{__version__} apache-airflow/{airflow_version} httpx/{httpx.__version__}"
-
-
 # -- requests ---------------------------------------------------------------------------------
 
 
@@ -205,6 +118,7 @@ class ApiCall:
 
 
 def create_task_call(model: str, input: Mapping[str, Any], idempotency_key: str) -> ApiCall:
+    check_idempotency_key(idempotency_key)
     return ApiCall(
         "POST",
         TASKS_PATH,
@@ -224,7 +138,27 @@ def get_task_events_call(task_id: str) -> ApiCall:
 def _task_path(task_id: str) -> str:
     if not isinstance(task_id, str) or not task_id.strip():
         raise InputValidationError(f"mindvideo_task_id = {task_id!r}: must be a non-empty task id")
+    if task_id.strip() in (".", ".."):
+        # Quoting leaves dots alone, and URL normalisation would turn ".." into the parent
+        # path: a request, with the key, to another endpoint than a task's.
+        raise InputValidationError(f"mindvideo_task_id = {task_id!r}: not a task id (a path segment)")
     return f"{TASKS_PATH}/{quote(task_id.strip(), safe='')}"
+
+
+def check_idempotency_key(key: Any) -> None:
+    """Refuse a key that cannot be sent as an ``Idempotency-Key`` header: 1-255 visible ASCII characters.
+
+    Sent as it is, such a key fails inside the HTTP library (a raw ``TypeError``, or a
+    protocol error that would be retried as if the service were unreachable).
+    """
+    expected = f"must be text of 1-{MAX_IDEMPOTENCY_KEY_LENGTH} visible ASCII characters"
+    if not isinstance(key, str):
+        raise InputValidationError(f"idempotency_key = {key!r} ({type(key).__name__}): {expected}")
+    if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH:
+        raise InputValidationError(f"idempotency_key of {len(key)} characters: {expected}")
+    found = invisible_character(key)
+    if found is not None:
+        raise InputValidationError(f"idempotency_key {key!r} contains {found[1]} at character {found[0]}: {expected}")
 
 
 # -- one call, with retries -------------------------------------------------------------------
@@ -290,9 +224,7 @@ def exchange(
 def _result(request: httpx.Request, outcome: Outcome, parse: Callable[[httpx.Response], T], budget: float) -> T:
     """What one attempt's outcome means: the parsed answer, or the error it stands for."""
     if isinstance(outcome, httpx.Response):
-        if not outcome.is_success:
-            raise error_from_response(outcome)
-        return parse(outcome)
+        return parse(outcome)  # a parser raises the error a non-success answer stands for
     where = f"{request.url.scheme}://{request.url.netloc.decode('ascii', 'replace')}"
     if isinstance(outcome, httpx.TimeoutException) and budget > 0:
         raise TransportError(f"MindVideo at {where} sent no complete answer within {budget:.0f} s") from outcome
@@ -410,6 +342,8 @@ def _decoded(response: httpx.Response) -> Any:
 
 
 def _json_body(response: httpx.Response) -> Any:
+    if not response.is_success:
+        raise error_from_response(response)
     data = _decoded(response)
     if data is _NOT_JSON:
         raise _unreadable(response, f"a body that is not JSON ({_content_type(response)}): {_preview(response)}")

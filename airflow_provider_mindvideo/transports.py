@@ -5,13 +5,17 @@ through one event loop, and httpx's own connection pool costs several millisecon
 per request once many coroutines share it (see ``benchmarks/results.md``). aiohttp's pool
 does not degrade that way, so triggers send through it when aiohttp is installed (it comes
 with the ``aiohttp`` extra, and with the HTTP provider); everything above the transport --
-requests, retries, parsing -- stays the same httpx code the worker runs.
+requests, retries, parsing -- stays the same httpx code the worker runs, and both send
+through the proxy and trust the certificates that the connection's settings decide.
+
+Why not the ``httpx-aiohttp`` package: see ``benchmarks/transport-choice.md``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import ssl
 import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -22,7 +26,7 @@ if TYPE_CHECKING:
     import aiohttp
     import yarl
 
-    from airflow_provider_mindvideo.protocol import ClientSettings
+    from airflow_provider_mindvideo.settings import ClientSettings
 
 # Waits share connections; a wide fan-out should not open one per waiting task.
 MAX_CONNECTIONS = 64
@@ -33,10 +37,21 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     Redirects, retries and decoding stay httpx's business: the session follows no redirect
     and hands over the body as it came (httpx decompresses it).
+
+    :param proxy: Send every request through this http(s) proxy (its credentials in the URL).
+    :param ssl_context: The certificates to trust; None: aiohttp's default.
     """
 
-    def __init__(self, max_connections: int = MAX_CONNECTIONS) -> None:
+    def __init__(
+        self,
+        max_connections: int = MAX_CONNECTIONS,
+        *,
+        proxy: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self._max_connections = max_connections
+        self._proxy = _aiohttp_url(proxy) if proxy else None
+        self._ssl_context = ssl_context
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[tuple[float | None, float | None], aiohttp.ClientTimeout] = {}
 
@@ -45,9 +60,16 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._max_connections),
+                connector=aiohttp.TCPConnector(
+                    limit=self._max_connections,
+                    ssl=True if self._ssl_context is None else self._ssl_context,
+                ),
                 auto_decompress=False,
                 skip_auto_headers=("User-Agent", "Accept-Encoding"),
+                # Not trust_env: the proxy is decided by the connection's settings, and with it
+                # aiohttp would look a ~/.netrc password up for every request (in a thread), and
+                # refuse to send our Authorization header beside one it found.
+                trust_env=False,
             )
         return self._session
 
@@ -67,12 +89,17 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 data=await request.aread() or None,
                 allow_redirects=False,
                 timeout=timeout,
+                proxy=self._proxy,
             ) as answer:
                 body = await answer.read()
         except asyncio.TimeoutError as exc:
             raise httpx.ReadTimeout(f"{type(exc).__name__}: {exc}", request=request) from exc
+        except aiohttp.ClientProxyConnectionError as exc:
+            raise httpx.ProxyError(f"{type(exc).__name__}: {exc}", request=request) from exc
         except aiohttp.ClientConnectorError as exc:
             raise httpx.ConnectError(str(exc), request=request) from exc
+        except aiohttp.ClientHttpProxyError as exc:
+            raise httpx.ProxyError(f"{type(exc).__name__}: {exc}", request=request) from exc
         except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
             raise httpx.RemoteProtocolError(f"{type(exc).__name__}: {exc}", request=request) from exc
         except aiohttp.ClientError as exc:
@@ -89,6 +116,21 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+    def let_go(self) -> None:
+        """Drop the session of an event loop that has closed, where it can no longer be closed the async way.
+
+        Without this, aiohttp reports an "Unclosed client session" error whenever the session is
+        garbage-collected. Its sockets are released when the closed loop's are.
+        """
+        session, self._session = self._session, None
+        if session is None or session.closed:
+            return
+        connector = session.connector
+        session.detach()
+        if connector is not None:
+            # The synchronous half of connector.close(); it skips what needs a running loop.
+            connector._close()
 
 
 @functools.lru_cache(maxsize=8192)
@@ -127,16 +169,18 @@ def has_aiohttp() -> bool:
     return True
 
 
-def async_transport() -> httpx.AsyncBaseTransport:
-    """The fastest transport available for many concurrent requests."""
+def async_transport(settings: ClientSettings) -> httpx.AsyncBaseTransport:
+    """The fastest transport available for many concurrent requests, through the connection's proxy."""
+    options = settings.transport_options()
     if has_aiohttp():
-        return AiohttpTransport()
-    return httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=MAX_CONNECTIONS))
+        return AiohttpTransport(proxy=options["proxy"], ssl_context=options["verify"])
+    return httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=MAX_CONNECTIONS), **options)
 
 
 @dataclass
 class _Shared:
     client: httpx.AsyncClient
+    transport: httpx.AsyncBaseTransport
     borrowers: int = 0
 
 
@@ -153,7 +197,8 @@ def borrow_async_client(settings: ClientSettings) -> httpx.AsyncClient:
     clients = _shared.setdefault(asyncio.get_running_loop(), {})
     shared = clients.get(settings)
     if shared is None:
-        shared = clients[settings] = _Shared(PollingClient(**settings.client_options(), transport=async_transport()))
+        transport = async_transport(settings)
+        shared = clients[settings] = _Shared(PollingClient(**settings.client_options(), transport=transport), transport)
     shared.borrowers += 1
     return shared.client
 
@@ -167,3 +212,16 @@ async def give_back_async_client(settings: ClientSettings) -> None:
     if shared.borrowers <= 0:
         del clients[settings]
         await shared.client.aclose()
+
+
+def forget_closed_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Let go of the shared clients of an event loop that has closed (an earlier ``asyncio.run()``, say).
+
+    Its borrowers are gone with it, so nobody will give these clients back. Each client holds its
+    loop, so the weakly keyed registry would otherwise keep both for the life of the process.
+    """
+    if not loop.is_closed():
+        return
+    for shared in _shared.pop(loop, {}).values():
+        if isinstance(shared.transport, AiohttpTransport):
+            shared.transport.let_go()
