@@ -234,7 +234,10 @@ def _result(request: httpx.Request, outcome: Outcome, parse: Callable[[httpx.Res
             "give the CA that signed it in the connection's ca_bundle extra (or the system's CA store)"
         ) from outcome
     if isinstance(outcome, httpx.TransportError):
-        raise TransportError(f"Could not reach MindVideo at {where}: {type(outcome).__name__}: {outcome}") from outcome
+        hint = " (is it a plain-http server? the URL says https)" if _caused_by(outcome, ssl.SSLError) else ""
+        raise TransportError(
+            f"Could not reach MindVideo at {where}: {type(outcome).__name__}: {outcome}{hint}"
+        ) from outcome
     if isinstance(outcome, httpx.RequestError):
         raise UnexpectedResponseError(f"Unreadable response from MindVideo at {where}: {outcome}") from outcome
     raise TransportError(f"MindVideo at {where} was not asked: the call's deadline had passed")
@@ -262,12 +265,16 @@ def _final(problem: MindVideoError, attempts: int, elapsed: float, stopped_by: s
 
 
 def _is_certificate_problem(error: httpx.ConnectError) -> bool:
+    return _caused_by(error, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(error)
+
+
+def _caused_by(error: BaseException, kind: type[BaseException]) -> bool:
     cause: BaseException | None = error
     while cause is not None:
-        if isinstance(cause, ssl.SSLCertVerificationError):
+        if isinstance(cause, kind):
             return True
         cause = cause.__cause__ or cause.__context__
-    return "CERTIFICATE_VERIFY_FAILED" in str(error)
+    return False
 
 
 def _log_attempt(log: Any, request: httpx.Request, outcome: Outcome, attempt: int) -> None:

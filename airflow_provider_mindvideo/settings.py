@@ -194,6 +194,13 @@ def settings_from_connection(
     host = (conn.host or "").strip() or DEFAULT_BASE_URL
     if "://" not in host:
         host = f"https://{host}" + (f":{conn.port}" if conn.port else "")
+        # Said at once: a plain-http server (the emulator, a local proxy) then fails with an SSL error.
+        (log or _log).warning(
+            "MindVideo connection %r: host %r has no scheme, so %s is assumed; write http:// for a plain-HTTP server",
+            conn_id,
+            conn.host,
+            host,
+        )
     return ClientSettings(
         base_url=host.rstrip("/"),
         api_key=(conn.password or "").strip(),

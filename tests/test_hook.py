@@ -363,3 +363,20 @@ def test_each_retry_is_logged_as_a_warning_with_its_cause_and_delay(
     assert len(warnings) == 2  # once per attempt
     assert all("HTTP 503" in w and "trying again in" in w for w in warnings), warnings
     assert "attempt 1 of 5" in warnings[0]
+
+
+def test_a_host_without_scheme_says_https_was_assumed(
+    api: Api,
+    emulator: MindVideoEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+    sleeps: list[float],
+    debug_logs: list[dict[str, object]],
+) -> None:
+    bare = emulator.base_url.removeprefix("http://")  # the emulator speaks plain http
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_MINDVIDEO_DEFAULT",
+        f'{{"conn_type": "mindvideo", "host": "{bare}", "password": "{emulator.api_key}"}}',
+    )
+    with pytest.raises(TransportError, match=r"https://127\.0\.0\.1:\d+.*plain-http server"):
+        api.get_task("task_x")
+    assert any("https://" in str(e["event"]) and "is assumed" in str(e["event"]) for e in debug_logs)

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from airflow_provider_mindvideo.emulator import MindVideoEmulator
-from airflow_provider_mindvideo.errors import TransportError
+from airflow_provider_mindvideo.errors import TlsVerificationError, TransportError
 from airflow_provider_mindvideo.hooks import MindVideoHook
 from airflow_provider_mindvideo.models import MindVideoTask
 from airflow_provider_mindvideo.protocol import RetryPolicy
@@ -205,8 +205,11 @@ def test_without_the_ca_every_path_refuses_the_certificate(
     monkeypatch: pytest.MonkeyPatch, https_server: Any, path: str
 ) -> None:
     use_connection(monkeypatch, https_server.base_url, "mv_live_tls")
-    with pytest.raises(TransportError, match=r"(?i)certificate verify failed"):
+    # Permanent (no retries burnt on it), and says what to do about it.
+    with pytest.raises(TlsVerificationError, match=r"(?i)certificate verify failed.*ca_bundle") as refused:
         get_task(path, "task_tls")
+    assert not refused.value.retryable
+    assert "after" not in str(refused.value)  # refused on the first attempt, not after retries
     assert https_server.requests == []
 
 
