@@ -385,7 +385,8 @@ def _create(
 ) -> ApiCall:
     # Validation comes first: never pay for (or even send) input the API would refuse.
     validate_input(model, input, allow_unknown_model=allow_unknown_model)
-    return create_task_call(model, input, idempotency_key or f"airflow-{uuid.uuid4().hex}")
+    key = f"airflow-{uuid.uuid4().hex}" if idempotency_key is None else idempotency_key
+    return create_task_call(model, input, key)
 
 
 def connection_test_result(

@@ -102,7 +102,7 @@ class MindVideoSubmitOperator(BaseOperator):
                 self.model, self.input, idempotency_key=key, allow_unknown_model=self.allow_unknown_model
             )
 
-        if self.idempotency_key:
+        if self.idempotency_key is not None:  # an explicit key is checked, never silently replaced
             submitted = replay_explicit_key(create, self.idempotency_key)
         else:
             submitted = find_or_create(
