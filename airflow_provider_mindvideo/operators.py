@@ -81,7 +81,7 @@ class MindVideoSubmitOperator(BaseOperator):
         self,
         *,
         model: str,
-        input: Mapping[str, Any],
+        input: Mapping[str, Any] | str,
         idempotency_key: str | None = None,
         mindvideo_conn_id: str = DEFAULT_CONN_ID,
         max_generations: int | None = None,
@@ -126,19 +126,20 @@ class MindVideoSubmitOperator(BaseOperator):
         """Validate, find or create this task instance's remote task, and record it in XCom."""
         # A .json / .json.j2 file (or a template) renders to JSON text: the key and the
         # request are derived from what it says, not from its spelling.
-        self.input = input_from_template(self.input)
-        validate_input(self.model, self.input)
+        request: Mapping[str, Any] = input_from_template(self.input)
+        self.input = request
+        validate_input(self.model, request)
         ti = context["ti"]
 
         def create(key: str) -> MindVideoTask:
-            return self.hook.create_task(self.model, self.input, idempotency_key=key)
+            return self.hook.create_task(self.model, request, idempotency_key=key)
 
         if self.idempotency_key:
             submitted = replay_explicit_key(create, self.idempotency_key)
         else:
             submitted = find_or_create(
                 create,
-                lambda generation: task_instance_key(ti, self.model, self.input, generation),
+                lambda generation: task_instance_key(ti, self.model, request, generation),
                 try_number=ti.try_number,
                 max_generations=self.max_generations or (self.retries or 0) + 1,
                 log=self.log,

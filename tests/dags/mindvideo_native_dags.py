@@ -7,6 +7,7 @@ from the run's conf.
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timedelta
 
 from airflow.sdk import DAG
@@ -24,9 +25,22 @@ REFERENCE = "https://images.example.com/refs/fox.png?signature=abc"
 DAGS: dict[str, DAG] = {}
 
 
+# The suite's DAGs folder holds links to this file, and Airflow looks for templates beside the
+# file as it was loaded: name this folder itself, so the input files next to it are found either way.
+HERE = os.path.dirname(os.path.realpath(__file__))
+
+
 def _dag(dag_id: str, **kwargs: object) -> DAG:
     params = {"prompt": "a red fox", "folder": "file:///tmp/mv-native", "conn": "mindvideo_default", "copies": ""}
-    dag = DAG(dag_id, schedule=None, start_date=datetime(2026, 1, 1), catchup=False, params=params, **kwargs)  # type: ignore[arg-type]
+    dag = DAG(
+        dag_id,
+        schedule=None,
+        start_date=datetime(2026, 1, 1),
+        catchup=False,
+        params=params,
+        template_searchpath=[HERE],
+        **kwargs,  # type: ignore[arg-type]
+    )
     DAGS[dag_id] = dag
     return dag
 
