@@ -105,6 +105,37 @@ def test_stored_files_are_named_as_airflows_own_lineage_names_them() -> None:
     assert lineage.run_facets == {}
 
 
+def test_the_operators_report_what_their_try_did() -> None:
+    from airflow_provider_mindvideo.operators import MindVideoDownloadOperator, MindVideoGenerateOperator
+
+    generate = MindVideoGenerateOperator(
+        task_id="generate", model="gpt-image-2", input={"prompt": "x", "image_urls": ["https://cdn.example/ref.png"]}
+    )
+    before = generate.get_openlineage_facets_on_failure(None)  # failed before it created anything
+    assert (before.outputs, before.run_facets) == ([], {})
+    assert [(d.namespace, d.name) for d in before.inputs] == [("https://cdn.example", "/ref.png")]
+    generate._record = {
+        "task_id": "t1",
+        "model": "gpt-image-2",
+        "status": "succeeded",
+        "cost_estimate": 0.01,
+        "cost_actual": 0.01,
+        "key_generation": 0,
+    }
+    generate._outputs = ["file:///data/t1_0.png"]
+    after = generate.get_openlineage_facets_on_complete(None)
+    assert [(d.namespace, d.name) for d in after.outputs] == [("file", "/data/t1_0.png")]
+    assert after.run_facets[RUN_FACET_NAME].taskIds == ["t1"]
+
+    download = MindVideoDownloadOperator(
+        task_id="copy", urls=[["https://cdn.example/0.png"]], destination="file:///data"
+    )
+    download._outputs = ["file:///data/url-abc_0.png"]
+    copied = download.get_openlineage_facets_on_complete(None)
+    assert [(d.namespace, d.name) for d in copied.inputs] == [("https://cdn.example", "/0.png")]
+    assert [(d.namespace, d.name) for d in copied.outputs] == [("file", "/data/url-abc_0.png")]
+
+
 # -- The whole path, as a user runs it --------------------------------------------------------
 
 
