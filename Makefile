@@ -33,7 +33,13 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest --cov --cov-report=term
 
-test: lint typecheck unit
+test: lint typecheck docs unit
+
+# The Markdown pages and the API reference from the docstrings (Sphinx, MyST, autodoc), warnings as errors.
+.PHONY: docs
+docs: $(STAMP)
+	$(BIN)/sphinx-build -E -W --keep-going -q -b html docs build/docs
+	@echo "docs: build/docs/index.html"
 
 # Not part of `make test`: about half an hour, and figures rather than pass/fail. Writes
 # benchmarks/results.md; `make bench ARGS=--quick` is a two-minute smoke run.

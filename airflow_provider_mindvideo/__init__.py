@@ -77,6 +77,10 @@ def get_provider_info() -> dict[str, Any]:
         "sensors": [{"integration-name": "MindVideo", "python-modules": ["airflow_provider_mindvideo.sensors"]}],
         "hooks": [{"integration-name": "MindVideo", "python-modules": ["airflow_provider_mindvideo.hooks"]}],
         "triggers": [{"integration-name": "MindVideo", "python-modules": ["airflow_provider_mindvideo.triggers"]}],
+        "extra-links": [
+            "airflow_provider_mindvideo.links.MindVideoOutputLink",
+            "airflow_provider_mindvideo.links.MindVideoModelDocsLink",
+        ],
         "config": {
             "mindvideo": {
                 "description": "Options of the MindVideo provider.",

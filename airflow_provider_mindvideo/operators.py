@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import Asset, AssetAlias, BaseOperator, ObjectStoragePath, conf
 
 from airflow_provider_mindvideo import DEFAULT_CONN_ID
+from airflow_provider_mindvideo.cancellation import is_unfinished, log_still_running
 from airflow_provider_mindvideo.catalog import validate_input
 from airflow_provider_mindvideo.downloads import (
     DEFAULT_FILE_NAME,
@@ -24,14 +25,19 @@ from airflow_provider_mindvideo.downloads import (
 from airflow_provider_mindvideo.errors import WaitTimeoutError
 from airflow_provider_mindvideo.hooks import MindVideoHook
 from airflow_provider_mindvideo.idempotency import task_instance_key
+from airflow_provider_mindvideo.links import MindVideoModelDocsLink, MindVideoOutputLink
 from airflow_provider_mindvideo.models import MindVideoTask
 from airflow_provider_mindvideo.outcomes import XCOM_TASK_KEY, deliver, task_from_event
 from airflow_provider_mindvideo.polling import check_poll_settings, next_poll_delay
 from airflow_provider_mindvideo.submission import find_or_create, replay_explicit_key
+from airflow_provider_mindvideo.templating import TEMPLATE_EXT, input_from_template
 from airflow_provider_mindvideo.triggers import MindVideoTaskTrigger
 
 if TYPE_CHECKING:
-    from airflow.sdk import Context
+    import jinja2
+    from airflow.sdk import BaseOperatorLink, Context
+
+    from airflow_provider_mindvideo.lineage import Lineage
 
 # The trigger enforces the deadline itself; Airflow's own deferral timeout is only a backstop.
 _DEFERRAL_GRACE = timedelta(minutes=5)
@@ -47,9 +53,11 @@ class MindVideoSubmitOperator(BaseOperator):
 
     :param model: The model slug, e.g. ``gpt-image-2``. (templated)
     :param input: The model's input, e.g. ``{"prompt": "...", "size": "16:9"}``; nested values
-        are templated. Checked against the model's schema before anything is sent. (templated)
+        are templated. Or the name of a ``.json`` / ``.json.j2`` file next to the DAG (or in its
+        ``template_searchpath``), rendered with Jinja and read as one JSON object. Checked
+        against the model's schema before anything is sent. (templated)
     :param idempotency_key: Send exactly this key instead of the derived one. (templated)
-    :param mindvideo_conn_id: The MindVideo connection.
+    :param mindvideo_conn_id: The MindVideo connection. (templated)
     :param max_generations: The most remote tasks this task instance may ever create (each try
         creates at most one, and only after the previous one failed). Default: ``retries + 1``.
     :param allow_unknown_model: Send a model slug this provider's catalogue does not know (a
@@ -58,16 +66,25 @@ class MindVideoSubmitOperator(BaseOperator):
 
     XCom: ``return_value`` is the MindVideo task id; ``mindvideo_task`` holds task id, request
     id, model, status, cost estimate and the idempotency key used (never the input).
+
+    Killed or cleared: MindVideo has no cancel endpoint, so a remote task already created keeps
+    running and is charged; the task's log names it.
     """
 
-    template_fields: Sequence[str] = ("model", "input", "idempotency_key")
+    template_fields: Sequence[str] = ("model", "input", "idempotency_key", "mindvideo_conn_id")
+    template_ext: Sequence[str] = TEMPLATE_EXT
+    template_fields_renderers = {"input": "json"}
+    operator_extra_links: Collection[BaseOperatorLink] = (MindVideoModelDocsLink(),)
     ui_color = "#e8dcff"
+    # What this try learned, for lineage and on_kill (the operator object of one try).
+    _record: dict[str, Any] | None = None
+    _outputs: Sequence[str] = ()
 
     def __init__(
         self,
         *,
         model: str,
-        input: Mapping[str, Any],
+        input: Mapping[str, Any] | str,
         idempotency_key: str | None = None,
         mindvideo_conn_id: str = DEFAULT_CONN_ID,
         max_generations: int | None = None,
@@ -92,14 +109,36 @@ class MindVideoSubmitOperator(BaseOperator):
         task, _ = self.submit(context)
         return task.task_id
 
+    def render_template(
+        self,
+        content: Any,
+        context: Context,
+        jinja_env: jinja2.Environment | None = None,
+        seen_oids: set[int] | None = None,
+    ) -> Any:
+        if isinstance(content, str):
+            return super().render_template(content, context, jinja_env, seen_oids)
+        # Only a whole field names a template file: inside an input, a prompt or a URL that
+        # ends in ".json" is text, not a file to load.
+        file_endings = self.template_ext
+        self.template_ext = ()
+        try:
+            return super().render_template(content, context, jinja_env, seen_oids)
+        finally:
+            self.template_ext = file_endings
+
     def submit(self, context: Context) -> tuple[MindVideoTask, dict[str, Any]]:
         """Validate, find or create this task instance's remote task, and record it in XCom."""
-        validate_input(self.model, self.input, allow_unknown_model=self.allow_unknown_model)
+        # A .json / .json.j2 file (or a template) renders to JSON text: the key and the
+        # request are derived from what it says, not from its spelling.
+        request: Mapping[str, Any] = input_from_template(self.input)
+        self.input = request
+        validate_input(self.model, request, allow_unknown_model=self.allow_unknown_model)
         ti = context["ti"]
 
         def create(key: str) -> MindVideoTask:
             return self.hook.create_task(
-                self.model, self.input, idempotency_key=key, allow_unknown_model=self.allow_unknown_model
+                self.model, request, idempotency_key=key, allow_unknown_model=self.allow_unknown_model
             )
 
         if self.idempotency_key is not None:  # an explicit key is checked, never silently replaced
@@ -107,7 +146,7 @@ class MindVideoSubmitOperator(BaseOperator):
         else:
             submitted = find_or_create(
                 create,
-                lambda generation: task_instance_key(ti, self.model, self.input, generation),
+                lambda generation: task_instance_key(ti, self.model, request, generation),
                 try_number=ti.try_number,
                 max_generations=self.max_generations or (self.retries or 0) + 1,
                 log=self.log,
@@ -123,6 +162,7 @@ class MindVideoSubmitOperator(BaseOperator):
             "key_generation": submitted.generation,
         }
         ti.xcom_push(key=XCOM_TASK_KEY, value=record)
+        self._record = record
         self.log.info(
             "MindVideo task %s (%s) is %s; cost estimate %s",
             task.task_id,
@@ -131,6 +171,25 @@ class MindVideoSubmitOperator(BaseOperator):
             task.cost_estimate,
         )
         return task, record
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Lineage:
+        """OpenLineage: the input's reference files in, the outputs out, and the ``mindvideo`` run facet.
+
+        Read from what this try did (no API call, no XCom read): the run facet names the model,
+        the MindVideo task, its cost estimate (and actual cost once finished) and the key
+        generation; outputs are the stored files with ``download_to``, else the output URLs.
+        """
+        from airflow_provider_mindvideo.lineage import operator_lineage, reference_urls
+
+        return operator_lineage(
+            inputs=reference_urls(self.input),
+            outputs=self._outputs,
+            records=[self._record] if self._record else [],
+        )
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> Lineage:
+        """As on complete: a generation that failed remotely is charged all the same, and the facet says so."""
+        return self.get_openlineage_facets_on_complete(task_instance)
 
 
 class MindVideoGenerateOperator(MindVideoSubmitOperator):
@@ -148,7 +207,7 @@ class MindVideoGenerateOperator(MindVideoSubmitOperator):
     :param download_to: Also save the outputs into this folder, as
         :class:`MindVideoDownloadOperator` does (default file names, ``overwrite=False``), and
         emit an asset event for it. An ``ObjectStoragePath`` URL. (templated)
-    :param download_conn_id: The storage connection for ``download_to``.
+    :param download_conn_id: The storage connection for ``download_to``. (templated)
     :param download_allow_private_urls: Let the download reach loopback, private, link-local
         and metadata addresses (e.g. the emulator on 127.0.0.1). Default: ``[mindvideo]
         allow_private_urls``, read when the task runs.
@@ -158,7 +217,8 @@ class MindVideoGenerateOperator(MindVideoSubmitOperator):
     manifest of saved files.
     """
 
-    template_fields: Sequence[str] = (*MindVideoSubmitOperator.template_fields, "download_to")
+    template_fields: Sequence[str] = (*MindVideoSubmitOperator.template_fields, "download_to", "download_conn_id")
+    operator_extra_links = (MindVideoOutputLink(), MindVideoModelDocsLink())
 
     def __init__(
         self,
@@ -216,9 +276,11 @@ class MindVideoGenerateOperator(MindVideoSubmitOperator):
         return self._finish(context, task_from_event(event), record)
 
     def _finish(self, context: Context, task: MindVideoTask, record: dict[str, Any] | None) -> list[str]:
+        self._record = {**(record or {}), **task.summary()}
         urls = deliver(context, self.hook, task, self.log, record)
+        self._outputs = urls
         if self.download_to:
-            save_outputs(
+            files = save_outputs(
                 self,
                 context,
                 urls,
@@ -227,7 +289,14 @@ class MindVideoGenerateOperator(MindVideoSubmitOperator):
                 task.task_id,
                 allow_private_urls=self.download_allow_private_urls,
             )
+            self._outputs = [stored.path for stored in files]
         return urls
+
+    def on_kill(self) -> None:
+        """Say which remote task outlives this one: MindVideo has no cancel endpoint."""
+        record = self._record
+        if record and is_unfinished(record.get("status")):
+            log_still_running(self.log, [record["task_id"]], f"Task {self.task_id} was killed while it waited")
 
 
 class MindVideoDownloadOperator(BaseOperator):
@@ -247,6 +316,7 @@ class MindVideoDownloadOperator(BaseOperator):
     :param destination: The folder, as an ``ObjectStoragePath`` URL: ``file:///data/media``,
         ``s3://bucket/media``, ``gs://...``. (templated)
     :param conn_id: The storage connection (e.g. ``aws_default`` for ``s3://``), if it needs one.
+        (templated)
     :param file_name: Name of each file inside ``destination``; fields ``{mindvideo_task_id}``,
         ``{index}`` (position in ``urls``), ``{ext}`` (from the content type, e.g. ``.png``)
         and ``{url_name}`` (the URL's last path segment). May contain ``/``: folders are
@@ -269,8 +339,11 @@ class MindVideoDownloadOperator(BaseOperator):
     is the manifest: ``url``, ``path``, ``bytes``, ``sha256``, ``content_type`` and ``written``.
     """
 
-    template_fields: Sequence[str] = ("urls", "destination", "file_name", "mindvideo_task_id")
+    template_fields: Sequence[str] = ("urls", "destination", "file_name", "mindvideo_task_id", "conn_id")
+    template_fields_renderers = {"urls": "json"}
+    operator_extra_links = (MindVideoOutputLink(),)
     ui_color = "#e8dcff"
+    _outputs: Sequence[str] = ()
 
     def __init__(
         self,
@@ -309,7 +382,15 @@ class MindVideoDownloadOperator(BaseOperator):
             timeout=self.timeout,
             allow_private_urls=self.allow_private_urls,
         )
-        return [stored.path for stored in files]
+        paths = [stored.path for stored in files]
+        self._outputs = paths
+        return paths
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Lineage:
+        """OpenLineage: the links downloaded in, the stored files (final names) out."""
+        from airflow_provider_mindvideo.lineage import operator_lineage, web_urls
+
+        return operator_lineage(inputs=web_urls(self.urls), outputs=self._outputs)
 
 
 def outlets_for(destination: str) -> list[Asset]:

@@ -11,8 +11,10 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
 from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout
 
 from airflow_provider_mindvideo import DEFAULT_CONN_ID
+from airflow_provider_mindvideo.cancellation import is_unfinished, log_still_running
 from airflow_provider_mindvideo.errors import RemoteTaskFailedError, WaitTimeoutError
 from airflow_provider_mindvideo.hooks import MindVideoHook
+from airflow_provider_mindvideo.links import MindVideoOutputLink
 from airflow_provider_mindvideo.models import MindVideoTask
 from airflow_provider_mindvideo.outcomes import deliver, task_from_event
 from airflow_provider_mindvideo.triggers import MindVideoTaskTrigger
@@ -30,7 +32,7 @@ class MindVideoTaskSensor(BaseSensorOperator):
     failure, use :class:`~airflow_provider_mindvideo.operators.MindVideoGenerateOperator`.
 
     :param mindvideo_task_id: The task to wait for, e.g. ``submit.output``. (templated)
-    :param mindvideo_conn_id: The MindVideo connection.
+    :param mindvideo_conn_id: The MindVideo connection. (templated)
     :param deferrable: Wait in the triggerer, freeing the worker slot. Default:
         ``[operators] default_deferrable``.
     :param poke_interval: Seconds before the first re-check. Deferred, the interval then grows
@@ -41,10 +43,16 @@ class MindVideoTaskSensor(BaseSensorOperator):
 
     XCom: ``return_value`` is the list of output URLs; ``mindvideo_task`` holds task id,
     request id, status, cost estimate and actual, output, and the error if any.
+
+    Killed or cleared: MindVideo has no cancel endpoint, so the task waited for keeps running
+    and is charged; the sensor's log says so.
     """
 
-    template_fields: Sequence[str] = ("mindvideo_task_id",)
+    template_fields: Sequence[str] = ("mindvideo_task_id", "mindvideo_conn_id")
+    operator_extra_links = (MindVideoOutputLink(),)
     ui_color = "#e8dcff"
+    # The status the last poke saw, for on_kill.
+    _seen_status: str | None = None
 
     def __init__(
         self,
@@ -68,6 +76,7 @@ class MindVideoTaskSensor(BaseSensorOperator):
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
         task = self.hook.get_task(self.mindvideo_task_id)
+        self._seen_status = task.reported_status
         if not task.is_terminal:
             self.log.info("MindVideo task %s is %s", task.task_id, task.reported_status)
             return False
@@ -93,6 +102,11 @@ class MindVideoTaskSensor(BaseSensorOperator):
         except WaitTimeoutError as exc:
             raise AirflowSensorTimeout(str(exc)) from exc
         return self._deliver(context, task)
+
+    def on_kill(self) -> None:
+        """Say that the remote task outlives this wait: MindVideo has no cancel endpoint."""
+        if is_unfinished(self._seen_status):
+            log_still_running(self.log, [self.mindvideo_task_id], f"Task {self.task_id} was killed while it waited")
 
     def _deliver(self, context: Context, task: MindVideoTask) -> list[str]:
         try:

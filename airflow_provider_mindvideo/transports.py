@@ -92,7 +92,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 proxy=self._proxy,
             ) as answer:
                 body = await answer.read()
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise httpx.ReadTimeout(f"{type(exc).__name__}: {exc}", request=request) from exc
         except aiohttp.ClientProxyConnectionError as exc:
             raise httpx.ProxyError(f"{type(exc).__name__}: {exc}", request=request) from exc

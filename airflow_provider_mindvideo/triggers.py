@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_mindvideo import DEFAULT_CONN_ID
+from airflow_provider_mindvideo.cancellation import log_still_running
 from airflow_provider_mindvideo.errors import MindVideoError
 from airflow_provider_mindvideo.models import MindVideoTask, TaskStatus
 from airflow_provider_mindvideo.polling import check_poll_settings, next_poll_delay
@@ -182,6 +183,17 @@ class MindVideoTaskTrigger(BaseTrigger):
             now - self.started_at,
         )
         self._seen = (task.reported_status, now)
+
+    async def on_kill(self) -> None:
+        """The Airflow task was cleared or marked failed or successful while it waited (Airflow 3.3+ calls this).
+
+        MindVideo has no cancel endpoint: the remote task keeps running and is charged. Say so.
+        """
+        log_still_running(
+            self.log,
+            [self.mindvideo_task_id],
+            "The wait was stopped (the Airflow task was cleared, or marked failed or successful)",
+        )
 
     def _next_delay(self, now: float, server_asked: float) -> float:
         delay = max(server_asked, next_poll_delay(now - self.started_at, self.poll_interval, self.max_poll_interval))

@@ -31,7 +31,7 @@ class CertificateAuthority:
     def issue(self, hostname: str = "localhost") -> tuple[str, str]:
         """A server certificate for ``hostname`` and 127.0.0.1: (certificate PEM, key PEM)."""
         key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         certificate = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)]))
@@ -57,7 +57,7 @@ class CertificateAuthority:
 def make_ca() -> CertificateAuthority:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "MindVideo provider test CA")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     certificate = (
         x509.CertificateBuilder()
         .subject_name(name)
