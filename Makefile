@@ -11,10 +11,10 @@ AIRFLOW_FLOOR := $(shell sed -n 's/^ *"apache-airflow>=\([0-9][0-9.]*\)".*/\1/p'
 FLOOR_VENV := .venv-floor
 FLOOR_BIN := $(FLOOR_VENV)/bin
 FLOOR_STAMP := $(FLOOR_VENV)/.installed-stamp
-# Airflow 3.2 caps none of its web dependencies. With fastapi 0.137 or newer (and the cadwyn that
-# needs it) its execution API fails every task ("Model 'TITerminalStatePayload' needs a
-# discriminator field"); Airflow 3.3 caps fastapi<0.137 itself. The floor gets the same cap, as
-# Airflow's constraints file for the release would give it.
+# Airflow 3.2 caps none of its web dependencies: with the newest fastapi (0.163, and cadwyn 9,
+# which needs fastapi>=0.137) its execution API failed every task ("Model 'TITerminalStatePayload'
+# needs a discriminator field"). Airflow 3.3 caps fastapi<0.137 itself; the floor gets the same
+# cap, as Airflow's constraints file for the release would give it.
 FLOOR_PINS := 'fastapi<0.137'
 # pip prints a warning per package for find-links folders this machine's pip config names
 # but that do not exist; they are noise, not failures. (Braced so that pipefail still reports
