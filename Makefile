@@ -5,11 +5,23 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# The oldest supported Airflow, read from pyproject.toml's `apache-airflow>=` line, and a second
+# environment pinned to it: `make test` runs the suite on the newest Airflow and on this one.
+AIRFLOW_FLOOR := $(shell sed -n 's/^ *"apache-airflow>=\([0-9][0-9.]*\)".*/\1/p' pyproject.toml)
+FLOOR_VENV := .venv-floor
+FLOOR_BIN := $(FLOOR_VENV)/bin
+FLOOR_STAMP := $(FLOOR_VENV)/.installed-stamp
+# Airflow 3.2 caps none of its web dependencies: with the newest fastapi (0.163, and cadwyn 9,
+# which needs fastapi>=0.137) its execution API failed every task ("Model 'TITerminalStatePayload'
+# needs a discriminator field"). Airflow 3.3 caps fastapi<0.137 itself; the floor gets the same
+# cap, as Airflow's constraints file for the release would give it.
+FLOOR_PINS := 'fastapi<0.137'
 # pip prints a warning per package for find-links folders this machine's pip config names
-# but that do not exist; they are noise, not failures.
-QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
+# but that do not exist; they are noise, not failures. (Braced so that pipefail still reports
+# a failed pip, and grep finding nothing left to print is no failure.)
+QUIET_PIP := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: setup demo test lint typecheck unit bench clean reliability-report
+.PHONY: setup setup-floor demo test lint typecheck unit unit-floor airflow-floor reliability-report bench clean
 
 setup: $(STAMP)
 
@@ -19,6 +31,21 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]' 2>&1 | $(QUIET_PIP)
 	$(BIN)/python -c "import airflow_provider_mindvideo, airflow.sdk"
 	touch $@
+
+setup-floor: $(FLOOR_STAMP)
+
+$(FLOOR_STAMP): pyproject.toml
+	test -n "$(AIRFLOW_FLOOR)" || { echo "no apache-airflow>= floor found in pyproject.toml" >&2; exit 1; }
+	test -x $(FLOOR_BIN)/python || $(PYTHON) -m venv $(FLOOR_VENV)
+	$(FLOOR_BIN)/python -m pip install -q --upgrade pip 2>&1 | $(QUIET_PIP)
+	$(FLOOR_BIN)/python -m pip install -q -e '.[dev]' 'apache-airflow==$(AIRFLOW_FLOOR)' $(FLOOR_PINS) 2>&1 | $(QUIET_PIP)
+	$(FLOOR_BIN)/python -c "import airflow, airflow_provider_mindvideo.sensors; \
+		assert airflow.__version__ == '$(AIRFLOW_FLOOR)', airflow.__version__"
+	touch $@
+
+# Prints the floor (tests check that it is the one the package enforces).
+airflow-floor:
+	@echo $(AIRFLOW_FLOOR)
 
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
@@ -33,7 +60,11 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest --cov --cov-report=term
 
-test: lint typecheck docs unit
+# The suite on the oldest supported Airflow, without the slow real-cluster module (tests/e2e).
+unit-floor: $(FLOOR_STAMP)
+	$(FLOOR_BIN)/pytest -m "not e2e"
+
+test: lint typecheck docs unit unit-floor
 
 # The Markdown pages and the API reference from the docstrings (Sphinx, MyST, autodoc), warnings as errors.
 .PHONY: docs
@@ -51,4 +82,4 @@ reliability-report: $(STAMP)
 	MINDVIDEO_WRITE_DOCS=1 $(BIN)/pytest -q tests/reliability/test_fault_matrix.py -k reliability_page_is_current
 
 clean:
-	rm -rf $(VENV) .airflow demo-output build dist *.egg-info .coverage
+	rm -rf $(VENV) $(FLOOR_VENV) .airflow demo-output build dist *.egg-info .coverage

@@ -5,9 +5,62 @@ DAG files import this package at every parse, so this module imports nothing hea
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 __version__ = "0.1.0"
+
+#: The oldest Airflow release this provider runs on (and is tested on): older ones lack
+#: ``airflow.sdk.BaseHook``, ``airflow.sdk.conf`` and ``airflow.sdk.exceptions``. The same floor
+#: as ``apache-airflow>=`` in pyproject.toml.
+MIN_AIRFLOW_VERSION = "3.2.0"
+
+
+class UnsupportedAirflowVersionError(ImportError):
+    """The installed Airflow is older than :data:`MIN_AIRFLOW_VERSION`.
+
+    Raised while this package is imported, so it cannot be a ``MindVideoError``: those are
+    ``AirflowException`` subclasses from ``airflow.sdk.exceptions``, one of the modules an older
+    Airflow lacks.
+    """
+
+
+def _installed_airflow_version() -> str | None:
+    # A DAG file, worker or triggerer has imported Airflow already: its own version, for free.
+    # Imported alone, this package must stay light (no second spent importing Airflow), so ask
+    # the installed distribution instead.
+    version = getattr(sys.modules.get("airflow"), "__version__", None)
+    if isinstance(version, str):
+        return version
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as distribution_version
+
+    try:
+        return distribution_version("apache-airflow")
+    except PackageNotFoundError:
+        return None  # e.g. Airflow run from a source tree: nothing to compare, let the imports tell
+
+
+def _require_supported_airflow() -> None:
+    """Fail here, naming both versions, rather than later on a missing ``airflow.sdk`` name."""
+    installed = _installed_airflow_version()
+    if installed is None:
+        return
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        # base_version: a pre-release or dev build of the floor release counts as that release.
+        too_old = Version(Version(installed).base_version) < Version(MIN_AIRFLOW_VERSION)
+    except InvalidVersion:
+        return
+    if too_old:
+        raise UnsupportedAirflowVersionError(
+            f"airflow-provider-mindvideo {__version__} needs apache-airflow>={MIN_AIRFLOW_VERSION}, "
+            f"but Airflow {installed} is installed: upgrade it (pip install 'apache-airflow>={MIN_AIRFLOW_VERSION}')."
+        )
+
+
+_require_supported_airflow()
 
 DEFAULT_BASE_URL = "https://api.mindvideo.ai"
 DEFAULT_CONN_ID = "mindvideo_default"

@@ -8,7 +8,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
-from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout
+from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout, AirflowSkipException
 
 from airflow_provider_mindvideo import DEFAULT_CONN_ID
 from airflow_provider_mindvideo.cancellation import is_unfinished, log_still_running
@@ -27,9 +27,10 @@ class MindVideoTaskSensor(BaseSensorOperator):
     """Wait for a MindVideo task to finish; return its output URLs.
 
     Fails with the remote error and the task's recent events when the task failed or was
-    cancelled (skipped instead with ``soft_fail=True``). Retrying cannot change a finished
-    task, so these failures do not use the task's retries; to generate again after a remote
-    failure, use :class:`~airflow_provider_mindvideo.operators.MindVideoGenerateOperator`.
+    cancelled; with ``soft_fail=True`` (or ``never_fail=True``) it is skipped instead, whether the
+    task ended before the first check or while waiting. Retrying cannot change a finished task,
+    so these failures do not use the task's retries; to generate again after a remote failure,
+    use :class:`~airflow_provider_mindvideo.operators.MindVideoGenerateOperator`.
 
     :param mindvideo_task_id: The task to wait for, e.g. ``submit.output``. (templated)
     :param mindvideo_conn_id: The MindVideo connection. (templated)
@@ -112,5 +113,11 @@ class MindVideoTaskSensor(BaseSensorOperator):
         try:
             return deliver(context, self.hook, task, self.log)
         except RemoteTaskFailedError as exc:
+            if self.soft_fail or self.never_fail:
+                # Decided here, not left to BaseSensorOperator: its soft_fail handling wraps poke()
+                # and the resumed method, but a task already finished at the deferrable sensor's
+                # first check ends in execute(), outside both.
+                flag = "soft_fail" if self.soft_fail else "never_fail"
+                raise AirflowSkipException(f"{exc}; skipped instead of failing, as {flag}=True") from exc
             # A finished task stays finished: a retry of this sensor could only fail again.
             raise AirflowFailException(str(exc)) from exc

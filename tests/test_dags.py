@@ -251,10 +251,43 @@ def test_cancelled_task_fails_the_sensor_without_retry(run: Any, emulator: MindV
     assert result.xcom[("wait", -1, "mindvideo_task")]["status"] == "cancelled"
 
 
-def test_cancelled_task_skips_with_soft_fail(run: Any, emulator: MindVideoEmulator) -> None:
-    emulator.script("cancel", "cancelled")
-    result = run("mv_sensor_soft_fail", prompt="please cancel")
+SOFT_FAIL_DAGS = ["mv_sensor_soft_fail", "mv_sensor_soft_fail_poke"]  # deferrable, poke mode
+
+
+def _cancel_after_looks(emulator: MindVideoEmulator, looks: int) -> None:
+    """Script the "cancel" prompt's task to be cancelled from the sensor's look number ``looks + 1``.
+
+    Until then the API shows a status the provider waits through (as a task held for
+    moderation would). Counted in requests, not read off the emulator's clock, so which path
+    the sensor takes does not depend on how busy the machine is. The create answer must not show
+    the end either: the submit operator does not reuse a task that ended badly.
+    """
+    emulator.script("cancel", "cancelled", queued_seconds=0, processing_seconds=0)
+    emulator.add_fault("unknown_status", route="create")
+    if looks:
+        emulator.add_fault("unknown_status", route="get", times=looks)
+
+
+@pytest.mark.parametrize("dag_id", [*SOFT_FAIL_DAGS, "mv_sensor_never_fail"])
+def test_task_cancelled_before_the_first_check_skips_with_soft_fail(
+    run: Any, emulator: MindVideoEmulator, dag_id: str
+) -> None:
+    _cancel_after_looks(emulator, 0)
+    result = run(dag_id, prompt="please cancel")
     assert result.ti_state("wait") == "skipped"
+    assert result.tries("wait") == 1
+    assert emulator.state.requests["get"] == 1  # ended at the first check, never waited
+    assert result.xcom[("wait", -1, "mindvideo_task")]["status"] == "cancelled"
+
+
+@pytest.mark.parametrize("dag_id", SOFT_FAIL_DAGS)
+def test_task_cancelled_while_waiting_skips_with_soft_fail(run: Any, emulator: MindVideoEmulator, dag_id: str) -> None:
+    _cancel_after_looks(emulator, 1)
+    result = run(dag_id, prompt="please cancel")
+    assert result.ti_state("wait") == "skipped"
+    assert result.tries("wait") == 1
+    assert emulator.state.requests["get"] == 2  # the first check, then one more while waiting
+    assert result.xcom[("wait", -1, "mindvideo_task")]["status"] == "cancelled"
 
 
 def test_sensor_times_out(run: Any, emulator: MindVideoEmulator, debug_logs: list[dict[str, Any]]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -17,6 +18,7 @@ from airflow_provider_mindvideo import get_provider_info
 
 ROOT = Path(__file__).resolve().parents[1]
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
+FLOOR = airflow_provider_mindvideo.MIN_AIRFLOW_VERSION
 
 
 def build_wheel(outdir: Path) -> tuple[Path, str]:
@@ -111,10 +113,63 @@ def test_airflow_cli_lists_provider_and_creates_a_connection(migrated_home: dict
         capture_output=True,
         text=True,
     )
-    assert json.loads(shown.stdout)[0]["conn_type"] == "mindvideo"
+    # Airflow 3.2 logs its plugin setup to stdout ahead of the JSON, which is the last line.
+    assert json.loads(shown.stdout.splitlines()[-1])[0]["conn_type"] == "mindvideo"
 
 
 def test_importing_the_package_imports_nothing_heavy() -> None:
     code = "import sys, airflow_provider_mindvideo; print(sorted(m for m in sys.modules if m.split('.')[0] in ('airflow', 'httpx', 'jsonschema', 'fastapi')))"
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     assert out.strip() == "[]"
+
+
+def _import_with_airflow(version: str, module: str = "airflow_provider_mindvideo") -> subprocess.CompletedProcess[str]:
+    """Import ``module`` in a fresh interpreter whose already-imported Airflow says ``version``."""
+    code = (
+        "import sys, types\n"
+        "fake = types.ModuleType('airflow')\n"
+        f"fake.__version__ = {version!r}\n"
+        "sys.modules['airflow'] = fake\n"
+        f"import {module}\n"
+    )
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+
+
+@pytest.mark.parametrize("version", ["3.0.6", "3.1.8", "3.1.9.dev0", "2.11.0"])
+def test_older_airflow_fails_on_import_naming_both_versions(version: str) -> None:
+    # The hook's module would otherwise die on the first missing airflow.sdk name, cryptically.
+    imported = _import_with_airflow(version, "airflow_provider_mindvideo.hooks")
+    assert imported.returncode == 1
+    last_line = imported.stderr.strip().splitlines()[-1]
+    assert last_line == (
+        f"airflow_provider_mindvideo.UnsupportedAirflowVersionError: airflow-provider-mindvideo "
+        f"{airflow_provider_mindvideo.__version__} needs apache-airflow>={FLOOR}, but Airflow {version} is installed: "
+        f"upgrade it (pip install 'apache-airflow>={FLOOR}')."
+    )
+
+
+# A pre-release or dev build of the floor counts as the floor, as in Airflow's own providers.
+@pytest.mark.parametrize("version", [FLOOR, f"{FLOOR}rc2", f"{FLOOR}.dev0", "3.3.2", "3.4.0.dev0", "4.0.0"])
+def test_floor_and_newer_airflow_pass_the_check(version: str) -> None:
+    imported = _import_with_airflow(version)
+    assert (imported.returncode, imported.stderr) == (0, "")
+
+
+def test_check_reads_the_installed_distribution_when_airflow_is_not_imported_yet(tmp_path: Path) -> None:
+    # Imported before Airflow, the package asks the metadata instead of importing Airflow (slow).
+    info = tmp_path / "apache_airflow-3.1.8.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: apache-airflow\nVersion: 3.1.8\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    code = "import airflow_provider_mindvideo"
+    imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert imported.returncode == 1
+    assert f"needs apache-airflow>={FLOOR}, but Airflow 3.1.8 is installed" in imported.stderr
+    assert "UnsupportedAirflowVersionError" in imported.stderr
+
+
+def test_declared_tested_and_checked_floors_are_one() -> None:
+    assert re.findall(r'"apache-airflow>=([^"]*)"', (ROOT / "pyproject.toml").read_text()) == [FLOOR]
+    # The release `make test` builds its second environment with, read from pyproject.toml.
+    tested = subprocess.run(["make", "-s", "airflow-floor"], cwd=ROOT, check=True, capture_output=True, text=True)
+    assert tested.stdout.strip() == FLOOR

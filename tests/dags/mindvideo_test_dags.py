@@ -80,6 +80,18 @@ with _dag("mv_sensor_soft_fail"):
         task_id="wait", mindvideo_task_id=submit.output, deferrable=True, poke_interval=0.1, soft_fail=True
     )
 
+with _dag("mv_sensor_never_fail"):
+    submit = MindVideoSubmitOperator(task_id="submit", model="gpt-image-2", input={"prompt": "{{ params.prompt }}"})
+    MindVideoTaskSensor(
+        task_id="wait", mindvideo_task_id=submit.output, deferrable=True, poke_interval=0.1, never_fail=True
+    )
+
+with _dag("mv_sensor_soft_fail_poke"):
+    submit = MindVideoSubmitOperator(task_id="submit", model="gpt-image-2", input={"prompt": "{{ params.prompt }}"})
+    MindVideoTaskSensor(
+        task_id="wait", mindvideo_task_id=submit.output, deferrable=False, poke_interval=0.1, soft_fail=True
+    )
+
 with _dag("mv_sensor_timeout"):
     submit = MindVideoSubmitOperator(task_id="submit", model="gpt-image-2", input={"prompt": "{{ params.prompt }}"})
     MindVideoTaskSensor(task_id="wait", mindvideo_task_id=submit.output, deferrable=True, poke_interval=0.1, timeout=1)
