@@ -37,6 +37,7 @@ from airflow_provider_mindvideo.protocol import (
     exchange,
     get_task_call,
     get_task_events_call,
+    redact,
     task_from_response,
 )
 from airflow_provider_mindvideo.settings import ClientSettings, settings_from_connection
@@ -337,16 +338,15 @@ class MindVideoHook(BaseHook):
 
     @contextlib.contextmanager
     def _secret_free_errors(self) -> Iterator[None]:
-        # Error messages quote the server; a server (or proxy) that echoes the request would
-        # put the key into a task log, so it is cut out here, whatever the error.
+        # The protocol already cuts the key out of what it raises; this covers every other
+        # path (settings, validation) with the same rule.
         try:
             yield
         except MindVideoError as exc:
-            key = self._settings.api_key if self._settings else None
-            if key and key in exc.message:
-                raise type(exc)(
-                    exc.message.replace(key, "***"), http_status=exc.http_status, request_id=exc.request_id
-                ) from None
+            secret = self._settings.api_key if self._settings else None
+            message, request_id = redact(exc.message, secret), exc.request_id and redact(exc.request_id, secret)
+            if (message, request_id) != (exc.message, exc.request_id):
+                raise type(exc)(message, http_status=exc.http_status, request_id=request_id) from None
             raise
 
 

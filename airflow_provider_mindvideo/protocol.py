@@ -8,10 +8,12 @@ mapping and logging therefore live here once, for the worker and the triggerer a
 from __future__ import annotations
 
 import email.utils
+import html
 import itertools
 import json
 import logging
 import random
+import re
 import ssl
 import time
 from collections.abc import Callable, Generator, Mapping
@@ -48,6 +50,8 @@ TASKS_PATH = "/api/v1/tasks"
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 _BODY_PREVIEW_CHARS = 200
+# The attempt an httpx.Request is on, kept in its extensions (httpx hands transports the ones they know).
+_ATTEMPT = "mindvideo_attempt"
 
 # Jitter needs no reproducible seed; one generator serves every call (seeding one costs more than a poll's parsing).
 _JITTER = random.Random()
@@ -200,12 +204,15 @@ def exchange(
     started = time.monotonic()
     for attempt in itertools.count(1):
         budget = min(attempt_timeout, policy.deadline - (time.monotonic() - started))
+        # Parsers may need to know an answer is not the first attempt's (see created_task_from_response).
+        request.extensions[_ATTEMPT] = attempt
         outcome = yield Send(request, max(0.0, budget))
         _log_attempt(log, request, outcome, attempt)
         try:
             return _result(request, outcome, parse, budget)
         except MindVideoError as error:
-            problem = error
+            # Before it is logged or raised: a server (or proxy) may echo the request, key included.
+            problem = without_secrets(error, request)
         elapsed = time.monotonic() - started
         if not _retry_in_call(outcome, problem):
             raise problem
@@ -241,6 +248,49 @@ def _result(request: httpx.Request, outcome: Outcome, parse: Callable[[httpx.Res
     if isinstance(outcome, httpx.RequestError):
         raise UnexpectedResponseError(f"Unreadable response from MindVideo at {where}: {outcome}") from outcome
     raise TransportError(f"MindVideo at {where} was not asked: the call's deadline had passed")
+
+
+def without_secrets(error: MindVideoError, request: httpx.Request) -> MindVideoError:
+    """``error``, or a copy of it with the request's API key and any URL credentials cut out."""
+    secret = _api_key_of(request)
+    message, request_id = _redacted(error.message, secret), _redacted(error.request_id, secret)
+    if (message, request_id) == (error.message, error.request_id):
+        return error
+    clean = type(error)(message, http_status=error.http_status, request_id=request_id)
+    clean.retry_after = error.retry_after
+    clean.__cause__ = error.__cause__
+    return clean
+
+
+def _api_key_of(request: httpx.Request) -> str | None:
+    _scheme, _, key = str(request.headers.get("Authorization", "")).partition(" ")
+    return key or None
+
+
+_URL_CREDENTIALS = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
+
+
+def redact(text: str, secret: str | None) -> str:
+    """``text`` without ``secret`` (also escaped, or cut short by a cap) and without URL credentials."""
+    text = _URL_CREDENTIALS.sub(r"\1***@", text)
+    if not secret:
+        return text
+    for form in {secret, json.dumps(secret)[1:-1], html.escape(secret), repr(secret)[1:-1]}:
+        text = text.replace(form, "***")
+    # A capped message or a preview can end inside the key: its start is a secret too.
+    head = secret[:10]
+    start = text.find(head)
+    while start != -1:
+        end = start + len(head)
+        while end - start < len(secret) and end < len(text) and text[end] == secret[end - start]:
+            end += 1
+        text = text[:start] + "***" + text[end:]
+        start = text.find(head, start + 3)
+    return text
+
+
+def _redacted(text: str | None, secret: str | None) -> Any:
+    return text if text is None else redact(text, secret)
 
 
 def _retry_in_call(outcome: Outcome, problem: MindVideoError) -> bool:
@@ -291,7 +341,7 @@ class _LazyRequestId:
         self.response = response
 
     def __str__(self) -> str:
-        return str(_request_id(self.response, None))
+        return redact(str(_request_id(self.response, None)), _api_key_of(self.response.request))
 
 
 # -- responses ---------------------------------------------------------------------------------
@@ -315,9 +365,16 @@ def task_from_response(response: httpx.Response) -> MindVideoTask:
 
 
 def created_task_from_response(response: httpx.Response) -> MindVideoTask:
-    """The task in a create answer, marked ``created`` when the API says this call made it (201)."""
+    """The task in a create answer, marked ``created`` when this call may have made it.
+
+    That is when the API says so (201), and also when an earlier attempt of this call went
+    unanswered or unread: the first POST may have created the task and its replay then answers
+    200, as for a task an earlier Airflow try created. Erring this way never pays: a try that
+    stops early costs a retry, not a charge.
+    """
     task = task_from_response(response)
-    return task.model_copy(update={"created": True}) if response.status_code == 201 else task
+    retried = response.request.extensions.get(_ATTEMPT, 1) > 1
+    return task.model_copy(update={"created": True}) if response.status_code == 201 or retried else task
 
 
 def events_from_response(response: httpx.Response) -> list[TaskEvent]:
