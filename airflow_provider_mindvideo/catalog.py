@@ -18,6 +18,7 @@ from __future__ import annotations
 import difflib
 import functools
 import json
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -138,6 +139,8 @@ def _json_problems(value: Any, path: str) -> list[str]:
         return problems
     if isinstance(value, list | tuple):
         return [p for i, item in enumerate(value) for p in _json_problems(item, f"{path}[{i}]")]
+    if isinstance(value, float) and not math.isfinite(value):
+        return [f"{path} = {value!r}: not a JSON number (NaN and infinities cannot be sent)"]
     if value is None or isinstance(value, str | int | float | bool):
         return []
     return [f"{path} = {_preview(value)}: a {type(value).__name__} is not JSON (use str, number, list or dict)"]

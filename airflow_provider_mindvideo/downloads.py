@@ -99,7 +99,8 @@ def file_name(pattern: str, *, mindvideo_task_id: str | None, index: int, url: s
             f"file_name {pattern!r} is not a valid pattern: {exc!r}; "
             "use {mindvideo_task_id}, {index}, {ext} and {url_name}"
         ) from None
-    if not name or name.startswith("/") or ".." in name.split("/"):
+    parts = name.split("/")
+    if not name or name.startswith("/") or ".." in parts or parts[-1] in ("", ".") or "\0" in name:
         raise InputValidationError(f"file_name {pattern!r} gives {name!r}, which is not a path inside the destination")
     return name
 

@@ -233,8 +233,9 @@ class MindVideoHook(BaseHook):
         """
         return self._call(get_task_call(task_id), task_from_response, within)
 
-    def get_task_events(self, task_id: str) -> list[TaskEvent]:
-        return self._call(get_task_events_call(task_id), events_from_response)
+    def get_task_events(self, task_id: str, *, within: float | None = None) -> list[TaskEvent]:
+        """The task's events (their format is not documented: every field optional)."""
+        return self._call(get_task_events_call(task_id), events_from_response, within)
 
     async def acreate_task(
         self,
@@ -252,8 +253,9 @@ class MindVideoHook(BaseHook):
         """Async :meth:`get_task`."""
         return await self._acall(get_task_call(task_id), task_from_response, within)
 
-    async def aget_task_events(self, task_id: str) -> list[TaskEvent]:
-        return await self._acall(get_task_events_call(task_id), events_from_response)
+    async def aget_task_events(self, task_id: str, *, within: float | None = None) -> list[TaskEvent]:
+        """Async :meth:`get_task_events`."""
+        return await self._acall(get_task_events_call(task_id), events_from_response, within)
 
     def test_connection(self) -> tuple[bool, str]:
         """Tell a good API key from a bad one, and the MindVideo API from any other server.
@@ -357,8 +359,12 @@ def _send(client: httpx.Client, limits: ConnectionLimits, step: Send) -> Outcome
     ahead of this one, each of which is bounded.
     """
     with limits.slot():
+        waited = 0.0
         while delay := limits.delay():
+            if waited + delay > step.seconds:
+                return _no_turn(step)
             sleep(delay)
+            waited += delay
         try:
             with deadline_after(step.seconds):
                 return client.send(step.request)
@@ -369,8 +375,12 @@ def _send(client: httpx.Client, limits: ConnectionLimits, step: Send) -> Outcome
 async def _asend(client: httpx.AsyncClient, limits: ConnectionLimits, step: Send) -> Outcome:
     """One attempt in an event loop, bounded as a whole by ``step.seconds`` once its turn has come."""
     async with limits.aslot():
+        waited = 0.0
         while delay := limits.delay():
+            if waited + delay > step.seconds:
+                return _no_turn(step)
             await async_sleep(delay)
+            waited += delay
         try:
             async with asyncio.timeout(step.seconds):
                 return await client.send(step.request)
@@ -378,6 +388,13 @@ async def _asend(client: httpx.AsyncClient, limits: ConnectionLimits, step: Send
             return exc
         except TimeoutError:
             return httpx.ReadTimeout(f"no complete answer within {step.seconds:.1f} s", request=step.request)
+
+
+def _no_turn(step: Send) -> httpx.PoolTimeout:
+    # A pacing turn further off than the attempt may last is a wait like any other: bounded.
+    return httpx.PoolTimeout(
+        f"no turn within {step.seconds:.1f} s under the connection's max_requests_per_second", request=step.request
+    )
 
 
 def _create(

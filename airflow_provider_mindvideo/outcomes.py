@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 #: XCom key of the small JSON record describing the MindVideo task (never its input).
 XCOM_TASK_KEY = "mindvideo_task"
 _EVENTS_IN_ERRORS = 5
+# The events only explain a failure already known: never worth more than a few seconds of a task's time.
+_EVENTS_WITHIN = 10.0
 
 
 def deliver(
@@ -63,7 +65,7 @@ def task_from_event(event: dict[str, Any]) -> MindVideoTask:
 def _recent_events(hook: MindVideoHook, task_id: str) -> str:
     # Best effort: the failure is what matters; its events only help explain it.
     try:
-        events = hook.get_task_events(task_id)[-_EVENTS_IN_ERRORS:]
+        events = hook.get_task_events(task_id, within=_EVENTS_WITHIN)[-_EVENTS_IN_ERRORS:]
     except MindVideoError:
         return ""
     return "; recent events: " + " | ".join(event.describe() for event in events) if events else ""

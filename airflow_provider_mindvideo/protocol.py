@@ -142,6 +142,8 @@ def get_task_events_call(task_id: str) -> ApiCall:
 def _task_path(task_id: str) -> str:
     if not isinstance(task_id, str) or not task_id.strip():
         raise InputValidationError(f"mindvideo_task_id = {task_id!r}: must be a non-empty task id")
+    if "/" in task_id or any(not char.isprintable() for char in task_id):
+        raise InputValidationError(f"mindvideo_task_id = {task_id!r}: a task id has no '/' or control characters")
     if task_id.strip() in (".", ".."):
         # Quoting leaves dots alone, and URL normalisation would turn ".." into the parent
         # path: a request, with the key, to another endpoint than a task's.
@@ -233,6 +235,8 @@ def _result(request: httpx.Request, outcome: Outcome, parse: Callable[[httpx.Res
     if isinstance(outcome, httpx.Response):
         return parse(outcome)  # a parser raises the error a non-success answer stands for
     where = f"{request.url.scheme}://{request.url.netloc.decode('ascii', 'replace')}"
+    if isinstance(outcome, httpx.PoolTimeout):  # this side's own limits, not the server
+        raise TransportError(f"MindVideo at {where} was not asked: {outcome}") from outcome
     if isinstance(outcome, httpx.TimeoutException) and budget > 0:
         raise TransportError(f"MindVideo at {where} sent no complete answer within {budget:.0f} s") from outcome
     if isinstance(outcome, httpx.ConnectError) and _is_certificate_problem(outcome):

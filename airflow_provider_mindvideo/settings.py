@@ -294,7 +294,11 @@ def describe_character(char: str) -> str:
 
 
 def _check_base_url(base_url: str, allow_insecure_http: bool) -> None:
-    parts = urlsplit(base_url)
+    try:
+        parts = urlsplit(base_url)
+        parts.port  # noqa: B018 -- a bad port or bracket raises only when read
+    except ValueError as exc:
+        raise InputValidationError(f"MindVideo base URL {base_url!r} is not a URL: {exc}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InputValidationError(f"MindVideo base URL {base_url!r} must be an http(s) URL")
     found = invisible_character(base_url)
