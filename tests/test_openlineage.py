@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -146,8 +147,15 @@ def lineage_run(airflow_db: str, emulator: MindVideoEmulator, tmp_path: Path) ->
     def run(dag_id: str, **params: Any) -> dict[str, dict[str, dict[str, Any]]]:
         events_file = tmp_path / f"{dag_id}-openlineage.jsonl"
         conf = {"folder": f"file://{tmp_path}/media", "copies": f"file://{tmp_path}/copies", **params}
+        # A metadata database of its own: the OpenLineage listener forks with SQLite connections
+        # open, which corrupted the database the rest of the suite shares ("disk image is malformed").
+        home = tmp_path / "airflow-home"
+        home.mkdir()
+        shutil.copy(Path(airflow_db) / "airflow.db", home / "airflow.db")
         env = {
             **os.environ,
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
             "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
                 {"type": "file", "log_file_path": str(events_file), "append": True}
             ),
