@@ -208,6 +208,12 @@ def render(
         f"- `MindVideoHook.create_task` {trip['hook_ms']:.2f} ms vs a bare `httpx.Client.post` "
         f"{trip['bare_ms']:.2f} ms (median of {trip['calls']} alternating calls; the hook also validates "
         f"the input against the model's schema): {trip['ratio']:.2f}x.",
+        "",
+        "## The triggers' transport",
+        "",
+        "Triggers send through the provider's own aiohttp transport, not `httpx-aiohttp`, which cost more "
+        "client CPU per poll when measured: figures and the other reasons in "
+        "`benchmarks/transport-choice.md` (measured by `benchmarks/transport_choice.py`, not part of this run).",
     ]
 
 
