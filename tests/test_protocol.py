@@ -266,3 +266,17 @@ def test_a_huge_remote_error_is_capped_in_the_task() -> None:
     assert task.error_message is not None
     assert len(task.error_message) < 3_000
     assert len(json.dumps(task.summary())) < 5_000
+
+
+def test_redact_cuts_the_key_whole_escaped_or_cut_short_and_url_credentials() -> None:
+    from airflow_provider_mindvideo.protocol import redact
+
+    key = 'mv_live_Zq7Xk9PwLm3Rt5Yv8Bn2"Hs'
+    text = (
+        f"sent {key}; as JSON {json.dumps(key)}; cut at a cap {key[:14]}...; "
+        "proxy url='http://user:Pr0xyS3cret@127.0.0.1:3128'"
+    )
+    clean = redact(text, key)
+    assert "Zq7Xk9" not in clean
+    assert "Pr0xyS3cret" not in clean
+    assert "http://***@127.0.0.1:3128" in clean
