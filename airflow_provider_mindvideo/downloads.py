@@ -151,10 +151,16 @@ def store_outputs(
         check_download_url(url)
     # Through the store's filesystem: ObjectStoragePath.mkdir would build one of its own.
     destination.fs.makedirs(destination.path, exist_ok=True)
-    return [
-        store_output(client, url, destination, mindvideo_task_id, index, pattern, overwrite)
-        for index, url in enumerate(urls)
-    ]
+    from airflow.sdk.lineage import get_hook_lineage_collector
+
+    lineage = get_hook_lineage_collector()
+    stored = []
+    for index, url in enumerate(urls):
+        stored.append(store_output(client, url, destination, mindvideo_task_id, index, pattern, overwrite))
+        # The final file, whether written now or kept: never a temporary name, and the
+        # comparison's read of a kept file is no input of this task.
+        lineage.add_output_asset(context=destination, uri=stored[-1].path)
+    return stored
 
 
 def store_output(
@@ -167,24 +173,6 @@ def store_output(
     overwrite: bool,
 ) -> StoredFile:
     """Stream one URL into ``destination``; keep an identical existing file, refuse a different one."""
-    stored = _store_output(client, url, destination, mindvideo_task_id, index, pattern, overwrite)
-    # The final file, whether written now or kept: never a temporary name, and the
-    # comparison's read of a kept file is no input of this task.
-    from airflow.sdk.lineage import get_hook_lineage_collector
-
-    get_hook_lineage_collector().add_output_asset(context=destination, uri=stored.path)
-    return stored
-
-
-def _store_output(
-    client: httpx.Client,
-    url: str,
-    destination: ObjectStoragePath,
-    mindvideo_task_id: str | None,
-    index: int,
-    pattern: str,
-    overwrite: bool,
-) -> StoredFile:
     try:
         with client.stream("GET", url) as response:
             content_type = _media_type(response, url)
