@@ -29,7 +29,8 @@ OnTimeout = Literal["approve_none", "approve_all"]
 ON_TIMEOUT_VALUES: tuple[str, ...] = ("approve_none", "approve_all")
 #: How many items one review page holds by default (see docs/operators/review.md for the measurement).
 DEFAULT_PAGE_SIZE = 12
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif")
+# MindVideo returns no poster for a video: a video is shown as a link; anything else as an image.
+_VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".m4v", ".mkv")
 # Markdown's active characters: a prompt is the reviewer's text to read, never markup to run
 # (a prompt like "![x](http://tracker)" must not load an image in the reviewer's browser).
 _MARKDOWN_ACTIVE = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~])")
@@ -263,36 +264,45 @@ def markdown_text(text: str, limit: int = _PROMPT_SHOWN) -> str:
     return _MARKDOWN_ACTIVE.sub(r"\\\1", " ".join(clipped.split()))
 
 
-def is_image_url(url: str) -> bool:
+def is_video_url(url: str) -> bool:
     path = url.split("?", 1)[0].split("#", 1)[0].lower()
-    return path.endswith(_IMAGE_SUFFIXES)
+    return path.endswith(_VIDEO_SUFFIXES)
 
 
 def review_body(items: Sequence[ReviewItem], *, round: int, max_rounds: int, intro: str | None = None) -> str:
-    """The page's Markdown: per item its number, image (or link), prompt, model, cost and task id."""
+    """The page's Markdown: a table, one row per item: its image(s) or link, prompt, model, cost and task id.
+
+    A table keeps each item one image high (react-markdown renders no HTML, so images cannot be
+    resized): the page stays scannable, and the form below lists the items in the same order.
+    """
     lines = []
     if intro:
         lines += [intro, ""]
-    lines.append(
-        f"Round {round} of {max_rounds}: {len(items)} item(s). Choose **approve** or **reject** for each below "
-        "the images, add a comment if you like, then submit."
-    )
+    lines += [
+        f"Round {round} of {max_rounds}: {len(items)} item(s). Choose **approve** or **reject** for each "
+        "in the form below, add a comment if you like, then submit.",
+        "",
+        "| # | Output | Prompt | Model | Cost | MindVideo task |",
+        "|---|---|---|---|---|---|",
+    ]
     for item in items:
-        lines += ["", f"### {item.number}. {markdown_text(item.prompt) or '(no prompt)'}", ""]
-        for position, url in enumerate(item.output_urls):
-            target = _url(url)
-            if target is None:
-                lines.append(f"(output {position + 1} has no http(s) URL to show)")
-            elif is_image_url(url):
-                lines.append(f"![item {item.number}, output {position + 1}]({target})")
-            else:
-                lines.append(f"[Open output {position + 1} (video)]({target})")
-        cost = "unknown" if item.cost is None else f"{item.cost:g}"
-        details = f"model `{item.model}` · cost {cost} · MindVideo task `{item.mindvideo_task_id}`"
+        shown = " ".join(_output_cell(item, position, url) for position, url in enumerate(item.output_urls))
+        prompt = markdown_text(item.prompt) or "(no prompt)"
         if item.round > 1:
-            details += f" · generated again for round {item.round}"
-        lines += ["", details]
+            prompt += f" *(generated again for round {item.round})*"
+        cost = "unknown" if item.cost is None else f"{item.cost:g}"
+        task = markdown_text(item.mindvideo_task_id, 100)
+        lines.append(f"| {item.number} | {shown} | {prompt} | {markdown_text(item.model, 100)} | {cost} | {task} |")
     return "\n".join(lines)
+
+
+def _output_cell(item: ReviewItem, position: int, url: str) -> str:
+    target = _url(url)
+    if target is None:
+        return f"(output {position + 1}: no http(s) URL to show)"
+    if is_video_url(url):
+        return f"[video {position + 1}]({target})"
+    return f"![item {item.number}, output {position + 1}]({target})"
 
 
 def _url(url: str) -> str | None:
