@@ -12,8 +12,10 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,7 +27,13 @@ pytestmark = pytest.mark.e2e
 
 DAG_ID = "mindvideo_review_pipeline"
 CHROMIUM = "/usr/bin/chromium"
-SCREENSHOT = ROOT / "docs" / "_static" / "review-page.png"
+
+
+def screenshot(name: str) -> Path:
+    """Where a screenshot goes: the docs' folder with MINDVIDEO_WRITE_DOCS=1, else a throwaway one."""
+    if os.environ.get("MINDVIDEO_WRITE_DOCS") == "1":
+        return ROOT / "docs" / "_static" / name
+    return Path(tempfile.gettempdir()) / f"mindvideo-{name}"
 
 
 @pytest.fixture(scope="module")
@@ -120,13 +128,13 @@ def test_a_reviewer_approves_two_rejects_one_and_only_the_approved_are_published
             page = browser.new_page(viewport={"width": 1400, "height": 1100})
             widths = open_review(page, review_page(airflow, run_id, "review"), "Round 1 of 2")
             assert len(widths) == 3 and all(width > 0 for width in widths), widths
+            page.screenshot(path=str(screenshot("review-page.png")))
             choose(page, "item_1", "approve")
             choose(page, "item_3", "approve")
             # Item 2 stays at its pre-set "reject" (on_timeout="approve_none"); the comment is recorded.
             page.locator("#element_item_2_comment").fill("too dark")
             page.mouse.move(0, 0)
-            shot = SCREENSHOT if os.environ.get("MINDVIDEO_WRITE_DOCS") == "1" else airflow.home / "review-page.png"
-            page.screenshot(path=str(shot))
+            page.screenshot(path=str(screenshot("review-form.png")))
             page.get_by_test_id("hitl-option-Submit review").click()
 
             # The rejected one is generated again (one charge) and shown in round 2, where it is
