@@ -347,3 +347,50 @@ def test_round_items_from_a_generation_and_from_a_batch_manifest(tmp_path: Path)
 def test_bad_parameters_fail_when_the_dag_is_parsed(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         MindVideoReviewOperator(task_id="review", **kwargs)
+
+
+def test_a_round_asks_once_with_its_items_and_resumes_with_the_answer(
+    emulator: MindVideoEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import airflow.providers.standard.operators.hitl as hitl
+
+    requests: list[dict[str, Any]] = []
+    monkeypatch.setattr(hitl, "upsert_hitl_detail", lambda **request: requests.append(request))
+    ti = FakeTI(
+        {
+            ("generate", "mindvideo_task"): [
+                {"task_id": "t0", "model": "gpt-image-2", "output_urls": ["https://x/t0/0.png"], "cost_estimate": 0.01},
+                {"task_id": "t1", "model": "gpt-image-2", "output_urls": ["https://x/t1/0.png"], "cost_estimate": 0.01},
+            ]
+        }
+    )
+    ti.id = "0190b7d4-0000-7000-8000-000000000000"  # type: ignore[attr-defined]
+    review = operator(inputs=[{"prompt": "fox"}, {"prompt": "whale"}], max_rounds=1, body="Brand check")
+    # Airflow 3.3 parks the task awaiting input; 3.2 defers it to the HITL trigger.
+    with pytest.raises(BaseException) as waiting:  # noqa: PT011 - the class differs by Airflow version
+        review.execute({"ti": ti, "task_instance": ti})  # type: ignore[arg-type]
+    assert type(waiting.value).__name__ in ("TaskAwaitingInput", "TaskDeferred")
+    (request,) = requests
+    assert request["options"] == ["Submit review"] and request["defaults"] == ["Submit review"]
+    assert request["body"].startswith("Brand check\n\nRound 1 of 1: 2 item(s)")
+    assert "![item 2, output 1](https://x/t1/0.png)" in request["body"]
+    assert request["params"]["item_1"]["value"] == "reject"
+    assert request["params"]["item_1"]["schema"]["enum"] == ["approve", "reject"]
+
+    ti.xcoms[("review", "mindvideo_review_round")] = ti.pushed["mindvideo_review_round"]
+    resumed = operator(inputs=[{"prompt": "fox"}, {"prompt": "whale"}], max_rounds=1)
+    result = resumed.execute_complete(
+        {"ti": ti},  # type: ignore[arg-type]
+        {
+            "chosen_options": ["Submit review"],
+            "params_input": {"item_1": "approve", "item_2": "reject", "item_2_comment": "off-brand"},
+            "responded_at": datetime(2026, 1, 1, tzinfo=UTC),
+            "responded_by_user": {"id": "u1", "name": "alice"},
+        },
+    )
+    assert result["approved_task_ids"] == ["t0"] and [i["mindvideo_task_id"] for i in result["rejected"]] == ["t1"]
+    assert [(r["decision"], r["comment"], r["decided_by"]) for r in ti.pushed[XCOM_REVIEW_MANIFEST_KEY]] == [
+        ("approve", None, "alice"),
+        ("reject", "off-brand", "alice"),
+    ]
+    assert emulator.state.snapshot()["tasks"] == []  # nothing regenerated: regenerate_rejected is off
