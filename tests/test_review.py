@@ -394,3 +394,16 @@ def test_a_round_asks_once_with_its_items_and_resumes_with_the_answer(
         ("reject", "off-brand", "alice"),
     ]
     assert emulator.state.snapshot()["tasks"] == []  # nothing regenerated: regenerate_rejected is off
+
+
+def test_a_regeneration_that_fails_leaves_the_item_rejected_and_says_why(emulator: MindVideoEmulator) -> None:
+    items = generated_items(MindVideoHook(), ["whale"])
+    emulator.script("whale", "failed", error="content policy")
+    review = operator(regenerate_rejected=True, max_rounds=2)
+    context: Any = {"ti": FakeTI()}
+    event = reviewed(items, {"item_1": "reject"})
+    state = review.apply(context, ReviewState(round=1, max_rounds=2), review.decisions(context, event, items))
+    assert [i.number for i in state.rejected] == [1] and not state.pending
+    (row,) = state.manifest
+    assert row["regenerated_as"] and "failed: content policy" in row["note"]
+    assert len(emulator.state.snapshot()["tasks"]) == 2  # paid for, as any failed generation is
