@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator, conf
 
 from airflow_provider_mindvideo import DEFAULT_CONN_ID
+from airflow_provider_mindvideo.budget import Budget
 from airflow_provider_mindvideo.cancellation import is_unfinished, log_still_running
 from airflow_provider_mindvideo.catalog import validate_input
-from airflow_provider_mindvideo.errors import WaitTimeoutError
+from airflow_provider_mindvideo.errors import MindVideoError, WaitTimeoutError
 from airflow_provider_mindvideo.hooks import MindVideoHook
 from airflow_provider_mindvideo.idempotency import task_instance_key
 from airflow_provider_mindvideo.links import MindVideoModelDocsLink, MindVideoOutputLink
@@ -55,6 +56,13 @@ class MindVideoSubmitOperator(BaseOperator):
     :param allow_unknown_model: Send a model slug this provider's catalogue does not know (a
         model newer than it). Without it such a slug fails before any request, naming the
         closest known ones.
+    :param max_cost: The most this task instance may spend, all its tries together, in the
+        API's cost unit. Before each create, its cost is predicted (the cost estimate a replayed
+        earlier task of this task instance reported, else the model's documented price) and
+        counted with what earlier tries spent; a create that could pass the ceiling is not sent
+        and the task fails at once with
+        :class:`~airflow_provider_mindvideo.errors.BudgetExceededError`, naming ``max_cost`` and
+        the prediction. None: no ceiling.
 
     XCom: ``return_value`` is the MindVideo task id; ``mindvideo_task`` holds task id, request
     id, model, status, cost estimate and the idempotency key used (never the input).
@@ -81,17 +89,21 @@ class MindVideoSubmitOperator(BaseOperator):
         mindvideo_conn_id: str = DEFAULT_CONN_ID,
         max_generations: int | None = None,
         allow_unknown_model: bool = False,
+        max_cost: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         if max_generations is not None and (isinstance(max_generations, bool) or max_generations < 1):
             raise ValueError(f"max_generations = {max_generations!r}: must be a whole number >= 1, or None")
+        if max_cost is not None and (isinstance(max_cost, bool) or not max_cost >= 0):
+            raise ValueError(f"max_cost = {max_cost!r}: must be a number >= 0, or None for no ceiling")
         self.model = model
         self.input = input
         self.idempotency_key = idempotency_key
         self.mindvideo_conn_id = mindvideo_conn_id
         self.max_generations = max_generations
         self.allow_unknown_model = allow_unknown_model
+        self.max_cost = max_cost
 
     @cached_property
     def hook(self) -> MindVideoHook:
@@ -127,11 +139,21 @@ class MindVideoSubmitOperator(BaseOperator):
         self.input = request
         validate_input(self.model, request, allow_unknown_model=self.allow_unknown_model)
         ti = context["ti"]
+        # Counts what this try's creates and replays report: replays tell what earlier tries spent.
+        budget = Budget(self.max_cost)
 
         def create(key: str) -> MindVideoTask:
-            return self.hook.create_task(
-                self.model, request, idempotency_key=key, allow_unknown_model=self.allow_unknown_model
-            )
+            reservation = budget.reserve(self.model)  # raises before anything is sent
+            try:
+                task = self.hook.create_task(
+                    self.model, request, idempotency_key=key, allow_unknown_model=self.allow_unknown_model
+                )
+            except MindVideoError as exc:
+                if exc.http_status is not None and 400 <= exc.http_status < 500 and exc.http_status != 429:
+                    budget.release(reservation)  # refused: nothing was charged
+                raise
+            budget.settle(reservation, task.cost_estimate)
+            return task
 
         if self.idempotency_key is not None:  # an explicit key is checked, never silently replaced
             submitted = replay_explicit_key(create, self.idempotency_key)
