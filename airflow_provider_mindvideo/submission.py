@@ -10,6 +10,9 @@ Whether an answer was a creation or a replay, the API tells only by its status c
 tells at all (201 Created). So the walk also leans on Airflow's try number: before try ``t``, at
 most ``t - 1`` tries ran, so at most ``t - 1`` generations exist and try ``t`` never looks past
 generation ``t - 1``. And no task instance ever uses more than ``max_generations`` keys.
+
+The rule for one answer is a pure step, :func:`next_step`: :func:`find_or_create` drives it on
+the worker, and the batch trigger drives it for every item of a batch in the triggerer.
 """
 
 from __future__ import annotations

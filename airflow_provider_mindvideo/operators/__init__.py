@@ -6,6 +6,7 @@ The modules below are where they live; this package's names are the stable ones.
 
 from __future__ import annotations
 
+from airflow_provider_mindvideo.operators.batch import MindVideoBatchGenerateOperator
 from airflow_provider_mindvideo.operators.download import (
     MindVideoDownloadOperator,
     outlets_for,
@@ -15,6 +16,7 @@ from airflow_provider_mindvideo.operators.download import (
 from airflow_provider_mindvideo.operators.generate import MindVideoGenerateOperator, MindVideoSubmitOperator
 
 __all__ = [
+    "MindVideoBatchGenerateOperator",
     "MindVideoDownloadOperator",
     "MindVideoGenerateOperator",
     "MindVideoSubmitOperator",
