@@ -55,6 +55,19 @@ def test_items_that_fail_are_generated_again_on_the_retry_and_only_those(
     assert len(json.dumps(summary)) < 1024  # XCom holds counts, not rows
 
 
+def test_a_429_storm_is_ridden_out_paying_once_per_item(run: Any, emulator: MindVideoEmulator) -> None:
+    emulator.state.config.rate_limit = 4  # requests a second, for 12 items created at once and polled
+    try:
+        result = run("mv_batch_storm")
+    finally:
+        emulator.state.config.rate_limit = None
+    assert emulator.state.rate_limited > 0, "the storm never came"
+    assert result.state == "success" and result.tries("generate") == 1
+    assert result.xcom[("generate", -1, "return_value")]["counts"]["succeeded"] == 12
+    assert emulator.state.charged_tasks == 12
+    assert max(charges_by_prompt(emulator).values()) == 1
+
+
 def test_the_ceiling_reached_halfway_is_tolerated_by_max_failed(
     run: Any, emulator: MindVideoEmulator, tmp_path: Path
 ) -> None:
@@ -79,11 +92,14 @@ def test_the_ceiling_reached_halfway_fails_a_strict_batch_for_good(run: Any, emu
 
 
 def test_an_inputs_file_with_bad_lines_names_them_all_and_sends_nothing(
-    run: Any, emulator: MindVideoEmulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    run: Any, emulator: MindVideoEmulator, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     inputs = tmp_path / "prompts.jsonl"
     inputs.write_text('{"prompt": "fine"}\n{"prompt": \n{"prompt": "x", "n": 3}\n{"prompt": "fine too"}\n')
     result = run("mv_batch_from_file", inputs_path=f"file://{inputs}")
+    log = capfd.readouterr().out
+    assert f"InputValidationError: 2 invalid item(s) in file://{inputs}; nothing was sent:\nline 2: is not JSON" in log
+    assert "line 3: input.n = 3: must be one of 1" in log
     assert result.state == "failed"
     assert result.tries("generate") == 1  # refused input is no retry's business
     assert emulator.state.requests["create"] == 0 and emulator.state.charged_tasks == 0

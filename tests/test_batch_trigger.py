@@ -270,3 +270,34 @@ def test_progress_is_a_line_per_interval_not_per_poll(
     assert "3/3 done (3 succeeded, 0 failed), 0 in flight, 0 waiting; cost estimate so far 0.0405" in progress[0]
     polls_logged = [log for log in debug_logs if "MindVideo batch:" in str(log.get("event", ""))]
     assert len(polls_logged) == 2  # the start line and the last progress line
+
+
+def test_a_task_this_try_created_that_fails_at_once_ends_the_item_for_this_try(
+    batch: Any, emulator: MindVideoEmulator
+) -> None:
+    """Try 3 is the first to reach these items (earlier tries died before creating): generation 0 is
+    new, and it is refused at once. The walk must stop there, not create generation 1 in the same try."""
+    work = batch(2)
+    emulator.script("item", "failed", queued_seconds=0, processing_seconds=0)
+    run = work.run(try_number=3)
+    assert run.charges == Counter({"item 0": 1, "item 1": 1})
+    assert all(row.status == FAILED and row.retryable and row.key_generation == 0 for row in run.rows)
+    assert "the next try generates again" in (run.rows[0].error or "")
+
+
+def test_a_429_met_by_one_request_pauses_every_request_of_the_batch() -> None:
+    import random
+    import time
+
+    from airflow_provider_mindvideo.batch_trigger import _BatchRetryPolicy, _Pause
+    from airflow_provider_mindvideo.errors import RateLimitedError, ServerError
+
+    pause = _Pause()
+    policy = _BatchRetryPolicy(max_retries=3, on_rate_limited=pause.pause)
+    limited = RateLimitedError("Too many requests", http_status=429)
+    limited.retry_after = 2.5
+    before = time.monotonic()
+    assert policy.retry_delay(1, limited, 0.0, random.Random(1)) == 2.5  # this request waits as asked...
+    assert pause.until - before >= 2.5  # ...and so does every other request of the batch
+    policy.retry_delay(1, ServerError("busy", http_status=503), 0.0, random.Random(1))
+    assert pause.pauses == 1  # a 5xx is that request's business alone

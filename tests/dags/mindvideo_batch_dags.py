@@ -73,3 +73,13 @@ with _dag("mv_batch_from_file", default_args={"retries": 2, "retry_delay": timed
         result_path="{{ params.result_path }}",
         **FAST,
     )
+
+with _dag("mv_batch_storm"):
+    MindVideoBatchGenerateOperator(
+        task_id="generate",
+        model="gpt-image-2",
+        inputs=[{"prompt": f"storm image {i}"} for i in range(12)],
+        result_path="{{ params.result_path }}",
+        max_active=12,
+        **FAST,
+    )
