@@ -39,6 +39,7 @@ from airflow_provider_mindvideo.batch import (
     ERROR,
     FAILED,
     OVER_BUDGET,
+    PENDING,
     SUCCEEDED,
     TIMED_OUT,
     BatchSummary,
@@ -52,6 +53,7 @@ from airflow_provider_mindvideo.batch import (
     summarize,
 )
 from airflow_provider_mindvideo.budget import Budget
+from airflow_provider_mindvideo.cancellation import log_still_running
 from airflow_provider_mindvideo.errors import (
     AuthenticationError,
     ConnectionNotFoundError,
@@ -73,6 +75,8 @@ DONE = "done"
 ERROR_EVENT = "error"
 # Errors about the account or the connection, not an item: every other item would meet them too.
 _STOPS_THE_BATCH = (AuthenticationError, ConnectionNotFoundError, InsecureConnectionError, TlsVerificationError)
+# How many still-running remote tasks a log line names (a batch may have thousands).
+_NAMED_IN_LOGS = 20
 # A 429 without Retry-After still pauses the batch this long.
 _DEFAULT_PAUSE = 1.0
 
@@ -313,7 +317,7 @@ class MindVideoBatchTrigger(BaseTrigger):
             try:
                 # Blocking storage I/O goes through a thread: the loop serves every other trigger meanwhile.
                 items = await asyncio.to_thread(read_work_list, self.work_list_path, self.storage_conn_id)
-                batch = _Batch(self, hook, items)
+                batch = self._batch = _Batch(self, hook, items)
                 summary = await batch.run()
             except _Stop as stop:
                 yield self._error(stop.error)
@@ -324,6 +328,19 @@ class MindVideoBatchTrigger(BaseTrigger):
             yield TriggerEvent({"status": DONE, "summary": summary.to_xcom(), "message": batch.last_progress})
         finally:
             await hook.aclose()
+
+    async def on_kill(self) -> None:
+        """The Airflow task was cleared or marked while the batch ran (Airflow 3.3+ calls this).
+
+        MindVideo has no cancel endpoint: the remote tasks already created keep running and are
+        charged. Say which (the first few, and how many); clearing the task re-attaches to them.
+        """
+        batch: _Batch | None = getattr(self, "_batch", None)
+        running = [row.task_id for row in batch.rows if row.task_id and row.status == PENDING] if batch else []
+        shown = running[:_NAMED_IN_LOGS]
+        if len(running) > len(shown):
+            shown.append(f"and {len(running) - len(shown)} more")
+        log_still_running(self.log, shown, "The batch was stopped (the Airflow task was cleared, or marked)")
 
     @staticmethod
     def _error(error: MindVideoError) -> TriggerEvent:

@@ -362,3 +362,27 @@ def test_a_restarted_trigger_does_not_take_its_own_try_s_failed_task_for_an_earl
     assert rerun.charges == Counter()
     assert rerun.rows[0].status == FAILED and rerun.rows[0].retryable and rerun.rows[0].key_generation == 0
     assert emulator.state.charged_tasks == 2
+
+
+def test_a_stopped_batch_names_the_remote_tasks_that_keep_running(
+    batch: Any, emulator: MindVideoEmulator, debug_logs: list[dict[str, Any]]
+) -> None:
+    work = batch(3)
+    emulator.script("item", "succeeded", processing_seconds=60)
+    trigger = work.trigger(max_active=3)
+
+    async def stop_midway() -> None:
+        runner = asyncio.ensure_future(_events(trigger))
+        while emulator.state.charged_tasks < 3:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)  # the answers are in
+        runner.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await runner
+        await trigger.on_kill()
+
+    asyncio.run(stop_midway())
+    warnings = [log["event"] for log in debug_logs if log.get("log_level") == "warning"]
+    assert any(all(task_id in w for task_id in emulator.state.tasks) and "keep running" in w for w in warnings), (
+        warnings
+    )
