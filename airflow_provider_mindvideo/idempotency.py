@@ -29,8 +29,32 @@ def idempotency_key(
     dag_id: str, task_id: str, run_id: str, map_index: int, model: str, input: Mapping[str, Any], generation: int
 ) -> str:
     """The key of one generation: 48 characters, ASCII letters, digits and dashes (header-safe)."""
-    identity = json.dumps([dag_id, task_id, run_id, map_index, request_fingerprint(model, input)])
-    return f"{KEY_PREFIX}{hashlib.sha256(identity.encode()).hexdigest()[:40]}-{generation:04d}"
+    return key_of_generation(key_stem(dag_id, task_id, run_id, map_index, model, input), generation)
+
+
+def key_stem(
+    dag_id: str,
+    task_id: str,
+    run_id: str,
+    map_index: int,
+    model: str,
+    input: Mapping[str, Any],
+    item: int | None = None,
+) -> str:
+    """Every generation's key without its generation suffix (``af-`` and 40 hex digits).
+
+    :param item: an item's position in a batch: two items with the same request in one batch
+        are two remote tasks. None for a task instance's single request (keys as before batches).
+    """
+    identity: list[Any] = [dag_id, task_id, run_id, map_index, request_fingerprint(model, input)]
+    if item is not None:
+        identity.append(item)
+    return f"{KEY_PREFIX}{hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:40]}"
+
+
+def key_of_generation(stem: str, generation: int) -> str:
+    """The key of ``generation`` under ``stem``."""
+    return f"{stem}-{generation:04d}"
 
 
 class TaskInstanceLike(Protocol):

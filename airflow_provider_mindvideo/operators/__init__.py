@@ -1,0 +1,26 @@
+"""Operators that create MindVideo tasks and save their outputs.
+
+Import them from here: ``from airflow_provider_mindvideo.operators import MindVideoGenerateOperator``.
+The modules below are where they live; this package's names are the stable ones.
+"""
+
+from __future__ import annotations
+
+from airflow_provider_mindvideo.operators.batch import MindVideoBatchGenerateOperator
+from airflow_provider_mindvideo.operators.download import (
+    MindVideoDownloadOperator,
+    outlets_for,
+    private_urls_allowed,
+    save_outputs,
+)
+from airflow_provider_mindvideo.operators.generate import MindVideoGenerateOperator, MindVideoSubmitOperator
+
+__all__ = [
+    "MindVideoBatchGenerateOperator",
+    "MindVideoDownloadOperator",
+    "MindVideoGenerateOperator",
+    "MindVideoSubmitOperator",
+    "outlets_for",
+    "private_urls_allowed",
+    "save_outputs",
+]
