@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -74,3 +75,19 @@ def task_instance_key(ti: TaskInstanceLike, model: str, input: Mapping[str, Any]
     """
     map_index = -1 if ti.map_index is None else ti.map_index
     return idempotency_key(ti.dag_id, ti.task_id, ti.run_id, map_index, model, input, generation)
+
+
+_OWN_KEY = re.compile(rf"^({re.escape(KEY_PREFIX)}[0-9a-f]{{40}})-(\d{{4,}})$")
+
+
+def split_key(key: str) -> tuple[str, int]:
+    """The stem and generation of a key this provider made (``af-<40 hex>-NNNN``).
+
+    Any other key (an explicit ``idempotency_key``) is its own stem at generation 0: its next
+    generation is ``<key>-0001``. Only keys of our own form are read as numbered, so that an
+    explicit key such as ``"launch-2024"`` is never mistaken for generation 2024 of ``"launch"``.
+    """
+    own = _OWN_KEY.match(key)
+    if own is None:
+        return key, 0
+    return own.group(1), int(own.group(2))

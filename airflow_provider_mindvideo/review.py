@@ -1,56 +1,32 @@
-"""Human review of generated media: the page a reviewer sees, what they decided, what is made again. Pure.
+"""Human review of generated media: the items, their pages, what was decided, what is made again. Pure.
 
-A review round shows items -- one generated output each, with its prompt, model and cost -- on
-Airflow's "Required actions" page (a ``HITLOperator`` body, Markdown rendered by react-markdown),
-and asks for one decision per item (approve or reject) and an optional comment, as form fields.
-Nothing here does I/O: :mod:`.review_operator` shows the page, waits, and regenerates.
+A review runs in rounds; a round shows the items to review on pages (one HITL task instance
+each, :mod:`.review_page` draws them), and decides per item: approve or reject. With
+regeneration, each rejected item is generated again under the **next generation of the key that
+made it** -- the key its Generate / Submit task or its batch item used -- and shown in the next
+round. Sharing that key means a retry of the generating task and the review never make two
+tasks for one key generation, and a retried review replays its regenerations, free.
 
-Images are shown by their http(s) URL: the UI's Markdown renderer drops ``data:`` URIs, so the
-page can only show what the reviewer's browser can fetch. A video is a link (MindVideo returns
-no poster image).
+Nothing here does I/O: :mod:`airflow_provider_mindvideo.operators.review` reads the sources,
+asks, and regenerates.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Literal
+from typing import Any
 
-from airflow_provider_mindvideo.errors import InputValidationError
-from airflow_provider_mindvideo.idempotency import idempotency_key
-
-APPROVE = "approve"
-REJECT = "reject"
-#: The one option of the HITL request: the per-item choices are its form fields.
-SUBMIT = "Submit review"
-#: What a round decides for everything when nobody answers within ``response_timeout``.
-OnTimeout = Literal["approve_none", "approve_all"]
-ON_TIMEOUT_VALUES: tuple[str, ...] = ("approve_none", "approve_all")
-#: How many items one review page holds by default (see docs/operators/review.md for the measurement).
-DEFAULT_PAGE_SIZE = 12
-# MindVideo returns no poster for a video: a video is shown as a link; anything else as an image.
-_VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".m4v", ".mkv")
-# Markdown's active characters: a prompt is the reviewer's text to read, never markup to run
-# (a prompt like "![x](http://tracker)" must not load an image in the reviewer's browser).
-_MARKDOWN_ACTIVE = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~])")
-_PROMPT_SHOWN = 500
-
-
-@dataclass(frozen=True)
-class KeySource:
-    """The task instance whose idempotency keys an item's generations use (see :mod:`.idempotency`)."""
-
-    dag_id: str
-    task_id: str
-    run_id: str
-    map_index: int
+from airflow_provider_mindvideo.errors import InputValidationError, MindVideoError
+from airflow_provider_mindvideo.idempotency import key_of_generation, key_stem, split_key
+from airflow_provider_mindvideo.review_page import APPROVE, REJECT, comment_field, decision_field
 
 
 @dataclass(frozen=True)
 class ReviewItem:
     """One generated output under review, and what is needed to generate it again."""
 
+    #: Its number in the whole review (from 1): the same on every page and in every round.
     number: int
     model: str
     input: Mapping[str, Any]
@@ -58,7 +34,9 @@ class ReviewItem:
     output_urls: Sequence[str]
     files: Sequence[str] = ()
     cost: float | None = None
-    key_source: KeySource | None = None
+    #: The stem of the keys that made it (see :func:`.idempotency.split_key`), and the
+    #: generation of its current output: a regeneration uses ``key_generation + 1``.
+    key_stem: str = ""
     key_generation: int = 0
     #: The round this output was made for review in (1: the upstream generation).
     round: int = 1
@@ -76,7 +54,6 @@ class ReviewItem:
 
     @classmethod
     def from_xcom(cls, record: Mapping[str, Any]) -> ReviewItem:
-        source = record.get("key_source")
         return cls(
             number=int(record["number"]),
             model=str(record["model"]),
@@ -85,7 +62,7 @@ class ReviewItem:
             output_urls=list(record.get("output_urls") or []),
             files=list(record.get("files") or []),
             cost=record.get("cost"),
-            key_source=KeySource(**source) if source else None,
+            key_stem=str(record.get("key_stem") or ""),
             key_generation=int(record.get("key_generation") or 0),
             round=int(record.get("round") or 1),
         )
@@ -102,19 +79,33 @@ class Decision:
     decided_at: str | None
     timed_out: bool
 
+    def to_xcom(self) -> dict[str, Any]:
+        return {**asdict(self), "item": self.item.to_xcom()}
+
+    @classmethod
+    def from_xcom(cls, record: Mapping[str, Any]) -> Decision:
+        return cls(
+            item=ReviewItem.from_xcom(record["item"]),
+            approved=bool(record["approved"]),
+            comment=record.get("comment"),
+            decided_by=record.get("decided_by"),
+            decided_at=record.get("decided_at"),
+            timed_out=bool(record.get("timed_out")),
+        )
+
 
 @dataclass
 class ReviewState:
-    """What a chain of review rounds knows: passed from one round's task to the next through XCom."""
+    """What a review knows after a round (round 0: the items found): passed on through XCom."""
 
     round: int
     max_rounds: int
     approved: list[ReviewItem] = field(default_factory=list)
     rejected: list[ReviewItem] = field(default_factory=list)
-    #: Generated again after a rejection, waiting for the next round.
+    #: To be reviewed in the next round: the items found (round 0), or those generated again.
     pending: list[ReviewItem] = field(default_factory=list)
     manifest: list[dict[str, Any]] = field(default_factory=list)
-    #: What regenerations cost so far, across rounds (cost estimates where no actual cost is known).
+    #: What regenerations cost so far, across rounds (their cost estimates).
     spent: float = 0.0
 
     def to_xcom(self) -> dict[str, Any]:
@@ -134,6 +125,11 @@ class ReviewState:
 
     @classmethod
     def from_xcom(cls, record: Mapping[str, Any]) -> ReviewState:
+        if not (isinstance(record, Mapping) and {"round", "max_rounds", "pending"} <= set(record)):
+            raise InputValidationError(
+                f"review: expected the previous review step's output, got {type(record).__name__}"
+            )
+
         def items(name: str) -> list[ReviewItem]:
             return [ReviewItem.from_xcom(item) for item in record.get(name) or []]
 
@@ -147,10 +143,6 @@ class ReviewState:
             spent=float(record.get("spent") or 0.0),
         )
 
-    @staticmethod
-    def is_review_state(value: Any) -> bool:
-        return isinstance(value, Mapping) and {"round", "max_rounds", "pending"} <= set(value)
-
 
 # -- where items come from ------------------------------------------------------------------
 
@@ -158,7 +150,8 @@ class ReviewState:
 def items_from_generated(
     inputs: Sequence[Mapping[str, Any]],
     records: Sequence[Mapping[str, Any] | None],
-    files: Sequence[Sequence[Any] | None] | None,
+    files: Sequence[Any] | None,
+    key_records: Sequence[Mapping[str, Any] | None] | None = None,
     *,
     dag_id: str,
     task_id: str,
@@ -168,8 +161,10 @@ def items_from_generated(
 
     :param files: per map index, the stored paths or the download manifest (``mindvideo_files``)
         of the outputs; ``None`` when they were not saved.
-    :param task_id: the task whose keys made the outputs (the Submit or Generate task): a
-        rejected item is generated again under that task instance's next key generation.
+    :param key_records: per map index, the record of the task that created the remote task
+        (the Submit task's, for Submit + Sensor; default ``records``): its ``idempotency_key``
+        is the key a rejected item's next generation follows.
+    :param task_id: that creating task, whose key is derived again when a record has none.
     """
     if len(records) != len(inputs):
         raise InputValidationError(
@@ -180,49 +175,65 @@ def items_from_generated(
     for index, (request, record) in enumerate(zip(inputs, records, strict=True)):
         if not record or not record.get("output_urls"):
             continue  # nothing was generated: nothing to look at
+        keyed = (key_records[index] if key_records is not None and index < len(key_records) else None) or record
+        model = str(keyed.get("model") or record.get("model") or "")
+        recorded = keyed.get("idempotency_key")
+        if isinstance(recorded, str) and recorded:
+            stem, generation = split_key(recorded)
+        else:  # a record from before keys were recorded: the key the task instance derives
+            stem = key_stem(dag_id, task_id, run_id, index, model, request)
+            generation = int(keyed.get("key_generation") or 0)
         stored = files[index] if files is not None and index < len(files) else None
         items.append(
             ReviewItem(
                 number=len(items) + 1,
-                model=str(record.get("model") or ""),
+                model=model,
                 input=dict(request),
                 mindvideo_task_id=str(record["task_id"]),
                 output_urls=list(record["output_urls"]),
                 files=stored_paths(stored),
-                cost=_cost(record),
-                key_source=KeySource(dag_id, task_id, run_id, index),
-                key_generation=int(record.get("key_generation") or 0),
+                cost=_cost(record) if _cost(record) is not None else _cost(keyed),
+                key_stem=stem,
+                key_generation=generation,
             )
         )
     return items
 
 
 def items_from_batch_manifest(
-    rows: Iterable[Mapping[str, Any]], *, dag_id: str, task_id: str, run_id: str
+    rows: Iterable[Mapping[str, Any]], work: Iterable[Mapping[str, Any]], *, manifest: str = "the batch manifest"
 ) -> list[ReviewItem]:
-    """Items from a batch manifest's rows (``line``, ``model``, ``input``, ``mindvideo_task_id``, ``status``, ...).
+    """Items from the rows of a :class:`MindVideoBatchGenerateOperator` manifest and its work list.
 
-    Only rows that succeeded with outputs are reviewed. A rejected row is generated again under
-    the key of (``task_id``, its ``line``) at its ``key_generation`` + 1 (0 when the row has none).
+    Only rows that succeeded with outputs are reviewed. A row's input is in the work list (the
+    manifest holds none), by ``position``; its key is the row's ``idempotency_key`` -- the batch
+    item's own key -- so a rejected row is generated again as that key's next generation.
     """
+    inputs = {int(entry["position"]): entry for entry in work}
     items: list[ReviewItem] = []
     for row in rows:
         if row.get("status") != "succeeded" or not row.get("output_urls"):
             continue
-        line = row.get("line")
-        if isinstance(line, bool) or not isinstance(line, int):
-            raise InputValidationError(f"review: batch manifest row has line = {line!r}; expected a whole number")
+        position = row.get("position")
+        entry = inputs.get(position) if isinstance(position, int) and not isinstance(position, bool) else None
+        if entry is None:
+            raise InputValidationError(
+                f"review: {manifest} line {row.get('line')!r} has position = {position!r}, which its work list "
+                "does not hold; review the manifest the batch wrote, beside its work list"
+            )
+        recorded = row.get("idempotency_key")
+        stem, generation = split_key(recorded) if isinstance(recorded, str) and recorded else (entry["key"], 0)
         items.append(
             ReviewItem(
                 number=len(items) + 1,
-                model=str(row.get("model") or ""),
-                input=dict(row.get("input") or {}),
-                mindvideo_task_id=str(row.get("mindvideo_task_id")),
+                model=str(row.get("model") or entry["model"]),
+                input=dict(entry["input"]),
+                mindvideo_task_id=str(row.get("task_id") or row.get("mindvideo_task_id")),
                 output_urls=list(row["output_urls"]),
                 files=stored_paths(row.get("files")),
                 cost=_cost(row),
-                key_source=KeySource(dag_id, task_id, run_id, line),
-                key_generation=int(row.get("key_generation") or 0),
+                key_stem=stem,
+                key_generation=generation,
             )
         )
     return items
@@ -247,102 +258,46 @@ def _cost(record: Mapping[str, Any]) -> float | None:
     return None
 
 
-# -- the page -------------------------------------------------------------------------------
+# -- pages -----------------------------------------------------------------------------------
 
 
-def check_page_size(items: Sequence[ReviewItem], page_size: int) -> None:
-    if len(items) > page_size:
-        raise InputValidationError(
-            f"review: {len(items)} items to review, more than page_size={page_size}; a longer page becomes hard "
-            "to use in the Airflow UI. Review in several tasks (split the items), or raise page_size"
-        )
-
-
-def markdown_text(text: str, limit: int = _PROMPT_SHOWN) -> str:
-    """``text`` as literal Markdown: markup, links and images in a prompt are shown, not run."""
-    clipped = text if len(text) <= limit else f"{text[:limit]}…"
-    return _MARKDOWN_ACTIVE.sub(r"\\\1", " ".join(clipped.split()))
-
-
-def is_video_url(url: str) -> bool:
-    path = url.split("?", 1)[0].split("#", 1)[0].lower()
-    return path.endswith(_VIDEO_SUFFIXES)
-
-
-def review_body(items: Sequence[ReviewItem], *, round: int, max_rounds: int, intro: str | None = None) -> str:
-    """The page's Markdown: a table, one row per item: its image(s) or link, prompt, model, cost and task id.
-
-    A table keeps each item one image high (react-markdown renders no HTML, so images cannot be
-    resized): the page stays scannable, and the form below lists the items in the same order.
-    """
-    lines = []
-    if intro:
-        lines += [intro, ""]
-    lines += [
-        f"Round {round} of {max_rounds}: {len(items)} item(s). Choose **approve** or **reject** for each "
-        "in the form below, add a comment if you like, then submit.",
-        "",
-        "| # | Output | Prompt | Model | Cost | MindVideo task |",
-        "|---|---|---|---|---|---|",
+def review_pages(items: Sequence[ReviewItem], *, round: int, max_rounds: int, page_size: int) -> list[dict[str, Any]]:
+    """The pages of a round, ``page_size`` items each: one HITL task instance (a map index) per page."""
+    if isinstance(page_size, bool) or page_size < 1:
+        raise InputValidationError(f"review: page_size = {page_size!r}: must be a whole number >= 1")
+    chunks = [items[start : start + page_size] for start in range(0, len(items), page_size)]
+    return [
+        {
+            "round": round,
+            "max_rounds": max_rounds,
+            "page": number,
+            "pages": len(chunks),
+            "items": [item.to_xcom() for item in chunk],
+        }
+        for number, chunk in enumerate(chunks, start=1)
     ]
-    for item in items:
-        shown = " ".join(_output_cell(item, position, url) for position, url in enumerate(item.output_urls))
-        prompt = markdown_text(item.prompt) or "(no prompt)"
-        if item.round > 1:
-            prompt += f" *(generated again for round {item.round})*"
-        cost = "unknown" if item.cost is None else f"{item.cost:g}"
-        task = markdown_text(item.mindvideo_task_id, 100)
-        lines.append(f"| {item.number} | {shown} | {prompt} | {markdown_text(item.model, 100)} | {cost} | {task} |")
-    return "\n".join(lines)
 
 
-def _output_cell(item: ReviewItem, position: int, url: str) -> str:
-    target = _url(url)
-    if target is None:
-        return f"(output {position + 1}: no http(s) URL to show)"
-    if is_video_url(url):
-        return f"[video {position + 1}]({target})"
-    return f"![item {item.number}, output {position + 1}]({target})"
+def decisions_of_pages(items: Sequence[ReviewItem], answers: Sequence[Any]) -> list[Decision]:
+    """Every item's decision from the pages' answers (one per page, by map index), in item order.
 
-
-def _url(url: str) -> str | None:
-    if not re.match(r"^https?://[^\s()<>]+$", url):
-        return None  # only what a browser fetches by http(s), with nothing that closes the Markdown link
-    return url
-
-
-def decision_field(item: ReviewItem) -> str:
-    return f"item_{item.number}"
-
-
-def comment_field(item: ReviewItem) -> str:
-    return f"item_{item.number}_comment"
-
-
-def review_params(items: Sequence[ReviewItem], on_timeout: OnTimeout) -> dict[str, dict[str, Any]]:
-    """The form: per item a choice (pre-set to what a timeout decides) and an optional comment.
-
-    Returned as keyword arguments of ``airflow.sdk.Param`` per field, so that this module stays
-    free of Airflow.
+    :raises MindVideoError: an item no page decided (a page's answer is missing).
     """
-    default = APPROVE if on_timeout == "approve_all" else REJECT
-    params: dict[str, dict[str, Any]] = {}
-    for item in items:
-        title = f"{item.number}. {item.prompt[:60] or item.mindvideo_task_id}"
-        params[decision_field(item)] = {
-            "default": default,
-            "type": "string",
-            "enum": [APPROVE, REJECT],
-            "title": title,
-            "description": f"Approve or reject item {item.number}",
-        }
-        params[comment_field(item)] = {
-            "default": None,
-            "type": ["null", "string"],
-            "title": f"{item.number}. comment (optional)",
-            "description": f"Why, for item {item.number}",
-        }
-    return params
+    decided: dict[int, Decision] = {}
+    for answer in answers:
+        for record in (answer or {}).get("decisions") or []:
+            decision = Decision.from_xcom(record)
+            decided[decision.item.number] = decision
+    missing = [item.number for item in items if item.number not in decided]
+    if missing:
+        raise MindVideoError(
+            f"review: no decision for item(s) {missing[:20]}: the answer of their review page is missing"
+        )
+    # The decided item is the one the page showed; the pending list is the same, kept for its order.
+    return [decided[item.number] for item in items]
+
+
+# -- decisions -------------------------------------------------------------------------------
 
 
 def decisions_from_response(
@@ -392,31 +347,17 @@ def regeneration_input(item: ReviewItem, comment: str | None, append_comment: bo
     return request
 
 
-def regeneration_key(item: ReviewItem, fallback: KeySource) -> tuple[str, int]:
-    """The key (and generation) to generate ``item`` again: its key source's next generation.
+def regeneration_key(item: ReviewItem) -> tuple[str, int]:
+    """The key (and generation) to generate ``item`` again: the next generation of the key that made it.
 
-    Keyed on the original input, so the key does not depend on the comment: a retried review
-    task replays the same generation, free, whatever the comment said.
+    The key does not depend on the comment: a retried review replays the same generation,
+    free (MindVideo answers 409 if the same key comes with a different input, e.g. a changed
+    comment with ``append_comment``: nothing is charged then either).
     """
-    source = item.key_source or fallback
+    if not item.key_stem:
+        raise InputValidationError(f"review: item {item.number} has no key stem to generate it again under")
     generation = item.key_generation + 1
-    key = idempotency_key(
-        source.dag_id, source.task_id, source.run_id, source.map_index, item.model, item.input, generation
-    )
-    return key, generation
-
-
-def within_ceiling(spent: float, predicted: float | None, max_cost: float | None) -> bool:
-    """Whether one more generation predicted to cost ``predicted`` keeps the review's spend within ``max_cost``.
-
-    The whole ceiling arithmetic of the review, in one place (to be :mod:`.budget`'s once it exists).
-    An unknown prediction under a ceiling is refused: the ceiling is a promise.
-    """
-    if max_cost is None:
-        return True
-    if predicted is None:
-        return False
-    return spent + predicted <= max_cost + 1e-9
+    return key_of_generation(item.key_stem, generation), generation
 
 
 def manifest_row(
@@ -447,7 +388,7 @@ def regenerated_item(
     item: ReviewItem, *, mindvideo_task_id: str, input: Mapping[str, Any], output_urls: Sequence[str],
     files: Sequence[str], cost: float | None, key_generation: int, round: int,
 ) -> ReviewItem:  # fmt: skip
-    """The item made again: same number and key source, the new task, outputs and generation."""
+    """The item made again: same number and key stem, the new task, outputs and generation."""
     return replace(
         item,
         mindvideo_task_id=mindvideo_task_id,

@@ -21,8 +21,7 @@ from typing import Any
 
 from airflow.sdk import Asset, AssetAlias, ObjectStoragePath, Param, dag, get_current_context, task
 
-from airflow_provider_mindvideo.operators import MindVideoGenerateOperator
-from airflow_provider_mindvideo.review_operator import review_rounds
+from airflow_provider_mindvideo.operators import MindVideoGenerateOperator, review_rounds
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +74,6 @@ def mindvideo_review_pipeline() -> None:
         download_to="{{ params.destination }}/generated",
         response_timeout=timedelta(hours=24),
         on_timeout="approve_none",
-        # A review task runs once: a retry would ask the reviewer again.
-        retries=0,
     )
     generated >> rounds[0]
 

@@ -14,13 +14,22 @@ from airflow_provider_mindvideo.operators.download import (
     save_outputs,
 )
 from airflow_provider_mindvideo.operators.generate import MindVideoGenerateOperator, MindVideoSubmitOperator
+from airflow_provider_mindvideo.operators.review import MindVideoReviewOperator, review_rounds
+from airflow_provider_mindvideo.operators.review_steps import (
+    MindVideoReviewItemsOperator,
+    MindVideoReviewResultOperator,
+)
 
 __all__ = [
     "MindVideoBatchGenerateOperator",
     "MindVideoDownloadOperator",
     "MindVideoGenerateOperator",
+    "MindVideoReviewItemsOperator",
+    "MindVideoReviewOperator",
+    "MindVideoReviewResultOperator",
     "MindVideoSubmitOperator",
     "outlets_for",
     "private_urls_allowed",
+    "review_rounds",
     "save_outputs",
 ]
