@@ -4,7 +4,8 @@ Each prompt is generated with gpt-image-2 (mapped, waiting in the triggerer) and
 ``<destination>/generated``. The review task then waits on Airflow's "Required actions" page:
 the reviewer sees every image with its prompt, model and cost and approves or rejects each.
 Rejected images are generated again (one new charge each, none for the approved) and shown in
-a second round; what round 2 rejects stays rejected. Finally the approved files -- and only
+a second round; what round 2 rejects stays rejected. More prompts than ``page_size`` (12) are
+reviewed on several pages, each its own entry on the Required actions page. Finally the approved files -- and only
 those -- are copied to ``<destination>/published`` with one asset event for them.
 
 Runs only when triggered. Against the bundled emulator, whose images are served on 127.0.0.1,
@@ -65,7 +66,7 @@ def mindvideo_review_pipeline() -> None:
         download_to="{{ params.destination }}/generated",
     ).expand(input=inputs)
 
-    rounds = review_rounds(
+    reviewed = review_rounds(
         task_id="review",
         max_rounds=2,
         generate_task_id="generate",
@@ -75,7 +76,7 @@ def mindvideo_review_pipeline() -> None:
         response_timeout=timedelta(hours=24),
         on_timeout="approve_none",
     )
-    generated >> rounds[0]
+    generated >> reviewed[0]
 
     @task(outlets=[PUBLISHED_MEDIA])
     def publish(review: dict[str, Any]) -> list[str]:
@@ -94,7 +95,7 @@ def mindvideo_review_pipeline() -> None:
         )
         return paths
 
-    publish(rounds[-1].output)
+    publish(reviewed[-1].output)
 
 
 mindvideo_review_pipeline()
