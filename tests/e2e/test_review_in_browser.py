@@ -78,8 +78,10 @@ def charges(emulator: str, prompts: list[str]) -> dict[str, int]:
     return {prompt: sum(1 for task in tasks if task["prompt"].startswith(prompt)) for prompt in prompts}
 
 
-def review_page(cluster: Cluster, run_id: str, task_id: str) -> str:
-    return f"http://127.0.0.1:{cluster.api_port}/dags/{DAG_ID}/runs/{run_id}/tasks/{task_id}/required_actions"
+def review_page(cluster: Cluster, run_id: str, task_id: str, page: int = 0) -> str:
+    """A page of a round: the pages are a mapped task, one map index per page."""
+    tasks = f"http://127.0.0.1:{cluster.api_port}/dags/{DAG_ID}/runs/{run_id}/tasks"
+    return f"{tasks}/{task_id}/mapped/{page}/required_actions"
 
 
 def open_review(page: Any, url: str, round_text: str) -> list[int]:
@@ -157,7 +159,7 @@ def test_a_reviewer_approves_two_rejects_one_and_only_the_approved_are_published
     # One more charge, for the rejected item only.
     assert charges(emulator, prompts) == {prompts[0]: 1, prompts[1]: 2, prompts[2]: 1}
 
-    (review,) = _records(airflow, run_id, "review_round_2", "return_value")
+    (review,) = _records(airflow, run_id, "review_round_2_result", "return_value")
     assert review["approved_task_ids"] == [generated[prompts[0]], generated[prompts[2]]]
     rows = {(row["round"], row["number"]): row for row in review["manifest"]}
     assert rows[(1, 2)]["decision"] == "reject" and rows[(1, 2)]["comment"] == "too dark"
