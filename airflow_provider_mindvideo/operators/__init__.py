@@ -15,10 +15,8 @@ from airflow_provider_mindvideo.operators.download import (
 )
 from airflow_provider_mindvideo.operators.generate import MindVideoGenerateOperator, MindVideoSubmitOperator
 from airflow_provider_mindvideo.operators.review import MindVideoReviewOperator, review_rounds
-from airflow_provider_mindvideo.operators.review_steps import (
-    MindVideoReviewItemsOperator,
-    MindVideoReviewResultOperator,
-)
+from airflow_provider_mindvideo.operators.review_result import MindVideoReviewResultOperator
+from airflow_provider_mindvideo.operators.review_steps import MindVideoReviewItemsOperator
 
 __all__ = [
     "MindVideoBatchGenerateOperator",
