@@ -52,7 +52,7 @@ from airflow_provider_mindvideo.batch import (
     progress_line,
     summarize,
 )
-from airflow_provider_mindvideo.budget import Budget
+from airflow_provider_mindvideo.budget import Budget, Reservation
 from airflow_provider_mindvideo.cancellation import log_still_running
 from airflow_provider_mindvideo.errors import (
     AuthenticationError,
@@ -368,6 +368,7 @@ class _Batch:
         self._earlier_files: dict[str, list[dict[str, Any]]] = {}
         self._checkpoint: asyncio.Future[None] | None = None
         self.intents = _Intents(intents_folder(trigger.result_path), trigger.storage_conn_id)
+        self._budget_change = asyncio.Event()
 
     def _adopt_earlier(self, earlier: list[ItemResult], intents: list[dict[str, Any]]) -> None:
         """Count what earlier tries (or earlier runs of this one) created or may have created, before creating anything.
@@ -386,6 +387,8 @@ class _Batch:
             row.tasks = sorted(by_stem.get(item.key_stem, []), key=lambda task: task["generation"])
             for task in row.tasks:
                 self.budget.committed += self._cost_of(task, item.model)
+                if task.get("cost_estimate") is not None:  # an earlier answer told the model's price
+                    self.budget.learn(item.model, float(task["cost_estimate"]))
 
     def _cost_of(self, task: dict[str, Any], model: str) -> float:
         for cost in (task.get("cost_estimate"), task.get("held"), self.budget.predict(model)):
@@ -474,8 +477,10 @@ class _Batch:
                 if known.get("task_id") is None:  # its answer had been lost: now its cost is known
                     self.budget.committed += (task.cost_estimate or 0.0) - self._cost_of(known, item.model)
                     known.update(task_id=task.task_id, cost_estimate=task.cost_estimate, held=None)
+                if task.cost_estimate is not None:
+                    self.budget.learn(item.model, task.cost_estimate)
             else:
-                reservation = self.budget.try_reserve(item.model)
+                reservation = await self._reserve(item.model)
                 if reservation is None:
                     row.status, row.error, row.retryable = OVER_BUDGET, self.budget.refusal(item.model), False
                     return None
@@ -494,8 +499,12 @@ class _Batch:
                         self.budget.release(reservation)
                         row.tasks.remove(intent)
                         del self.known[key]
+                    else:  # it may have charged: its money stays held, and no one waits for its answer
+                        self.budget.abandon(reservation)
+                    self._budget_moved()
                     raise
                 self.budget.settle(reservation, task.cost_estimate)
+                self._budget_moved()
                 row.note_task(generation, key, task.task_id, task.cost_estimate, try_number=trigger.try_number)
             row.task_id, row.request_id, row.idempotency_key = task.task_id, task.request_id, key
             row.key_generation, row.cost_estimate = generation, task.cost_estimate
@@ -511,6 +520,22 @@ class _Batch:
                 return None
         row.status, row.error, row.retryable = FAILED, exhausted_message(trigger.max_generations), False
         return None
+
+    async def _reserve(self, model: str) -> Reservation | None:
+        """Hold a create's predicted cost, waiting while only money held for creates in flight is in the way.
+
+        None: it would not fit even once they all settle (or the deadline came): over budget.
+        """
+        while (reservation := self.budget.try_reserve(model)) is None:
+            if self.budget.refuses(model) or self._past_deadline():
+                return None
+            await self._budget_change.wait()
+        return reservation
+
+    def _budget_moved(self) -> None:
+        """A create settled or was released: wake the items waiting for money held in flight."""
+        self._budget_change.set()
+        self._budget_change = asyncio.Event()
 
     async def _create(self, item: WorkItem, key: str) -> MindVideoTask:
         """Create (or replay) under ``key``; transient trouble is waited out with the same key (it cannot pay twice)."""

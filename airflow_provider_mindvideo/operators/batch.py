@@ -33,6 +33,7 @@ from airflow_provider_mindvideo.batch import (
     work_list,
 )
 from airflow_provider_mindvideo.batch_trigger import DONE, MindVideoBatchTrigger
+from airflow_provider_mindvideo.budget import check_max_cost
 from airflow_provider_mindvideo.downloads import StoredFile, download_client, manifest_summary, store_outputs
 from airflow_provider_mindvideo.errors import (
     BatchItemsFailedError,
@@ -101,10 +102,15 @@ class MindVideoBatchGenerateOperator(BaseOperator):
         outcome but ``succeeded``: ``failed``, ``over_budget``, ``timed_out``, ``error``,
         ``download_failed``. The manifest and the summary always say which items failed and why.
     :param max_cost: The most this task instance may spend, all its tries together, in the API's
-        cost unit. Before each create the next item's cost is predicted (the mean cost estimate
-        of the answers seen so far for its model, else the model's documented price) and held;
-        a task that could pass the ceiling is not created, and its item is reported
-        ``over_budget``. Replayed tasks of earlier tries count. None: no ceiling.
+        cost unit (a finite number >= 0). Before each create the next item's cost is predicted
+        (the highest cost estimate the answers told so far for its model, else the model's
+        documented price) and held until the answer settles it; a model's first create goes
+        alone, so that its answer tells the price before more are sent. An item that does not
+        fit only because money is held for creates in flight waits for their answers; one that
+        would not fit even then is not created and is reported ``over_budget``. Every task
+        earlier tries created counts, whatever the inputs say now. None: no ceiling. What
+        remains: a price that depends on the input and rises above every earlier answer can
+        pass the ceiling by at most that rise times the creates in flight (``max_active``).
     :param download_to: Also save each succeeded item's outputs into this folder (an
         ``ObjectStoragePath`` URL), as :class:`MindVideoDownloadOperator` does (default file
         names, ``overwrite=False``), :data:`DOWNLOAD_CONCURRENCY` at a time. Resumable: files an
@@ -181,8 +187,7 @@ class MindVideoBatchGenerateOperator(BaseOperator):
         if isinstance(max_active, bool) or not isinstance(max_active, int) or max_active < 1:
             raise ValueError(f"max_active = {max_active!r}: must be a whole number >= 1")
         check_max_failed(max_failed)
-        if max_cost is not None and (isinstance(max_cost, bool) or not max_cost >= 0):
-            raise ValueError(f"max_cost = {max_cost!r}: must be a number >= 0, or None for no ceiling")
+        check_max_cost(max_cost)
         if max_generations is not None and (isinstance(max_generations, bool) or max_generations < 1):
             raise ValueError(f"max_generations = {max_generations!r}: must be a whole number >= 1, or None")
         check_poll_settings(poll_interval, max_poll_interval)
