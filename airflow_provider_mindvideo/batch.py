@@ -214,8 +214,8 @@ class ItemResult:
     retryable: bool = False
     #: Every remote task this item has had, or may have had, over all tries: ``generation``,
     #: ``idempotency_key``, ``task_id`` and ``cost_estimate`` (both None while a create's answer
-    #: is not known: then ``held``, what was reserved for it, counts instead), and ``try_number``,
-    #: the try that created it. A later try (or a restarted trigger) counts their cost against
+    #: is not known: then ``held``, what was reserved for it, counts instead), ``try_number``,
+    #: the try that created it, and ``model``. A later try (or a restarted trigger) counts their cost against
     #: ``max_cost`` before it creates anything.
     tasks: list[dict[str, Any]] = field(default_factory=list)
 
@@ -228,6 +228,7 @@ class ItemResult:
         *,
         try_number: int,
         held: float | None = None,
+        model: str | None = None,
     ) -> dict[str, Any]:
         """Record a remote task this item has (or may have); returns its entry."""
         for seen in self.tasks:
@@ -242,6 +243,7 @@ class ItemResult:
             "cost_estimate": cost_estimate,
             "try_number": try_number,
             "held": held,
+            "model": model or self.model,
         }
         self.tasks.append(entry)
         return entry

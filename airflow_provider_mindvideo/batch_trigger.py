@@ -25,10 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import itertools
-import json
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -47,10 +44,19 @@ from airflow_provider_mindvideo.batch import (
     WorkItem,
     dump_manifest,
     known_tasks,
-    load_manifest,
-    load_work_list,
     progress_line,
     summarize,
+)
+from airflow_provider_mindvideo.batch_records import (
+    Intents,
+    clear_intents,
+    intents_folder,
+    read_earlier_tasks,
+    read_intents,
+    read_manifest,
+    read_work_list,
+    write_earlier_tasks,
+    write_manifest,
 )
 from airflow_provider_mindvideo.budget import Budget, Reservation
 from airflow_provider_mindvideo.cancellation import log_still_running
@@ -79,112 +85,6 @@ _STOPS_THE_BATCH = (AuthenticationError, ConnectionNotFoundError, InsecureConnec
 _NAMED_IN_LOGS = 20
 # A 429 without Retry-After still pauses the batch this long.
 _DEFAULT_PAUSE = 1.0
-
-
-def storage_path(url: str, conn_id: str | None) -> Any:
-    """The ``ObjectStoragePath`` of ``url`` (imported here: the triggerer imports this module at start)."""
-    from airflow.sdk import ObjectStoragePath
-
-    return ObjectStoragePath(url, conn_id=conn_id)
-
-
-def read_work_list(url: str, conn_id: str | None) -> list[WorkItem]:
-    from airflow_provider_mindvideo import storage
-
-    text = storage.read_text(storage_path(url, conn_id))
-    if text is None:
-        raise MindVideoError(f"The batch's work list {url} is gone; the next try writes it again")
-    return load_work_list(text)
-
-
-def read_manifest(url: str, conn_id: str | None) -> list[ItemResult]:
-    """The manifest an earlier try (or an earlier run of this try) left, or none."""
-    from airflow_provider_mindvideo import storage
-
-    text = storage.read_text(storage_path(url, conn_id))
-    return load_manifest(text) if text else []
-
-
-def write_manifest(url: str, conn_id: str | None, text: str) -> None:
-    from airflow_provider_mindvideo import storage
-
-    storage.replace_text(storage_path(url, conn_id), text)
-
-
-def intents_folder(result_path: str) -> str:
-    """Where a batch writes down its creates before sending them: beside the manifest."""
-    stem = result_path[: -len(".jsonl")] if result_path.endswith(".jsonl") else result_path
-    return f"{stem}.intents"
-
-
-def read_intents(folder_url: str, conn_id: str | None) -> list[dict[str, Any]]:
-    """Every create any run of this task instance wrote down and no final manifest has settled yet."""
-    from airflow_provider_mindvideo import storage
-
-    folder = storage_path(folder_url, conn_id)
-    if not storage.exists(folder):
-        return []
-    intents: list[dict[str, Any]] = []
-    for name in sorted(folder.fs.ls(folder.path, detail=False)):
-        text = storage.read_text(folder / str(name).rsplit("/", 1)[-1])
-        intents.extend(json.loads(line) for line in (text or "").splitlines() if line.strip())
-    return intents
-
-
-def write_intents(folder_url: str, conn_id: str | None, name: str, intents: list[dict[str, Any]]) -> None:
-    from airflow_provider_mindvideo import storage
-
-    text = "".join(json.dumps(intent, separators=(",", ":")) + "\n" for intent in intents)
-    storage.replace_text(storage_path(folder_url, conn_id) / name, text)
-
-
-def clear_intents(folder_url: str, conn_id: str | None) -> None:
-    """Once the final manifest records every create (answered or not), the intents are redundant."""
-    folder = storage_path(folder_url, conn_id)
-    if folder.fs.exists(folder.path):
-        folder.fs.rm(folder.path, recursive=True)
-
-
-class _Intents:
-    """Creates written down before they are sent, a group at a time (one small file per group).
-
-    A create may charge before its answer arrives, and a triggerer may die at any moment: a
-    restarted trigger must count every create the dead one may have sent, or it could spend
-    past ``max_cost`` by creating other items first. So each reservation is written down, and
-    its create waits until the group it joined is stored.
-    """
-
-    def __init__(self, folder: str, conn_id: str | None) -> None:
-        self.folder = folder
-        self.conn_id = conn_id
-        self._run = uuid.uuid4().hex[:12]
-        self._groups = itertools.count()
-        self._pending: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
-        self._writer: asyncio.Task[None] | None = None
-
-    async def record(self, intent: dict[str, Any]) -> None:
-        """Returns once ``intent`` is stored."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((intent, done))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write())
-        await done
-
-    async def _write(self) -> None:
-        while self._pending:
-            group, self._pending = self._pending, []
-            name = f"{self._run}-{next(self._groups):06d}.jsonl"
-            try:
-                await asyncio.to_thread(write_intents, self.folder, self.conn_id, name, [i for i, _ in group])
-            except Exception as exc:  # storage's errors are many (OSError, botocore's, ...): nothing is sent
-                problem = MindVideoError(f"Could not write down the batch's creates in {self.folder}: {exc!r}")
-                for _, done in group:
-                    if not done.done():
-                        done.set_exception(problem)
-                continue
-            for _, done in group:
-                if not done.done():
-                    done.set_result(None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -367,16 +267,21 @@ class _Batch:
         self.known: dict[str, dict[str, Any]] = {}
         self._earlier_files: dict[str, list[dict[str, Any]]] = {}
         self._checkpoint: asyncio.Future[None] | None = None
-        self.intents = _Intents(intents_folder(trigger.result_path), trigger.storage_conn_id)
+        self.intents = Intents(intents_folder(trigger.result_path), trigger.storage_conn_id)
         self._budget_change = asyncio.Event()
 
-    def _adopt_earlier(self, earlier: list[ItemResult], intents: list[dict[str, Any]]) -> None:
+    def _adopt_earlier(
+        self, earlier: list[ItemResult], kept: list[dict[str, Any]], intents: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
         """Count what earlier tries (or earlier runs of this one) created or may have created, before creating anything.
 
         Without this, a retry's or a restarted trigger's new creates could take the budget ahead
-        of replays of tasks already paid for, and the ceiling would not hold.
+        of replays of tasks already paid for, and the ceiling would not hold. Every such task
+        counts, whether or not an item of the current inputs owns it (``kept``: those an
+        earlier run found owned by none). Returns the ones no current item owns.
         """
-        self.known = known_tasks(earlier)
+        self.known = {task["idempotency_key"]: task for task in kept}
+        self.known.update(known_tasks(earlier))
         for intent in intents:
             self.known.setdefault(intent["idempotency_key"], {**intent, "task_id": None, "cost_estimate": None})
         self._earlier_files = {row.task_id: row.files for row in earlier if row.task_id and row.files}
@@ -384,14 +289,18 @@ class _Batch:
         for task in self.known.values():
             by_stem.setdefault(task["idempotency_key"].rsplit("-", 1)[0], []).append(task)
         for item, row in zip(self.items, self.rows, strict=True):
-            row.tasks = sorted(by_stem.get(item.key_stem, []), key=lambda task: task["generation"])
+            row.tasks = sorted(by_stem.pop(item.key_stem, []), key=lambda task: task["generation"])
             for task in row.tasks:
                 self.budget.committed += self._cost_of(task, item.model)
                 if task.get("cost_estimate") is not None:  # an earlier answer told the model's price
                     self.budget.learn(item.model, float(task["cost_estimate"]))
+        orphans = [task for tasks in by_stem.values() for task in tasks]
+        for task in orphans:
+            self.budget.committed += self._cost_of(task, task.get("model"))
+        return orphans
 
-    def _cost_of(self, task: dict[str, Any], model: str) -> float:
-        for cost in (task.get("cost_estimate"), task.get("held"), self.budget.predict(model)):
+    def _cost_of(self, task: dict[str, Any], model: str | None) -> float:
+        for cost in (task.get("cost_estimate"), task.get("held"), self.budget.predict(model) if model else None):
             if cost is not None:
                 return float(cost)
         return 0.0
@@ -408,8 +317,14 @@ class _Batch:
             self.trigger.result_path,
         )
         earlier = await asyncio.to_thread(read_manifest, self.trigger.result_path, self.trigger.storage_conn_id)
+        kept = await asyncio.to_thread(read_earlier_tasks, self.trigger.result_path, self.trigger.storage_conn_id)
         intents = await asyncio.to_thread(read_intents, self.intents.folder, self.trigger.storage_conn_id)
-        self._adopt_earlier(earlier, intents)
+        orphans = self._adopt_earlier(earlier, kept, intents)
+        if orphans:
+            # Kept before any manifest is written over the one that recorded them.
+            await asyncio.to_thread(
+                write_earlier_tasks, self.trigger.result_path, self.trigger.storage_conn_id, orphans
+            )
         queue = iter(self.items)
         reporter = asyncio.create_task(self._report_progress())
         try:
@@ -485,7 +400,13 @@ class _Batch:
                     row.status, row.error, row.retryable = OVER_BUDGET, self.budget.refusal(item.model), False
                     return None
                 intent = row.note_task(
-                    generation, key, None, None, try_number=trigger.try_number, held=reservation.amount
+                    generation,
+                    key,
+                    None,
+                    None,
+                    try_number=trigger.try_number,
+                    held=reservation.amount,
+                    model=item.model,
                 )
                 self.known[key] = intent
                 sent = False

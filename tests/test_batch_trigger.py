@@ -388,6 +388,27 @@ def test_a_stopped_batch_names_the_remote_tasks_that_keep_running(
     )
 
 
+def _write_work(folder: Path, prompts: list[str]) -> None:
+    items = work_list(entries_from_list([{"prompt": p} for p in prompts]), "gpt-image-2", Ti())
+    (folder / "work.jsonl").write_text(dump_work_list(items))
+
+
+def test_what_earlier_tries_spent_counts_even_when_the_inputs_shifted(batch: Any, emulator: MindVideoEmulator) -> None:
+    """A line added at the top between tries changes every item's key: try 1's tasks are no current
+    item's, yet they were paid for. They count, and their record survives the next manifest."""
+    work = batch(10)
+    max_cost = 5 * IMAGE_COST + IMAGE_COST / 2
+    assert work.run(try_number=1, max_active=1, max_cost=max_cost).statuses() == {SUCCEEDED: 5, OVER_BUDGET: 5}
+    _write_work(work.folder, ["a new first line", *work.prompts])
+    second = work.run(try_number=2, max_active=1, max_cost=max_cost)
+    assert second.charges == Counter()
+    assert second.event["summary"]["cost_estimate"] == pytest.approx(5 * IMAGE_COST)
+    _write_work(work.folder, ["another first line", "a new first line", *work.prompts])
+    third = work.run(try_number=3, max_active=1, max_cost=max_cost)  # try 2's manifest must remember try 1
+    assert third.charges == Counter()
+    assert emulator.state.total_charged <= max_cost
+
+
 def test_a_price_above_the_catalogue_s_does_not_pass_the_ceiling_with_many_in_flight(
     batch: Any, emulator: MindVideoEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
