@@ -123,14 +123,15 @@ class Intents:
         self._run = uuid.uuid4().hex[:12]
         self._groups = itertools.count()
         self._pending: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
-        self._writer: asyncio.Task[None] | None = None
+        #: The task storing the groups, while there are any to store.
+        self.writer: asyncio.Task[None] | None = None
 
     async def record(self, intent: dict[str, Any]) -> None:
         """Returns once ``intent`` is stored."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((intent, done))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write())
+        if self.writer is None or self.writer.done():
+            self.writer = asyncio.create_task(self._write())
         await done
 
     async def _write(self) -> None:

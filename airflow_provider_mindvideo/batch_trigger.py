@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -85,6 +86,8 @@ _STOPS_THE_BATCH = (AuthenticationError, ConnectionNotFoundError, InsecureConnec
 _NAMED_IN_LOGS = 20
 # A 429 without Retry-After still pauses the batch this long.
 _DEFAULT_PAUSE = 1.0
+# After the deadline, calls still running (a hung connection) are cancelled this much later.
+_DEADLINE_GRACE = 2.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,11 +95,15 @@ class _BatchRetryPolicy(RetryPolicy):
     """The connection's retry policy, telling the batch of every 429 so that all its requests pause."""
 
     on_rate_limited: Callable[[float], None] | None = dataclasses.field(default=None, compare=False, repr=False)
+    #: The batch's deadline (epoch seconds): a retry that would wait past it is not started.
+    batch_deadline: float | None = None
 
     def retry_delay(self, attempt: int, problem: MindVideoError, elapsed: float, rng: Any) -> float | None:
         delay = super().retry_delay(attempt, problem, elapsed, rng)
         if problem.http_status == 429 and self.on_rate_limited is not None:
             self.on_rate_limited(problem.retry_after if problem.retry_after is not None else (delay or _DEFAULT_PAUSE))
+        if delay is not None and self.batch_deadline is not None and time.time() + delay > self.batch_deadline:
+            return None
         return delay
 
 
@@ -113,8 +120,13 @@ class _Pause:
             self.until = until
             self.pauses += 1
 
-    async def wait(self) -> None:
+    async def wait(self, deadline: float | None = None) -> None:
+        """Until the pause ends, or the batch's ``deadline`` (epoch seconds) comes, whichever is first."""
         while (left := self.until - time.monotonic()) > 0:
+            if deadline is not None:
+                left = min(left, deadline - time.time())
+                if left <= 0:
+                    return
             await asyncio.sleep(left)
 
 
@@ -307,7 +319,9 @@ class _Batch:
 
     async def run(self) -> BatchSummary:
         settings = await self.hook.asettings()
-        self.hook.retry_policy = _BatchRetryPolicy(max_retries=settings.max_retries, on_rate_limited=self.pause.pause)
+        self.hook.retry_policy = _BatchRetryPolicy(
+            max_retries=settings.max_retries, on_rate_limited=self.pause.pause, batch_deadline=self.trigger.deadline
+        )
         self.log.info(
             "MindVideo batch: %d item(s), try %d, at most %d in flight, max_cost %s; manifest %s",
             len(self.items),
@@ -328,16 +342,20 @@ class _Batch:
         queue = iter(self.items)
         reporter = asyncio.create_task(self._report_progress())
         try:
-            async with asyncio.TaskGroup() as workers:
-                for _ in range(min(self.trigger.max_active, len(self.items))):
-                    workers.create_task(self._work(queue))
+            async with asyncio.timeout_at(self._hard_stop()):
+                async with asyncio.TaskGroup() as workers:
+                    for _ in range(min(self.trigger.max_active, len(self.items))):
+                        workers.create_task(self._work(queue))
         except* _Stop as stopped:
             raise stopped.exceptions[0] from None
+        except* TimeoutError:
+            self._time_out_the_rest()
         finally:
             reporter.cancel()
-            if self._checkpoint is not None:
-                # A checkpoint's thread runs on when its waiter is cancelled: the final write must come after it.
-                await asyncio.wait([self._checkpoint])
+            # Threads run on when their waiters are cancelled: the final writes must come after them.
+            running = [job for job in (self._checkpoint, self.intents.writer) if job is not None]
+            if running:
+                await asyncio.wait(running)
         self._log_progress()
         for row in self.rows:
             if row.status == SUCCEEDED and not row.files and row.task_id in self._earlier_files:
@@ -349,6 +367,29 @@ class _Batch:
         # Every create is in the manifest now, answered or not.
         await asyncio.to_thread(clear_intents, self.intents.folder, self.trigger.storage_conn_id)
         return summary
+
+    def _hard_stop(self) -> float | None:
+        """When (loop time) to stop whatever still runs: a little after the deadline, should a call hang."""
+        if self.trigger.deadline is None:
+            return None
+        return asyncio.get_running_loop().time() + max(0.0, self.trigger.deadline - time.time()) + _DEADLINE_GRACE
+
+    def _time_out_the_rest(self) -> None:
+        """The deadline stopped the items still working: each is reported ``timed_out`` (a retry waits again)."""
+        for row in self.rows:
+            if row.status != PENDING:
+                continue
+            row.status, row.retryable = TIMED_OUT, True
+            row.error = (
+                "not created before the batch's timeout"
+                if row.task_id is None
+                else f"MindVideo task {row.task_id} did not finish before the batch's timeout"
+            )
+        # The cancelled workers counted their rows as they stood (pending): count again from the rows.
+        self.finished = {}
+        for row in self.rows:
+            self.finished[row.status] = self.finished.get(row.status, 0) + 1
+        self.in_flight = 0
 
     async def _write_manifest(self) -> None:
         # Rendered here, in the loop, from rows the loop alone changes; only the writing goes to a thread.
@@ -462,7 +503,7 @@ class _Batch:
         """Create (or replay) under ``key``; transient trouble is waited out with the same key (it cannot pay twice)."""
         first = True
         while True:
-            await self.pause.wait()
+            await self.pause.wait(self.trigger.deadline)
             try:
                 task = await self.hook.acreate_task(
                     item.model, item.input, idempotency_key=key, allow_unknown_model=self.trigger.allow_unknown_model
@@ -490,7 +531,7 @@ class _Batch:
             if self.trigger.deadline is not None:
                 delay = min(delay, max(0.0, self.trigger.deadline - now))
             await asyncio.sleep(delay)
-            await self.pause.wait()
+            await self.pause.wait(self.trigger.deadline)
             try:
                 task = await self.hook.aget_task(task.task_id, within=self._left())
             except MindVideoError as exc:
@@ -524,7 +565,8 @@ class _Batch:
             self.pause.pause(exc.retry_after if exc.retry_after is not None else _DEFAULT_PAUSE)
         else:
             # 5xx or the network, after the hook's own retries: this item backs off; the others go on.
-            await asyncio.sleep(self.trigger.poll_interval)
+            left = math.inf if self.trigger.deadline is None else self.trigger.deadline - time.time()
+            await asyncio.sleep(max(0.0, min(self.trigger.poll_interval, left)))
 
     def _past_deadline(self, now: float | None = None) -> bool:
         deadline = self.trigger.deadline

@@ -439,3 +439,19 @@ def test_an_item_of_unknown_price_in_flight_makes_the_others_wait_not_fail(
         emulator.state.config.extra_models = {}
     assert run.statuses() == {SUCCEEDED: 6}
 
+
+@pytest.mark.parametrize("route", ["get", "create"])
+def test_a_long_retry_after_does_not_keep_the_batch_past_its_timeout(
+    batch: Any, emulator: MindVideoEmulator, route: str
+) -> None:
+    import time
+
+    work = batch(2)
+    emulator.script("item", "succeeded", processing_seconds=0.5)
+    emulator.add_fault("status", route=route, status=429, retry_after="45", times=1)
+    started = time.time()
+    run = work.run(deadline=started + 1.5)
+    assert time.time() - started < 1.5 + 10, "the batch outlived its timeout by a Retry-After"
+    assert run.event["status"] == DONE and len(run.rows) == 2
+    assert all(row.status in (SUCCEEDED, "timed_out") for row in run.rows)
+    assert not (work.folder / "manifest.intents").exists()
