@@ -107,7 +107,7 @@ def entries_from_list(inputs: Any) -> list[Entry]:
 def entries_from_jsonl(text: str) -> list[Entry]:
     """One entry per non-blank line; a line that is not JSON becomes a problem naming it."""
     entries = []
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(text.removeprefix("\ufeff").splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -118,8 +118,13 @@ def entries_from_jsonl(text: str) -> list[Entry]:
 
 
 def entries_from_csv(text: str, default_model: str | None) -> list[Entry]:
-    """One entry per row; the header row names the fields (see the module's docstring)."""
-    reader = csv.reader(io.StringIO(text))
+    """One entry per row; the header row names the fields (see the module's docstring).
+
+    :raises InputValidationError: when the header names a field twice (one cell would be lost).
+    """
+    # Read as utf-8-sig: spreadsheets' "CSV UTF-8" starts with a byte order mark, which would
+    # otherwise become part of the first field's name.
+    reader = csv.reader(io.StringIO(text.removeprefix("\ufeff")))
     header: list[str] | None = None
     entries = []
     for row in reader:
@@ -127,6 +132,12 @@ def entries_from_csv(text: str, default_model: str | None) -> list[Entry]:
             continue
         if header is None:
             header = [name.strip() for name in row]
+            twice = sorted(name for name, count in Counter(header).items() if name and count > 1)
+            if twice:
+                raise InputValidationError(
+                    f"The CSV header (line {reader.line_num}) names {', '.join(map(repr, twice))} twice: "
+                    "each field must have one column; nothing was sent"
+                )
             continue
         # reader.line_num is the line the row ended on: a quoted cell may span lines.
         line = reader.line_num

@@ -297,7 +297,10 @@ class MindVideoBatchGenerateOperator(BaseOperator):
         if text is None:
             raise InputValidationError(f"inputs_path = {self.inputs_path!r}: there is no such file")
         if self.inputs_path.lower().endswith(".csv"):
-            return entries_from_csv(text, self.model)
+            try:
+                return entries_from_csv(text, self.model)
+            except InputValidationError as exc:
+                raise InputValidationError(f"inputs_path = {self.inputs_path!r}: {exc}") from None
         return entries_from_jsonl(text)
 
     def _storage(self, url: str) -> ObjectStoragePath:
