@@ -4,6 +4,8 @@ Beside ``<name>.jsonl`` (the manifest, one row per item):
 
 - ``<name>.work.jsonl``: the work list, written by the operator for the trigger;
 - ``<name>.intents/``: creates written down before they are sent (removed when the batch ends);
+- ``<name>.owner.json``: the task instance the path belongs to (``dag_id``, ``task_id``,
+  ``run_id``, ``map_index``), so that another one is refused before it spends;
 - ``<name>.earlier.jsonl``: remote tasks earlier tries created for items the inputs no longer
   hold (a line added at the top shifts every item's key). They were paid for, so they count
   against ``max_cost``; the manifest has no row to keep them in.
@@ -19,7 +21,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from airflow_provider_mindvideo.batch import ItemResult, WorkItem, load_manifest, load_work_list
-from airflow_provider_mindvideo.errors import MindVideoError
+from airflow_provider_mindvideo.errors import MindVideoError, ResultPathError
 
 
 def _stem(result_path: str) -> str:
@@ -46,8 +48,36 @@ def read_manifest(url: str, conn_id: str | None) -> list[ItemResult]:
     """The manifest an earlier try (or an earlier run of this try) left, or none."""
     from airflow_provider_mindvideo import storage
 
-    text = storage.read_text(storage_path(url, conn_id))
+    try:
+        text = storage.read_text(storage_path(url, conn_id))
+    except IsADirectoryError:
+        raise ResultPathError(folder_problem(url)) from None
     return load_manifest(text) if text else []
+
+
+def folder_problem(result_path: str) -> str:
+    return (
+        f"result_path = {result_path!r}: is a folder; give the URL of the manifest file in it, e.g. "
+        f"{result_path.rstrip('/')}/manifest.jsonl. Nothing was sent"
+    )
+
+
+def owner_path(result_path: str) -> str:
+    return f"{_stem(result_path)}.owner.json"
+
+
+def read_owner(result_path: str, conn_id: str | None) -> dict[str, Any] | None:
+    """The task instance ``result_path`` belongs to, if one claimed it."""
+    from airflow_provider_mindvideo import storage
+
+    text = storage.read_text(storage_path(owner_path(result_path), conn_id))
+    return json.loads(text) if text else None
+
+
+def write_owner(result_path: str, conn_id: str | None, owner: dict[str, Any]) -> None:
+    from airflow_provider_mindvideo import storage
+
+    storage.replace_text(storage_path(owner_path(result_path), conn_id), json.dumps(owner, sort_keys=True))
 
 
 def write_manifest(url: str, conn_id: str | None, text: str) -> None:

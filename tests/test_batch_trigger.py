@@ -417,7 +417,9 @@ def test_a_price_above_the_catalogue_s_does_not_pass_the_ceiling_with_many_in_fl
     import airflow_provider_mindvideo.emulator.state as emulated
     from airflow_provider_mindvideo.catalog import known_models
 
-    pricier = {slug: dataclasses.replace(spec, cost_estimate=spec.cost_estimate * 3) for slug, spec in known_models().items()}
+    pricier = {
+        slug: dataclasses.replace(spec, cost_estimate=spec.cost_estimate * 3) for slug, spec in known_models().items()
+    }
     monkeypatch.setattr(emulated, "known_models", lambda: pricier)  # the API's prices, not the provider's catalogue
     max_cost = 10 * IMAGE_COST
     run = batch(20).run(max_active=10, max_cost=max_cost)
