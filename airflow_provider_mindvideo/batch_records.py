@@ -18,6 +18,7 @@ import itertools
 import json
 import uuid
 from collections.abc import Iterable
+from contextlib import suppress
 from typing import Any
 
 from airflow_provider_mindvideo.batch import ItemResult, WorkItem, load_manifest, load_work_list
@@ -134,8 +135,10 @@ def write_intents(folder_url: str, conn_id: str | None, name: str, intents: list
 def clear_intents(folder_url: str, conn_id: str | None) -> None:
     """Once the final manifest records every create (answered or not), the intents are redundant."""
     folder = storage_path(folder_url, conn_id)
-    if folder.fs.exists(folder.path):
-        folder.fs.rm(folder.path, recursive=True)
+    # Another run of this task instance (a restarted trigger's predecessor) may be removing them too.
+    with suppress(FileNotFoundError):
+        if folder.fs.exists(folder.path):
+            folder.fs.rm(folder.path, recursive=True)
 
 
 class Intents:
