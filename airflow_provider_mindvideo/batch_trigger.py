@@ -486,10 +486,11 @@ class _Batch:
     async def _reserve(self, model: str) -> Reservation | None:
         """Hold a create's predicted cost, waiting while only money held for creates in flight is in the way.
 
-        None: it would not fit even once they all settle (or the deadline came): over budget.
+        None: it would not fit even once they all settle: over budget. (The batch's hard stop
+        ends a wait that reaches the deadline: the item is then ``timed_out``.)
         """
         while (reservation := self.budget.try_reserve(model)) is None:
-            if self.budget.refuses(model) or self._past_deadline():
+            if self.budget.refuses(model):
                 return None
             await self._budget_change.wait()
         return reservation
