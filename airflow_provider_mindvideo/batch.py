@@ -107,7 +107,7 @@ def entries_from_list(inputs: Any) -> list[Entry]:
 def entries_from_jsonl(text: str) -> list[Entry]:
     """One entry per non-blank line; a line that is not JSON becomes a problem naming it."""
     entries = []
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(text.removeprefix("\ufeff").splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -118,8 +118,13 @@ def entries_from_jsonl(text: str) -> list[Entry]:
 
 
 def entries_from_csv(text: str, default_model: str | None) -> list[Entry]:
-    """One entry per row; the header row names the fields (see the module's docstring)."""
-    reader = csv.reader(io.StringIO(text))
+    """One entry per row; the header row names the fields (see the module's docstring).
+
+    :raises InputValidationError: when the header names a field twice (one cell would be lost).
+    """
+    # Read as utf-8-sig: spreadsheets' "CSV UTF-8" starts with a byte order mark, which would
+    # otherwise become part of the first field's name.
+    reader = csv.reader(io.StringIO(text.removeprefix("\ufeff")))
     header: list[str] | None = None
     entries = []
     for row in reader:
@@ -127,6 +132,12 @@ def entries_from_csv(text: str, default_model: str | None) -> list[Entry]:
             continue
         if header is None:
             header = [name.strip() for name in row]
+            twice = sorted(name for name, count in Counter(header).items() if name and count > 1)
+            if twice:
+                raise InputValidationError(
+                    f"The CSV header (line {reader.line_num}) names {', '.join(map(repr, twice))} twice: "
+                    "each field must have one column; nothing was sent"
+                )
             continue
         # reader.line_num is the line the row ended on: a quoted cell may span lines.
         line = reader.line_num
@@ -214,8 +225,8 @@ class ItemResult:
     retryable: bool = False
     #: Every remote task this item has had, or may have had, over all tries: ``generation``,
     #: ``idempotency_key``, ``task_id`` and ``cost_estimate`` (both None while a create's answer
-    #: is not known: then ``held``, what was reserved for it, counts instead), and ``try_number``,
-    #: the try that created it. A later try (or a restarted trigger) counts their cost against
+    #: is not known: then ``held``, what was reserved for it, counts instead), ``try_number``,
+    #: the try that created it, and ``model``. A later try (or a restarted trigger) counts their cost against
     #: ``max_cost`` before it creates anything.
     tasks: list[dict[str, Any]] = field(default_factory=list)
 
@@ -228,6 +239,7 @@ class ItemResult:
         *,
         try_number: int,
         held: float | None = None,
+        model: str | None = None,
     ) -> dict[str, Any]:
         """Record a remote task this item has (or may have); returns its entry."""
         for seen in self.tasks:
@@ -242,6 +254,7 @@ class ItemResult:
             "cost_estimate": cost_estimate,
             "try_number": try_number,
             "held": held,
+            "model": model or self.model,
         }
         self.tasks.append(entry)
         return entry

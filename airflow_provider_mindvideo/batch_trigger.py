@@ -25,10 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import itertools
-import json
+import math
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -47,12 +45,21 @@ from airflow_provider_mindvideo.batch import (
     WorkItem,
     dump_manifest,
     known_tasks,
-    load_manifest,
-    load_work_list,
     progress_line,
     summarize,
 )
-from airflow_provider_mindvideo.budget import Budget
+from airflow_provider_mindvideo.batch_records import (
+    Intents,
+    clear_intents,
+    intents_folder,
+    read_earlier_tasks,
+    read_intents,
+    read_manifest,
+    read_work_list,
+    write_earlier_tasks,
+    write_manifest,
+)
+from airflow_provider_mindvideo.budget import Budget, Reservation
 from airflow_provider_mindvideo.cancellation import log_still_running
 from airflow_provider_mindvideo.errors import (
     AuthenticationError,
@@ -79,112 +86,8 @@ _STOPS_THE_BATCH = (AuthenticationError, ConnectionNotFoundError, InsecureConnec
 _NAMED_IN_LOGS = 20
 # A 429 without Retry-After still pauses the batch this long.
 _DEFAULT_PAUSE = 1.0
-
-
-def storage_path(url: str, conn_id: str | None) -> Any:
-    """The ``ObjectStoragePath`` of ``url`` (imported here: the triggerer imports this module at start)."""
-    from airflow.sdk import ObjectStoragePath
-
-    return ObjectStoragePath(url, conn_id=conn_id)
-
-
-def read_work_list(url: str, conn_id: str | None) -> list[WorkItem]:
-    from airflow_provider_mindvideo import storage
-
-    text = storage.read_text(storage_path(url, conn_id))
-    if text is None:
-        raise MindVideoError(f"The batch's work list {url} is gone; the next try writes it again")
-    return load_work_list(text)
-
-
-def read_manifest(url: str, conn_id: str | None) -> list[ItemResult]:
-    """The manifest an earlier try (or an earlier run of this try) left, or none."""
-    from airflow_provider_mindvideo import storage
-
-    text = storage.read_text(storage_path(url, conn_id))
-    return load_manifest(text) if text else []
-
-
-def write_manifest(url: str, conn_id: str | None, text: str) -> None:
-    from airflow_provider_mindvideo import storage
-
-    storage.replace_text(storage_path(url, conn_id), text)
-
-
-def intents_folder(result_path: str) -> str:
-    """Where a batch writes down its creates before sending them: beside the manifest."""
-    stem = result_path[: -len(".jsonl")] if result_path.endswith(".jsonl") else result_path
-    return f"{stem}.intents"
-
-
-def read_intents(folder_url: str, conn_id: str | None) -> list[dict[str, Any]]:
-    """Every create any run of this task instance wrote down and no final manifest has settled yet."""
-    from airflow_provider_mindvideo import storage
-
-    folder = storage_path(folder_url, conn_id)
-    if not storage.exists(folder):
-        return []
-    intents: list[dict[str, Any]] = []
-    for name in sorted(folder.fs.ls(folder.path, detail=False)):
-        text = storage.read_text(folder / str(name).rsplit("/", 1)[-1])
-        intents.extend(json.loads(line) for line in (text or "").splitlines() if line.strip())
-    return intents
-
-
-def write_intents(folder_url: str, conn_id: str | None, name: str, intents: list[dict[str, Any]]) -> None:
-    from airflow_provider_mindvideo import storage
-
-    text = "".join(json.dumps(intent, separators=(",", ":")) + "\n" for intent in intents)
-    storage.replace_text(storage_path(folder_url, conn_id) / name, text)
-
-
-def clear_intents(folder_url: str, conn_id: str | None) -> None:
-    """Once the final manifest records every create (answered or not), the intents are redundant."""
-    folder = storage_path(folder_url, conn_id)
-    if folder.fs.exists(folder.path):
-        folder.fs.rm(folder.path, recursive=True)
-
-
-class _Intents:
-    """Creates written down before they are sent, a group at a time (one small file per group).
-
-    A create may charge before its answer arrives, and a triggerer may die at any moment: a
-    restarted trigger must count every create the dead one may have sent, or it could spend
-    past ``max_cost`` by creating other items first. So each reservation is written down, and
-    its create waits until the group it joined is stored.
-    """
-
-    def __init__(self, folder: str, conn_id: str | None) -> None:
-        self.folder = folder
-        self.conn_id = conn_id
-        self._run = uuid.uuid4().hex[:12]
-        self._groups = itertools.count()
-        self._pending: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
-        self._writer: asyncio.Task[None] | None = None
-
-    async def record(self, intent: dict[str, Any]) -> None:
-        """Returns once ``intent`` is stored."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((intent, done))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write())
-        await done
-
-    async def _write(self) -> None:
-        while self._pending:
-            group, self._pending = self._pending, []
-            name = f"{self._run}-{next(self._groups):06d}.jsonl"
-            try:
-                await asyncio.to_thread(write_intents, self.folder, self.conn_id, name, [i for i, _ in group])
-            except Exception as exc:  # storage's errors are many (OSError, botocore's, ...): nothing is sent
-                problem = MindVideoError(f"Could not write down the batch's creates in {self.folder}: {exc!r}")
-                for _, done in group:
-                    if not done.done():
-                        done.set_exception(problem)
-                continue
-            for _, done in group:
-                if not done.done():
-                    done.set_result(None)
+# After the deadline, calls still running (a hung connection) are cancelled this much later.
+_DEADLINE_GRACE = 2.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,11 +95,15 @@ class _BatchRetryPolicy(RetryPolicy):
     """The connection's retry policy, telling the batch of every 429 so that all its requests pause."""
 
     on_rate_limited: Callable[[float], None] | None = dataclasses.field(default=None, compare=False, repr=False)
+    #: The batch's deadline (epoch seconds): a retry that would wait past it is not started.
+    batch_deadline: float | None = None
 
     def retry_delay(self, attempt: int, problem: MindVideoError, elapsed: float, rng: Any) -> float | None:
         delay = super().retry_delay(attempt, problem, elapsed, rng)
         if problem.http_status == 429 and self.on_rate_limited is not None:
             self.on_rate_limited(problem.retry_after if problem.retry_after is not None else (delay or _DEFAULT_PAUSE))
+        if delay is not None and self.batch_deadline is not None and time.time() + delay > self.batch_deadline:
+            return None
         return delay
 
 
@@ -213,8 +120,13 @@ class _Pause:
             self.until = until
             self.pauses += 1
 
-    async def wait(self) -> None:
+    async def wait(self, deadline: float | None = None) -> None:
+        """Until the pause ends, or the batch's ``deadline`` (epoch seconds) comes, whichever is first."""
         while (left := self.until - time.monotonic()) > 0:
+            if deadline is not None:
+                left = min(left, deadline - time.time())
+                if left <= 0:
+                    return
             await asyncio.sleep(left)
 
 
@@ -367,15 +279,21 @@ class _Batch:
         self.known: dict[str, dict[str, Any]] = {}
         self._earlier_files: dict[str, list[dict[str, Any]]] = {}
         self._checkpoint: asyncio.Future[None] | None = None
-        self.intents = _Intents(intents_folder(trigger.result_path), trigger.storage_conn_id)
+        self.intents = Intents(intents_folder(trigger.result_path), trigger.storage_conn_id)
+        self._budget_change = asyncio.Event()
 
-    def _adopt_earlier(self, earlier: list[ItemResult], intents: list[dict[str, Any]]) -> None:
+    def _adopt_earlier(
+        self, earlier: list[ItemResult], kept: list[dict[str, Any]], intents: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
         """Count what earlier tries (or earlier runs of this one) created or may have created, before creating anything.
 
         Without this, a retry's or a restarted trigger's new creates could take the budget ahead
-        of replays of tasks already paid for, and the ceiling would not hold.
+        of replays of tasks already paid for, and the ceiling would not hold. Every such task
+        counts, whether or not an item of the current inputs owns it (``kept``: those an
+        earlier run found owned by none). Returns the ones no current item owns.
         """
-        self.known = known_tasks(earlier)
+        self.known = {task["idempotency_key"]: task for task in kept}
+        self.known.update(known_tasks(earlier))
         for intent in intents:
             self.known.setdefault(intent["idempotency_key"], {**intent, "task_id": None, "cost_estimate": None})
         self._earlier_files = {row.task_id: row.files for row in earlier if row.task_id and row.files}
@@ -383,19 +301,27 @@ class _Batch:
         for task in self.known.values():
             by_stem.setdefault(task["idempotency_key"].rsplit("-", 1)[0], []).append(task)
         for item, row in zip(self.items, self.rows, strict=True):
-            row.tasks = sorted(by_stem.get(item.key_stem, []), key=lambda task: task["generation"])
+            row.tasks = sorted(by_stem.pop(item.key_stem, []), key=lambda task: task["generation"])
             for task in row.tasks:
                 self.budget.committed += self._cost_of(task, item.model)
+                if task.get("cost_estimate") is not None:  # an earlier answer told the model's price
+                    self.budget.learn(item.model, float(task["cost_estimate"]))
+        orphans = [task for tasks in by_stem.values() for task in tasks]
+        for task in orphans:
+            self.budget.committed += self._cost_of(task, task.get("model"))
+        return orphans
 
-    def _cost_of(self, task: dict[str, Any], model: str) -> float:
-        for cost in (task.get("cost_estimate"), task.get("held"), self.budget.predict(model)):
+    def _cost_of(self, task: dict[str, Any], model: str | None) -> float:
+        for cost in (task.get("cost_estimate"), task.get("held"), self.budget.predict(model) if model else None):
             if cost is not None:
                 return float(cost)
         return 0.0
 
     async def run(self) -> BatchSummary:
         settings = await self.hook.asettings()
-        self.hook.retry_policy = _BatchRetryPolicy(max_retries=settings.max_retries, on_rate_limited=self.pause.pause)
+        self.hook.retry_policy = _BatchRetryPolicy(
+            max_retries=settings.max_retries, on_rate_limited=self.pause.pause, batch_deadline=self.trigger.deadline
+        )
         self.log.info(
             "MindVideo batch: %d item(s), try %d, at most %d in flight, max_cost %s; manifest %s",
             len(self.items),
@@ -405,21 +331,31 @@ class _Batch:
             self.trigger.result_path,
         )
         earlier = await asyncio.to_thread(read_manifest, self.trigger.result_path, self.trigger.storage_conn_id)
+        kept = await asyncio.to_thread(read_earlier_tasks, self.trigger.result_path, self.trigger.storage_conn_id)
         intents = await asyncio.to_thread(read_intents, self.intents.folder, self.trigger.storage_conn_id)
-        self._adopt_earlier(earlier, intents)
+        orphans = self._adopt_earlier(earlier, kept, intents)
+        if orphans:
+            # Kept before any manifest is written over the one that recorded them.
+            await asyncio.to_thread(
+                write_earlier_tasks, self.trigger.result_path, self.trigger.storage_conn_id, orphans
+            )
         queue = iter(self.items)
         reporter = asyncio.create_task(self._report_progress())
         try:
-            async with asyncio.TaskGroup() as workers:
-                for _ in range(min(self.trigger.max_active, len(self.items))):
-                    workers.create_task(self._work(queue))
+            async with asyncio.timeout_at(self._hard_stop()):
+                async with asyncio.TaskGroup() as workers:
+                    for _ in range(min(self.trigger.max_active, len(self.items))):
+                        workers.create_task(self._work(queue))
         except* _Stop as stopped:
             raise stopped.exceptions[0] from None
+        except* TimeoutError:
+            self._time_out_the_rest()
         finally:
             reporter.cancel()
-            if self._checkpoint is not None:
-                # A checkpoint's thread runs on when its waiter is cancelled: the final write must come after it.
-                await asyncio.wait([self._checkpoint])
+            # Threads run on when their waiters are cancelled: the final writes must come after them.
+            running = [job for job in (self._checkpoint, self.intents.writer) if job is not None]
+            if running:
+                await asyncio.wait(running)
         self._log_progress()
         for row in self.rows:
             if row.status == SUCCEEDED and not row.files and row.task_id in self._earlier_files:
@@ -431,6 +367,29 @@ class _Batch:
         # Every create is in the manifest now, answered or not.
         await asyncio.to_thread(clear_intents, self.intents.folder, self.trigger.storage_conn_id)
         return summary
+
+    def _hard_stop(self) -> float | None:
+        """When (loop time) to stop whatever still runs: a little after the deadline, should a call hang."""
+        if self.trigger.deadline is None:
+            return None
+        return asyncio.get_running_loop().time() + max(0.0, self.trigger.deadline - time.time()) + _DEADLINE_GRACE
+
+    def _time_out_the_rest(self) -> None:
+        """The deadline stopped the items still working: each is reported ``timed_out`` (a retry waits again)."""
+        for row in self.rows:
+            if row.status != PENDING:
+                continue
+            row.status, row.retryable = TIMED_OUT, True
+            row.error = (
+                "not created before the batch's timeout"
+                if row.task_id is None
+                else f"MindVideo task {row.task_id} did not finish before the batch's timeout"
+            )
+        # The cancelled workers counted their rows as they stood (pending): count again from the rows.
+        self.finished = {}
+        for row in self.rows:
+            self.finished[row.status] = self.finished.get(row.status, 0) + 1
+        self.in_flight = 0
 
     async def _write_manifest(self) -> None:
         # Rendered here, in the loop, from rows the loop alone changes; only the writing goes to a thread.
@@ -474,13 +433,21 @@ class _Batch:
                 if known.get("task_id") is None:  # its answer had been lost: now its cost is known
                     self.budget.committed += (task.cost_estimate or 0.0) - self._cost_of(known, item.model)
                     known.update(task_id=task.task_id, cost_estimate=task.cost_estimate, held=None)
+                if task.cost_estimate is not None:
+                    self.budget.learn(item.model, task.cost_estimate)
             else:
-                reservation = self.budget.try_reserve(item.model)
+                reservation = await self._reserve(item.model)
                 if reservation is None:
                     row.status, row.error, row.retryable = OVER_BUDGET, self.budget.refusal(item.model), False
                     return None
                 intent = row.note_task(
-                    generation, key, None, None, try_number=trigger.try_number, held=reservation.amount
+                    generation,
+                    key,
+                    None,
+                    None,
+                    try_number=trigger.try_number,
+                    held=reservation.amount,
+                    model=item.model,
                 )
                 self.known[key] = intent
                 sent = False
@@ -494,8 +461,12 @@ class _Batch:
                         self.budget.release(reservation)
                         row.tasks.remove(intent)
                         del self.known[key]
+                    else:  # it may have charged: its money stays held, and no one waits for its answer
+                        self.budget.abandon(reservation)
+                    self._budget_moved()
                     raise
                 self.budget.settle(reservation, task.cost_estimate)
+                self._budget_moved()
                 row.note_task(generation, key, task.task_id, task.cost_estimate, try_number=trigger.try_number)
             row.task_id, row.request_id, row.idempotency_key = task.task_id, task.request_id, key
             row.key_generation, row.cost_estimate = generation, task.cost_estimate
@@ -512,11 +483,28 @@ class _Batch:
         row.status, row.error, row.retryable = FAILED, exhausted_message(trigger.max_generations), False
         return None
 
+    async def _reserve(self, model: str) -> Reservation | None:
+        """Hold a create's predicted cost, waiting while only money held for creates in flight is in the way.
+
+        None: it would not fit even once they all settle: over budget. (The batch's hard stop
+        ends a wait that reaches the deadline: the item is then ``timed_out``.)
+        """
+        while (reservation := self.budget.try_reserve(model)) is None:
+            if self.budget.refuses(model):
+                return None
+            await self._budget_change.wait()
+        return reservation
+
+    def _budget_moved(self) -> None:
+        """A create settled or was released: wake the items waiting for money held in flight."""
+        self._budget_change.set()
+        self._budget_change = asyncio.Event()
+
     async def _create(self, item: WorkItem, key: str) -> MindVideoTask:
         """Create (or replay) under ``key``; transient trouble is waited out with the same key (it cannot pay twice)."""
         first = True
         while True:
-            await self.pause.wait()
+            await self.pause.wait(self.trigger.deadline)
             try:
                 task = await self.hook.acreate_task(
                     item.model, item.input, idempotency_key=key, allow_unknown_model=self.trigger.allow_unknown_model
@@ -544,7 +532,7 @@ class _Batch:
             if self.trigger.deadline is not None:
                 delay = min(delay, max(0.0, self.trigger.deadline - now))
             await asyncio.sleep(delay)
-            await self.pause.wait()
+            await self.pause.wait(self.trigger.deadline)
             try:
                 task = await self.hook.aget_task(task.task_id, within=self._left())
             except MindVideoError as exc:
@@ -578,7 +566,8 @@ class _Batch:
             self.pause.pause(exc.retry_after if exc.retry_after is not None else _DEFAULT_PAUSE)
         else:
             # 5xx or the network, after the hook's own retries: this item backs off; the others go on.
-            await asyncio.sleep(self.trigger.poll_interval)
+            left = math.inf if self.trigger.deadline is None else self.trigger.deadline - time.time()
+            await asyncio.sleep(max(0.0, min(self.trigger.poll_interval, left)))
 
     def _past_deadline(self, now: float | None = None) -> bool:
         deadline = self.trigger.deadline

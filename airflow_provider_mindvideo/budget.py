@@ -9,12 +9,24 @@ Charges happen when a task is created, so a ceiling has to act before creating. 
   earlier try's task counts just as a new task does: ``max_cost`` bounds all the tries of a
   task instance together, and replays are how a try learns what earlier tries spent);
 - a create that surely charged nothing (the API refused it: a 4xx answer) *releases* it;
-  one whose answer was lost keeps its reservation: it may have been charged.
+  one whose answer was lost is *abandoned*: its money stays held for good, it may have been
+  charged.
 
-The prediction for a model is the mean ``cost_estimate`` of the create answers seen so far for
-it, else the model's documented example price from the catalogue. A model with neither (one
+A create that does not fit only because money is held for creates in flight *waits* for their
+answers (:meth:`Budget.try_reserve` gives None, :meth:`Budget.refuses` False); it is refused
+only when it would not fit even if everything in flight settled at its reservation:
+``committed + predicted > max_cost``.
+
+The prediction for a model is the highest ``cost_estimate`` its create answers told so far (so
+a reservation never under-predicts a price already seen), else the model's documented example
+price from the catalogue. With a ceiling, a model's first create goes alone (no other create of
+that model is sent until an answer told its price): a price above the catalogue's is then
+learnt before it is multiplied by the creates in flight. A model with no price at all (one
 newer than the catalogue, before its first answer) reserves everything that is left, so that
-only one such create is ever in flight and its answer teaches the price.
+nothing else is created until its answer teaches the price.
+
+What remains: a price that depends on the input and rises above every earlier answer can pass
+the ceiling, by at most that rise times the creates in flight.
 
 :class:`Budget` is plain arithmetic with no locks: the batch trigger calls it from one event
 loop, the single-task operators from one thread.
@@ -23,6 +35,7 @@ loop, the single-task operators from one thread.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -37,6 +50,16 @@ def catalogue_price(model: str) -> float | None:
     """The model's documented example price, or None for a model the catalogue does not know."""
     spec = known_models().get(model)
     return None if spec is None else spec.cost_estimate
+
+
+def check_max_cost(max_cost: object) -> None:
+    """Refuse a ``max_cost`` that is no finite amount >= 0 (None is no ceiling), when the DAG is parsed."""
+    if max_cost is None:
+        return
+    if isinstance(max_cost, bool) or not isinstance(max_cost, int | float) or not math.isfinite(max_cost):
+        raise ValueError(f"max_cost = {max_cost!r}: must be a finite number >= 0, or None for no ceiling")
+    if max_cost < 0:
+        raise ValueError(f"max_cost = {max_cost!r}: must be a number >= 0, or None for no ceiling")
 
 
 @dataclass(frozen=True)
@@ -61,18 +84,19 @@ class Budget:
     price_of: Callable[[str], float | None] = catalogue_price
     #: Settled costs: the cost estimates of every task created or replayed so far.
     committed: float = 0.0
+    #: Held for good: creates whose answers were lost (they may have charged).
+    abandoned: float = 0.0
     _reservations: dict[int, Reservation] = field(default_factory=dict, repr=False)
-    _seen: dict[str, tuple[float, int]] = field(default_factory=dict, repr=False)
+    _seen: dict[str, float] = field(default_factory=dict, repr=False)
     _numbers: itertools.count[int] = field(default_factory=itertools.count, repr=False)
 
     def __post_init__(self) -> None:
-        if self.max_cost is not None and (isinstance(self.max_cost, bool) or not self.max_cost >= 0):
-            raise ValueError(f"max_cost = {self.max_cost!r}: must be a number >= 0, or None for no ceiling")
+        check_max_cost(self.max_cost)
 
     @property
     def reserved(self) -> float:
-        """Held for creates whose answers are not in yet."""
-        return sum(r.amount for r in self._reservations.values())
+        """Held: for creates whose answers are not in yet, and for good for those whose answers were lost."""
+        return self.abandoned + sum(r.amount for r in self._reservations.values())
 
     @property
     def left(self) -> float | None:
@@ -82,21 +106,33 @@ class Budget:
         return max(0.0, self.max_cost - self.committed - self.reserved)
 
     def predict(self, model: str) -> float | None:
-        """What a create for ``model`` is expected to cost: the mean of its answers so far, else its price."""
+        """What a create for ``model`` is expected to cost: the highest of its answers so far, else its price."""
         if model in self._seen:
-            total, count = self._seen[model]
-            return total / count
+            return self._seen[model]
         return self.price_of(model)
 
+    def learn(self, model: str, cost_estimate: float) -> None:
+        """An answer (this try's, or an earlier try's in the manifest) told what a task of ``model`` cost."""
+        self._seen[model] = max(cost_estimate, self._seen.get(model, cost_estimate))
+
+    def in_flight(self, model: str | None = None) -> bool:
+        """Whether creates (of ``model``, or any) are out with their answers not in yet."""
+        return any(model is None or r.model == model for r in self._reservations.values())
+
     def try_reserve(self, model: str) -> Reservation | None:
-        """Hold the predicted cost of one create, or None when it might pass ``max_cost``."""
+        """Hold the predicted cost of one create, or None when it does not fit now.
+
+        None and :meth:`refuses` False: it may fit once the creates in flight are answered.
+        """
         predicted = self.predict(model)
         left = self.left
         if left is None:
             amount = predicted or 0.0
+        elif model not in self._seen and self.in_flight(model):
+            return None  # the model's first create goes alone: its answer tells the price
         elif predicted is None:
             # Unknown price: everything left, so that nothing else is created until the answer says.
-            if left <= _SLACK or any(r.model == model for r in self._reservations.values()):
+            if left <= _SLACK:
                 return None
             amount = left
         elif predicted > left + _SLACK:
@@ -119,14 +155,28 @@ class Budget:
         self._reservations.pop(reservation.number, None)
         cost = reservation.amount if cost_estimate is None else cost_estimate
         if cost_estimate is not None:
-            total, count = self._seen.get(reservation.model, (0.0, 0))
-            self._seen[reservation.model] = (total + cost_estimate, count + 1)
+            self.learn(reservation.model, cost_estimate)
         self.committed += cost
         return cost
 
     def release(self, reservation: Reservation) -> None:
         """The create surely charged nothing (the API refused it): hand the money back."""
         self._reservations.pop(reservation.number, None)
+
+    def abandon(self, reservation: Reservation) -> None:
+        """The create's answer is lost: it may have charged, so its money stays held, no longer in flight."""
+        if self._reservations.pop(reservation.number, None) is not None:
+            self.abandoned += reservation.amount
+
+    def refuses(self, model: str) -> bool:
+        """Whether a create for ``model`` would not fit even once every create in flight settled at its reservation."""
+        if self.max_cost is None:
+            return False
+        predicted = self.predict(model)
+        spent = self.committed + self.abandoned
+        if predicted is None:
+            return spent >= self.max_cost - _SLACK
+        return spent + predicted > self.max_cost + _SLACK
 
     def refusal(self, model: str) -> str:
         """Why a create for ``model`` is not sent, in words naming ``max_cost`` and the prediction."""

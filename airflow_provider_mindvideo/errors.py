@@ -198,3 +198,12 @@ class BatchItemsFailedForGoodError(BatchItemsFailedError, AirflowFailException):
     """
 
     retryable = False
+
+
+class ResultPathError(MindVideoError, AirflowFailException):
+    """A batch's ``result_path`` cannot be its manifest: a folder, or another task instance's.
+
+    Raised before anything is sent. Permanent: the path is the DAG's to change.
+    """
+
+    retryable = False

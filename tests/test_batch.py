@@ -157,3 +157,14 @@ def test_the_progress_line_always_adds_up(done: int, in_flight: int, elapsed: fl
     assert f"{in_flight} in flight, {total - done - in_flight} waiting" in line
     assert "cost estimate so far 1.5 of max_cost 3" in line
     assert ("left" in line) or ("all done" in line) or ("not known yet" in line)
+
+
+def test_a_csv_saved_with_a_byte_order_mark_reads_its_header() -> None:
+    entries = entries_from_csv("\ufeffprompt,size\nA red fox,1:1\n", "gpt-image-2")
+    items = work_list(entries, "gpt-image-2", Ti(), source="in.csv")
+    assert [dict(item.input) for item in items] == [{"prompt": "A red fox", "size": "1:1"}]
+
+
+def test_a_csv_header_naming_a_column_twice_is_refused_naming_it() -> None:
+    with pytest.raises(InputValidationError, match=r"'prompt'.*twice|twice.*'prompt'"):
+        entries_from_csv("prompt,size,prompt\nfirst,1:1,second\n", "gpt-image-2")

@@ -386,3 +386,74 @@ def test_a_stopped_batch_names_the_remote_tasks_that_keep_running(
     assert any(all(task_id in w for task_id in emulator.state.tasks) and "keep running" in w for w in warnings), (
         warnings
     )
+
+
+def _write_work(folder: Path, prompts: list[str]) -> None:
+    items = work_list(entries_from_list([{"prompt": p} for p in prompts]), "gpt-image-2", Ti())
+    (folder / "work.jsonl").write_text(dump_work_list(items))
+
+
+def test_what_earlier_tries_spent_counts_even_when_the_inputs_shifted(batch: Any, emulator: MindVideoEmulator) -> None:
+    """A line added at the top between tries changes every item's key: try 1's tasks are no current
+    item's, yet they were paid for. They count, and their record survives the next manifest."""
+    work = batch(10)
+    max_cost = 5 * IMAGE_COST + IMAGE_COST / 2
+    assert work.run(try_number=1, max_active=1, max_cost=max_cost).statuses() == {SUCCEEDED: 5, OVER_BUDGET: 5}
+    _write_work(work.folder, ["a new first line", *work.prompts])
+    second = work.run(try_number=2, max_active=1, max_cost=max_cost)
+    assert second.charges == Counter()
+    assert second.event["summary"]["cost_estimate"] == pytest.approx(5 * IMAGE_COST)
+    _write_work(work.folder, ["another first line", "a new first line", *work.prompts])
+    third = work.run(try_number=3, max_active=1, max_cost=max_cost)  # try 2's manifest must remember try 1
+    assert third.charges == Counter()
+    assert emulator.state.total_charged <= max_cost
+
+
+def test_a_price_above_the_catalogue_s_does_not_pass_the_ceiling_with_many_in_flight(
+    batch: Any, emulator: MindVideoEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+
+    import airflow_provider_mindvideo.emulator.state as emulated
+    from airflow_provider_mindvideo.catalog import known_models
+
+    pricier = {
+        slug: dataclasses.replace(spec, cost_estimate=spec.cost_estimate * 3) for slug, spec in known_models().items()
+    }
+    monkeypatch.setattr(emulated, "known_models", lambda: pricier)  # the API's prices, not the provider's catalogue
+    max_cost = 10 * IMAGE_COST
+    run = batch(20).run(max_active=10, max_cost=max_cost)
+    assert emulator.state.total_charged <= max_cost + 1e-9, f"{emulator.state.charged_tasks} tasks charged"
+    assert run.statuses()[SUCCEEDED] == 3  # 3 x 0.0405 fit in 0.135; the first answer told the price
+
+
+def test_an_item_of_unknown_price_in_flight_makes_the_others_wait_not_fail(
+    emulator: MindVideoEmulator, tmp_path: Path
+) -> None:
+    emulator.state.config.extra_models = {"veo4-preview": "video"}
+    emulator.add_fault("delay", route="create", seconds=0.5, times=1)  # the new model's answer comes late
+    inputs = [{"model": "veo4-preview", "prompt": "a new model's clip"}] + [{"prompt": f"cat {i}"} for i in range(5)]
+    items = work_list(entries_from_list(inputs), "gpt-image-2", Ti(), allow_unknown_model=True)
+    (tmp_path / "work.jsonl").write_text(dump_work_list(items))
+    try:
+        run = Batch(tmp_path, [], emulator).run(max_active=6, max_cost=10.0, allow_unknown_model=True)
+    finally:
+        emulator.state.config.extra_models = {}
+    assert run.statuses() == {SUCCEEDED: 6}
+
+
+@pytest.mark.parametrize("route", ["get", "create"])
+def test_a_long_retry_after_does_not_keep_the_batch_past_its_timeout(
+    batch: Any, emulator: MindVideoEmulator, route: str
+) -> None:
+    import time
+
+    work = batch(2)
+    emulator.script("item", "succeeded", processing_seconds=0.5)
+    emulator.add_fault("status", route=route, status=429, retry_after="45", times=1)
+    started = time.time()
+    run = work.run(deadline=started + 1.5)
+    assert time.time() - started < 1.5 + 10, "the batch outlived its timeout by a Retry-After"
+    assert run.event["status"] == DONE and len(run.rows) == 2
+    assert all(row.status in (SUCCEEDED, "timed_out") for row in run.rows)
+    assert not (work.folder / "manifest.intents").exists()

@@ -10,17 +10,19 @@ from airflow_provider_mindvideo.budget import Budget, catalogue_price
 from airflow_provider_mindvideo.errors import BudgetExceededError
 
 
-def test_the_first_prediction_is_the_catalogue_price_then_the_mean_of_answers() -> None:
+def test_the_first_prediction_is_the_catalogue_price_then_the_highest_answer() -> None:
     budget = Budget(None)
     assert budget.predict("gpt-image-2") == catalogue_price("gpt-image-2") == 0.0135
     budget.settle(budget.reserve("gpt-image-2"), 0.02)
     budget.settle(budget.reserve("gpt-image-2"), 0.04)
-    assert budget.predict("gpt-image-2") == pytest.approx(0.03)
+    budget.settle(budget.reserve("gpt-image-2"), 0.01)
+    assert budget.predict("gpt-image-2") == pytest.approx(0.04)  # never under-predicts a price already seen
     assert budget.predict("kling-v3") == catalogue_price("kling-v3")  # per model
 
 
 def test_a_create_that_fits_exactly_is_allowed_and_the_next_is_refused() -> None:
     budget = Budget(0.0405)  # three gpt-image-2 images, a sum that floats do not hit exactly
+    budget.learn("gpt-image-2", 0.0135)
     for _ in range(3):
         assert budget.try_reserve("gpt-image-2") is not None
     assert budget.try_reserve("gpt-image-2") is None
@@ -28,6 +30,7 @@ def test_a_create_that_fits_exactly_is_allowed_and_the_next_is_refused() -> None
 
 def test_reservations_in_flight_count_until_settled() -> None:
     budget = Budget(0.03)
+    budget.learn("gpt-image-2", 0.0135)  # an answer told the price: creates need not go alone
     first = budget.reserve("gpt-image-2")
     second = budget.reserve("gpt-image-2")
     assert budget.try_reserve("gpt-image-2") is None  # 0.027 held, 0.0135 more would pass 0.03
@@ -66,7 +69,29 @@ def test_the_refusal_names_max_cost_the_prediction_and_the_spending() -> None:
     assert refused.value.retryable is False
 
 
-@pytest.mark.parametrize("bad", [-1, float("nan"), True])
+def test_with_a_ceiling_a_model_s_first_create_goes_alone_until_its_answer_tells_the_price() -> None:
+    budget = Budget(1.0)
+    first = budget.reserve("gpt-image-2")
+    assert budget.try_reserve("gpt-image-2") is None  # waits...
+    assert not budget.refuses("gpt-image-2")  # ...but is not refused
+    assert budget.try_reserve("kling-v3") is not None  # another model has its own first create
+    budget.settle(first, 0.05)
+    assert budget.try_reserve("gpt-image-2").amount == 0.05  # type: ignore[union-attr]
+    assert budget.try_reserve("gpt-image-2") is not None
+
+
+def test_money_held_in_flight_makes_a_create_wait_and_only_what_is_spent_refuses_it() -> None:
+    budget = Budget(10.0)
+    unknown = budget.reserve("brand-new-model")  # holds everything left
+    assert budget.try_reserve("gpt-image-2") is None and not budget.refuses("gpt-image-2")
+    budget.settle(unknown, 9.99)
+    assert budget.refuses("gpt-image-2")  # 9.99 + 0.0135 > 10, whatever settles
+    lost = Budget(0.02)
+    lost.abandon(lost.reserve("gpt-image-2"))  # its answer was lost: it may have charged, for good
+    assert lost.try_reserve("gpt-image-2") is None and lost.refuses("gpt-image-2")
+
+
+@pytest.mark.parametrize("bad", [-1, float("nan"), True, float("inf"), "5"])
 def test_a_ceiling_that_is_no_number_is_refused(bad: float) -> None:
     with pytest.raises(ValueError, match="max_cost"):
         Budget(bad)
@@ -97,5 +122,6 @@ def test_while_answers_cost_what_was_predicted_spending_never_passes_the_ceiling
             budget.settle(reservation, reservation.amount)  # the answer said what was predicted
         elif fate == "release":
             budget.release(reservation)
-        # "lost": the answer never came; the reservation stays held
+        else:
+            budget.abandon(reservation)  # the answer never came; the money stays held
         assert budget.committed + budget.reserved <= max_cost + 1e-6

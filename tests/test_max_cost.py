@@ -78,3 +78,21 @@ def test_a_replay_after_success_fits_a_ceiling_of_one_task(emulator: MindVideoEm
 def test_a_ceiling_that_is_no_amount_fails_at_parse_time(bad: Any) -> None:
     with pytest.raises(ValueError, match="max_cost"):
         MindVideoSubmitOperator(task_id="submit", model="gpt-image-2", input={"prompt": "x"}, max_cost=bad)
+
+
+def _operator(kind: str, max_cost: Any) -> Any:
+    from airflow_provider_mindvideo.operators import MindVideoBatchGenerateOperator
+
+    if kind == "batch":
+        return MindVideoBatchGenerateOperator(
+            task_id="b", model="gpt-image-2", inputs=[{"prompt": "x"}], max_cost=max_cost
+        )
+    single = MindVideoSubmitOperator if kind == "submit" else MindVideoGenerateOperator
+    return single(task_id="t", model="gpt-image-2", input={"prompt": "x"}, max_cost=max_cost)
+
+
+@pytest.mark.parametrize("bad", [float("inf"), "5"])
+@pytest.mark.parametrize("kind", ["submit", "generate", "batch"])
+def test_a_ceiling_that_is_infinite_or_text_fails_at_parse_time_naming_it(kind: str, bad: Any) -> None:
+    with pytest.raises(ValueError, match=rf"max_cost = {bad!r}"):
+        _operator(kind, bad)

@@ -32,13 +32,16 @@ from airflow_provider_mindvideo.batch import (
     too_many_failed,
     work_list,
 )
+from airflow_provider_mindvideo.batch_records import folder_problem, read_owner, write_owner
 from airflow_provider_mindvideo.batch_trigger import DONE, MindVideoBatchTrigger
+from airflow_provider_mindvideo.budget import check_max_cost
 from airflow_provider_mindvideo.downloads import StoredFile, download_client, manifest_summary, store_outputs
 from airflow_provider_mindvideo.errors import (
     BatchItemsFailedError,
     BatchItemsFailedForGoodError,
     InputValidationError,
     MindVideoError,
+    ResultPathError,
 )
 from airflow_provider_mindvideo.links import MindVideoModelDocsLink
 from airflow_provider_mindvideo.operators.download import outlets_for, private_urls_allowed
@@ -85,9 +88,11 @@ class MindVideoBatchGenerateOperator(BaseOperator):
         one row per item (input line, MindVideo task id, status, cost estimate and actual,
         output URLs, stored files, error, and every remote task the item has cost). The work
         list is written beside it (``<name>.work.jsonl``), for the trigger to read, and so are
-        the creates in flight (``<name>.intents/``, removed when the batch ends). Give each
-        task instance its own path (the default does; a fixed path is overwritten by the next
-        run). Default:
+        the creates in flight (``<name>.intents/``, removed when the batch ends), the task
+        instance it belongs to (``<name>.owner.json``) and the tasks of items the inputs no
+        longer hold (``<name>.earlier.jsonl``). Each task instance needs its own path (the
+        default gives one): a path another task instance used is refused before anything is
+        sent, and so is a folder. Default:
         ``<[mindvideo] batch_folder>/<dag_id>/<run_id>/<task_id>[-<map_index>]/manifest.jsonl``,
         where ``batch_folder`` defaults to ``file://$AIRFLOW_HOME/mindvideo/batches``: set it (or
         ``result_path``) to shared storage (``s3://...``) when workers and triggerers run on
@@ -101,10 +106,15 @@ class MindVideoBatchGenerateOperator(BaseOperator):
         outcome but ``succeeded``: ``failed``, ``over_budget``, ``timed_out``, ``error``,
         ``download_failed``. The manifest and the summary always say which items failed and why.
     :param max_cost: The most this task instance may spend, all its tries together, in the API's
-        cost unit. Before each create the next item's cost is predicted (the mean cost estimate
-        of the answers seen so far for its model, else the model's documented price) and held;
-        a task that could pass the ceiling is not created, and its item is reported
-        ``over_budget``. Replayed tasks of earlier tries count. None: no ceiling.
+        cost unit (a finite number >= 0). Before each create the next item's cost is predicted
+        (the highest cost estimate the answers told so far for its model, else the model's
+        documented price) and held until the answer settles it; a model's first create goes
+        alone, so that its answer tells the price before more are sent. An item that does not
+        fit only because money is held for creates in flight waits for their answers; one that
+        would not fit even then is not created and is reported ``over_budget``. Every task
+        earlier tries created counts, whatever the inputs say now. None: no ceiling. What
+        remains: a price that depends on the input and rises above every earlier answer can
+        pass the ceiling by at most that rise times the creates in flight (``max_active``).
     :param download_to: Also save each succeeded item's outputs into this folder (an
         ``ObjectStoragePath`` URL), as :class:`MindVideoDownloadOperator` does (default file
         names, ``overwrite=False``), :data:`DOWNLOAD_CONCURRENCY` at a time. Resumable: files an
@@ -181,8 +191,7 @@ class MindVideoBatchGenerateOperator(BaseOperator):
         if isinstance(max_active, bool) or not isinstance(max_active, int) or max_active < 1:
             raise ValueError(f"max_active = {max_active!r}: must be a whole number >= 1")
         check_max_failed(max_failed)
-        if max_cost is not None and (isinstance(max_cost, bool) or not max_cost >= 0):
-            raise ValueError(f"max_cost = {max_cost!r}: must be a number >= 0, or None for no ceiling")
+        check_max_cost(max_cost)
         if max_generations is not None and (isinstance(max_generations, bool) or max_generations < 1):
             raise ValueError(f"max_generations = {max_generations!r}: must be a whole number >= 1, or None")
         check_poll_settings(poll_interval, max_poll_interval)
@@ -213,6 +222,7 @@ class MindVideoBatchGenerateOperator(BaseOperator):
         source = self.inputs_path or "inputs"
         items = work_list(self._entries(), self.model, ti, allow_unknown_model=self.allow_unknown_model, source=source)
         result_path = self.result_path or default_result_path(ti)
+        self._claim(result_path, ti)
         work_path = work_list_path(result_path)
         storage.replace_text(self._storage(work_path), dump_work_list(items))
         self.log.info(
@@ -292,8 +302,38 @@ class MindVideoBatchGenerateOperator(BaseOperator):
         if text is None:
             raise InputValidationError(f"inputs_path = {self.inputs_path!r}: there is no such file")
         if self.inputs_path.lower().endswith(".csv"):
-            return entries_from_csv(text, self.model)
+            try:
+                return entries_from_csv(text, self.model)
+            except InputValidationError as exc:
+                raise InputValidationError(f"inputs_path = {self.inputs_path!r}: {exc}") from None
         return entries_from_jsonl(text)
+
+    def _claim(self, result_path: str, ti: Any) -> None:
+        """Make ``result_path`` this task instance's, before anything is sent.
+
+        A folder cannot be a manifest; and two task instances writing one manifest would
+        overwrite each other's record of what was paid (a retry of either would then spend
+        again): a path another task instance claimed is refused.
+        """
+        target = self._storage(result_path)
+        if storage.exists(target) and target.is_dir():
+            raise ResultPathError(folder_problem(result_path))
+        owner = {
+            "dag_id": ti.dag_id,
+            "task_id": ti.task_id,
+            "run_id": ti.run_id,
+            "map_index": -1 if ti.map_index is None else ti.map_index,
+        }
+        claimed = read_owner(result_path, self.storage_conn_id)
+        if claimed is not None and claimed != owner:
+            described = ", ".join(f"{name}={claimed.get(name)!r}" for name in owner)
+            raise ResultPathError(
+                f"result_path = {result_path!r}: belongs to another task instance ({described}); give each task "
+                "instance its own path (the default does; or template it with {{ run_id }} and {{ ti.map_index }}). "
+                "Nothing was sent"
+            )
+        if claimed is None:
+            write_owner(result_path, self.storage_conn_id, owner)
 
     def _storage(self, url: str) -> ObjectStoragePath:
         return ObjectStoragePath(url, conn_id=self.storage_conn_id)

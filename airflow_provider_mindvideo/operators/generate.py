@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator, conf
 
 from airflow_provider_mindvideo import DEFAULT_CONN_ID
-from airflow_provider_mindvideo.budget import Budget
+from airflow_provider_mindvideo.budget import Budget, check_max_cost
 from airflow_provider_mindvideo.cancellation import is_unfinished, log_still_running
 from airflow_provider_mindvideo.catalog import validate_input
 from airflow_provider_mindvideo.errors import MindVideoError, WaitTimeoutError
@@ -95,8 +95,7 @@ class MindVideoSubmitOperator(BaseOperator):
         super().__init__(**kwargs)
         if max_generations is not None and (isinstance(max_generations, bool) or max_generations < 1):
             raise ValueError(f"max_generations = {max_generations!r}: must be a whole number >= 1, or None")
-        if max_cost is not None and (isinstance(max_cost, bool) or not max_cost >= 0):
-            raise ValueError(f"max_cost = {max_cost!r}: must be a number >= 0, or None for no ceiling")
+        check_max_cost(max_cost)
         self.model = model
         self.input = input
         self.idempotency_key = idempotency_key
