@@ -291,7 +291,7 @@ def test_a_429_met_by_one_request_pauses_every_request_of_the_batch() -> None:
     import random
     import time
 
-    from airflow_provider_mindvideo.batch_trigger import _BatchRetryPolicy, _Pause
+    from airflow_provider_mindvideo.batch_run import _BatchRetryPolicy, _Pause
     from airflow_provider_mindvideo.errors import RateLimitedError, ServerError
 
     pause = _Pause()

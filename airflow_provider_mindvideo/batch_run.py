@@ -1,0 +1,455 @@
+"""One run of a batch in the triggerer: the items worked under ``max_active``, the ceiling and the deadline.
+
+:class:`~airflow_provider_mindvideo.batch_trigger.MindVideoBatchTrigger` is the thin Airflow face
+(kwargs, event, ``on_kill``); this is the work it does: per item, the pay-once walk over key
+generations (:func:`airflow_provider_mindvideo.submission.next_step`), every create reserved
+against ``max_cost`` and written down as an intent before it is sent, waits that poll with the
+growing interval, a 429 pausing the whole batch, and a manifest written at checkpoints and at
+the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_mindvideo.batch import (
+    ERROR,
+    FAILED,
+    OVER_BUDGET,
+    PENDING,
+    SUCCEEDED,
+    TIMED_OUT,
+    BatchSummary,
+    ItemResult,
+    WorkItem,
+    dump_manifest,
+    known_tasks,
+    progress_line,
+    summarize,
+)
+from airflow_provider_mindvideo.batch_records import (
+    Intents,
+    clear_intents,
+    intents_folder,
+    read_earlier_tasks,
+    read_intents,
+    read_manifest,
+    write_earlier_tasks,
+    write_manifest,
+)
+from airflow_provider_mindvideo.budget import Budget, Reservation
+from airflow_provider_mindvideo.errors import (
+    AuthenticationError,
+    ConnectionNotFoundError,
+    InsecureConnectionError,
+    MindVideoError,
+    TlsVerificationError,
+)
+from airflow_provider_mindvideo.models import MindVideoTask, TaskStatus
+from airflow_provider_mindvideo.polling import next_poll_delay
+from airflow_provider_mindvideo.protocol import RetryPolicy
+from airflow_provider_mindvideo.submission import Step, exhausted_message, generations_to_walk, next_step
+
+if TYPE_CHECKING:
+    from airflow_provider_mindvideo.batch_trigger import MindVideoBatchTrigger
+    from airflow_provider_mindvideo.hooks import MindVideoHook
+
+#: ``event["status"]`` of a batch that ran to its end (whatever became of its items).
+DONE = "done"
+#: ``event["status"]`` of a batch stopped as a whole (bad key, no connection, unreadable work list).
+ERROR_EVENT = "error"
+# Errors about the account or the connection, not an item: every other item would meet them too.
+_STOPS_THE_BATCH = (AuthenticationError, ConnectionNotFoundError, InsecureConnectionError, TlsVerificationError)
+# A 429 without Retry-After still pauses the batch this long.
+_DEFAULT_PAUSE = 1.0
+# After the deadline, calls still running (a hung connection) are cancelled this much later.
+_DEADLINE_GRACE = 2.0
+
+
+@dataclasses.dataclass(frozen=True)
+class _BatchRetryPolicy(RetryPolicy):
+    """The connection's retry policy, telling the batch of every 429 so that all its requests pause."""
+
+    on_rate_limited: Callable[[float], None] | None = dataclasses.field(default=None, compare=False, repr=False)
+    #: The batch's deadline (epoch seconds): a retry that would wait past it is not started.
+    batch_deadline: float | None = None
+
+    def retry_delay(self, attempt: int, problem: MindVideoError, elapsed: float, rng: Any) -> float | None:
+        delay = super().retry_delay(attempt, problem, elapsed, rng)
+        if problem.http_status == 429 and self.on_rate_limited is not None:
+            self.on_rate_limited(problem.retry_after if problem.retry_after is not None else (delay or _DEFAULT_PAUSE))
+        if delay is not None and self.batch_deadline is not None and time.time() + delay > self.batch_deadline:
+            return None
+        return delay
+
+
+class _Pause:
+    """A batch-wide pause: requests wait here while the server has asked everyone to slow down."""
+
+    def __init__(self) -> None:
+        self.until = 0.0
+        self.pauses = 0
+
+    def pause(self, seconds: float) -> None:
+        until = time.monotonic() + max(0.0, seconds)
+        if until > self.until:
+            self.until = until
+            self.pauses += 1
+
+    async def wait(self, deadline: float | None = None) -> None:
+        """Until the pause ends, or the batch's ``deadline`` (epoch seconds) comes, whichever is first."""
+        while (left := self.until - time.monotonic()) > 0:
+            if deadline is not None:
+                left = min(left, deadline - time.time())
+                if left <= 0:
+                    return
+            await asyncio.sleep(left)
+
+
+class _Stop(Exception):
+    """An error that ends the whole batch (see ``_STOPS_THE_BATCH``)."""
+
+    def __init__(self, error: MindVideoError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class _Batch:
+    """One run of a batch trigger: the items, the budget, the rows, and the coroutines working them."""
+
+    def __init__(self, trigger: MindVideoBatchTrigger, hook: MindVideoHook, items: list[WorkItem]) -> None:
+        self.trigger = trigger
+        self.hook = hook
+        self.items = items
+        self.log = trigger.log
+        self.budget = Budget(trigger.max_cost)
+        self.rows = [ItemResult.for_item(item) for item in items]
+        self.finished: dict[str, int] = {}
+        self.in_flight = 0
+        self.pause = _Pause()
+        self.last_progress = ""
+        #: Remote tasks an earlier manifest records, by key: their cost is spent already.
+        self.known: dict[str, dict[str, Any]] = {}
+        self._earlier_files: dict[str, list[dict[str, Any]]] = {}
+        self._checkpoint: asyncio.Future[None] | None = None
+        self.intents = Intents(intents_folder(trigger.result_path), trigger.storage_conn_id)
+        self._budget_change = asyncio.Event()
+
+    def _adopt_earlier(
+        self, earlier: list[ItemResult], kept: list[dict[str, Any]], intents: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """Count what earlier tries (or earlier runs of this one) created or may have created, before creating anything.
+
+        Without this, a retry's or a restarted trigger's new creates could take the budget ahead
+        of replays of tasks already paid for, and the ceiling would not hold. Every such task
+        counts, whether or not an item of the current inputs owns it (``kept``: those an
+        earlier run found owned by none). Returns the ones no current item owns.
+        """
+        self.known = {task["idempotency_key"]: task for task in kept}
+        self.known.update(known_tasks(earlier))
+        for intent in intents:
+            self.known.setdefault(intent["idempotency_key"], {**intent, "task_id": None, "cost_estimate": None})
+        self._earlier_files = {row.task_id: row.files for row in earlier if row.task_id and row.files}
+        by_stem: dict[str, list[dict[str, Any]]] = {}
+        for task in self.known.values():
+            by_stem.setdefault(task["idempotency_key"].rsplit("-", 1)[0], []).append(task)
+        for item, row in zip(self.items, self.rows, strict=True):
+            row.tasks = sorted(by_stem.pop(item.key_stem, []), key=lambda task: task["generation"])
+            for task in row.tasks:
+                self.budget.committed += self._cost_of(task, item.model)
+                if task.get("cost_estimate") is not None:  # an earlier answer told the model's price
+                    self.budget.learn(item.model, float(task["cost_estimate"]))
+        orphans = [task for tasks in by_stem.values() for task in tasks]
+        for task in orphans:
+            self.budget.committed += self._cost_of(task, task.get("model"))
+        return orphans
+
+    def _cost_of(self, task: dict[str, Any], model: str | None) -> float:
+        for cost in (task.get("cost_estimate"), task.get("held"), self.budget.predict(model) if model else None):
+            if cost is not None:
+                return float(cost)
+        return 0.0
+
+    async def run(self) -> BatchSummary:
+        settings = await self.hook.asettings()
+        self.hook.retry_policy = _BatchRetryPolicy(
+            max_retries=settings.max_retries, on_rate_limited=self.pause.pause, batch_deadline=self.trigger.deadline
+        )
+        self.log.info(
+            "MindVideo batch: %d item(s), try %d, at most %d in flight, max_cost %s; manifest %s",
+            len(self.items),
+            self.trigger.try_number,
+            self.trigger.max_active,
+            self.trigger.max_cost,
+            self.trigger.result_path,
+        )
+        earlier = await asyncio.to_thread(read_manifest, self.trigger.result_path, self.trigger.storage_conn_id)
+        kept = await asyncio.to_thread(read_earlier_tasks, self.trigger.result_path, self.trigger.storage_conn_id)
+        intents = await asyncio.to_thread(read_intents, self.intents.folder, self.trigger.storage_conn_id)
+        orphans = self._adopt_earlier(earlier, kept, intents)
+        if orphans:
+            # Kept before any manifest is written over the one that recorded them.
+            await asyncio.to_thread(
+                write_earlier_tasks, self.trigger.result_path, self.trigger.storage_conn_id, orphans
+            )
+        queue = iter(self.items)
+        reporter = asyncio.create_task(self._report_progress())
+        try:
+            async with asyncio.timeout_at(self._hard_stop()):
+                async with asyncio.TaskGroup() as workers:
+                    for _ in range(min(self.trigger.max_active, len(self.items))):
+                        workers.create_task(self._work(queue))
+        except* _Stop as stopped:
+            raise stopped.exceptions[0] from None
+        except* TimeoutError:
+            self._time_out_the_rest()
+        finally:
+            reporter.cancel()
+            # Threads run on when their waiters are cancelled: the final writes must come after them.
+            running = [job for job in (self._checkpoint, self.intents.writer) if job is not None]
+            if running:
+                await asyncio.wait(running)
+        self._log_progress()
+        for row in self.rows:
+            if row.status == SUCCEEDED and not row.files and row.task_id in self._earlier_files:
+                row.files = self._earlier_files[row.task_id]  # stored by an earlier try: kept, not fetched again
+        summary = summarize(
+            self.rows, self.trigger.result_path, max_cost=self.trigger.max_cost, spent=self.budget.committed
+        )
+        await self._write_manifest()
+        # Every create is in the manifest now, answered or not.
+        await asyncio.to_thread(clear_intents, self.intents.folder, self.trigger.storage_conn_id)
+        return summary
+
+    def _hard_stop(self) -> float | None:
+        """When (loop time) to stop whatever still runs: a little after the deadline, should a call hang."""
+        if self.trigger.deadline is None:
+            return None
+        return asyncio.get_running_loop().time() + max(0.0, self.trigger.deadline - time.time()) + _DEADLINE_GRACE
+
+    def _time_out_the_rest(self) -> None:
+        """The deadline stopped the items still working: each is reported ``timed_out`` (a retry waits again)."""
+        for row in self.rows:
+            if row.status != PENDING:
+                continue
+            row.status, row.retryable = TIMED_OUT, True
+            row.error = (
+                "not created before the batch's timeout"
+                if row.task_id is None
+                else f"MindVideo task {row.task_id} did not finish before the batch's timeout"
+            )
+        # The cancelled workers counted their rows as they stood (pending): count again from the rows.
+        self.finished = {}
+        for row in self.rows:
+            self.finished[row.status] = self.finished.get(row.status, 0) + 1
+        self.in_flight = 0
+
+    async def _write_manifest(self) -> None:
+        # Rendered here, in the loop, from rows the loop alone changes; only the writing goes to a thread.
+        text = dump_manifest(self.rows)
+        await asyncio.to_thread(write_manifest, self.trigger.result_path, self.trigger.storage_conn_id, text)
+
+    async def _work(self, queue: Iterator[WorkItem]) -> None:
+        # Items are taken in order, one at a time per worker: at most max_active are in flight.
+        for item in queue:
+            row = self.rows[item.position]
+            self.in_flight += 1
+            try:
+                await self._item(item, row)
+            except _STOPS_THE_BATCH as exc:
+                raise _Stop(exc) from None
+            except MindVideoError as exc:
+                row.status, row.error, row.retryable = ERROR, str(exc), exc.retryable
+            finally:
+                self.in_flight -= 1
+                self.finished[row.status] = self.finished.get(row.status, 0) + 1
+
+    async def _item(self, item: WorkItem, row: ItemResult) -> None:
+        if self._past_deadline():
+            row.status, row.error, row.retryable = TIMED_OUT, "not created before the batch's timeout", True
+            return
+        task = await self._walk(item, row)
+        if task is not None:
+            self._finish(row, await self._wait(task, row))
+
+    async def _walk(self, item: WorkItem, row: ItemResult) -> MindVideoTask | None:
+        """The pay-once walk of one item; the task to wait for, or None (the row says why)."""
+        trigger = self.trigger
+        for generation in generations_to_walk(trigger.try_number, trigger.max_generations):
+            key = item.key(generation)
+            known = self.known.get(key)
+            if known is not None:
+                task = await self._create(item, key)  # a replay: its cost is counted already
+                if known.get("try_number") == trigger.try_number:
+                    # A dead trigger of this same try created it: it is this try's one task for the item.
+                    task = task.model_copy(update={"created": True})
+                if known.get("task_id") is None:  # its answer had been lost: now its cost is known
+                    self.budget.committed += (task.cost_estimate or 0.0) - self._cost_of(known, item.model)
+                    known.update(task_id=task.task_id, cost_estimate=task.cost_estimate, held=None)
+                if task.cost_estimate is not None:
+                    self.budget.learn(item.model, task.cost_estimate)
+            else:
+                reservation = await self._reserve(item.model)
+                if reservation is None:
+                    row.status, row.error, row.retryable = OVER_BUDGET, self.budget.refusal(item.model), False
+                    return None
+                intent = row.note_task(
+                    generation,
+                    key,
+                    None,
+                    None,
+                    try_number=trigger.try_number,
+                    held=reservation.amount,
+                    model=item.model,
+                )
+                self.known[key] = intent
+                sent = False
+                try:
+                    await self.intents.record(intent)
+                    sent = True
+                    task = await self._create(item, key)
+                except MindVideoError as exc:
+                    refused = exc.http_status is not None and 400 <= exc.http_status < 500 and exc.http_status != 429
+                    if not sent or refused:  # nothing was charged
+                        self.budget.release(reservation)
+                        row.tasks.remove(intent)
+                        del self.known[key]
+                    else:  # it may have charged: its money stays held, and no one waits for its answer
+                        self.budget.abandon(reservation)
+                    self._budget_moved()
+                    raise
+                self.budget.settle(reservation, task.cost_estimate)
+                self._budget_moved()
+                row.note_task(generation, key, task.task_id, task.cost_estimate, try_number=trigger.try_number)
+            row.task_id, row.request_id, row.idempotency_key = task.task_id, task.request_id, key
+            row.key_generation, row.cost_estimate = generation, task.cost_estimate
+            decision = next_step(
+                task, generation, try_number=trigger.try_number, max_generations=trigger.max_generations
+            )
+            if decision.step is Step.USE:
+                return task
+            if decision.step is not Step.NEXT:
+                row.status, row.error = FAILED, decision.reason
+                row.retryable = decision.step is Step.RETRY_LATER
+                row.cost_actual = task.cost_actual
+                return None
+        row.status, row.error, row.retryable = FAILED, exhausted_message(trigger.max_generations), False
+        return None
+
+    async def _reserve(self, model: str) -> Reservation | None:
+        """Hold a create's predicted cost, waiting while only money held for creates in flight is in the way.
+
+        None: it would not fit even once they all settle: over budget. (The batch's hard stop
+        ends a wait that reaches the deadline: the item is then ``timed_out``.)
+        """
+        while (reservation := self.budget.try_reserve(model)) is None:
+            if self.budget.refuses(model):
+                return None
+            await self._budget_change.wait()
+        return reservation
+
+    def _budget_moved(self) -> None:
+        """A create settled or was released: wake the items waiting for money held in flight."""
+        self._budget_change.set()
+        self._budget_change = asyncio.Event()
+
+    async def _create(self, item: WorkItem, key: str) -> MindVideoTask:
+        """Create (or replay) under ``key``; transient trouble is waited out with the same key (it cannot pay twice)."""
+        first = True
+        while True:
+            await self.pause.wait(self.trigger.deadline)
+            try:
+                task = await self.hook.acreate_task(
+                    item.model, item.input, idempotency_key=key, allow_unknown_model=self.trigger.allow_unknown_model
+                )
+            except MindVideoError as exc:
+                if not exc.retryable or self._past_deadline():
+                    raise
+                await self._back_off(exc)
+                first = False
+                continue
+            # An earlier call with this key may have created the task and lost the answer: this
+            # one is then a replay (200), yet the task is this try's. Erring this way never pays.
+            return task if first else task.model_copy(update={"created": True})
+
+    async def _wait(self, task: MindVideoTask, row: ItemResult) -> MindVideoTask:
+        """Poll until the task ends or the batch's deadline passes (then the task as last seen)."""
+        started = time.time()
+        while not task.is_terminal:
+            now = time.time()
+            if self._past_deadline(now):
+                row.status, row.retryable = TIMED_OUT, True
+                row.error = f"MindVideo task {task.task_id} did not finish before the batch's timeout"
+                return task
+            delay = next_poll_delay(now - started, self.trigger.poll_interval, self.trigger.max_poll_interval)
+            if self.trigger.deadline is not None:
+                delay = min(delay, max(0.0, self.trigger.deadline - now))
+            await asyncio.sleep(delay)
+            await self.pause.wait(self.trigger.deadline)
+            try:
+                task = await self.hook.aget_task(task.task_id, within=self._left())
+            except MindVideoError as exc:
+                if not exc.retryable:
+                    raise
+                await self._back_off(exc)  # the hook already retried; keep waiting rather than fail over a blip
+        return task
+
+    def _finish(self, row: ItemResult, task: MindVideoTask) -> None:
+        if row.status == TIMED_OUT:
+            return
+        row.cost_actual = task.cost_actual
+        row.output_urls = task.output_urls
+        if task.status is TaskStatus.SUCCEEDED and task.output_urls:
+            row.status, row.error, row.retryable = SUCCEEDED, None, False
+            return
+        row.status = FAILED
+        if task.status is TaskStatus.SUCCEEDED:
+            # A retry would replay the same succeeded task: it cannot help, and paying again is no retry's call.
+            row.error, row.retryable = f"MindVideo task {task.task_id} succeeded but returned no output URLs", False
+            return
+        generation = row.key_generation or 0
+        row.error = f"MindVideo task {task.task_id} {task.status.value}: {task.error_message or 'no reason given'}"
+        row.retryable = generation + 1 < self.trigger.max_generations
+        if not row.retryable:
+            row.error += f"; it was the last of max_generations={self.trigger.max_generations}"
+
+    async def _back_off(self, exc: MindVideoError) -> None:
+        """After a call failed for good but retryably: a 429 pauses the whole batch, anything else this item."""
+        if exc.http_status == 429:
+            self.pause.pause(exc.retry_after if exc.retry_after is not None else _DEFAULT_PAUSE)
+        else:
+            # 5xx or the network, after the hook's own retries: this item backs off; the others go on.
+            left = math.inf if self.trigger.deadline is None else self.trigger.deadline - time.time()
+            await asyncio.sleep(max(0.0, min(self.trigger.poll_interval, left)))
+
+    def _past_deadline(self, now: float | None = None) -> bool:
+        deadline = self.trigger.deadline
+        return deadline is not None and (now or time.time()) >= deadline
+
+    def _left(self) -> float | None:
+        deadline = self.trigger.deadline
+        return None if deadline is None else max(1.0, deadline - time.time())
+
+    async def _report_progress(self) -> None:
+        """The progress line, and a checkpoint of the manifest: a restarted triggerer counts what this run created."""
+        while True:
+            await asyncio.sleep(self.trigger.progress_interval)
+            self._log_progress()
+            self._checkpoint = asyncio.ensure_future(self._write_manifest())
+            await asyncio.shield(self._checkpoint)
+
+    def _log_progress(self) -> None:
+        self.last_progress = progress_line(
+            total=len(self.items),
+            counts=self.finished,
+            in_flight=self.in_flight,
+            spent=self.budget.committed,
+            max_cost=self.trigger.max_cost,
+            elapsed=time.time() - self.trigger.started_at,
+        )
+        self.log.info(self.last_progress)
