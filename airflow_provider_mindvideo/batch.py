@@ -212,16 +212,39 @@ class ItemResult:
     error: str | None = None
     #: Whether a retry of the Airflow task could turn this failure into a success.
     retryable: bool = False
-    #: Every remote task this item has had, over all tries: ``generation``, ``idempotency_key``,
-    #: ``task_id`` and ``cost_estimate``. A later try counts their cost against ``max_cost``
-    #: before it creates anything.
+    #: Every remote task this item has had, or may have had, over all tries: ``generation``,
+    #: ``idempotency_key``, ``task_id`` and ``cost_estimate`` (both None while a create's answer
+    #: is not known: then ``held``, what was reserved for it, counts instead), and ``try_number``,
+    #: the try that created it. A later try (or a restarted trigger) counts their cost against
+    #: ``max_cost`` before it creates anything.
     tasks: list[dict[str, Any]] = field(default_factory=list)
 
-    def note_task(self, generation: int, key: str, task_id: str, cost_estimate: float | None) -> None:
-        if not any(seen["idempotency_key"] == key for seen in self.tasks):
-            self.tasks.append(
-                {"generation": generation, "idempotency_key": key, "task_id": task_id, "cost_estimate": cost_estimate}
-            )
+    def note_task(
+        self,
+        generation: int,
+        key: str,
+        task_id: str | None,
+        cost_estimate: float | None,
+        *,
+        try_number: int,
+        held: float | None = None,
+    ) -> dict[str, Any]:
+        """Record a remote task this item has (or may have); returns its entry."""
+        for seen in self.tasks:
+            if seen["idempotency_key"] == key:
+                if task_id is not None:
+                    seen.update(task_id=task_id, cost_estimate=cost_estimate, held=None)
+                return seen
+        entry = {
+            "generation": generation,
+            "idempotency_key": key,
+            "task_id": task_id,
+            "cost_estimate": cost_estimate,
+            "try_number": try_number,
+            "held": held,
+        }
+        self.tasks.append(entry)
+        return entry
 
     @classmethod
     def for_item(cls, item: WorkItem) -> ItemResult:

@@ -9,7 +9,12 @@ Per item, the walk over key generations is the single-task operators' (the same 
 :func:`airflow_provider_mindvideo.submission.next_step`): a try creates at most one task per
 item, and a restarted triggerer (same try) replays the item's keys, free, and re-attaches to
 the tasks already created. Every create is reserved against ``max_cost`` first
-(:mod:`airflow_provider_mindvideo.budget`).
+(:mod:`airflow_provider_mindvideo.budget`) and written down (the *intents*, small files in
+``<manifest>.intents/``) before it is sent, so that a later try or a restarted trigger counts
+every create that may have charged -- from the manifest when its answer came, from the intents
+when it did not -- before it creates anything itself. The final manifest records them all, and
+the intents are then removed. A restarted trigger also knows which creates were its own try's:
+a task this try created that failed ends the item for this try, as on the worker.
 
 Concurrency: at most ``max_active`` items are between their first create and their end at any
 time, on top of the connection's own ``max_concurrency`` / ``max_requests_per_second``. A 429
@@ -20,7 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
+import json
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +39,7 @@ from airflow_provider_mindvideo.batch import (
     ERROR,
     FAILED,
     OVER_BUDGET,
+    PENDING,
     SUCCEEDED,
     TIMED_OUT,
     BatchSummary,
@@ -44,6 +53,7 @@ from airflow_provider_mindvideo.batch import (
     summarize,
 )
 from airflow_provider_mindvideo.budget import Budget
+from airflow_provider_mindvideo.cancellation import log_still_running
 from airflow_provider_mindvideo.errors import (
     AuthenticationError,
     ConnectionNotFoundError,
@@ -65,6 +75,8 @@ DONE = "done"
 ERROR_EVENT = "error"
 # Errors about the account or the connection, not an item: every other item would meet them too.
 _STOPS_THE_BATCH = (AuthenticationError, ConnectionNotFoundError, InsecureConnectionError, TlsVerificationError)
+# How many still-running remote tasks a log line names (a batch may have thousands).
+_NAMED_IN_LOGS = 20
 # A 429 without Retry-After still pauses the batch this long.
 _DEFAULT_PAUSE = 1.0
 
@@ -97,6 +109,82 @@ def write_manifest(url: str, conn_id: str | None, text: str) -> None:
     from airflow_provider_mindvideo import storage
 
     storage.replace_text(storage_path(url, conn_id), text)
+
+
+def intents_folder(result_path: str) -> str:
+    """Where a batch writes down its creates before sending them: beside the manifest."""
+    stem = result_path[: -len(".jsonl")] if result_path.endswith(".jsonl") else result_path
+    return f"{stem}.intents"
+
+
+def read_intents(folder_url: str, conn_id: str | None) -> list[dict[str, Any]]:
+    """Every create any run of this task instance wrote down and no final manifest has settled yet."""
+    from airflow_provider_mindvideo import storage
+
+    folder = storage_path(folder_url, conn_id)
+    if not storage.exists(folder):
+        return []
+    intents: list[dict[str, Any]] = []
+    for name in sorted(folder.fs.ls(folder.path, detail=False)):
+        text = storage.read_text(folder / str(name).rsplit("/", 1)[-1])
+        intents.extend(json.loads(line) for line in (text or "").splitlines() if line.strip())
+    return intents
+
+
+def write_intents(folder_url: str, conn_id: str | None, name: str, intents: list[dict[str, Any]]) -> None:
+    from airflow_provider_mindvideo import storage
+
+    text = "".join(json.dumps(intent, separators=(",", ":")) + "\n" for intent in intents)
+    storage.replace_text(storage_path(folder_url, conn_id) / name, text)
+
+
+def clear_intents(folder_url: str, conn_id: str | None) -> None:
+    """Once the final manifest records every create (answered or not), the intents are redundant."""
+    folder = storage_path(folder_url, conn_id)
+    if folder.fs.exists(folder.path):
+        folder.fs.rm(folder.path, recursive=True)
+
+
+class _Intents:
+    """Creates written down before they are sent, a group at a time (one small file per group).
+
+    A create may charge before its answer arrives, and a triggerer may die at any moment: a
+    restarted trigger must count every create the dead one may have sent, or it could spend
+    past ``max_cost`` by creating other items first. So each reservation is written down, and
+    its create waits until the group it joined is stored.
+    """
+
+    def __init__(self, folder: str, conn_id: str | None) -> None:
+        self.folder = folder
+        self.conn_id = conn_id
+        self._run = uuid.uuid4().hex[:12]
+        self._groups = itertools.count()
+        self._pending: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def record(self, intent: dict[str, Any]) -> None:
+        """Returns once ``intent`` is stored."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((intent, done))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write())
+        await done
+
+    async def _write(self) -> None:
+        while self._pending:
+            group, self._pending = self._pending, []
+            name = f"{self._run}-{next(self._groups):06d}.jsonl"
+            try:
+                await asyncio.to_thread(write_intents, self.folder, self.conn_id, name, [i for i, _ in group])
+            except Exception as exc:  # storage's errors are many (OSError, botocore's, ...): nothing is sent
+                problem = MindVideoError(f"Could not write down the batch's creates in {self.folder}: {exc!r}")
+                for _, done in group:
+                    if not done.done():
+                        done.set_exception(problem)
+                continue
+            for _, done in group:
+                if not done.done():
+                    done.set_result(None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,7 +317,7 @@ class MindVideoBatchTrigger(BaseTrigger):
             try:
                 # Blocking storage I/O goes through a thread: the loop serves every other trigger meanwhile.
                 items = await asyncio.to_thread(read_work_list, self.work_list_path, self.storage_conn_id)
-                batch = _Batch(self, hook, items)
+                batch = self._batch = _Batch(self, hook, items)
                 summary = await batch.run()
             except _Stop as stop:
                 yield self._error(stop.error)
@@ -240,6 +328,19 @@ class MindVideoBatchTrigger(BaseTrigger):
             yield TriggerEvent({"status": DONE, "summary": summary.to_xcom(), "message": batch.last_progress})
         finally:
             await hook.aclose()
+
+    async def on_kill(self) -> None:
+        """The Airflow task was cleared or marked while the batch ran (Airflow 3.3+ calls this).
+
+        MindVideo has no cancel endpoint: the remote tasks already created keep running and are
+        charged. Say which (the first few, and how many); clearing the task re-attaches to them.
+        """
+        batch: _Batch | None = getattr(self, "_batch", None)
+        running = [row.task_id for row in batch.rows if row.task_id and row.status == PENDING] if batch else []
+        shown = running[:_NAMED_IN_LOGS]
+        if len(running) > len(shown):
+            shown.append(f"and {len(running) - len(shown)} more")
+        log_still_running(self.log, shown, "The batch was stopped (the Airflow task was cleared, or marked)")
 
     @staticmethod
     def _error(error: MindVideoError) -> TriggerEvent:
@@ -266,14 +367,17 @@ class _Batch:
         self.known: dict[str, dict[str, Any]] = {}
         self._earlier_files: dict[str, list[dict[str, Any]]] = {}
         self._checkpoint: asyncio.Future[None] | None = None
+        self.intents = _Intents(intents_folder(trigger.result_path), trigger.storage_conn_id)
 
-    def _adopt_earlier(self, earlier: list[ItemResult]) -> None:
-        """Count what earlier tries (or an earlier run of this one) created, before creating anything.
+    def _adopt_earlier(self, earlier: list[ItemResult], intents: list[dict[str, Any]]) -> None:
+        """Count what earlier tries (or earlier runs of this one) created or may have created, before creating anything.
 
-        Without this, a retry's new creates could take the budget ahead of replays of tasks
-        already paid for, and the ceiling would not hold.
+        Without this, a retry's or a restarted trigger's new creates could take the budget ahead
+        of replays of tasks already paid for, and the ceiling would not hold.
         """
         self.known = known_tasks(earlier)
+        for intent in intents:
+            self.known.setdefault(intent["idempotency_key"], {**intent, "task_id": None, "cost_estimate": None})
         self._earlier_files = {row.task_id: row.files for row in earlier if row.task_id and row.files}
         by_stem: dict[str, list[dict[str, Any]]] = {}
         for task in self.known.values():
@@ -281,8 +385,13 @@ class _Batch:
         for item, row in zip(self.items, self.rows, strict=True):
             row.tasks = sorted(by_stem.get(item.key_stem, []), key=lambda task: task["generation"])
             for task in row.tasks:
-                cost = task["cost_estimate"]
-                self.budget.committed += cost if cost is not None else (self.budget.predict(item.model) or 0.0)
+                self.budget.committed += self._cost_of(task, item.model)
+
+    def _cost_of(self, task: dict[str, Any], model: str) -> float:
+        for cost in (task.get("cost_estimate"), task.get("held"), self.budget.predict(model)):
+            if cost is not None:
+                return float(cost)
+        return 0.0
 
     async def run(self) -> BatchSummary:
         settings = await self.hook.asettings()
@@ -296,7 +405,8 @@ class _Batch:
             self.trigger.result_path,
         )
         earlier = await asyncio.to_thread(read_manifest, self.trigger.result_path, self.trigger.storage_conn_id)
-        self._adopt_earlier(earlier)
+        intents = await asyncio.to_thread(read_intents, self.intents.folder, self.trigger.storage_conn_id)
+        self._adopt_earlier(earlier, intents)
         queue = iter(self.items)
         reporter = asyncio.create_task(self._report_progress())
         try:
@@ -318,6 +428,8 @@ class _Batch:
             self.rows, self.trigger.result_path, max_cost=self.trigger.max_cost, spent=self.budget.committed
         )
         await self._write_manifest()
+        # Every create is in the manifest now, answered or not.
+        await asyncio.to_thread(clear_intents, self.intents.folder, self.trigger.storage_conn_id)
         return summary
 
     async def _write_manifest(self) -> None:
@@ -353,22 +465,38 @@ class _Batch:
         trigger = self.trigger
         for generation in generations_to_walk(trigger.try_number, trigger.max_generations):
             key = item.key(generation)
-            if key in self.known:
-                task = await self._create(item, key)  # a replay, its cost counted already
+            known = self.known.get(key)
+            if known is not None:
+                task = await self._create(item, key)  # a replay: its cost is counted already
+                if known.get("try_number") == trigger.try_number:
+                    # A dead trigger of this same try created it: it is this try's one task for the item.
+                    task = task.model_copy(update={"created": True})
+                if known.get("task_id") is None:  # its answer had been lost: now its cost is known
+                    self.budget.committed += (task.cost_estimate or 0.0) - self._cost_of(known, item.model)
+                    known.update(task_id=task.task_id, cost_estimate=task.cost_estimate, held=None)
             else:
                 reservation = self.budget.try_reserve(item.model)
                 if reservation is None:
                     row.status, row.error, row.retryable = OVER_BUDGET, self.budget.refusal(item.model), False
                     return None
+                intent = row.note_task(
+                    generation, key, None, None, try_number=trigger.try_number, held=reservation.amount
+                )
+                self.known[key] = intent
+                sent = False
                 try:
+                    await self.intents.record(intent)
+                    sent = True
                     task = await self._create(item, key)
                 except MindVideoError as exc:
-                    if exc.http_status is not None and 400 <= exc.http_status < 500 and exc.http_status != 429:
-                        self.budget.release(reservation)  # refused: nothing was charged
+                    refused = exc.http_status is not None and 400 <= exc.http_status < 500 and exc.http_status != 429
+                    if not sent or refused:  # nothing was charged
+                        self.budget.release(reservation)
+                        row.tasks.remove(intent)
+                        del self.known[key]
                     raise
                 self.budget.settle(reservation, task.cost_estimate)
-                row.note_task(generation, key, task.task_id, task.cost_estimate)
-                self.known[key] = row.tasks[-1]
+                row.note_task(generation, key, task.task_id, task.cost_estimate, try_number=trigger.try_number)
             row.task_id, row.request_id, row.idempotency_key = task.task_id, task.request_id, key
             row.key_generation, row.cost_estimate = generation, task.cost_estimate
             decision = next_step(

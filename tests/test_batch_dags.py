@@ -134,3 +134,23 @@ def test_trigger_kwargs_stay_small_at_ten_thousand_items(tmp_path: Path) -> None
     _, kwargs = deferred.value.trigger.serialize()
     assert len(json.dumps(kwargs).encode()) < 64 * 1024
     assert len((tmp_path / "manifest.work.jsonl").read_text().splitlines()) == 10_000
+
+
+def test_the_default_result_path_is_per_task_instance_under_batch_folder(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow_provider_mindvideo import get_provider_info
+    from airflow_provider_mindvideo.operators.batch import default_result_path, work_list_path
+
+    @dataclass
+    class Ti:
+        dag_id: str = "daily"
+        task_id: str = "generate"
+        run_id: str = "scheduled__2026-01-01T00:00:00+00:00"
+        map_index: int = 3
+
+    assert "batch_folder" in get_provider_info()["config"]["mindvideo"]["options"]
+    monkeypatch.setenv("AIRFLOW__MINDVIDEO__BATCH_FOLDER", "s3://bucket/batches/")
+    path = default_result_path(Ti())
+    assert path == "s3://bucket/batches/daily/scheduled__2026-01-01T00_00_00_00_00/generate-3/manifest.jsonl"
+    assert work_list_path(path).endswith("/generate-3/manifest.work.jsonl")
+    monkeypatch.delenv("AIRFLOW__MINDVIDEO__BATCH_FOLDER")
+    assert default_result_path(Ti(map_index=-1)).startswith("file:///")

@@ -124,6 +124,8 @@ def test_every_item_is_created_once_waited_for_and_written_to_the_manifest(
     assert all(row.output_urls and row.task_id and row.key_generation == 0 for row in run.rows)
     assert emulator.state.charged_tasks == 10
     assert emulator.state.max_in_flight <= 4 + 1  # max_active, and the control API's own look
+    assert all(len(row.tasks) == 1 and row.tasks[0]["task_id"] == row.task_id for row in run.rows)
+    assert not (work.folder / "manifest.intents").exists()  # the manifest records every create now
 
 
 def test_a_429_storm_pauses_the_batch_and_still_pays_once_per_item(batch: Any, emulator: MindVideoEmulator) -> None:
@@ -301,3 +303,86 @@ def test_a_429_met_by_one_request_pauses_every_request_of_the_batch() -> None:
     assert pause.until - before >= 2.5  # ...and so does every other request of the batch
     policy.retry_delay(1, ServerError("busy", http_status=503), 0.0, random.Random(1))
     assert pause.pauses == 1  # a 5xx is that request's business alone
+
+
+def test_a_restarted_trigger_counts_the_creates_the_dead_one_sent_against_max_cost(
+    batch: Any, emulator: MindVideoEmulator
+) -> None:
+    """Try 2 creates second generations in the order replays come back; a restart sees another order.
+
+    The dead trigger sent creates for the items whose replays came back first; the restarted
+    one must count those (written down before sending) before creating for any other item.
+    """
+    work = batch(4)
+    max_cost = 6 * IMAGE_COST + IMAGE_COST / 3  # try 1's four, and two more
+    emulator.script("item", "failed", queued_seconds=0, processing_seconds=0, times=4)
+    assert work.run(try_number=1, max_active=4, max_cost=max_cost).statuses() == {FAILED: 4}
+    emulator.script("item", "succeeded", processing_seconds=60)  # the second generations run long
+    emulator.add_fault("delay", route="create", times=2, seconds=1.0)  # two replays come back late
+
+    async def run_until_two_more_are_created() -> None:
+        runner = asyncio.ensure_future(_events(work.trigger(try_number=2, max_active=4, max_cost=max_cost)))
+        while emulator.state.charged_tasks < 6:
+            await asyncio.sleep(0.01)
+        runner.cancel()  # the triggerer dies
+        with pytest.raises(asyncio.CancelledError):
+            await runner
+
+    asyncio.run(run_until_two_more_are_created())
+    for task in emulator.state.tasks.values():
+        task.processing_seconds = min(task.processing_seconds, 0.1)
+    rerun = work.run(try_number=2, max_active=4, max_cost=max_cost)
+    assert emulator.state.total_charged <= max_cost, f"{emulator.state.charged_tasks} tasks charged"
+    assert rerun.charges == Counter()
+    assert rerun.statuses() == {SUCCEEDED: 2, OVER_BUDGET: 2}
+
+
+def test_a_restarted_trigger_does_not_take_its_own_try_s_failed_task_for_an_earlier_one(
+    batch: Any, emulator: MindVideoEmulator
+) -> None:
+    """Try 3 (earlier tries died before creating) creates generation 0, which fails at once; the
+    triggerer dies. Its replay now answers 200 like an earlier try's task: the restarted trigger
+    must still know it was this try's one create, and not create generation 1 too."""
+    work = batch(2)
+    emulator.script("item 0", "failed", queued_seconds=0, processing_seconds=0)
+    emulator.script("item 1", "succeeded", processing_seconds=60)  # keeps the first run busy
+
+    async def run_until_both_are_created() -> None:
+        runner = asyncio.ensure_future(_events(work.trigger(try_number=3, max_active=2)))
+        while emulator.state.charged_tasks < 2:
+            await asyncio.sleep(0.01)
+        runner.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await runner
+
+    asyncio.run(run_until_both_are_created())
+    for task in emulator.state.tasks.values():
+        task.processing_seconds = min(task.processing_seconds, 0.1)
+    rerun = work.run(try_number=3)
+    assert rerun.charges == Counter()
+    assert rerun.rows[0].status == FAILED and rerun.rows[0].retryable and rerun.rows[0].key_generation == 0
+    assert emulator.state.charged_tasks == 2
+
+
+def test_a_stopped_batch_names_the_remote_tasks_that_keep_running(
+    batch: Any, emulator: MindVideoEmulator, debug_logs: list[dict[str, Any]]
+) -> None:
+    work = batch(3)
+    emulator.script("item", "succeeded", processing_seconds=60)
+    trigger = work.trigger(max_active=3)
+
+    async def stop_midway() -> None:
+        runner = asyncio.ensure_future(_events(trigger))
+        while emulator.state.charged_tasks < 3:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)  # the answers are in
+        runner.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await runner
+        await trigger.on_kill()
+
+    asyncio.run(stop_midway())
+    warnings = [log["event"] for log in debug_logs if log.get("log_level") == "warning"]
+    assert any(all(task_id in w for task_id in emulator.state.tasks) and "keep running" in w for w in warnings), (
+        warnings
+    )

@@ -83,8 +83,11 @@ class MindVideoBatchGenerateOperator(BaseOperator):
     :param model: The model slug for items that do not name one, e.g. ``gpt-image-2``. (templated)
     :param result_path: Where the manifest goes: an ``ObjectStoragePath`` URL of a JSONL file,
         one row per item (input line, MindVideo task id, status, cost estimate and actual,
-        output URLs, stored files, error). The work list is written beside it
-        (``<name>.work.jsonl``), for the trigger to read. Default:
+        output URLs, stored files, error, and every remote task the item has cost). The work
+        list is written beside it (``<name>.work.jsonl``), for the trigger to read, and so are
+        the creates in flight (``<name>.intents/``, removed when the batch ends). Give each
+        task instance its own path (the default does; a fixed path is overwritten by the next
+        run). Default:
         ``<[mindvideo] batch_folder>/<dag_id>/<run_id>/<task_id>[-<map_index>]/manifest.jsonl``,
         where ``batch_folder`` defaults to ``file://$AIRFLOW_HOME/mindvideo/batches``: set it (or
         ``result_path``) to shared storage (``s3://...``) when workers and triggerers run on
