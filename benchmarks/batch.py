@@ -429,7 +429,7 @@ def targets(results: list[Result]) -> list[tuple[str, str, bool]]:
     checks.append(
         (
             f"{largest.items:,}: triggerer RSS growth <= 50 MiB",
-            f"{largest.triggerer_growth_mib:.0f} MiB",
+            f"{largest.triggerer_growth_mib:.1f} MiB",
             largest.triggerer_growth_mib <= 50,
         )
     )
@@ -452,7 +452,7 @@ def render(
         ("Airflow CPU per prompt (ms)", lambda r: f"{r.cpu_per_item_ms:.1f}"),
         ("triggerer RSS before (MiB)", lambda r: f"{r.triggerer_rss_before / MiB:.0f}"),
         ("triggerer RSS peak (MiB)", lambda r: f"{r.triggerer_rss_peak / MiB:.0f}"),
-        ("triggerer RSS growth (MiB)", lambda r: f"{r.triggerer_growth_mib:.0f}"),
+        ("triggerer RSS growth (MiB)", lambda r: f"{r.triggerer_growth_mib:.1f}"),
         ("largest worker process, peak RSS (MiB)", lambda r: f"{r.worker_rss_peak / MiB:.0f}"),
         ("metadata rows added", lambda r: f"{sum(r.rows.values()):,}"),
         ("metadata rows added per prompt", lambda r: f"{sum(r.rows.values()) / r.items:.2f}"),
