@@ -64,6 +64,18 @@ def test_idempotency_is_per_key_and_payload(mindvideo_emulator: MindVideoEmulato
     assert mindvideo_emulator.state.charged_tasks == 1
 
 
+def test_creates_are_counted_per_idempotency_key(mindvideo_emulator: MindVideoEmulator) -> None:
+    with client(mindvideo_emulator) as http:
+        for key in ("k1", "k2", "k2", "k3", "k3", "k3"):
+            body = {"model": "gpt-image-2", "input": {"prompt": key}}
+            assert http.post("/api/v1/tasks", json=body, headers={"Idempotency-Key": key}).status_code < 300
+        create(http)  # no key: a create, but nothing to count it under
+    assert mindvideo_emulator.state.creates_by_key == {"k1": 1, "k2": 2, "k3": 3}
+    state = httpx.get(f"{mindvideo_emulator.base_url}/_emulator/state").json()
+    assert state["creates_per_key"] == {"1": 1, "2": 1, "3": 1}
+    assert state["charged_tasks"] == 4
+
+
 def test_bad_requests(mindvideo_emulator: MindVideoEmulator) -> None:
     with client(mindvideo_emulator) as http:
         assert http.post("/api/v1/tasks", content=b"{nope").status_code == 400

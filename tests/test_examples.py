@@ -11,8 +11,10 @@ from typing import Any
 import pytest
 from airflow.dag_processing.dagbag import DagBag
 
+from airflow_provider_mindvideo.batch import load_manifest
 from airflow_provider_mindvideo.emulator import MindVideoEmulator
 from example_dags.mindvideo_content_pipeline import DEFAULT_PROMPTS, mindvideo_content_pipeline
+from example_dags.mindvideo_daily_batch import DEFAULT_PROMPTS_CSV, mindvideo_daily_batch
 from example_dags.mindvideo_image_edit import mindvideo_image_edit
 from example_dags.mindvideo_taskflow import mindvideo_taskflow
 from example_dags.mindvideo_video import mindvideo_video
@@ -26,6 +28,7 @@ def test_examples_parse_without_errors() -> None:
     assert bag.import_errors == {}
     assert sorted(bag.dags) == [
         "mindvideo_content_pipeline",
+        "mindvideo_daily_batch",
         "mindvideo_image_edit",
         "mindvideo_review_pipeline",
         "mindvideo_taskflow",
@@ -93,6 +96,38 @@ def test_content_pipeline_takes_prompts_from_params(
     run = Run(airflow_db, fast(mindvideo_content_pipeline()).test(run_conf=conf))
     assert [image["prompt"] for image in run.xcom[("summarize", -1, "return_value")]["images"]] == ["only one"]
     assert emulator.state.charged_tasks == 1
+
+
+def test_daily_batch_generates_every_csv_row_saves_them_and_emits_one_asset_event(
+    airflow_db: str, emulator: MindVideoEmulator, tmp_path: Path
+) -> None:
+    run = Run(airflow_db, fast(mindvideo_daily_batch()).test(run_conf={"destination": tmp_path.as_uri()}))
+    assert run.state == "success"
+    summary = run.xcom[("generate", -1, "return_value")]
+    rows_in_csv = len(Path(DEFAULT_PROMPTS_CSV.removeprefix("file://")).read_text().splitlines()) - 1
+    assert summary["items"] == rows_in_csv == 6
+    assert summary["counts"]["succeeded"] == 6 and summary["failed"] == 0
+    assert emulator.state.charged_tasks == 6
+    assert summary["cost_estimate"] == pytest.approx(6 * 0.0135)
+    # The day's folder: the images and the manifest that names them.
+    (day,) = [folder for folder in tmp_path.iterdir() if folder.is_dir()]
+    assert summary["manifest"] == f"{day.as_uri()}/manifest.jsonl"
+    rows = load_manifest((day / "manifest.jsonl").read_text())
+    assert [row.line for row in rows] == [2, 3, 4, 5, 6, 7]  # CSV lines, the header being line 1
+    assert sorted(file["path"] for row in rows for file in row.files) == sorted(
+        path.as_uri() for path in day.glob("*.png")
+    )
+    assert len(list(day.glob("*.png"))) == 6
+    prompts = sorted(task.input["prompt"] for task in emulator.state.tasks.values())
+    assert "一座被雪覆盖的山间小屋,黄昏,水彩" in prompts
+    with sqlite3.connect(os.path.join(airflow_db, "airflow.db")) as db:
+        events = db.execute(
+            "select a.uri, e.extra from asset_event e join asset a on a.id = e.asset_id where a.uri like ?",
+            (f"{tmp_path.as_uri()}%",),
+        ).fetchall()
+    assert len(events) == 1
+    ((uri, extra),) = events
+    assert uri == day.as_uri() and json.loads(extra)["files"] == 6
 
 
 def test_image_edit_sends_references_and_mask(airflow_db: str, emulator: MindVideoEmulator) -> None:

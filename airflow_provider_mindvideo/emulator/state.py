@@ -160,6 +160,9 @@ class EmulatorState:
         """Zero the request statistics (requests, connections, peaks), keeping tasks and charges."""
         with self._lock:
             self.requests: Counter[str] = Counter()
+            #: Create requests that reached the API's rules, per Idempotency-Key: 1 is the create,
+            #: each one more a replay (free, but a request the client could perhaps have spared).
+            self.creates_by_key: Counter[str] = Counter()
             self.connections: set[tuple[str, int]] = set()
             self.max_in_flight = self.in_flight
             self._recent: dict[str, deque[float]] = {}
@@ -241,6 +244,7 @@ class EmulatorState:
         ).hexdigest()
         with self._lock:
             if idempotency_key:
+                self.creates_by_key[idempotency_key] += 1
                 seen = self._by_idempotency_key.get((api_key, idempotency_key))
                 if seen is not None:
                     if seen[0] != fingerprint:
@@ -316,6 +320,8 @@ class EmulatorState:
                 "charged_tasks": self.charged_tasks,
                 "total_charged": self.total_charged,
                 "requests": dict(self.requests),
+                # How many keys were sent once, twice, ...: {"1": 998, "2": 2} (small at any size).
+                "creates_per_key": {str(n): keys for n, keys in sorted(Counter(self.creates_by_key.values()).items())},
                 "connections": len(self.connections),
                 "pending_faults": sum(f.times for f in self.faults),
                 "max_in_flight": self.max_in_flight,

@@ -1,0 +1,203 @@
+"""MindVideoBatchGenerateOperator on real Airflow processes: a killed worker, a killed triggerer, a 429 storm.
+
+One cluster for the module (api-server, scheduler, dag-processor, triggerer; SQLite and the
+LocalExecutor; a throwaway Airflow home), two emulators in processes of their own: one plain,
+one with a rate limit (``--rate-limit``) behind the ``mindvideo_storm`` connection.
+Everything is stopped by process group at the end, also when a test fails. Each test resets
+the emulator it uses and reads what it charged: charges per prompt, and creates per
+Idempotency-Key (the first is the charge, every other one a free replay).
+
+What part one's ``dag.test()`` runs cover is not repeated here (tests/test_batch_dags.py):
+items regenerated on retry, the ceiling reached halfway, inputs files with bad lines.
+Run alone with ``pytest -m e2e``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.test_real_airflow import BIN, Cluster, _api_ready, wait_for
+
+pytestmark = pytest.mark.e2e
+
+DAG_ID = "mindvideo_batch_e2e"
+DAGS = Path(__file__).resolve().parent / "dags"
+IMAGE_COST = 0.0135
+# Requests a second the storm emulator admits per key: far below what five items in flight ask.
+STORM_RATE = 3
+
+
+class Emulator:
+    """An emulator process of the cluster, seen through its control API."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def state(self) -> dict[str, Any]:
+        return dict(httpx.get(f"{self.url}/_emulator/state", timeout=30).json())
+
+    def reset(self) -> None:
+        httpx.post(f"{self.url}/_emulator/reset", timeout=30).raise_for_status()
+
+    def control(self, what: str, **body: Any) -> None:
+        httpx.post(f"{self.url}/_emulator/{what}", json=body, timeout=30).raise_for_status()
+
+    def charges_by_prompt(self) -> Counter[str]:
+        return Counter(task["prompt"] for task in self.state()["tasks"])
+
+
+def start_emulator(cluster: Cluster, name: str, *args: str) -> Emulator:
+    port_file = cluster.home / f"{name}.port"
+    cluster.start(
+        name, sys.executable, "-m", "airflow_provider_mindvideo.emulator", "--port", "0",
+        "--port-file", str(port_file), *args,
+    )  # fmt: skip
+    port = wait_for(lambda: port_file.exists() and port_file.read_text(), name)
+    return Emulator(f"http://127.0.0.1:{port}")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, Emulator, Emulator]]:
+    cluster = Cluster(tmp_path_factory.mktemp("airflow-batch-e2e"))
+    cluster.env["AIRFLOW__CORE__DAGS_FOLDER"] = str(DAGS)
+    try:
+        plain = start_emulator(cluster, "emulator")
+        storm = start_emulator(cluster, "emulator-storm", "--rate-limit", str(STORM_RATE))
+        for conn_id, emulator in (("MINDVIDEO_DEFAULT", plain), ("MINDVIDEO_STORM", storm)):
+            cluster.env[f"AIRFLOW_CONN_{conn_id}"] = json.dumps(
+                {"conn_type": "mindvideo", "host": emulator.url, "password": "mv_test_emulator"}
+            )
+        cluster.airflow("db", "migrate")
+        for component in ("api-server", "scheduler", "dag-processor", "triggerer"):
+            cluster.start(component, str(BIN / "airflow"), component)
+        wait_for(lambda: cluster.query("select 1 from dag where dag_id = ?", DAG_ID), "the DAG to be parsed")
+        wait_for(lambda: _api_ready(cluster.api_port), "the API server")
+        yield cluster, plain, storm
+    finally:
+        cluster.stop_all()
+
+
+def write_prompts(cluster: Cluster, name: str, prompts: list[str]) -> str:
+    path = cluster.home / f"{name}.csv"
+    path.write_text("prompt\n" + "".join(f'"{prompt}"\n' for prompt in prompts))
+    return path.as_uri()
+
+
+def trigger(cluster: Cluster, **conf: str) -> str:
+    run_id = f"e2e__{time.time_ns()}"
+    cluster.airflow("dags", "trigger", DAG_ID, "--run-id", run_id, "--conf", json.dumps(conf))
+    return run_id
+
+
+def finished(cluster: Cluster, run_id: str, timeout: float = 300) -> str:
+    def state() -> str | None:
+        rows = cluster.query("select state from dag_run where dag_id = ? and run_id = ?", DAG_ID, run_id)
+        return rows[0][0] if rows and rows[0][0] in ("success", "failed") else None
+
+    return str(wait_for(state, "the run to finish", timeout=timeout))
+
+
+def tries(cluster: Cluster, run_id: str) -> int:
+    ((number,),) = cluster.query(
+        "select try_number from task_instance where dag_id = ? and run_id = ? and task_id = 'generate'", DAG_ID, run_id
+    )
+    return int(number)
+
+
+def summary(cluster: Cluster, run_id: str) -> dict[str, Any]:
+    ((value,),) = cluster.query(
+        "select value from xcom where dag_id = ? and run_id = ? and task_id = 'generate' and key = 'return_value'",
+        DAG_ID,
+        run_id,
+    )
+    return dict(json.loads(value))
+
+
+def test_a_worker_killed_while_saving_outputs_retries_without_paying_again(
+    cluster: tuple[Cluster, Emulator, Emulator],
+) -> None:
+    airflow, emulator, _ = cluster
+    emulator.reset()
+    prompts = [f"e2e batch, worker killed while saving {i}" for i in range(5)]
+    # The first five file downloads are answered 40 s late: the worker is busy saving when killed.
+    emulator.control("faults", kind="delay", route="files", seconds=40, times=5)
+    # 10 s at MindVideo: a trigger that fires within seconds of the deferral can meet Airflow's own
+    # race (the executor's late "success" for the deferring process marks the resumed try
+    # up_for_retry), which would add a try this test does not make.
+    emulator.control("scripts", match="worker killed", outcome="succeeded", processing_seconds=10)
+    destination = airflow.home / "media" / "worker-killed"
+    run_id = trigger(
+        airflow, inputs_path=write_prompts(airflow, "worker-killed", prompts), download_to=destination.as_uri()
+    )
+
+    wait_for(lambda: emulator.state()["requests"].get("files", 0) >= 1, "the worker to start saving", timeout=240)
+    ((pid,),) = wait_for(
+        lambda: airflow.query(
+            "select pid from task_instance where run_id = ? and task_id = 'generate' and state = 'running'"
+            " and pid is not null",
+            run_id,
+        ),
+        "the resumed task's process",
+    )
+    os.kill(int(pid), signal.SIGKILL)  # after the trigger's event, mid-download, before any XCom push
+
+    assert finished(airflow, run_id) == "success"
+    assert tries(airflow, run_id) == 2
+    charges = emulator.charges_by_prompt()
+    assert sorted(charges) == sorted(prompts) and set(charges.values()) == {1}
+    # Try 2 replayed each item's key once (free) and re-attached: nothing was generated again.
+    assert emulator.state()["creates_per_key"] == {"2": 5}
+    assert summary(airflow, run_id)["counts"]["succeeded"] == 5
+    assert len(list(destination.glob("*.png"))) == 5
+
+
+def test_a_triggerer_killed_mid_batch_costs_no_charge_and_at_most_one_replay_per_item(
+    cluster: tuple[Cluster, Emulator, Emulator],
+) -> None:
+    airflow, emulator, _ = cluster
+    emulator.reset()
+    prompts = [f"e2e batch, slow, triggerer killed {i}" for i in range(20)]
+    # Five in flight at a time, each 4 s at MindVideo: the batch takes about 16 s of creating and waiting.
+    emulator.control("scripts", match="triggerer killed", outcome="succeeded", processing_seconds=4)
+    run_id = trigger(airflow, inputs_path=write_prompts(airflow, "triggerer-killed", prompts))
+
+    created = wait_for(lambda: 5 <= (n := emulator.state()["charged_tasks"]) < 20 and n, "the batch to be half made")
+    airflow.kill("triggerer")
+    airflow.start("triggerer-2", str(BIN / "airflow"), "triggerer")
+
+    assert finished(airflow, run_id) == "success"
+    assert tries(airflow, run_id) == 1  # the restarted triggerer took the batch over: no retry needed
+    charges = emulator.charges_by_prompt()
+    assert sorted(charges) == sorted(prompts) and set(charges.values()) == {1}
+    state = emulator.state()
+    assert state["total_charged"] == pytest.approx(20 * IMAGE_COST)
+    per_key = {int(n): keys for n, keys in state["creates_per_key"].items()}
+    assert set(per_key) <= {1, 2} and sum(per_key.values()) == 20, per_key
+    # The restarted trigger walked every item again: those created before the kill were replayed, once.
+    assert per_key.get(2, 0) >= created, per_key
+    assert summary(airflow, run_id)["counts"]["succeeded"] == 20
+
+
+def test_a_429_storm_is_ridden_out_paying_once_per_item(cluster: tuple[Cluster, Emulator, Emulator]) -> None:
+    airflow, _, storm = cluster
+    storm.reset()
+    prompts = [f"e2e batch in a 429 storm {i}" for i in range(15)]
+    run_id = trigger(airflow, inputs_path=write_prompts(airflow, "storm", prompts), conn_id="mindvideo_storm")
+
+    assert finished(airflow, run_id) == "success"
+    state = storm.state()
+    assert state["rate_limited"] > 0, "the storm never came"
+    assert tries(airflow, run_id) == 1
+    assert state["charged_tasks"] == 15 and set(storm.charges_by_prompt().values()) == {1}
+    assert summary(airflow, run_id)["counts"]["succeeded"] == 15
