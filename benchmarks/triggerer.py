@@ -135,20 +135,43 @@ def _runner_main() -> None:
     class MeasuredRunner(TriggerRunner):  # type: ignore[misc]
         async def arun(self) -> None:
             probe = Probe(os.environ["MINDVIDEO_BENCH_PROBE"], TICK)
-            ticking = asyncio.create_task(probe.tick())
+            # The warm-up's trigger is gone before the N waits arrive: every trigger alive is one of them.
+            ticking = asyncio.create_task(probe.tick(lambda: len(self.triggers)))
             try:
                 await super().arun()
             finally:
                 ticking.cancel()
                 probe.write()
 
+        async def sync_state_to_supervisor(self, finished_ids: list[int]) -> None:
+            if not self.triggers:
+                Probe.current.idle()
+            started = time.time()
+            await super().sync_state_to_supervisor(finished_ids)
+            if len(self.to_create) > 1:  # the N waits arrived: Airflow decoded their workloads
+                Probe.current.handed_over(started, time.time())
+
         async def create_triggers(self) -> None:
             creating = len(self.to_create)
+            if creating:
+                Probe.current.creating(creating)
             await super().create_triggers()
             if creating:
                 Probe.current.created(creating)
 
-    MeasuredRunner().run()
+    profile_to = os.environ.get("MINDVIDEO_BENCH_PROFILE")  # a path: where to write a cProfile of the runner
+    if not profile_to:
+        MeasuredRunner().run()
+        return
+    import cProfile
+
+    profiler = cProfile.Profile(time.process_time)
+    profiler.enable()
+    try:
+        MeasuredRunner().run()
+    finally:
+        profiler.disable()
+        profiler.dump_stats(profile_to)
 
 
 def _proc_cpu_s(pid: int) -> float:
@@ -216,7 +239,9 @@ def triggerer_main(kind: str, task_ids: list[str], warm_up_id: str, workload: Wo
             pool_slots=1,
             priority_weight=1,
         )
-        return RunTrigger(id=trigger_id, classpath=classpath, encrypted_kwargs=Trigger(classpath, kwargs).encrypted_kwargs, ti=ti)
+        return RunTrigger(
+            id=trigger_id, classpath=classpath, encrypted_kwargs=Trigger(classpath, kwargs).encrypted_kwargs, ti=ti
+        )
 
     supervisor = BenchSupervisor.start(job=None, capacity=len(task_ids) + 1)
     pid = supervisor.pid
@@ -242,14 +267,10 @@ def triggerer_main(kind: str, task_ids: list[str], warm_up_id: str, workload: Wo
     rss_before, cpu_before = _proc_rss(pid), _proc_cpu_s(pid)
     supervisor_cpu_before = time.process_time()
     peak_rss = rss_before
-    first_event: dict[str, float] = {}
 
     def sample() -> None:
         nonlocal peak_rss
-        rss = _proc_rss(pid)
-        peak_rss = max(peak_rss, rss)
-        if len(arrived) == 1:  # only the warm-up's event so far: all N are still waiting
-            first_event["rss"] = rss
+        peak_rss = max(peak_rss, _proc_rss(pid))
 
     ids = range(2, len(task_ids) + 2)
     started_at, wall_before = time.time(), time.perf_counter()
@@ -269,11 +290,12 @@ def triggerer_main(kind: str, task_ids: list[str], warm_up_id: str, workload: Wo
         "wall_s": wall,
         "cpu_s": cpu,
         "supervisor_cpu_s": supervisor_cpu,
-        "rss_before": rss_before,
-        "rss_waiting": first_event.get("rss", peak_rss),
-        "all_created_before_first_event": probe["all_created_at"] is not None
-        and probe["all_created_at"] < min(arrived[i] for i in ids),
+        "rss_before": probe["rss_before"],
+        "most_alive": probe["most_alive"][0],
+        "rss_most_alive": probe["most_alive"][1],
         "peak_rss": peak_rss,
+        "handover": probe["handover"],
+        "all_created_at": probe["all_created_at"],
         "lags": probe["lags"],
         "connections": probe["connections"],
         "started_at": started_at,
@@ -352,8 +374,12 @@ def summarise(
     requests = after["requests"].get("get", 0) - before["requests"].get("get", 0) - 1  # minus the warm-up's
     started_at, lags = measured["started_at"], measured["lags"]
     # Before the shortest task ends, the loop does nothing but start and poll N waits.
-    starting = [lag for at, lag in lags if started_at <= at < started_at + workload.shortest * 0.9]
+    starting = [(at, lag) for at, lag in lags if started_at <= at < started_at + workload.shortest * 0.9]
     running = [lag for at, lag in lags if at >= started_at]
+    # Airflow's own part of the start: the runner decoding the N workloads handed over in one message.
+    h0, h1 = measured["handover"] or (0.0, 0.0)
+    decoding = [lag for at, lag in starting if at - lag < h1 and at > h0]
+    triggers_start = [lag for at, lag in starting if not (at - lag < h1 and at > h0)]
     n = workload.waits
     return {
         "kind": kind,
@@ -364,16 +390,23 @@ def summarise(
         "cpu_per_request_ms": 1000 * measured["cpu_s"] / requests,
         "supervisor_cpu_per_wait_ms": 1000 * measured["supervisor_cpu_s"] / n,
         "peak_rss_mib": measured["peak_rss"] / 2**20,
-        "rss_per_wait_kib": (measured["rss_waiting"] - measured["rss_before"]) / n / 1024
-        if measured["all_created_before_first_event"]
-        else float("nan"),
+        # The RSS grown since the N waits arrived, per wait alive, when the most were alive at once.
+        "rss_per_wait_kib": (measured["rss_most_alive"] - measured["rss_before"])
+        / max(1, measured["most_alive"])
+        / 1024,
+        "most_alive": measured["most_alive"],
         "connections": measured["connections"],
         "requests": requests,
         "requests_per_wait": requests / n,
         "lag_p50_ms": 1000 * statistics.median(running),
         "lag_p99_ms": 1000 * quantile(running, 0.99),
         "lag_max_ms": 1000 * max(running),
-        "start_stall_ms": 1000 * max(starting, default=0.0),
+        "start_stall_ms": 1000 * max((lag for _, lag in starting), default=0.0),
+        "handover_ms": 1000 * (h1 - h0),
+        "creation_s": (measured["all_created_at"] or h1) - h1,
+        "lag_timeline": [(round(at - started_at, 1), round(1000 * lag)) for at, lag in lags if lag > 0.1],
+        "handover_stall_ms": 1000 * max(decoding, default=0.0),
+        "start_stall_waits_ms": 1000 * max(triggers_start, default=0.0),
         "latency_p50_s": statistics.median(delays),
         "latency_p95_s": quantile(delays, 0.95),
         "short_delay_p50": statistics.median(by_kind["short"]),
