@@ -155,7 +155,7 @@ def table(results: Results, n: int) -> list[str]:
     dead = {kind: died(results[n][kind]) for kind in kinds}
     for kind, cause in dead.items():
         if cause:
-            lines.insert(2, f"**{KIND_NAMES[kind]} died**: {cause}.\n")
+            lines.insert(2, f"**{KIND_NAMES[kind]}: the run ended early**: {cause}.\n")
     for label, key, pattern in ROWS:
         cells = ["died" if dead[kind] else cell([run[key] for run in results[n][kind]], pattern) for kind in kinds]
         ours, base = (None if dead[k] else figure(results, n, k, key) for k in ("ours", "baseline"))
@@ -178,7 +178,7 @@ def reading(results: Results, run: Run) -> list[str]:
                     if not died(results[n][k])
                 ]
                 said.append(
-                    f"At N={n:,} the {KIND_NAMES[kind]} triggerer died ({cause}); " + "; ".join(survivors) + "."
+                    f"At N={n:,} the {KIND_NAMES[kind]} run ended early: {cause}; " + "; ".join(survivors) + "."
                 )
     if not both:
         return said
@@ -267,7 +267,8 @@ def waits_section(run: Run) -> Section:
         f"read every {w['poll_interval']:.0f} s: what a poll costs in this runner when nothing else is done.",
         "",
         "CPU and RSS are the runner process's (where the triggers run), from `/proc`; RSS per wait is the growth "
-        "since the waits were handed over, per wait alive, when the most were alive at once. TCP connections are "
+        "since the waits were handed over, per wait alive, sampled every half second: the highest while at least "
+        "80% of the most waits alive at once were alive. TCP connections are "
         "counted in the runner (aiohttp's connector, which all kinds send through); requests by the emulator. "
         "Event-loop lag: a 50 ms ticker in the runner's loop, each sample timestamped; one stall is one sample, so "
         "the max and the stall at start (the largest lag before the shortest task can end) are shown beside p99. "

@@ -328,14 +328,16 @@ def triggerer_main(kind: str, task_ids: list[str], warm_up_id: str, workload: Wo
     supervisor.kill(escalation_delay=10, force=True)
     probe = json.loads(Path(os.environ["MINDVIDEO_BENCH_PROBE"]).read_text())
     if failed:
-        raise RuntimeError(f"{len(failed)} waits did not succeed, e.g. {next(iter(failed.values()))}")
+        example = next(iter(failed.values()))
+        if isinstance(example, list) and example:  # a traceback: its last line says what went wrong
+            example = example[-1].strip()
+        raise RuntimeError(f"{len(failed)} of {len(task_ids)} waits failed, e.g. {example}")
     return {
         "wall_s": wall,
         "cpu_s": cpu,
         "supervisor_cpu_s": supervisor_cpu,
         "rss_before": probe["rss_before"],
-        "most_alive": probe["most_alive"][0],
-        "rss_most_alive": probe["most_alive"][1],
+        "memory": probe["memory"],
         "peak_rss": peak_rss,
         "handover": probe["handover"],
         "all_created_at": probe["all_created_at"],
@@ -388,12 +390,20 @@ def run_workload(kind: str, workload: Workload, base_url: str, python: str = sys
 
 
 def died_of(output: str) -> str:
-    """The cause of a triggerer's death, in its own words (the last error line it logged)."""
-    for needle in ("Too many open files", "MemoryError", "Killed"):
-        if needle in output:
-            return needle
+    """How a triggerer run ended early, in its own words: what gave out, and the error it logged."""
+    ended = next(
+        (
+            line.split("RuntimeError:", 1)[1].strip()
+            for line in reversed(output.splitlines())
+            if "RuntimeError:" in line
+        ),
+        None,
+    )
+    cause = next((needle for needle in ("Too many open files", "MemoryError", "Killed") if needle in output), None)
+    if ended and cause:
+        return f"{ended[:160]} ({cause})"
     lines = [line for line in output.splitlines() if "Error" in line or "error" in line]
-    return (lines[-1] if lines else output.strip().splitlines()[-1] if output.strip() else "no output")[:200]
+    return (ended or cause or (lines[-1] if lines else output.strip()[-200:] or "no output"))[:200]
 
 
 def summarise(
@@ -433,11 +443,7 @@ def summarise(
         "cpu_per_request_ms": 1000 * measured["cpu_s"] / requests,
         "supervisor_cpu_per_wait_ms": 1000 * measured["supervisor_cpu_s"] / n,
         "peak_rss_mib": measured["peak_rss"] / 2**20,
-        # The RSS grown since the N waits arrived, per wait alive, when the most were alive at once.
-        "rss_per_wait_kib": (measured["rss_most_alive"] - measured["rss_before"])
-        / max(1, measured["most_alive"])
-        / 1024,
-        "most_alive": measured["most_alive"],
+        "rss_per_wait_kib": rss_per_wait(measured["memory"], measured["rss_before"]) / 1024,
         "connections": measured["connections"],
         "requests": requests,
         "requests_per_wait": requests / n,
@@ -457,6 +463,13 @@ def summarise(
         "long_delay_p50": statistics.median(by_kind["long"]),
         "long_delay_p95": quantile(by_kind["long"], 0.95),
     }
+
+
+def rss_per_wait(memory: list[tuple[int, int]], rss_before: int) -> float:
+    """The RSS grown since the N waits arrived, per wait alive: the most seen while at least 80% of the
+    most waits alive at once were alive (their first checks made, few ended yet)."""
+    most = max((alive for alive, _ in memory), default=0)
+    return max(((rss - rss_before) / alive for alive, rss in memory if alive and alive >= 0.8 * most), default=0.0)
 
 
 async def create_tasks(base_url: str, workload: Workload) -> list[str]:

@@ -50,7 +50,7 @@ class Probe:
         self.handover: tuple[float, float] | None = None
         self.rss_before: int | None = None  # just before the N waits arrive
         self.warm_up_created = False
-        self.most_alive = (0, 0)  # the most waits seen alive at once, and the RSS then
+        self.memory: list[tuple[int, int]] = []  # (waits alive, RSS) every half second after the hand-over
         self.trace_to = os.environ.get("MINDVIDEO_BENCH_TRACEMALLOC")
         self.trace_after = float(os.environ.get("MINDVIDEO_BENCH_TRACE_AFTER", "8"))
         if self.trace_to:
@@ -65,8 +65,8 @@ class Probe:
             await asyncio.sleep(self.tick_seconds)
             self.lags.append((time.time(), time.perf_counter() - expected))
             ticks += 1
-            if ticks % 10 == 0 and self.rss_before is not None and (count := alive()) >= self.most_alive[0]:
-                self.most_alive = (count, rss_bytes())
+            if ticks % 10 == 0 and self.rss_before is not None:
+                self.memory.append((alive(), rss_bytes()))
 
     def creating(self, count: int) -> None:
         """The runner is about to create ``count`` triggers in one go (1: the warm-up; then the N waits)."""
@@ -120,7 +120,7 @@ class Probe:
                     "all_created_at": self.all_created_at,
                     "handover": self.handover,
                     "rss_before": self.rss_before,
-                    "most_alive": self.most_alive,
+                    "memory": self.memory,
                 }
             )
         )
