@@ -202,6 +202,16 @@ def reading(results: Results, run: Run) -> list[str]:
                 f"{times(fixed)} at the baseline's own schedule; per request {times(per_request)} "
                 + ("(cheaper)." if per_request < 0.95 else "(no cheaper)." if per_request <= 1.05 else "(dearer).")
             )
+    for n in both:
+        if completed(results, n, "ours_fixed"):
+            same = figure(results, n, "ours_fixed", "requests_per_wait")
+            base = figure(results, n, "baseline", "requests_per_wait")
+            if base < 0.9 * same:
+                said.append(
+                    f"N={n:,}: at the same {run.workload['poll_interval']:.0f} s schedule ours made {same:.1f} "
+                    f"requests per wait and the baseline {base:.1f}: the baseline fell behind its own interval "
+                    f"(its lag p99: {figure(results, n, 'baseline', 'lag_p99_ms'):.0f} ms)."
+                )
     floors = [n for n in results if completed(results, n, "floor", "ours_fixed")]
     for n in floors:
         floor = figure(results, n, "floor", "cpu_per_request_ms")
