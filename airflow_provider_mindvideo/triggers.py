@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from asyncio import sleep
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -14,12 +15,32 @@ from airflow_provider_mindvideo import DEFAULT_CONN_ID
 from airflow_provider_mindvideo.cancellation import log_still_running
 from airflow_provider_mindvideo.errors import MindVideoError
 from airflow_provider_mindvideo.models import MindVideoTask, TaskStatus
-from airflow_provider_mindvideo.polling import check_poll_settings, next_poll_delay
+from airflow_provider_mindvideo.polling import (
+    FIRST_CHECKS_PER_SLICE,
+    SLICE_SECONDS,
+    FirstCheckSlots,
+    check_poll_settings,
+    next_poll_delay,
+)
 
 if TYPE_CHECKING:
     from airflow_provider_mindvideo.hooks import MindVideoHook
 
 _LAST_LOOK_SECONDS = 2.0
+# The clock the first checks are spread by (tests fix it).
+_clock = time.monotonic
+# The waits on one event loop (one triggerer) share their first-check slots.
+_first_check_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, FirstCheckSlots] = weakref.WeakKeyDictionary()
+
+
+def _first_check_delay() -> float:
+    loop = asyncio.get_running_loop()
+    slots = _first_check_slots.get(loop)
+    if slots is None:
+        slots = _first_check_slots[loop] = FirstCheckSlots(FIRST_CHECKS_PER_SLICE, SLICE_SECONDS)
+    return slots.delay(_clock())
+
+
 _EVENT_FIELDS = frozenset(MindVideoTask.model_fields) - {"created"}
 
 
@@ -113,6 +134,9 @@ class MindVideoTaskTrigger(BaseTrigger):
         self._last_problem: str | None = None
         self._seen: tuple[str, float] | None = None  # the last status seen, and since when
         try:
+            # Thousands of waits handed to a triggerer at once would all look now, in one burst.
+            if held := _first_check_delay():
+                await sleep(held)
             while True:
                 event, server_asked = await self._check_by_deadline(hook)
                 now = time.time()

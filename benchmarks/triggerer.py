@@ -1,12 +1,27 @@
-"""Thousands of waits in one event loop: MindVideoTaskTrigger against the HTTP provider's pattern.
+"""Thousands of waits in Airflow's own trigger runner: MindVideoTaskTrigger against the HTTP provider's pattern.
 
 The parent process runs the emulator (a process of its own), creates N MindVideo tasks that
-finish after a spread of durations, then starts one child process per workload that waits
-for all of them in one asyncio loop, as a triggerer does, and reports what it cost. The
-emulator counts requests and TCP connections and knows when each task became terminal.
+finish after a spread of durations, then starts one child process per workload: a triggerer.
+The child is Airflow's ``TriggerRunnerSupervisor`` (the class ``airflow triggerer`` runs) and
+forks Airflow's ``TriggerRunner``, which runs every trigger in one asyncio loop exactly as in
+production: greenback portal, log context, a span, the runner's log lines sent to the
+supervisor, events handed over at each state sync. Only the metadata database is left out:
+the supervisor is given the N trigger workloads (each bound to a task instance) instead of
+reading trigger rows, records each event's arrival instead of writing it, and writes no
+per-trigger log files (its log lines go to one file: at N=20,000 per-trigger files alone
+would need 20,000 open files in the supervisor, for ours and the baseline alike).
 
-- ``ours``: N ``MindVideoTaskTrigger.run()`` generators, each consumed until its first event
-  (how Airflow's trigger runner drives them).
+Measured in the runner process (where the triggers live): RSS and CPU (from ``/proc``), TCP
+connections opened (aiohttp's connector, which all kinds send through), event-loop lag (a
+50 ms ticker in the runner's loop, each sample timestamped). In the supervisor: when each
+event arrived, which is when Airflow would resume the task. The emulator counts requests and
+knows when each task became terminal.
+
+- ``ours``: ``MindVideoTaskTrigger`` with the operators' schedule.
+- ``ours_fixed``: ``MindVideoTaskTrigger`` polling at the baseline's fixed interval
+  (``max_poll_interval = poll_interval``): the cost of a request, schedule aside.
+- ``floor``: the practical floor of a poll, at the baseline's interval: one shared
+  ``aiohttp.ClientSession``, a bare GET and a JSON read, nothing else.
 - ``baseline``: what a user gets from the HTTP provider: ``HttpAsyncHook.run()`` with a new
   ``aiohttp.ClientSession`` per poll (as ``HttpSensorTrigger`` does), at a fixed interval,
   reading the JSON status.
@@ -22,143 +37,316 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
+from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 API_KEY = "mv_test_emulator"
 TERMINAL = {"succeeded", "failed", "cancelled"}
 TICK = 0.05
+ROOT = Path(__file__).resolve().parents[1]
+KINDS = ("ours", "ours_fixed", "baseline", "floor")
 
 
 @dataclass(frozen=True)
 class Workload:
     waits: int
-    poll_interval: float  # both: the first interval; the baseline keeps it
+    poll_interval: float  # all: the first interval; the baseline and ours_fixed keep it
     max_poll_interval: float  # ours: the poll cap
     shortest: float  # task durations, seconds, spread evenly between these
     longest: float
+
+    @property
+    def short_up_to(self) -> float:
+        """Tasks up to this long are the "short images" (60 s with the full run's 10-300 s spread)."""
+        return self.shortest + (self.longest - self.shortest) * 50 / 290
+
+    @property
+    def long_from(self) -> float:
+        """Tasks from this long on are the "long videos" (2 minutes in the full run)."""
+        return self.shortest + (self.longest - self.shortest) * 110 / 290
 
     def duration(self, i: int) -> int:
         # Golden-ratio spacing: an even spread that does not depend on N.
         return round(self.shortest + (self.longest - self.shortest) * ((i * 0.6180339887) % 1.0))
 
 
-# -- the child: one event loop, N waits -------------------------------------------------------------
+# -- the baseline, as a trigger the runner can run ----------------------------------------------------
 
 
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+class HttpPollingTrigger(BaseTrigger):
+    """The HTTP provider's machinery as ``HttpSensorTrigger`` uses it, reading the JSON status."""
+
+    def __init__(self, mindvideo_task_id: str, poll_interval: float) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.mindvideo_task_id = mindvideo_task_id
+        self.poll_interval = poll_interval
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            "benchmarks.triggerer.HttpPollingTrigger",
+            {"mindvideo_task_id": self.mindvideo_task_id, "poll_interval": self.poll_interval},
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        import aiohttp
+        from airflow.providers.http.hooks.http import HttpAsyncHook
+
+        hook = HttpAsyncHook(method="GET", http_conn_id="mindvideo_http")
+        while True:
+            async with aiohttp.ClientSession() as session:
+                response = await hook.run(
+                    session=session,
+                    endpoint=f"api/v1/tasks/{self.mindvideo_task_id}",
+                    headers={"Authorization": f"Bearer {API_KEY}"},
+                )
+                body = await response.json()
+            if body["status"] in TERMINAL:
+                yield TriggerEvent({"status": "success" if body["status"] == "succeeded" else body["status"]})
+                return
+            await asyncio.sleep(self.poll_interval)
 
 
-async def ours(task_id: str, workload: Workload, started_at: float) -> None:
+_floor_sessions: dict[int, Any] = {}
+
+
+class SharedSessionTrigger(BaseTrigger):
+    """The practical floor: one shared ``aiohttp.ClientSession`` per loop, a bare GET and a JSON read."""
+
+    def __init__(self, mindvideo_task_id: str, poll_interval: float, base_url: str) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.mindvideo_task_id = mindvideo_task_id
+        self.poll_interval = poll_interval
+        self.base_url = base_url
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            "benchmarks.triggerer.SharedSessionTrigger",
+            {
+                "mindvideo_task_id": self.mindvideo_task_id,
+                "poll_interval": self.poll_interval,
+                "base_url": self.base_url,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        import aiohttp
+
+        loop = id(asyncio.get_running_loop())
+        if loop not in _floor_sessions:
+            _floor_sessions[loop] = aiohttp.ClientSession(headers={"Authorization": f"Bearer {API_KEY}"})
+        session = _floor_sessions[loop]
+        url = f"{self.base_url}/api/v1/tasks/{self.mindvideo_task_id}"
+        while True:
+            async with session.get(url) as response:
+                body = await response.json()
+            if body["status"] in TERMINAL:
+                yield TriggerEvent({"status": "success" if body["status"] == "succeeded" else body["status"]})
+                return
+            await asyncio.sleep(self.poll_interval)
+
+
+def trigger_for(kind: str, task_id: str, workload: Workload, started_at: float) -> BaseTrigger:
+    if kind == "baseline":
+        return HttpPollingTrigger(task_id, workload.poll_interval)
+    if kind == "floor":
+        return SharedSessionTrigger(task_id, workload.poll_interval, os.environ["MINDVIDEO_BENCH_URL"])
     from airflow_provider_mindvideo.triggers import MindVideoTaskTrigger
 
-    trigger = MindVideoTaskTrigger(
-        task_id,
-        poll_interval=workload.poll_interval,
-        max_poll_interval=workload.max_poll_interval,
-        started_at=started_at,
+    cap = workload.poll_interval if kind == "ours_fixed" else workload.max_poll_interval
+    return MindVideoTaskTrigger(
+        task_id, poll_interval=workload.poll_interval, max_poll_interval=cap, started_at=started_at
     )
-    events: AsyncIterator[Any] = trigger.run()
+
+
+# -- the runner process: Airflow's TriggerRunner with a lag ticker ----------------------------------
+
+
+def _runner_main() -> None:
+    """What the supervisor forks: Airflow's TriggerRunner, plus the benchmark's own ticker."""
+    from airflow.jobs.triggerer_job_runner import TriggerRunner
+
+    from benchmarks.triggerer_probe import Probe
+
+    class MeasuredRunner(TriggerRunner):  # type: ignore[misc]
+        async def arun(self) -> None:
+            probe = Probe(os.environ["MINDVIDEO_BENCH_PROBE"], TICK)
+            # The warm-up's trigger is gone before the N waits arrive: every trigger alive is one of them.
+            ticking = asyncio.create_task(probe.tick(lambda: len(self.triggers)))
+            try:
+                await super().arun()
+            finally:
+                ticking.cancel()
+                probe.write()
+
+        async def sync_state_to_supervisor(self, finished_ids: list[int]) -> None:
+            if not self.triggers:
+                Probe.current.idle()
+            started = time.time()
+            await super().sync_state_to_supervisor(finished_ids)
+            if len(self.to_create) > 1:  # the N waits arrived: Airflow decoded their workloads
+                Probe.current.handed_over(started, time.time())
+
+        async def create_triggers(self) -> None:
+            creating = len(self.to_create)
+            if creating:
+                Probe.current.creating(creating)
+            await super().create_triggers()
+            if creating:
+                Probe.current.created(creating)
+
+    profile_to = os.environ.get("MINDVIDEO_BENCH_PROFILE")  # a path: where to write a cProfile of the runner
+    if not profile_to:
+        MeasuredRunner().run()
+        return
+    import cProfile
+
+    profiler = cProfile.Profile(time.process_time)
+    profiler.enable()
     try:
-        event = await anext(events)
+        MeasuredRunner().run()
     finally:
-        await events.aclose()  # the trigger runner closes a trigger once it fired
-    assert event.payload["status"] == "success", event.payload
-
-
-async def baseline(task_id: str, workload: Workload, started_at: float) -> None:
-    import aiohttp
-    from airflow.providers.http.hooks.http import HttpAsyncHook
-
-    hook = HttpAsyncHook(method="GET", http_conn_id="mindvideo_http")
-    while True:
-        async with aiohttp.ClientSession() as session:
-            response = await hook.run(
-                session=session,
-                endpoint=f"api/v1/tasks/{task_id}",
-                headers={"Authorization": f"Bearer {API_KEY}"},
-            )
-            body = await response.json()
-        if body["status"] in TERMINAL:
-            assert body["status"] == "succeeded", body
-            return
-        await asyncio.sleep(workload.poll_interval)
-
-
-def count_connections() -> list[int]:
-    """Count TCP connections opened by aiohttp, which both workloads send through."""
-    from aiohttp.connector import TCPConnector
-
-    opened = [0]
-    create = TCPConnector._create_connection
-
-    async def counting(self: TCPConnector, *args: Any, **kwargs: Any) -> Any:
-        opened[0] += 1
-        return await create(self, *args, **kwargs)
-
-    TCPConnector._create_connection = counting  # type: ignore[method-assign]
-    return opened
-
-
-async def child_main(kind: str, task_ids: list[str], workload: Workload, profiler: Any = None) -> dict[str, Any]:
-    wait: Callable[[str, Workload, float], Any] = {"ours": ours, "baseline": baseline}[kind]
-    opened = count_connections()
-    await warm_up(kind, workload)
-    if profiler is not None:
-        profiler.enable()
-    rss_before = rss_bytes()
-    opened_before = opened[0]
-    lags: list[float] = []
-    done_at: dict[str, float] = {}
-
-    async def ticker() -> None:
-        while True:
-            expected = time.perf_counter() + TICK
-            await asyncio.sleep(TICK)
-            lags.append(time.perf_counter() - expected)
-
-    async def one(task_id: str) -> None:
-        await wait(task_id, workload, started_at)
-        done_at[task_id] = time.time()
-
-    ticking = asyncio.create_task(ticker())
-    cpu_before, started_at, wall_before = time.process_time(), time.time(), time.perf_counter()
-    waits = [asyncio.create_task(one(task_id)) for task_id in task_ids]
-    # Every wait has made its first check well before the first interval ends, and none has
-    # finished yet (the shortest task takes longer): this is N waiting tasks.
-    await asyncio.sleep(workload.poll_interval * 0.8)
-    rss_waiting = rss_bytes()
-    await asyncio.gather(*waits)
-    wall, cpu = time.perf_counter() - wall_before, time.process_time() - cpu_before
-    ticking.cancel()
-    if profiler is not None:
         profiler.disable()
+        profiler.dump_stats(profile_to)
+
+
+def _proc_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _proc_rss(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def triggerer_main(kind: str, task_ids: list[str], warm_up_id: str, workload: Workload, out: Path) -> dict[str, Any]:
+    from airflow.executors.workloads import RunTrigger
+    from airflow.executors.workloads.task import TaskInstanceDTO
+    from airflow.jobs.triggerer_job_runner import TriggerRunnerSupervisor
+    from airflow.models.trigger import Trigger
+
+    arrived: dict[int, float] = {}
+    failed: dict[int, Any] = {}
+    pending: list[RunTrigger] = []
+
+    class BenchSupervisor(TriggerRunnerSupervisor):  # type: ignore[misc]
+        """The triggerer's supervisor, with the metadata database replaced by the benchmark's lists."""
+
+        @classmethod
+        def run_in_process(cls) -> None:
+            _runner_main()
+
+        def load_triggers(self) -> None:
+            while pending:
+                self.creating_triggers.append(pending.pop(0))
+
+        def heartbeat(self) -> None:
+            pass
+
+        def metric_tags(self) -> dict[str, str]:
+            return {"hostname": "bench"}
+
+        def clean_unused(self) -> None:
+            pass
+
+        def on_trigger_event(self, trigger_id: int, event: TriggerEvent) -> None:
+            arrived[trigger_id] = time.time()
+            if event.payload.get("status") != "success":
+                failed[trigger_id] = event.payload
+
+        def on_trigger_failure(self, trigger_id: int, exc: list[str] | None) -> None:
+            arrived[trigger_id] = time.time()
+            failed[trigger_id] = exc
+
+    dag_version = uuid.uuid4()
+
+    def workload_for(trigger_id: int, trigger: BaseTrigger) -> RunTrigger:
+        classpath, kwargs = trigger.serialize()
+        # A deferred task's trigger carries its task instance (the runner binds it to the log
+        # context and the trigger), as the triggerer's own workloads do.
+        ti = TaskInstanceDTO(
+            id=uuid.uuid4(),
+            task_id="wait_for_mindvideo",
+            dag_id="mindvideo_bench",
+            run_id="bench",
+            try_number=1,
+            map_index=trigger_id,
+            dag_version_id=dag_version,
+            pool_slots=1,
+            priority_weight=1,
+        )
+        return RunTrigger(
+            id=trigger_id, classpath=classpath, encrypted_kwargs=Trigger(classpath, kwargs).encrypted_kwargs, ti=ti
+        )
+
+    supervisor = BenchSupervisor.start(job=None, capacity=len(task_ids) + 1)
+    pid = supervisor.pid
+
+    def serve_until(done: Any, sample: Any = None, limit: float = 3600) -> None:
+        deadline = time.monotonic() + limit
+        while not done():
+            if not supervisor.is_alive():
+                raise RuntimeError(f"the trigger runner died (exit code {supervisor._exit_code})")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{len(arrived)} events after {limit:.0f} s")
+            supervisor.run_once()
+            if sample is not None:
+                sample()
+
+    # Warm up: every code path once, so that the RSS growth measured next is the waits' own.
+    pending.append(workload_for(1, trigger_for(kind, warm_up_id, workload, time.time())))
+    serve_until(lambda: 1 in arrived, limit=120)
+    if failed:
+        raise RuntimeError(f"the warm-up wait failed: {failed}")
+    for _ in range(2):
+        supervisor.run_once()
+    rss_before, cpu_before = _proc_rss(pid), _proc_cpu_s(pid)
+    supervisor_cpu_before = time.process_time()
+    peak_rss = rss_before
+
+    def sample() -> None:
+        nonlocal peak_rss
+        peak_rss = max(peak_rss, _proc_rss(pid))
+
+    ids = range(2, len(task_ids) + 2)
+    started_at, wall_before = time.time(), time.perf_counter()
+    pending.extend(
+        workload_for(trigger_id, trigger_for(kind, task_id, workload, started_at))
+        for trigger_id, task_id in zip(ids, task_ids, strict=True)
+    )
+    serve_until(lambda: len(arrived) == len(task_ids) + 1, sample)
+    wall = time.perf_counter() - wall_before
+    cpu = _proc_cpu_s(pid) - cpu_before
+    supervisor_cpu = time.process_time() - supervisor_cpu_before
+    supervisor.kill(escalation_delay=10, force=True)
+    probe = json.loads(Path(os.environ["MINDVIDEO_BENCH_PROBE"]).read_text())
+    if failed:
+        example = next(iter(failed.values()))
+        if isinstance(example, list) and example:  # a traceback: its last line says what went wrong
+            example = example[-1].strip()
+        raise RuntimeError(f"{len(failed)} of {len(task_ids)} waits failed, e.g. {example}")
     return {
         "wall_s": wall,
         "cpu_s": cpu,
-        "rss_before": rss_before,
-        "rss_waiting": rss_waiting,
-        "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-        "lag_p50_ms": 1000 * statistics.median(lags),
-        "lag_p99_ms": 1000 * quantile(lags, 0.99),
-        "connections": opened[0] - opened_before,
+        "supervisor_cpu_s": supervisor_cpu,
+        "rss_before": probe["rss_before"],
+        "memory": probe["memory"],
+        "peak_rss": peak_rss,
+        "handover": probe["handover"],
+        "all_created_at": probe["all_created_at"],
+        "lags": probe["lags"],
+        "connections": probe["connections"],
         "started_at": started_at,
-        "done_at": done_at,
+        "done_at": {task_id: arrived[i] for i, task_id in zip(ids, task_ids, strict=True)},
+        "supervisor_max_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
     }
-
-
-async def warm_up(kind: str, workload: Workload) -> None:
-    """Import and exercise every code path once, so that RSS growth is the waits' own."""
-    client = httpx.Client(base_url=os.environ["MINDVIDEO_BENCH_URL"], headers={"Authorization": f"Bearer {API_KEY}"})
-    task_id = client.post("/api/v1/tasks", json={"model": "gpt-image-2", "input": {"prompt": "[d=0] warm-up"}}).json()
-    client.close()
-    await {"ours": ours, "baseline": baseline}[kind](task_id["task_id"], workload, time.time())
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -170,50 +358,118 @@ def quantile(values: list[float], q: float) -> float:
 
 
 def run_workload(kind: str, workload: Workload, base_url: str, python: str = sys.executable) -> dict[str, Any]:
+    """One triggerer process running N waits of ``kind``; its figures, or ``{"died": reason}``."""
     with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=60) as client:
         client.post("/_emulator/reset").raise_for_status()
         for seconds in {workload.duration(i) for i in range(workload.waits)} | {0}:
             script = {"match": f"[d={seconds}]", "outcome": "succeeded", "queued_seconds": 0}
             client.post("/_emulator/scripts", json={**script, "processing_seconds": seconds}).raise_for_status()
+        warm_up = client.post("/api/v1/tasks", json={"model": "gpt-image-2", "input": {"prompt": "[d=0] warm-up"}})
         task_ids = asyncio.run(create_tasks(base_url, workload))
         before = client.get("/_emulator/state").json()
-        child = subprocess.run(
-            [python, __file__, "child", kind, json.dumps(workload.__dict__)],
-            input=json.dumps(task_ids),
-            capture_output=True,
-            text=True,
-            env={**os.environ, **connections_env(base_url)},
-            check=False,
-        )
-        if child.returncode != 0:
-            raise RuntimeError(f"{kind} child failed:\n{child.stderr[-3000:]}")
-        measured = json.loads(child.stdout.strip().splitlines()[-1])
+        with tempfile.TemporaryDirectory() as tmp:
+            result, probe = Path(tmp) / "result.json", Path(tmp) / "probe.json"
+            with open(Path(tmp) / "triggerer.log", "w+") as log:
+                child = subprocess.run(
+                    [python, "-m", "benchmarks.triggerer", "child", kind, json.dumps(workload.__dict__), str(result)],
+                    input=json.dumps({"task_ids": task_ids, "warm_up": warm_up.json()["task_id"]}),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                    cwd=ROOT,
+                    env={**os.environ, **child_env(base_url), "MINDVIDEO_BENCH_PROBE": str(probe)},
+                    check=False,
+                )
+                log.seek(0)
+                output = log.read()
+            if child.returncode != 0 or not result.exists():
+                return {"kind": kind, "waits": workload.waits, "died": died_of(output)}
+            measured = json.loads(result.read_text())
         after = client.get("/_emulator/state").json()
-    terminal_at = {task["task_id"]: task["terminal_at"] for task in after["tasks"]}
-    latencies = [measured["done_at"][task_id] - terminal_at[task_id] for task_id in task_ids]
+    return summarise(kind, workload, task_ids, measured, before, after)
+
+
+def died_of(output: str) -> str:
+    """How a triggerer run ended early, in its own words: what gave out, and the error it logged."""
+    ended = next(
+        (
+            line.split("RuntimeError:", 1)[1].strip()
+            for line in reversed(output.splitlines())
+            if "RuntimeError:" in line
+        ),
+        None,
+    )
+    cause = next((needle for needle in ("Too many open files", "MemoryError", "Killed") if needle in output), None)
+    if ended and cause:
+        return f"{ended[:160]} ({cause})"
+    lines = [line for line in output.splitlines() if "Error" in line or "error" in line]
+    return (ended or cause or (lines[-1] if lines else output.strip()[-200:] or "no output"))[:200]
+
+
+def summarise(
+    kind: str,
+    workload: Workload,
+    task_ids: list[str],
+    measured: dict[str, Any],
+    before: dict[str, Any],
+    after: dict[str, Any],
+) -> dict[str, Any]:
+    tasks = {task["task_id"]: task for task in after["tasks"]}
+    delays, by_kind = [], {"short": [], "long": []}  # type: ignore[var-annotated]
+    for i, task_id in enumerate(task_ids):
+        delay = measured["done_at"][task_id] - tasks[task_id]["terminal_at"]
+        delays.append(delay)
+        duration = workload.duration(i)
+        if duration <= workload.short_up_to:
+            by_kind["short"].append(delay / duration)
+        elif duration >= workload.long_from:
+            by_kind["long"].append(delay / duration)
     requests = after["requests"].get("get", 0) - before["requests"].get("get", 0) - 1  # minus the warm-up's
+    started_at, lags = measured["started_at"], measured["lags"]
+    # Before the shortest task ends, the loop does nothing but start and poll N waits.
+    starting = [(at, lag) for at, lag in lags if started_at <= at < started_at + workload.shortest * 0.9]
+    running = [lag for at, lag in lags if at >= started_at]
+    # Airflow's own part of the start: the runner decoding the N workloads handed over in one message.
+    h0, h1 = measured["handover"] or (0.0, 0.0)
+    decoding = [lag for at, lag in starting if at - lag < h1 and at > h0]
+    triggers_start = [lag for at, lag in starting if not (at - lag < h1 and at > h0)]
+    n = workload.waits
     return {
         "kind": kind,
-        "waits": workload.waits,
+        "waits": n,
         "wall_s": measured["wall_s"],
         "cpu_s": measured["cpu_s"],
-        "cpu_per_wait_ms": 1000 * measured["cpu_s"] / workload.waits,
+        "cpu_per_wait_ms": 1000 * measured["cpu_s"] / n,
+        "cpu_per_request_ms": 1000 * measured["cpu_s"] / requests,
+        "supervisor_cpu_per_wait_ms": 1000 * measured["supervisor_cpu_s"] / n,
         "peak_rss_mib": measured["peak_rss"] / 2**20,
-        "rss_per_wait_kib": (measured["rss_waiting"] - measured["rss_before"]) / workload.waits / 1024,
+        "rss_per_wait_kib": rss_per_wait(measured["memory"], measured["rss_before"]) / 1024,
         "connections": measured["connections"],
         "requests": requests,
-        "requests_per_wait": requests / workload.waits,
-        "lag_p50_ms": measured["lag_p50_ms"],
-        "lag_p99_ms": measured["lag_p99_ms"],
-        "latency_p50_s": statistics.median(latencies),
-        "latency_p99_s": quantile(latencies, 0.99),
-        # A poking HttpSensor (what response_check forces) holds a worker slot for the whole wait.
-        # Deferred, ours holds no worker slot; the baseline stands for a poking HttpSensor, which
-        # holds one from the start of the wait until it sees the task finish.
-        "slot_s_per_wait": 0.0
-        if kind == "ours"
-        else statistics.mean(done - measured["started_at"] for done in measured["done_at"].values()),
+        "requests_per_wait": requests / n,
+        "lag_p50_ms": 1000 * statistics.median(running),
+        "lag_p99_ms": 1000 * quantile(running, 0.99),
+        "lag_max_ms": 1000 * max(running),
+        "start_stall_ms": 1000 * max((lag for _, lag in starting), default=0.0),
+        "handover_ms": 1000 * (h1 - h0),
+        "creation_s": (measured["all_created_at"] or h1) - h1,
+        "lag_timeline": [(round(at - started_at, 1), round(1000 * lag)) for at, lag in lags if lag > 0.1],
+        "handover_stall_ms": 1000 * max(decoding, default=0.0),
+        "start_stall_waits_ms": 1000 * max(triggers_start, default=0.0),
+        "latency_p50_s": statistics.median(delays),
+        "latency_p95_s": quantile(delays, 0.95),
+        "short_delay_p50": statistics.median(by_kind["short"]),
+        "short_delay_p95": quantile(by_kind["short"], 0.95),
+        "long_delay_p50": statistics.median(by_kind["long"]),
+        "long_delay_p95": quantile(by_kind["long"], 0.95),
     }
+
+
+def rss_per_wait(memory: list[tuple[int, int]], rss_before: int) -> float:
+    """The RSS grown since the N waits arrived, per wait alive: the most seen while at least 80% of the
+    most waits alive at once were alive (their first checks made, few ended yet)."""
+    most = max((alive for alive, _ in memory), default=0)
+    return max(((rss - rss_before) / alive for alive, rss in memory if alive and alive >= 0.8 * most), default=0.0)
 
 
 async def create_tasks(base_url: str, workload: Workload) -> list[str]:
@@ -231,36 +487,32 @@ async def create_tasks(base_url: str, workload: Workload) -> list[str]:
         return await asyncio.gather(*(create(i) for i in range(workload.waits)))
 
 
-def connections_env(base_url: str) -> dict[str, str]:
+def child_env(base_url: str) -> dict[str, str]:
     host, port = base_url.removeprefix("http://").split(":")
     return {
         "MINDVIDEO_BENCH_URL": base_url,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         "AIRFLOW_CONN_MINDVIDEO_DEFAULT": json.dumps({"conn_type": "mindvideo", "host": base_url, "password": API_KEY}),
         "AIRFLOW_CONN_MINDVIDEO_HTTP": json.dumps(
             {"conn_type": "http", "host": host, "port": int(port), "schema": "http"}
         ),
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("mode", choices=["child"])
-    parser.add_argument("kind", choices=["ours", "baseline"])
+    parser.add_argument("kind", choices=KINDS)
     parser.add_argument("workload")
+    parser.add_argument("result")
     args = parser.parse_args()
     workload = Workload(**json.loads(args.workload))
-    task_ids = json.loads(sys.stdin.read())
-    profile_to = os.environ.get("MINDVIDEO_BENCH_PROFILE")  # a path: where to write a cProfile of the child
-    if profile_to:
-        import cProfile
+    given = json.loads(sys.stdin.read())
+    from benchmarks.triggerer_probe import count_connections
 
-        profiler = cProfile.Profile(time.process_time)
-        result = asyncio.run(child_main(args.kind, task_ids, workload, profiler))
-        profiler.dump_stats(f"{profile_to}.{args.kind}")
-    else:
-        result = asyncio.run(child_main(args.kind, task_ids, workload))
-    print(json.dumps(result))
+    count_connections()  # before the fork: the runner inherits the counting connector
+    result = triggerer_main(args.kind, given["task_ids"], given["warm_up"], workload, Path(args.result))
+    Path(args.result).write_text(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import time
 from typing import Any
@@ -12,6 +13,7 @@ from airflow.sdk.module_loading import import_string
 
 from airflow_provider_mindvideo.emulator import MindVideoEmulator
 from airflow_provider_mindvideo.hooks import MindVideoHook
+from airflow_provider_mindvideo.polling import FirstCheckSlots
 from airflow_provider_mindvideo.triggers import MindVideoTaskTrigger
 
 
@@ -241,3 +243,50 @@ def test_a_huge_error_stays_out_of_the_trigger_event(emulator: MindVideoEmulator
     (event,) = events(MindVideoTaskTrigger(task_id, poll_interval=0.05, max_poll_interval=0.1))
     assert event["status"] == "failed"
     assert len(json.dumps(event)) < 10_000
+
+
+# -- waits that start together ------------------------------------------------------------------------
+
+
+def test_a_lone_wait_or_waits_arriving_slowly_check_at_once() -> None:
+    slots = FirstCheckSlots(per_slice=3, slice_seconds=0.1)
+    assert [slots.delay(now) for now in (10.0, 10.5, 11.0, 11.2)] == [0.0, 0.0, 0.0, 0.0]
+
+
+def test_waits_starting_together_are_spread_over_slices() -> None:
+    slots = FirstCheckSlots(per_slice=25, slice_seconds=0.1)
+    delays = [slots.delay(100.0) for _ in range(1000)]
+    assert delays == sorted(delays)
+    assert delays[:25] == [0.0] * 25
+    assert delays[-1] == pytest.approx(3.9)  # 40 slices of 25
+    starts = sorted(100.0 + delay for delay in delays)
+    # In any window one slice long, at most one slice's worth of first checks.
+    assert max(bisect.bisect_left(starts, at + 0.1 - 1e-9) - i for i, at in enumerate(starts)) == 25
+
+
+def test_a_wait_arriving_during_a_backlog_queues_behind_it() -> None:
+    slots = FirstCheckSlots(per_slice=2, slice_seconds=1.0)
+    assert [slots.delay(0.0) for _ in range(6)] == [0.0, 0.0, 1.0, 1.0, 2.0, 2.0]
+    assert slots.delay(0.5) == pytest.approx(2.5)  # behind the booked slices, not at once
+    assert slots.delay(0.5) == pytest.approx(2.5)
+    assert slots.delay(10.0) == 0.0  # the backlog is long gone
+
+
+def test_waits_started_together_in_one_loop_hold_their_first_checks(
+    emulator: MindVideoEmulator, waits: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    task_ids = [submit(f"a green frog {i}") for i in range(7)]
+    monkeypatch.setattr("airflow_provider_mindvideo.triggers.FIRST_CHECKS_PER_SLICE", 3)
+    monkeypatch.setattr("airflow_provider_mindvideo.triggers._clock", lambda: 50.0)
+
+    async def run_all() -> list[dict[str, Any]]:
+        async def one(task_id: str) -> dict[str, Any]:
+            trigger = MindVideoTaskTrigger(task_id, poll_interval=0.01, max_poll_interval=0.02)
+            (event,) = [event.payload async for event in trigger.run()]
+            return event
+
+        return await asyncio.gather(*(one(task_id) for task_id in task_ids))
+
+    assert [event["status"] for event in asyncio.run(run_all())] == ["success"] * 7
+    held = sorted(round(seconds, 6) for seconds in waits if seconds >= 0.05)  # polls wait 0.02 s at most
+    assert held == [0.1, 0.1, 0.1, 0.2]  # 3 at once, 3 a slice later, 1 two slices later
