@@ -74,8 +74,11 @@ docs: $(STAMP)
 
 # Not part of `make test`: about half an hour, and figures rather than pass/fail. Writes
 # benchmarks/results.md; `make bench ARGS=--quick` is a two-minute smoke run.
+# The batch benchmark (real Airflow processes, 1,000 and 10,000 prompts beside the mapped pipeline
+# at 200) writes benchmarks/batch-results.md; with ARGS=--quick it is a smoke run too.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py $(ARGS)
+	$(BIN)/python benchmarks/batch.py $(filter --quick,$(ARGS))
 
 # Rewrites docs/reliability.md from the fault matrix's scenarios (make test checks it is current).
 reliability-report: $(STAMP)
