@@ -194,6 +194,11 @@ def create_app(state: EmulatorState) -> FastAPI:
 
         app.add_api_route(path, endpoint, methods=["POST"])
 
+    @app.post("/_emulator/reset-counters")
+    async def reset_counters() -> dict[str, Any]:
+        state.reset_counters()
+        return state.snapshot()
+
     @app.post("/_emulator/release")
     async def release(request: Request) -> Response:
         data = json.loads(await request.body())

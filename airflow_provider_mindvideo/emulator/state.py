@@ -353,6 +353,7 @@ class EmulatorState:
                         "kind": t.kind,
                         "status": t.status_at(now),
                         "prompt": t.input.get("prompt"),
+                        "created_at": t.created_at,
                         "terminal_at": t.terminal_at,
                         "cost": t.cost,
                     }
