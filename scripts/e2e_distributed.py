@@ -69,8 +69,8 @@ WORKER_CONCURRENCY = 4
 # Per key, per second: a real account has a limit; the provider must live within it (429s and
 # Retry-After are retried, never paid twice).
 EMULATOR_RATE_LIMIT = 100
-# Long enough that waits are certainly deferred (and saves running) when a process is killed.
-PIPELINE_IMAGE_SECONDS = 25
+# The emulator's image time; the scenarios hold or script their own tasks' durations.
+IMAGE_SECONDS = 5
 # Creates of scenario 2 are answered this late, so that creates from different workers overlap.
 POOL_CREATE_DELAY = 3.0
 
@@ -242,7 +242,7 @@ class Deployment:
     def airflow_process(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         return self.start(name, str(BIN / "airflow"), *args)
 
-    def kill(self, name: str, sig: signal.Signals = signal.SIGKILL) -> None:
+    def kill(self, name: str, sig: signal.Signals = signal.SIGKILL, grace: float = 120) -> None:
         """Signal the process's group and every group of its descendants: Airflow puts each task
         process in a group of its own, and a crashed worker host loses those too."""
         process = self.processes.pop(name)
@@ -256,7 +256,8 @@ class Deployment:
             # A graceful stop: the component stops its own children; stragglers are killed after.
             with suppress(ProcessLookupError):
                 os.killpg(process.pid, sig)
-        process.wait(timeout=120)
+        with suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=grace)
         for group in groups:
             with suppress(ProcessLookupError):
                 os.killpg(group, signal.SIGKILL)
@@ -285,7 +286,7 @@ class Deployment:
     def close(self) -> None:
         for name in reversed(list(self.processes)):
             with suppress(Exception):
-                self.kill(name, signal.SIGTERM)
+                self.kill(name, signal.SIGTERM, grace=15)
         with suppress(Exception):
             self.stop_redis()
         with suppress(Exception):
@@ -335,7 +336,7 @@ def stand_up(deployment: Deployment) -> None:
         "emulator",
         sys.executable, "-m", "airflow_provider_mindvideo.emulator", "--port", "0", "--port-file", str(port_file),
         "--api-key", deployment.api_key, "--rate-limit", str(EMULATOR_RATE_LIMIT),
-        "--image-seconds", str(PIPELINE_IMAGE_SECONDS),
+        "--image-seconds", str(IMAGE_SECONDS),
     )  # fmt: skip
     port = wait_for(lambda: port_file.exists() and port_file.read_text(), "the emulator", every=0.2)
     deployment.emulator = f"http://127.0.0.1:{port}"
@@ -455,10 +456,18 @@ def start_worker(deployment: Deployment, name: str) -> None:
     )
 
 
-def kill_worker_running(deployment: Deployment, run_id: str, worker: str, task_id: str) -> dict[str, int]:
-    """kill -9 the worker's process group once it runs this task of the run; start it again."""
+def kill_worker_running(deployment: Deployment, run_id: str, worker: str, task_id: str, mapped: int) -> dict[str, int]:
+    """kill -9 the worker's processes once a quarter of this task's instances are done and it
+    runs one of them (mid-phase, not at its first task); start it again."""
+
+    def busy() -> dict[str, int] | None:
+        if ti_states(deployment, run_id, task_id).get("success", 0) < mapped // 4:
+            return None
+        mine = running_on(deployment, run_id, worker)
+        return mine if mine.get(task_id) else None
+
     running = wait_for(
-        lambda: running_on(deployment, run_id, worker).get(task_id) and running_on(deployment, run_id, worker),
+        busy,
         f"{worker} to run {task_id} tasks",
         timeout=900,
         every=0.3,
@@ -481,6 +490,9 @@ def scenario_pipeline(deployment: Deployment, figures: dict[str, Any]) -> None:
     marker = f"pipeline-{secrets.token_hex(3)}"
     prompts = [f"A {marker} lighthouse, study {i}" for i in range(PIPELINE_PROMPTS)]
     before = deployment.emulator_state()
+    # The remote tasks are held until the triggerer has been killed and its waits adopted, so
+    # that every wait is certainly deferred then, whatever the machine's speed.
+    deployment.emulator_control("scripts", {"match": marker, "outcome": "never"})
     destination = deployment.home / "media" / "pipeline"
     run_id = trigger_dag(
         deployment,
@@ -491,7 +503,7 @@ def scenario_pipeline(deployment: Deployment, figures: dict[str, Any]) -> None:
 
     # Saves begin only once every wait has ended (they map over the waits' output), so one
     # worker dies among the submits and the other among the saves; each comes back at once.
-    killed_with = {"worker-1": kill_worker_running(deployment, run_id, "worker-1", "submit")}
+    killed_with = {"worker-1": kill_worker_running(deployment, run_id, "worker-1", "submit", len(prompts))}
 
     # Whichever triggerer holds waits dies (the scheduler does not promise an even split).
     def holder() -> tuple[str, set[int]] | None:
@@ -501,7 +513,13 @@ def scenario_pipeline(deployment: Deployment, figures: dict[str, Any]) -> None:
                 return name, held
         return None
 
-    victim_name, orphans = wait_for(holder, "a triggerer to hold deferred waits", timeout=600, every=0.3)
+    wait_for(
+        lambda: ti_states(deployment, run_id, "wait").get("deferred") == len(prompts),
+        "every wait to be deferred",
+        timeout=1200,
+        every=2,
+    )
+    victim_name, orphans = wait_for(holder, "a triggerer to hold deferred waits", timeout=60, every=0.3)
     survivor_name = next(name for name in deployment.triggerer_jobs if name != victim_name)
     survivor = deployment.triggerer_jobs[survivor_name]
     killed_at = time.monotonic()
@@ -521,8 +539,10 @@ def scenario_pipeline(deployment: Deployment, figures: dict[str, Any]) -> None:
     check(len(adopted) > 0, "no orphaned trigger was seen held by the surviving triggerer")
     del deployment.triggerer_jobs[victim_name]
     start_triggerer(deployment, victim_name)
+    released = deployment.emulator_control("release", {"match": marker})["released"]
+    check(released == len(prompts), f"released {released} held remote tasks for {len(prompts)} prompts")
 
-    killed_with["worker-2"] = kill_worker_running(deployment, run_id, "worker-2", "save")
+    killed_with["worker-2"] = kill_worker_running(deployment, run_id, "worker-2", "save", len(prompts))
 
     seconds = wait_for_run(deployment, run_id, timeout=1800)
     charged, distinct = charged_for(deployment, marker)
