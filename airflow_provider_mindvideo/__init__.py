@@ -129,7 +129,12 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [{"integration-name": "MindVideo", "python-modules": ["airflow_provider_mindvideo.operators"]}],
         "sensors": [{"integration-name": "MindVideo", "python-modules": ["airflow_provider_mindvideo.sensors"]}],
         "hooks": [{"integration-name": "MindVideo", "python-modules": ["airflow_provider_mindvideo.hooks"]}],
-        "triggers": [{"integration-name": "MindVideo", "python-modules": ["airflow_provider_mindvideo.triggers"]}],
+        "triggers": [
+            {
+                "integration-name": "MindVideo",
+                "python-modules": ["airflow_provider_mindvideo.triggers", "airflow_provider_mindvideo.batch_trigger"],
+            }
+        ],
         "extra-links": [
             "airflow_provider_mindvideo.links.MindVideoOutputLink",
             "airflow_provider_mindvideo.links.MindVideoModelDocsLink",
@@ -150,7 +155,20 @@ def get_provider_info() -> dict[str, Any]:
                         "type": "boolean",
                         "example": "True",
                         "default": "False",
-                    }
+                    },
+                    "batch_folder": {
+                        "description": (
+                            "Where MindVideoBatchGenerateOperator keeps work lists and manifests when a task "
+                            "gives no result_path: an ObjectStoragePath URL; each task instance gets "
+                            "<dag_id>/<run_id>/<task_id>[-<map_index>]/ below it. Workers and triggerers must "
+                            "both reach it: use shared storage (s3://..., gs://...) when they run on "
+                            "different machines. Empty: file://$AIRFLOW_HOME/mindvideo/batches."
+                        ),
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "s3://my-bucket/mindvideo/batches",
+                        "default": "",
+                    },
                 },
             }
         },

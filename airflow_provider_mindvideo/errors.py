@@ -170,3 +170,31 @@ class OutputExistsError(MindVideoError, AirflowFailException):
     """The destination already holds a different file under the output's name (and overwrite is off)."""
 
     retryable = False
+
+
+class BudgetExceededError(MindVideoError, AirflowFailException):
+    """A task was not created: it could pass the task instance's ``max_cost``.
+
+    Raised before anything is sent, so nothing was charged for it. Permanent: the next try
+    counts the same spending (replays tell it) and would refuse again.
+    """
+
+    retryable = False
+
+
+class BatchItemsFailedError(MindVideoError):
+    """More items of a batch failed than its ``max_failed`` allows.
+
+    Retryable: the next try replays every item's key (free), keeps what succeeded, and generates
+    again only the items whose remote task failed, under their next key generation.
+    """
+
+
+class BatchItemsFailedForGoodError(BatchItemsFailedError, AirflowFailException):
+    """As :class:`BatchItemsFailedError`, but no retry could change it.
+
+    Every failed item is final: its generations are used up, its input was refused, or it did
+    not fit under ``max_cost``.
+    """
+
+    retryable = False

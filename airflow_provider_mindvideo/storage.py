@@ -209,3 +209,15 @@ def _write_renamed(target: ObjectStoragePath, content: Iterable[bytes], overwrit
     finally:
         with suppress(FileNotFoundError):
             fs.rm(partial)
+
+
+def read_text(target: ObjectStoragePath) -> str | None:
+    """A stored text file (UTF-8), or None when there is none."""
+    if not exists(target):
+        return None
+    return b"".join(_read(target)).decode("utf-8")
+
+
+def replace_text(target: ObjectStoragePath, text: str) -> None:
+    """Store ``text`` as ``target``, replacing what is there, whole or not at all (a manifest, a work list)."""
+    write_new(target, [text.encode("utf-8")], overwrite=True)

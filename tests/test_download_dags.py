@@ -90,6 +90,5 @@ def test_generate_refuses_a_private_download_once_and_pays_once(run: Any, emulat
 
 
 def test_the_option_is_declared_for_airflow() -> None:
-    [option] = get_provider_info()["config"]["mindvideo"]["options"].items()
-    assert option[0] == "allow_private_urls"
-    assert (option[1]["type"], option[1]["default"]) == ("boolean", "False")
+    option = get_provider_info()["config"]["mindvideo"]["options"]["allow_private_urls"]
+    assert (option["type"], option["default"]) == ("boolean", "False")

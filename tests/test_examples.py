@@ -27,6 +27,7 @@ def test_examples_parse_without_errors() -> None:
     assert sorted(bag.dags) == [
         "mindvideo_content_pipeline",
         "mindvideo_image_edit",
+        "mindvideo_review_pipeline",
         "mindvideo_taskflow",
         "mindvideo_video",
     ]

@@ -1,0 +1,447 @@
+"""A batch of generations in one task instance: its work list, keys, manifest rows and summary. Pure, no I/O.
+
+The batch operator turns its inputs into a **work list** (:func:`work_list`): one
+:class:`WorkItem` per input, with the line it came from, its model, its input and the stem of
+its idempotency keys. The batch trigger reads it, and for every item writes one **manifest
+row** (:class:`ItemResult`); the **summary** (:class:`BatchSummary`) counts them, and
+:func:`too_many_failed` judges it against ``max_failed``.
+
+Inputs are model inputs (``{"prompt": "...", "size": "16:9"}``). An item may name its own
+model: a top-level ``"model"`` key (no MindVideo model has an input field of that name), or the
+form ``{"model": "...", "input": {...}}``. In a CSV file each row is one input: the header
+names the fields, a ``model`` column names the item's model, an empty cell leaves its field out,
+and a cell of a field the model's schema types as a number, boolean, array or object is read
+as JSON (``1``, ``true``, ``["https://..."]``).
+
+An item's keys derive from the task instance, the item's position and its content (see
+:func:`airflow_provider_mindvideo.idempotency.key_stem`): a retry, a clear or a restarted
+triggerer sends the same keys and MindVideo answers with the tasks already created, free. The
+generation suffix is walked as for a single task (:mod:`airflow_provider_mindvideo.submission`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from airflow_provider_mindvideo.catalog import input_problems, known_models, unknown_model_problem
+from airflow_provider_mindvideo.errors import InputValidationError
+from airflow_provider_mindvideo.idempotency import TaskInstanceLike, key_of_generation, key_stem
+
+#: Outcomes of an item, the ``status`` of its manifest row.
+SUCCEEDED = "succeeded"
+#: Its remote task ended failed or cancelled (or succeeded without any output).
+FAILED = "failed"
+#: Not created: it could have passed ``max_cost``. Nothing was charged for it.
+OVER_BUDGET = "over_budget"
+#: Its remote task did not finish before the batch's ``timeout`` (the next try waits for it again).
+TIMED_OUT = "timed_out"
+#: The API refused or kept failing its requests (after the hook's own retries).
+ERROR = "error"
+#: It succeeded, but saving its outputs (``download_to``) failed.
+DOWNLOAD_FAILED = "download_failed"
+OUTCOMES = (SUCCEEDED, FAILED, OVER_BUDGET, TIMED_OUT, ERROR, DOWNLOAD_FAILED)
+#: Not finished yet: only in the manifest a running batch checkpoints.
+PENDING = "pending"
+
+_MODEL, _INPUT = "model", "input"
+# Schema types whose CSV cells are JSON text rather than plain text.
+_JSON_TYPES = frozenset({"integer", "number", "boolean", "array", "object"})
+_PREVIEW_CHARS = 80
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One generation of a batch, as the trigger needs it."""
+
+    #: Its place in the work list (0-based): part of its keys.
+    position: int
+    #: Where it came from, for people: the line of the inputs file (CSV: the row's line, the
+    #: header being line 1), or the item's number (from 1) in an ``inputs`` list.
+    line: int
+    model: str
+    input: Mapping[str, Any]
+    #: Its keys without the generation suffix.
+    key_stem: str = ""
+
+    def key(self, generation: int) -> str:
+        return key_of_generation(self.key_stem, generation)
+
+    def to_json(self) -> str:
+        data = {"position": self.position, "line": self.line, "model": self.model, "input": self.input}
+        return json.dumps(
+            {**data, "key": self.key_stem},
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> WorkItem:
+        data = json.loads(text)
+        return cls(data["position"], data["line"], data["model"], data["input"], data["key"])
+
+
+@dataclass(frozen=True)
+class Entry:
+    """An input as read, before it is checked: where it came from and what it says."""
+
+    line: int
+    value: Any
+
+
+def entries_from_list(inputs: Any) -> list[Entry]:
+    """The entries of an ``inputs`` list (numbered from 1)."""
+    if isinstance(inputs, str | bytes) or not isinstance(inputs, Sequence):
+        raise InputValidationError(
+            f"inputs = {_preview(inputs)}: must be a list of model inputs (or an XComArg giving one)"
+        )
+    return [Entry(number, value) for number, value in enumerate(inputs, 1)]
+
+
+def entries_from_jsonl(text: str) -> list[Entry]:
+    """One entry per non-blank line; a line that is not JSON becomes a problem naming it."""
+    entries = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            entries.append(Entry(number, json.loads(line)))
+        except json.JSONDecodeError as exc:
+            entries.append(Entry(number, _NotJson(f"is not JSON ({exc.msg} at column {exc.colno})")))
+    return entries
+
+
+def entries_from_csv(text: str, default_model: str | None) -> list[Entry]:
+    """One entry per row; the header row names the fields (see the module's docstring)."""
+    reader = csv.reader(io.StringIO(text))
+    header: list[str] | None = None
+    entries = []
+    for row in reader:
+        if not any(cell.strip() for cell in row):
+            continue
+        if header is None:
+            header = [name.strip() for name in row]
+            continue
+        # reader.line_num is the line the row ended on: a quoted cell may span lines.
+        line = reader.line_num
+        if len(row) > len(header):
+            entries.append(Entry(line, _NotJson(f"has {len(row)} cells but the header names {len(header)} fields")))
+            continue
+        cells = {name: cell for name, cell in zip(header, row, strict=False) if name and cell != ""}
+        model = cells.pop(_MODEL, default_model)
+        entries.append(Entry(line, {_MODEL: model, _INPUT: _typed_cells(model, cells)}))
+    return entries
+
+
+def work_list(
+    entries: Iterable[Entry],
+    default_model: str | None,
+    ti: TaskInstanceLike,
+    *,
+    allow_unknown_model: bool = False,
+    source: str = "inputs",
+) -> list[WorkItem]:
+    """Check every entry against its model's schema and give it its keys; raise naming every bad one.
+
+    :param source: how errors name where the entries came from (``inputs``, or a file's URL).
+    :raises InputValidationError: listing each invalid entry by its line, all of them, before
+        anything is sent.
+    """
+    map_index = -1 if ti.map_index is None else ti.map_index
+    items: list[WorkItem] = []
+    problems: list[str] = []
+    where = "item" if source == "inputs" else "line"
+    for entry in entries:
+        model, input, problem = _model_and_input(entry.value, default_model)
+        if problem is None:
+            unknown = None if allow_unknown_model else unknown_model_problem(model)
+            found = [unknown] if unknown else input_problems(model, input)
+            problem = "; ".join(found) if found else None
+        if problem is not None:
+            problems.append(f"{where} {entry.line}: {problem}")
+            continue
+        position = len(items)
+        stem = key_stem(ti.dag_id, ti.task_id, ti.run_id, map_index, model, input, item=position)
+        items.append(WorkItem(position, entry.line, model, input, stem))
+    if problems:
+        hint = (
+            " (or pass allow_unknown_model=True for models newer than this provider)"
+            if any("not a MindVideo model this provider knows" in p for p in problems)
+            else ""
+        )
+        raise InputValidationError(
+            f"{len(problems)} invalid item(s) in {source}; nothing was sent{hint}:\n" + "\n".join(problems)
+        )
+    if not items:
+        raise InputValidationError(f"{source} holds no items: nothing to generate")
+    return items
+
+
+def dump_work_list(items: Iterable[WorkItem]) -> str:
+    return "".join(item.to_json() + "\n" for item in items)
+
+
+def load_work_list(text: str) -> list[WorkItem]:
+    return [WorkItem.from_json(line) for line in text.splitlines() if line.strip()]
+
+
+@dataclass
+class ItemResult:
+    """One manifest row: what became of one item."""
+
+    line: int
+    position: int
+    model: str
+    status: str = PENDING
+    task_id: str | None = None
+    request_id: str | None = None
+    idempotency_key: str | None = None
+    key_generation: int | None = None
+    cost_estimate: float | None = None
+    cost_actual: float | None = None
+    output_urls: list[str] = field(default_factory=list)
+    #: Stored files (with ``download_to``): each ``url``, ``path``, ``bytes``, ``sha256``,
+    #: ``content_type`` and ``written``.
+    files: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+    #: Whether a retry of the Airflow task could turn this failure into a success.
+    retryable: bool = False
+    #: Every remote task this item has had, or may have had, over all tries: ``generation``,
+    #: ``idempotency_key``, ``task_id`` and ``cost_estimate`` (both None while a create's answer
+    #: is not known: then ``held``, what was reserved for it, counts instead), and ``try_number``,
+    #: the try that created it. A later try (or a restarted trigger) counts their cost against
+    #: ``max_cost`` before it creates anything.
+    tasks: list[dict[str, Any]] = field(default_factory=list)
+
+    def note_task(
+        self,
+        generation: int,
+        key: str,
+        task_id: str | None,
+        cost_estimate: float | None,
+        *,
+        try_number: int,
+        held: float | None = None,
+    ) -> dict[str, Any]:
+        """Record a remote task this item has (or may have); returns its entry."""
+        for seen in self.tasks:
+            if seen["idempotency_key"] == key:
+                if task_id is not None:
+                    seen.update(task_id=task_id, cost_estimate=cost_estimate, held=None)
+                return seen
+        entry = {
+            "generation": generation,
+            "idempotency_key": key,
+            "task_id": task_id,
+            "cost_estimate": cost_estimate,
+            "try_number": try_number,
+            "held": held,
+        }
+        self.tasks.append(entry)
+        return entry
+
+    @classmethod
+    def for_item(cls, item: WorkItem) -> ItemResult:
+        return cls(line=item.line, position=item.position, model=item.model)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> ItemResult:
+        data = json.loads(text)
+        known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
+        return cls(**known)
+
+
+def known_tasks(rows: Iterable[ItemResult]) -> dict[str, dict[str, Any]]:
+    """The remote tasks an earlier manifest records, by idempotency key."""
+    return {task["idempotency_key"]: task for row in rows for task in row.tasks}
+
+
+def dump_manifest(rows: Iterable[ItemResult]) -> str:
+    return "".join(row.to_json() + "\n" for row in rows)
+
+
+def load_manifest(text: str) -> list[ItemResult]:
+    return [ItemResult.from_json(line) for line in text.splitlines() if line.strip()]
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    """The small record a batch leaves in XCom and in its trigger event: counts, costs, where the manifest is."""
+
+    items: int
+    counts: Mapping[str, int]
+    #: Sum of the cost estimates of the items' tasks (every generation this try saw, replays included).
+    cost_estimate: float
+    #: Sum of the actual costs the finished tasks reported.
+    cost_actual: float
+    manifest: str
+    #: Failed items that a retry could still turn into successes.
+    retryable_failures: int = 0
+    max_cost: float | None = None
+
+    @property
+    def failed(self) -> int:
+        return self.items - self.counts.get(SUCCEEDED, 0)
+
+    def to_xcom(self) -> dict[str, Any]:
+        return {**asdict(self), "counts": dict(self.counts), "failed": self.failed}
+
+    @classmethod
+    def from_xcom(cls, data: Mapping[str, Any]) -> BatchSummary:
+        return cls(
+            items=data["items"],
+            counts=dict(data["counts"]),
+            cost_estimate=data["cost_estimate"],
+            cost_actual=data["cost_actual"],
+            manifest=data["manifest"],
+            retryable_failures=data.get("retryable_failures", 0),
+            max_cost=data.get("max_cost"),
+        )
+
+
+def summarize(
+    rows: Sequence[ItemResult], manifest: str, *, max_cost: float | None = None, spent: float | None = None
+) -> BatchSummary:
+    """Count the rows. ``spent``: the budget's total (replayed earlier generations included), if known."""
+    counts = Counter(row.status for row in rows)
+    estimate = spent if spent is not None else sum(row.cost_estimate or 0.0 for row in rows)
+    return BatchSummary(
+        items=len(rows),
+        counts={outcome: counts.get(outcome, 0) for outcome in OUTCOMES},
+        cost_estimate=round(estimate, 6),
+        cost_actual=round(sum(row.cost_actual or 0.0 for row in rows), 6),
+        manifest=manifest,
+        retryable_failures=sum(1 for row in rows if row.status != SUCCEEDED and row.retryable),
+        max_cost=max_cost,
+    )
+
+
+def check_max_failed(max_failed: int | float) -> None:
+    """Refuse a ``max_failed`` that is neither a count (>= 0) nor a fraction (0.0 to 1.0), when the DAG is parsed."""
+    if isinstance(max_failed, bool) or not isinstance(max_failed, int | float):
+        raise ValueError(f"max_failed = {max_failed!r}: must be a count (int >= 0) or a fraction (float 0.0-1.0)")
+    if isinstance(max_failed, int) and max_failed < 0:
+        raise ValueError(f"max_failed = {max_failed!r}: a count of items must be >= 0")
+    if isinstance(max_failed, float) and not (0.0 <= max_failed <= 1.0):
+        raise ValueError(f"max_failed = {max_failed!r}: a fraction of the items must be between 0.0 and 1.0")
+
+
+def allowed_failures(max_failed: int | float, items: int) -> int:
+    """How many failed items ``max_failed`` allows in a batch of ``items``: a count, or a fraction rounded down."""
+    if isinstance(max_failed, float):
+        return math.floor(max_failed * items + 1e-9)
+    return max_failed
+
+
+def too_many_failed(summary: BatchSummary, max_failed: int | float) -> bool:
+    return summary.failed > allowed_failures(max_failed, summary.items)
+
+
+def failure_report(rows: Sequence[ItemResult], limit: int = 20) -> str:
+    """The first ``limit`` failed items, one per line, for an error message (the manifest has them all)."""
+    failed = [row for row in rows if row.status != SUCCEEDED]
+    lines = [
+        f"line {row.line}: {row.status}" + (f" (task {row.task_id})" if row.task_id else "") + f": {row.error or '-'}"
+        for row in failed[:limit]
+    ]
+    if len(failed) > limit:
+        lines.append(f"... and {len(failed) - limit} more (see the manifest)")
+    return "\n".join(lines)
+
+
+def progress_line(
+    *,
+    total: int,
+    counts: Mapping[str, int],
+    in_flight: int,
+    spent: float,
+    max_cost: float | None,
+    elapsed: float,
+) -> str:
+    """The batch's periodic log line: done / failed / in flight / waiting, spend so far, time left."""
+    done = sum(counts.values())
+    failed = done - counts.get(SUCCEEDED, 0)
+    waiting = max(0, total - done - in_flight)
+    ceiling = f" of max_cost {max_cost:g}" if max_cost is not None else ""
+    if done and elapsed > 0 and done < total:
+        left = (total - done) * elapsed / done
+        eta = f"about {_duration(left)} left"
+    elif done >= total:
+        eta = "all done"
+    else:
+        eta = "time left not known yet"
+    return (
+        f"MindVideo batch: {done}/{total} done ({counts.get(SUCCEEDED, 0)} succeeded, {failed} failed), "
+        f"{in_flight} in flight, {waiting} waiting; cost estimate so far {spent:g}{ceiling}; "
+        f"{_duration(elapsed)} elapsed, {eta}"
+    )
+
+
+class _NotJson:
+    """An entry that could not be read at all; its words are the problem."""
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+
+
+def _model_and_input(value: Any, default_model: str | None) -> tuple[str, Mapping[str, Any], str | None]:
+    if isinstance(value, _NotJson):
+        return "", {}, value.problem
+    if not isinstance(value, Mapping):
+        return "", {}, f'{_preview(value)} is not an object of input fields such as {{"prompt": "..."}}'
+    model = value.get(_MODEL, default_model)
+    if set(value) <= {_MODEL, _INPUT} and _INPUT in value:
+        input = value[_INPUT]
+        if not isinstance(input, Mapping):
+            return str(model), {}, f"input = {_preview(input)}: must be an object of input fields"
+    else:
+        input = {name: item for name, item in value.items() if name != _MODEL}
+    if not isinstance(model, str) or not model.strip():
+        return (
+            "",
+            input,
+            (
+                f"model = {_preview(model)}: must be a MindVideo model slug such as 'gpt-image-2' "
+                "(the operator's model, or the item's own)"
+            ),
+        )
+    return model, dict(input), None
+
+
+def _typed_cells(model: str | None, cells: Mapping[str, str]) -> dict[str, Any]:
+    spec = known_models().get(model) if model else None
+    properties = spec.input_schema.get("properties", {}) if spec else {}
+    typed: dict[str, Any] = {}
+    for name, cell in cells.items():
+        kind = properties.get(name, {}).get("type")
+        kinds = set(kind) if isinstance(kind, list) else {kind}
+        if kinds & _JSON_TYPES and not kinds & {"string"}:
+            try:
+                typed[name] = json.loads(cell)
+                continue
+            except json.JSONDecodeError:
+                pass  # kept as text: the schema check then names the field and its value
+        typed[name] = cell
+    return typed
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _preview(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= _PREVIEW_CHARS else f"{text[: _PREVIEW_CHARS - 15]}... ({len(text)} chars)"

@@ -1,0 +1,369 @@
+"""MindVideoBatchGenerateOperator: thousands of generations in one task instance, paying once per item."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Collection, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import Asset, AssetAlias, BaseOperator, ObjectStoragePath, conf
+
+from airflow_provider_mindvideo import DEFAULT_CONN_ID, errors, storage
+from airflow_provider_mindvideo.batch import (
+    DOWNLOAD_FAILED,
+    SUCCEEDED,
+    BatchSummary,
+    Entry,
+    ItemResult,
+    check_max_failed,
+    dump_manifest,
+    dump_work_list,
+    entries_from_csv,
+    entries_from_jsonl,
+    entries_from_list,
+    failure_report,
+    load_manifest,
+    summarize,
+    too_many_failed,
+    work_list,
+)
+from airflow_provider_mindvideo.batch_trigger import DONE, MindVideoBatchTrigger
+from airflow_provider_mindvideo.downloads import StoredFile, download_client, manifest_summary, store_outputs
+from airflow_provider_mindvideo.errors import (
+    BatchItemsFailedError,
+    BatchItemsFailedForGoodError,
+    InputValidationError,
+    MindVideoError,
+)
+from airflow_provider_mindvideo.links import MindVideoModelDocsLink
+from airflow_provider_mindvideo.operators.download import outlets_for, private_urls_allowed
+from airflow_provider_mindvideo.polling import check_poll_settings
+
+if TYPE_CHECKING:
+    import httpx
+    from airflow.sdk import BaseOperatorLink, Context
+
+#: XCom key of the batch's summary, pushed also when the batch fails (``return_value`` holds it on success).
+XCOM_BATCH_KEY = "mindvideo_batch"
+#: Outputs saved at once with ``download_to``: downloads are I/O bound, and the store may limit writers.
+DOWNLOAD_CONCURRENCY = 8
+# The trigger enforces the batch's deadline itself; Airflow's own deferral timeout is only a backstop.
+_DEFERRAL_GRACE = timedelta(minutes=10)
+_UNSAFE_IN_PATHS = re.compile(r"[^A-Za-z0-9._=-]+")
+
+
+class MindVideoBatchGenerateOperator(BaseOperator):
+    """Generate a whole batch of images or videos in one task instance: one deferral, one manifest, one summary.
+
+    For thousands of prompts, where a mapped :class:`MindVideoGenerateOperator` would cost three
+    task instances per prompt and stops at ``[core] max_map_length``. The operator checks every
+    input, writes the work list to object storage and defers; the trigger
+    (:class:`~airflow_provider_mindvideo.batch_trigger.MindVideoBatchTrigger`) creates the
+    tasks and waits for them in the triggerer, without a worker slot, and writes the manifest.
+
+    **Pays once per item.** Each item's Idempotency-Key derives from the task instance, the
+    item's position and its content. A retry, a clear, a killed worker or a restarted
+    triggerer replays the keys (free) and re-attaches to the tasks already created: items that
+    succeeded are never generated again; items whose remote task failed are generated again,
+    under their next key generation, on the next try -- only those, and at most
+    ``max_generations`` times in all. A try creates at most one task per item.
+
+    :param inputs: The model inputs: a list of objects such as ``{"prompt": "..."}``, or an
+        XComArg giving one. An item may name its own model with a ``"model"`` key (or take the
+        form ``{"model": "...", "input": {...}}``). (templated)
+    :param inputs_path: Instead of ``inputs``: an ``ObjectStoragePath`` URL of a JSONL file (one
+        input per line) or a ``.csv`` file (a header row naming the fields, one input per row; a
+        ``model`` column names the item's model; empty cells are left out; cells of numeric,
+        boolean, array or object fields are read as JSON). (templated)
+    :param model: The model slug for items that do not name one, e.g. ``gpt-image-2``. (templated)
+    :param result_path: Where the manifest goes: an ``ObjectStoragePath`` URL of a JSONL file,
+        one row per item (input line, MindVideo task id, status, cost estimate and actual,
+        output URLs, stored files, error, and every remote task the item has cost). The work
+        list is written beside it (``<name>.work.jsonl``), for the trigger to read, and so are
+        the creates in flight (``<name>.intents/``, removed when the batch ends). Give each
+        task instance its own path (the default does; a fixed path is overwritten by the next
+        run). Default:
+        ``<[mindvideo] batch_folder>/<dag_id>/<run_id>/<task_id>[-<map_index>]/manifest.jsonl``,
+        where ``batch_folder`` defaults to ``file://$AIRFLOW_HOME/mindvideo/batches``: set it (or
+        ``result_path``) to shared storage (``s3://...``) when workers and triggerers run on
+        different machines. (templated)
+    :param storage_conn_id: The storage connection for ``inputs_path``, ``result_path`` and
+        the work list, if they need one. (templated)
+    :param max_active: The most items between their first create and their end at once, on top
+        of the connection's own ``max_concurrency`` / ``max_requests_per_second``.
+    :param max_failed: How many items may fail without failing the task: a count (``int``) or
+        a fraction of the items (``float``, e.g. ``0.05``). Default ``0``. Failed means any
+        outcome but ``succeeded``: ``failed``, ``over_budget``, ``timed_out``, ``error``,
+        ``download_failed``. The manifest and the summary always say which items failed and why.
+    :param max_cost: The most this task instance may spend, all its tries together, in the API's
+        cost unit. Before each create the next item's cost is predicted (the mean cost estimate
+        of the answers seen so far for its model, else the model's documented price) and held;
+        a task that could pass the ceiling is not created, and its item is reported
+        ``over_budget``. Replayed tasks of earlier tries count. None: no ceiling.
+    :param download_to: Also save each succeeded item's outputs into this folder (an
+        ``ObjectStoragePath`` URL), as :class:`MindVideoDownloadOperator` does (default file
+        names, ``overwrite=False``), :data:`DOWNLOAD_CONCURRENCY` at a time. Resumable: files an
+        earlier try stored are kept. Emits one asset event for the folder. (templated)
+    :param download_conn_id: The storage connection for ``download_to``. (templated)
+    :param download_allow_private_urls: Let downloads reach loopback and private addresses (the
+        emulator). Default: ``[mindvideo] allow_private_urls``.
+    :param max_generations: The most remote tasks one item may ever cost. Default: ``retries + 1``.
+    :param timeout: Seconds (or a ``timedelta``) the batch may take, creating and waiting;
+        items not finished by then are ``timed_out`` (the next try waits for them again).
+    :param poll_interval: Seconds before an item's first re-check; intervals grow with its wait.
+    :param max_poll_interval: The longest interval between two checks of one item.
+    :param progress_interval: Seconds between two progress lines in the triggerer's log (done,
+        failed, in flight, waiting, spend so far, time left).
+    :param mindvideo_conn_id: The MindVideo connection. (templated)
+    :param allow_unknown_model: Send model slugs this provider's catalogue does not know.
+
+    Every item is checked against its model's schema before anything is sent: if any is
+    invalid, the task fails naming every invalid item by its line, and nothing is created.
+
+    XCom: ``return_value`` (and ``mindvideo_batch``, pushed also when the task fails) is the
+    summary: ``items``, ``counts`` per outcome, ``failed``, ``retryable_failures``,
+    ``cost_estimate`` and ``cost_actual`` totals, ``max_cost`` and ``manifest`` (its URL). Never
+    the rows: they are in the manifest.
+
+    Fails with :class:`~airflow_provider_mindvideo.errors.BatchItemsFailedError` (retryable)
+    when more items failed than ``max_failed`` allows, or
+    :class:`~airflow_provider_mindvideo.errors.BatchItemsFailedForGoodError` when no retry
+    could change that.
+    """
+
+    template_fields: Sequence[str] = (
+        "model",
+        "inputs",
+        "inputs_path",
+        "result_path",
+        "storage_conn_id",
+        "download_to",
+        "download_conn_id",
+        "mindvideo_conn_id",
+    )
+    template_fields_renderers = {"inputs": "json"}
+    operator_extra_links: Collection[BaseOperatorLink] = (MindVideoModelDocsLink(),)
+    ui_color = "#e8dcff"
+
+    def __init__(
+        self,
+        *,
+        model: str | None = None,
+        inputs: Any = None,
+        inputs_path: str | None = None,
+        result_path: str | None = None,
+        storage_conn_id: str | None = None,
+        max_active: int = 100,
+        max_failed: int | float = 0,
+        max_cost: float | None = None,
+        download_to: str | None = None,
+        download_conn_id: str | None = None,
+        download_allow_private_urls: bool | None = None,
+        max_generations: int | None = None,
+        timeout: float | timedelta = timedelta(hours=24),
+        poll_interval: float = 5.0,
+        max_poll_interval: float = 60.0,
+        progress_interval: float = 60.0,
+        mindvideo_conn_id: str = DEFAULT_CONN_ID,
+        allow_unknown_model: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        if download_to is not None:
+            kwargs.setdefault("outlets", outlets_for(download_to))
+        super().__init__(**kwargs)
+        if (inputs is None) == (inputs_path is None):
+            raise ValueError("Give exactly one of inputs (a list or an XComArg) and inputs_path (a JSONL or CSV URL)")
+        if isinstance(max_active, bool) or not isinstance(max_active, int) or max_active < 1:
+            raise ValueError(f"max_active = {max_active!r}: must be a whole number >= 1")
+        check_max_failed(max_failed)
+        if max_cost is not None and (isinstance(max_cost, bool) or not max_cost >= 0):
+            raise ValueError(f"max_cost = {max_cost!r}: must be a number >= 0, or None for no ceiling")
+        if max_generations is not None and (isinstance(max_generations, bool) or max_generations < 1):
+            raise ValueError(f"max_generations = {max_generations!r}: must be a whole number >= 1, or None")
+        check_poll_settings(poll_interval, max_poll_interval)
+        if progress_interval <= 0:
+            raise ValueError(f"progress_interval = {progress_interval!r}: must be > 0 seconds")
+        self.model = model
+        self.inputs = inputs
+        self.inputs_path = inputs_path
+        self.result_path = result_path
+        self.storage_conn_id = storage_conn_id
+        self.max_active = max_active
+        self.max_failed = max_failed
+        self.max_cost = max_cost
+        self.download_to = download_to
+        self.download_conn_id = download_conn_id
+        self.download_allow_private_urls = download_allow_private_urls
+        self.max_generations = max_generations
+        self.timeout = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
+        self.poll_interval = poll_interval
+        self.max_poll_interval = max_poll_interval
+        self.progress_interval = progress_interval
+        self.mindvideo_conn_id = mindvideo_conn_id
+        self.allow_unknown_model = allow_unknown_model
+
+    def execute(self, context: Context) -> None:
+        """Read and check every input, write the work list, and hand the batch to the triggerer."""
+        ti = context["ti"]
+        source = self.inputs_path or "inputs"
+        items = work_list(self._entries(), self.model, ti, allow_unknown_model=self.allow_unknown_model, source=source)
+        result_path = self.result_path or default_result_path(ti)
+        work_path = work_list_path(result_path)
+        storage.replace_text(self._storage(work_path), dump_work_list(items))
+        self.log.info(
+            "MindVideo batch of %d item(s) checked; work list at %s, manifest to %s", len(items), work_path, result_path
+        )
+        started = time.time()
+        self.defer(
+            trigger=MindVideoBatchTrigger(
+                work_path,
+                result_path,
+                storage_conn_id=self.storage_conn_id,
+                mindvideo_conn_id=self.mindvideo_conn_id,
+                try_number=ti.try_number,
+                max_generations=self.max_generations or (self.retries or 0) + 1,
+                max_active=self.max_active,
+                max_cost=self.max_cost,
+                poll_interval=self.poll_interval,
+                max_poll_interval=self.max_poll_interval,
+                started_at=started,
+                deadline=started + self.timeout,
+                progress_interval=self.progress_interval,
+                allow_unknown_model=self.allow_unknown_model,
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=self.timeout) + _DEFERRAL_GRACE,
+        )
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        """Save outputs (``download_to``), record the summary, and judge it against ``max_failed``."""
+        if event.get("status") != DONE or not event.get("summary"):
+            error_class = getattr(errors, str(event.get("error_type")), MindVideoError)
+            if not (isinstance(error_class, type) and issubclass(error_class, MindVideoError)):
+                error_class = MindVideoError
+            raise error_class(event.get("message") or f"MindVideo batch ended with {event.get('status')!r}")
+        summary = BatchSummary.from_xcom(event["summary"])
+        rows: list[ItemResult] | None = None
+        if self.download_to:
+            rows = self._read_manifest(summary.manifest)
+            self._save_outputs(context, rows)
+            storage.replace_text(self._storage(summary.manifest), dump_manifest(rows))
+            summary = summarize(rows, summary.manifest, max_cost=summary.max_cost, spent=summary.cost_estimate)
+        record = summary.to_xcom()
+        context["ti"].xcom_push(key=XCOM_BATCH_KEY, value=record)
+        counts = ", ".join(f"{count} {outcome}" for outcome, count in summary.counts.items() if count)
+        ceiling = f" (max_cost {summary.max_cost:g})" if summary.max_cost is not None else ""
+        self.log.info(
+            "MindVideo batch: %d item(s): %s; cost estimate %g%s, actual %g; manifest %s",
+            summary.items,
+            counts,
+            summary.cost_estimate,
+            ceiling,
+            summary.cost_actual,
+            summary.manifest,
+        )
+        if too_many_failed(summary, self.max_failed):
+            rows = rows if rows is not None else self._read_manifest(summary.manifest)
+            error = BatchItemsFailedError if summary.retryable_failures else BatchItemsFailedForGoodError
+            what = "the next try generates the failed items again" if summary.retryable_failures else "no retry helps"
+            raise error(
+                f"{summary.failed} of {summary.items} item(s) failed, more than max_failed = {self.max_failed!r} "
+                f"allows ({what}); manifest {summary.manifest}:\n{failure_report(rows)}"
+            )
+        return record
+
+    # -- the parts ---------------------------------------------------------------------------
+
+    def _entries(self) -> list[Entry]:
+        if self.inputs_path is None:
+            inputs = self.inputs
+            if isinstance(inputs, str):  # a template that rendered a JSON list
+                try:
+                    inputs = json.loads(inputs)
+                except json.JSONDecodeError as exc:
+                    raise InputValidationError(f"inputs: a text that is not a JSON list ({exc.msg})") from None
+            return entries_from_list(inputs)
+        text = storage.read_text(self._storage(self.inputs_path))
+        if text is None:
+            raise InputValidationError(f"inputs_path = {self.inputs_path!r}: there is no such file")
+        if self.inputs_path.lower().endswith(".csv"):
+            return entries_from_csv(text, self.model)
+        return entries_from_jsonl(text)
+
+    def _storage(self, url: str) -> ObjectStoragePath:
+        return ObjectStoragePath(url, conn_id=self.storage_conn_id)
+
+    def _read_manifest(self, url: str) -> list[ItemResult]:
+        text = storage.read_text(self._storage(url))
+        if text is None:
+            raise MindVideoError(f"The batch's manifest {url} is missing; the next try writes it again")
+        return load_manifest(text)
+
+    def _save_outputs(self, context: Context, rows: list[ItemResult]) -> None:
+        """Download every succeeded item's outputs, a few at a time; keep what an earlier try stored."""
+        assert self.download_to is not None
+        folder = ObjectStoragePath(self.download_to, conn_id=self.download_conn_id)
+        todo = [row for row in rows if row.status == SUCCEEDED and not _still_stored(row, self.download_conn_id)]
+        stored: list[StoredFile] = []
+        allow_private = private_urls_allowed(self.download_allow_private_urls)
+        with (
+            download_client(allow_private_urls=allow_private) as client,
+            ThreadPoolExecutor(max_workers=DOWNLOAD_CONCURRENCY) as pool,
+        ):
+            for row, files in zip(todo, pool.map(lambda row: _save_row(client, folder, row), todo), strict=True):
+                stored.extend(files)
+                for file in files:
+                    self.log.info("%s %s (%d bytes)", "Saved" if file.written else "Kept", file.path, file.bytes)
+                if row.status == DOWNLOAD_FAILED:
+                    self.log.warning("Line %d: %s", row.line, row.error)
+        fetched = {row.position for row in todo}
+        kept = [f for row in rows if row.status == SUCCEEDED and row.position not in fetched for f in row.files]
+        summary = {**manifest_summary(stored), "files": len(stored) + len(kept)}
+        destination = Asset(self.download_to)
+        for outlet in self.outlets:
+            if isinstance(outlet, AssetAlias):
+                context["outlet_events"][outlet].add(destination, extra=summary)
+            elif isinstance(outlet, Asset) and outlet.uri == destination.uri:
+                context["outlet_events"][outlet].extra.update(summary)
+
+
+def _save_row(client: httpx.Client, folder: ObjectStoragePath, row: ItemResult) -> list[StoredFile]:
+    """One item's outputs; a failure marks the row ``download_failed`` instead of stopping the others."""
+    try:
+        files = store_outputs(client, row.output_urls, folder, mindvideo_task_id=row.task_id)
+    except MindVideoError as exc:
+        row.status, row.error, row.retryable = DOWNLOAD_FAILED, str(exc), exc.retryable
+        return []
+    row.files = [file.to_xcom() for file in files]
+    return files
+
+
+def _still_stored(row: ItemResult, conn_id: str | None) -> bool:
+    """Whether an earlier try stored all of this item's outputs and they are still there."""
+    if not row.files or len(row.files) != len(row.output_urls):
+        return False
+    return all(storage.exists(ObjectStoragePath(file["path"], conn_id=conn_id)) for file in row.files)
+
+
+def default_result_path(ti: Any) -> str:
+    """``<[mindvideo] batch_folder>/<dag_id>/<run_id>/<task_id>[-<map_index>]/manifest.jsonl``."""
+    folder = conf.get("mindvideo", "batch_folder", fallback=None) or _home_folder()
+    task = ti.task_id if ti.map_index is None or ti.map_index < 0 else f"{ti.task_id}-{ti.map_index}"
+    parts = [_UNSAFE_IN_PATHS.sub("_", part) for part in (ti.dag_id, ti.run_id, task)]
+    return "/".join([folder.rstrip("/"), *parts, "manifest.jsonl"])
+
+
+def work_list_path(result_path: str) -> str:
+    """Where the work list goes: beside the manifest (``manifest.jsonl`` -> ``manifest.work.jsonl``)."""
+    stem = result_path[: -len(".jsonl")] if result_path.endswith(".jsonl") else result_path
+    return f"{stem}.work.jsonl"
+
+
+def _home_folder() -> str:
+    home = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
+    return f"file://{os.path.abspath(home)}/mindvideo/batches"
