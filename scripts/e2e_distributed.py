@@ -11,7 +11,7 @@ failure. Never by name: other people's Postgres and Redis on this machine are le
 Sizes come from the environment (defaults: the issue's figures where they fit the time budget):
 
   MINDVIDEO_DIST_PIPELINE_PROMPTS  prompts in the mapped content pipeline (scenario 1)
-  MINDVIDEO_DIST_BATCH_ITEMS       items in the batch (scenario 1, once the batch operator exists)
+  MINDVIDEO_DIST_BATCH_ITEMS       items in the batch (scenario 1b)
   MINDVIDEO_DIST_POOL_SIZE         the `mindvideo` pool's slots (scenario 2)
   MINDVIDEO_DIST_POOL_PROMPTS      generations per run in scenario 2
   MINDVIDEO_DIST_WAITS             waits deferred during the rolling restart (scenario 3)
@@ -360,6 +360,7 @@ def stand_up(deployment: Deployment) -> None:
         start_triggerer(deployment, triggerer)
     wait_for(lambda: api_ready(deployment.api_port), "the API server")
     dag_ids = ["mindvideo_content_pipeline", "mindvideo_dist_unpooled", "mindvideo_dist_pooled", "mindvideo_dist_waits"]
+    dag_ids.append("mindvideo_dist_batch")
     wait_for(
         lambda: len(deployment.query("select 1 from dag where dag_id = any(%s)", dag_ids)) == len(dag_ids),
         "the DAGs to be parsed",
@@ -573,23 +574,72 @@ def scenario_pipeline(deployment: Deployment, figures: dict[str, Any]) -> None:
 
 
 def scenario_batch(deployment: Deployment, figures: dict[str, Any]) -> None:
-    """1b. A batch of BATCH_ITEMS. HOOK: MindVideoBatchGenerateOperator is not on this branch yet.
+    """1b. A batch of BATCH_ITEMS in one task: kill -9 the triggerer holding it mid-creates, and
+    the worker saving its outputs mid-downloads."""
+    marker = f"batch-{secrets.token_hex(3)}"
+    prompts = [f"A {marker} meadow {i}" for i in range(BATCH_ITEMS)]
+    deployment.emulator_control("scripts", {"match": marker, "outcome": "never"})
+    destination = deployment.home / "media" / "batch"
+    run_id = trigger_dag(deployment, "mindvideo_dist_batch", {"prompts": prompts, "destination": destination.as_uri()})
+    log(f"scenario 1b: a batch of {len(prompts)} in {run_id}")
+    ((ti_id,),) = wait_for(
+        lambda: deployment.query(
+            "select trigger_id from task_instance where run_id = %s and task_id = 'generate'"
+            " and state = 'deferred' and trigger_id is not null",
+            run_id,
+        ),
+        "the batch to be deferred",
+        timeout=600,
+    )
+    # Mid-creates: a quarter of the items created, and the trigger held by a triggerer.
+    wait_for(lambda: charged_for(deployment, marker)[0] >= len(prompts) // 4, "a quarter of the creates", 600, 0.3)
+    rows = deployment.query("select triggerer_id from trigger where id = %s", ti_id)
+    victim = next(name for name, job in deployment.triggerer_jobs.items() if rows and job == rows[0][0])
+    survivor_name = next(name for name in deployment.triggerer_jobs if name != victim)
+    survivor = deployment.triggerer_jobs[survivor_name]
+    created_at_kill = charged_for(deployment, marker)[0]
+    killed_at = time.monotonic()
+    deployment.kill(victim)
+    log(f"kill -9 {victim} holding the batch with {created_at_kill} of {len(prompts)} created")
+    wait_for(
+        lambda: deployment.query("select 1 from trigger where id = %s and triggerer_id = %s", ti_id, survivor),
+        f"{survivor_name} to adopt the batch",
+        timeout=300,
+        every=0.2,
+    )
+    takeover = time.monotonic() - killed_at
+    log(f"{survivor_name} adopted the batch in {takeover:.1f} s")
+    del deployment.triggerer_jobs[victim]
+    start_triggerer(deployment, victim)
+    wait_for(lambda: charged_for(deployment, marker)[0] >= len(prompts), "every item to be created", 1200, 1)
+    released = deployment.emulator_control("release", {"match": marker})["released"]
+    check(released == len(prompts), f"released {released} held remote tasks for {len(prompts)} items")
 
-    When it lands: add a `mindvideo_dist_batch` DAG to scripts/e2e_distributed_dags.py, trigger
-    it here with BATCH_ITEMS prompts, kill -9 a worker and a triggerer mid-run as
-    scenario_pipeline does, and assert charged == items, files == items from the manifest.
-    """
-    try:
-        from airflow_provider_mindvideo import operators
+    # The batch resumes on a worker to save its outputs: that worker dies mid-downloads.
+    def saving() -> str | None:
+        stored = sum(1 for _ in destination.glob("task_*")) if destination.exists() else 0
+        if stored < 1:
+            return None
+        for worker in ("worker-1", "worker-2"):
+            if running_on(deployment, run_id, worker).get("generate"):
+                return worker
+        return None
 
-        has_batch = hasattr(operators, "MindVideoBatchGenerateOperator")
-    except ImportError:
-        has_batch = False
-    if not has_batch:
-        log(f"scenario 1b (batch of {BATCH_ITEMS}): SKIPPED, MindVideoBatchGenerateOperator does not exist yet")
-        figures["batch"] = "not run: the batch operator is not in this release yet"
-        return
-    raise AssertionError("MindVideoBatchGenerateOperator exists: wire up the batch scenario (see this docstring)")
+    worker = wait_for(saving, "a worker saving the batch's outputs", timeout=1200, every=0.2)
+    files_at_kill = sum(1 for _ in destination.glob("task_*"))
+    deployment.kill(worker)
+    log(f"kill -9 {worker} saving the batch, {files_at_kill} of {len(prompts)} files stored")
+    start_worker(deployment, worker)
+    seconds = wait_for_run(deployment, run_id, timeout=1800)
+    charged, distinct = charged_for(deployment, marker)
+    check(charged == len(prompts), f"the batch: charged {charged} remote tasks for {len(prompts)} items")
+    check(distinct == len(prompts), f"the batch: {distinct} distinct prompts charged for {len(prompts)}")
+    stored = sum(1 for _ in destination.glob("task_*"))
+    check(stored == len(prompts), f"the batch: {stored} files stored for {len(prompts)} items")
+    figures.update(
+        batch=f"{len(prompts)} items, {charged} charged, {stored} files, {seconds:.0f} s; triggerer killed with"
+        f" {created_at_kill} created (adopted after {takeover:.0f} s), worker killed with {files_at_kill} files saved",
+    )
 
 
 def generating_peak(tasks: list[dict[str, Any]]) -> int:

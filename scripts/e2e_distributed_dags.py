@@ -10,7 +10,7 @@ from typing import Any
 
 from airflow.sdk import Param, dag, task
 
-from airflow_provider_mindvideo.operators import MindVideoGenerateOperator
+from airflow_provider_mindvideo.operators import MindVideoBatchGenerateOperator, MindVideoGenerateOperator
 
 PARAMS = {"prompts": Param(["a lighthouse"], type="array", minItems=1)}
 # A killed worker's task is retried: each retry replays its Idempotency-Key, so it pays once.
@@ -70,3 +70,33 @@ def deferred_waits() -> None:
 
 
 deferred_waits()
+
+
+@dag(
+    dag_id="mindvideo_dist_batch",
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    params={**PARAMS, "destination": Param("file:///tmp/mindvideo-batch", type="string")},
+    default_args=DEFAULTS,
+)
+def batch() -> None:
+    """Scenario 1b: one batch task for every prompt, created and waited for in the triggerer."""
+
+    @task
+    def inputs(params: dict[str, Any]) -> list[dict[str, Any]]:
+        return [{"prompt": prompt, "size": "1:1"} for prompt in params["prompts"]]
+
+    MindVideoBatchGenerateOperator(
+        task_id="generate",
+        model="gpt-image-2",
+        inputs=inputs(),
+        download_to="{{ params.destination }}",
+        # The scenario holds every remote task until it has killed a triggerer: all in flight at once.
+        max_active=100_000,
+        poll_interval=5,
+        max_poll_interval=20,
+        progress_interval=10,
+    )
+
+
+batch()
