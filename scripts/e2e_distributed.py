@@ -116,6 +116,9 @@ class Deployment:
     emulator: str = ""
     triggerer_jobs: dict[str, int] = field(default_factory=dict)
     _pg_started: bool = False
+    # Read once started: teardown must not depend on files that may be gone by then.
+    _postmaster_pid: int | None = None
+    _redis_pid: int | None = None
 
     @property
     def pg_data(self) -> Path:
@@ -145,6 +148,7 @@ class Deployment:
         server_log = str(self.pg_data / "server.log")
         pg_ctl = [str(pg_bin / "pg_ctl"), "-D", str(self.pg_data), "-o", options, "-l", server_log]
         subprocess.run(self._as_postgres(*pg_ctl, "-w", "start"), check=True, stdout=subprocess.DEVNULL)
+        self._postmaster_pid = int((self.pg_data / "postmaster.pid").read_text().split()[0])
         db = psycopg2.connect(host="127.0.0.1", port=self.pg_port, user="airflow", dbname="postgres")
         db.autocommit = True  # CREATE DATABASE refuses to run in a transaction
         db.cursor().execute("create database airflow")
@@ -153,10 +157,9 @@ class Deployment:
     def stop_postgres(self) -> None:
         if not self._pg_started:
             return
-        pid_file = self.pg_data / "postmaster.pid"
-        if pid_file.exists():
+        pid = self._postmaster_pid
+        if pid is not None:
             # By the postmaster's own pid: SIGQUIT is PostgreSQL's immediate shutdown.
-            pid = int(pid_file.read_text().split()[0])
             with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGQUIT)
             wait_for(lambda: not _alive(pid), "PostgreSQL to stop", timeout=30, every=0.2)
@@ -170,11 +173,12 @@ class Deployment:
             "--logfile", str(folder / "redis.log"),
         ]  # fmt: skip
         subprocess.run(redis, check=True)
-        wait_for(self.redis_pidfile.exists, "Redis's pid file", timeout=30, every=0.2)
+        wait_for(lambda: self.redis_pidfile.exists() and self.redis_pidfile.read_text().strip(), "Redis's pid", 30, 0.2)
+        self._redis_pid = int(self.redis_pidfile.read_text())
 
     def stop_redis(self) -> None:
-        if self.redis_pidfile.exists():
-            pid = int(self.redis_pidfile.read_text())
+        pid = self._redis_pid
+        if pid is not None:
             with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
             wait_for(lambda: not _alive(pid), "Redis to stop", timeout=30, every=0.2)
@@ -578,7 +582,9 @@ def scenario_batch(deployment: Deployment, figures: dict[str, Any]) -> None:
     the worker saving its outputs mid-downloads."""
     marker = f"batch-{secrets.token_hex(3)}"
     prompts = [f"A {marker} meadow {i}" for i in range(BATCH_ITEMS)]
-    deployment.emulator_control("scripts", {"match": marker, "outcome": "never"})
+    # Not held: the batch keeps at most max_active (100) items in flight, so it must progress.
+    # Each item takes a few seconds, so the batch is still creating when its triggerer dies.
+    deployment.emulator_control("scripts", {"match": marker, "outcome": "succeeded", "processing_seconds": 3})
     destination = deployment.home / "media" / "batch"
     run_id = trigger_dag(deployment, "mindvideo_dist_batch", {"prompts": prompts, "destination": destination.as_uri()})
     log(f"scenario 1b: a batch of {len(prompts)} in {run_id}")
@@ -592,7 +598,7 @@ def scenario_batch(deployment: Deployment, figures: dict[str, Any]) -> None:
         timeout=600,
     )
     # Mid-creates: a quarter of the items created, and the trigger held by a triggerer.
-    wait_for(lambda: charged_for(deployment, marker)[0] >= len(prompts) // 4, "a quarter of the creates", 600, 0.3)
+    wait_for(lambda: charged_for(deployment, marker)[0] >= len(prompts) // 4, "a quarter of the creates", 1200, 0.3)
     rows = deployment.query("select triggerer_id from trigger where id = %s", ti_id)
     victim = next(name for name, job in deployment.triggerer_jobs.items() if rows and job == rows[0][0])
     survivor_name = next(name for name in deployment.triggerer_jobs if name != victim)
@@ -611,9 +617,6 @@ def scenario_batch(deployment: Deployment, figures: dict[str, Any]) -> None:
     log(f"{survivor_name} adopted the batch in {takeover:.1f} s")
     del deployment.triggerer_jobs[victim]
     start_triggerer(deployment, victim)
-    wait_for(lambda: charged_for(deployment, marker)[0] >= len(prompts), "every item to be created", 1200, 1)
-    released = deployment.emulator_control("release", {"match": marker})["released"]
-    check(released == len(prompts), f"released {released} held remote tasks for {len(prompts)} items")
 
     # The batch resumes on a worker to save its outputs: that worker dies mid-downloads.
     def saving() -> str | None:

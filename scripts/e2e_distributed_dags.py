@@ -91,8 +91,6 @@ def batch() -> None:
         model="gpt-image-2",
         inputs=inputs(),
         download_to="{{ params.destination }}",
-        # The scenario holds every remote task until it has killed a triggerer: all in flight at once.
-        max_active=100_000,
         poll_interval=5,
         max_poll_interval=20,
         progress_interval=10,
