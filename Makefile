@@ -21,7 +21,7 @@ FLOOR_PINS := 'fastapi<0.137'
 # a failed pip, and grep finding nothing left to print is no failure.)
 QUIET_PIP := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: setup setup-floor demo test lint typecheck unit unit-floor airflow-floor reliability-report bench clean
+.PHONY: setup setup-floor setup-dist e2e-distributed demo test lint typecheck unit unit-floor airflow-floor reliability-report bench clean
 
 setup: $(STAMP)
 
@@ -42,6 +42,32 @@ $(FLOOR_STAMP): pyproject.toml
 	$(FLOOR_BIN)/python -c "import airflow, airflow_provider_mindvideo.sensors; \
 		assert airflow.__version__ == '$(AIRFLOW_FLOOR)', airflow.__version__"
 	touch $@
+
+# The distributed deployment's own environment (Postgres and Celery extras, the Celery provider),
+# apart from .venv so that `make test` runs on exactly what it always did. The version is the
+# one .venv resolves (the newest Airflow), pinned so that both run the same release. celery 5.7
+# breaks apache-airflow-providers-celery 3.26 ("cannot import name 'retry' from
+# 'celery.backends.database'"): hence celery<5.7.
+DIST_VENV := .venv-dist
+DIST_BIN := $(DIST_VENV)/bin
+DIST_STAMP := $(DIST_VENV)/.installed-stamp
+
+setup-dist: $(DIST_STAMP)
+
+$(DIST_STAMP): pyproject.toml $(STAMP)
+	test -x $(DIST_BIN)/python || $(PYTHON) -m venv $(DIST_VENV)
+	$(DIST_BIN)/python -m pip install -q --upgrade pip 2>&1 | $(QUIET_PIP)
+	$(DIST_BIN)/python -m pip install -q -e '.[emulator]' \
+		"apache-airflow[postgres,celery]==$$($(BIN)/python -c 'import airflow; print(airflow.__version__)')" \
+		apache-airflow-providers-celery 'celery<5.7' 2>&1 | $(QUIET_PIP)
+	$(DIST_BIN)/python -c "import airflow.providers.celery, asyncpg, psycopg2, airflow_provider_mindvideo"
+	touch $@
+
+# Postgres, Redis, Celery workers and two triggerers on loopback (scripts/e2e_distributed.py):
+# about 20 minutes on a busy 2-core machine (docs/deploying.md). Installs postgresql and redis-server when missing.
+e2e-distributed: $(DIST_STAMP)
+	bash scripts/install_distributed_deps.sh
+	$(DIST_BIN)/python scripts/e2e_distributed.py $(ARGS)
 
 # Prints the floor (tests check that it is the one the package enforces).
 airflow-floor:
@@ -85,4 +111,4 @@ reliability-report: $(STAMP)
 	MINDVIDEO_WRITE_DOCS=1 $(BIN)/pytest -q tests/reliability/test_fault_matrix.py -k reliability_page_is_current
 
 clean:
-	rm -rf $(VENV) $(FLOOR_VENV) .airflow demo-output build dist *.egg-info .coverage
+	rm -rf $(VENV) $(FLOOR_VENV) $(DIST_VENV) .airflow demo-output build dist *.egg-info .coverage

@@ -8,12 +8,13 @@ import subprocess
 import sys
 import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
 
-from airflow_provider_mindvideo.emulator import EmulatorConfig, EmulatorState, MindVideoEmulator
+from airflow_provider_mindvideo.emulator import EmulatorConfig, EmulatorState, Fault, MindVideoEmulator
 from airflow_provider_mindvideo.emulator.media import background_colour, image_dimensions, render_mp4, render_png
 
 
@@ -282,3 +283,56 @@ def test_emulator_process_serves_until_the_block_ends() -> None:
         assert statuses == [404, 429]  # its options reach it: one request a second
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{base_url}/_emulator/state")
+
+
+def test_peak_of_remote_tasks_generating_at_once() -> None:
+    # What an account-wide cap (an Airflow pool) bounds: remote tasks created and not yet
+    # terminal at the same moment, whoever created them.
+    now = [1000.0]
+    state = EmulatorState(EmulatorConfig(queued_seconds=1, processing_seconds={"image": 2}), clock=lambda: now[0])
+    for prompt in ("a", "b"):
+        state.create_task("k", "gpt-image-2", {"prompt": prompt}, None)
+    now[0] = 1002.0
+    state.create_task("k", "gpt-image-2", {"prompt": "c"}, None)  # a and b are still processing
+    now[0] = 1010.0
+    state.create_task("k", "gpt-image-2", {"prompt": "d"}, None)  # alone: the others ended at 1003, 1005
+    snapshot = state.snapshot()
+    assert snapshot["max_generating"] == 3
+    assert snapshot["generating"] == 1
+    assert state.reset() is None and state.snapshot()["max_generating"] == 0
+
+
+def test_peak_of_create_requests_in_flight(mindvideo_emulator: MindVideoEmulator) -> None:
+    # Every create answered 2 s late: three sent together are in flight together; the polls
+    # sent meanwhile count as API requests in flight but not as creates.
+    mindvideo_emulator.state.add_fault(Fault(kind="delay", route="create", seconds=2, times=3))
+    with client(mindvideo_emulator) as http, ThreadPoolExecutor(4) as pool:
+        created = list(pool.map(lambda prompt: create(http, prompt), ["one", "two", "three"]))
+        assert [response.status_code for response in created] == [201, 201, 201]
+        for response in created:
+            finish(http, response.json()["task_id"])
+    snapshot = mindvideo_emulator.state.snapshot()
+    assert snapshot["max_in_flight_creates"] == 3
+    assert snapshot["in_flight_creates"] == 0
+    # Zeroed over HTTP for a test that measures one stretch, tasks kept.
+    reset = httpx.post(f"{mindvideo_emulator.base_url}/_emulator/reset-counters").json()
+    assert (reset["max_in_flight_creates"], reset["charged_tasks"]) == (0, 3)
+    assert [task["created_at"] <= time.time() for task in reset["tasks"]] == [True, True, True]
+
+
+def test_held_tasks_are_released_on_demand(mindvideo_emulator: MindVideoEmulator) -> None:
+    # A `never` script holds tasks for as long as a test needs (a rolling restart of the
+    # triggerers under thousands of waits), then the control API lets them succeed at once.
+    base = mindvideo_emulator.base_url
+    httpx.post(f"{base}/_emulator/scripts", json={"match": "held", "outcome": "never"}).raise_for_status()
+    with client(mindvideo_emulator) as http:
+        held = [create(http, f"held {i}").json()["task_id"] for i in range(2)]
+        other = create(http, "free").json()["task_id"]
+        assert httpx.post(f"{base}/_emulator/release", json={"match": "nothing"}).json()["released"] == 0
+        assert httpx.post(f"{base}/_emulator/release", json={"match": "held"}).json()["released"] == 2
+        assert httpx.post(f"{base}/_emulator/release", json={"bogus": 1}).status_code == 422
+        bodies = [http.get(f"/api/v1/tasks/{task_id}").json() for task_id in held]
+        assert [body["status"] for body in bodies] == ["succeeded", "succeeded"]
+        assert all(body["output"]["images"] for body in bodies)
+        assert finish(http, other)["status"] == "succeeded"
+    assert mindvideo_emulator.state.charged_tasks == 3

@@ -62,11 +62,12 @@ def create_app(state: EmulatorState) -> FastAPI:
     async def count_in_flight(request: Request, call_next: Any) -> Response:
         if not request.url.path.startswith("/api/"):
             return await call_next(request)  # type: ignore[no-any-return]
-        state.enter()
+        route = "create" if request.method == "POST" and request.url.path == TASKS else None
+        state.enter(route)
         try:
             return await call_next(request)  # type: ignore[no-any-return]
         finally:
-            state.leave()
+            state.leave(route)
 
     @app.exception_handler(_Answer)
     async def answer(request: Request, exc: _Answer) -> Response:
@@ -192,6 +193,18 @@ def create_app(state: EmulatorState) -> FastAPI:
             return JSONResponse(state.snapshot())
 
         app.add_api_route(path, endpoint, methods=["POST"])
+
+    @app.post("/_emulator/reset-counters")
+    async def reset_counters() -> dict[str, Any]:
+        state.reset_counters()
+        return state.snapshot()
+
+    @app.post("/_emulator/release")
+    async def release(request: Request) -> Response:
+        data = json.loads(await request.body())
+        if not isinstance(data, dict) or set(data) != {"match"} or not isinstance(data["match"], str):
+            return _error(422, "invalid_request", "expected an object with one field, 'match' (a string)")
+        return JSONResponse({"released": state.release(data["match"])})
 
     add_control("/_emulator/faults", Fault, state.add_fault)
     add_control("/_emulator/scripts", Script, state.add_script)

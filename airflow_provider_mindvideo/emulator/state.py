@@ -154,6 +154,7 @@ class EmulatorState:
             self.faults: list[Fault] = []
             self.scripts: list[Script] = []
             self.in_flight = 0
+            self.in_flight_creates = 0
             self.reset_counters()
 
     def reset_counters(self) -> None:
@@ -165,6 +166,7 @@ class EmulatorState:
             self.creates_by_key: Counter[str] = Counter()
             self.connections: set[tuple[str, int]] = set()
             self.max_in_flight = self.in_flight
+            self.max_in_flight_creates = self.in_flight_creates
             self._recent: dict[str, deque[float]] = {}
             self.peak_requests_per_second = 0
             self.rate_limited = 0
@@ -197,14 +199,20 @@ class EmulatorState:
             if client:
                 self.connections.add(client)
 
-    def enter(self) -> None:
+    def enter(self, route: str | None = None) -> None:
+        """An API request has arrived; ``route="create"`` also counts it among the creates in flight."""
         with self._lock:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            if route == "create":
+                self.in_flight_creates += 1
+                self.max_in_flight_creates = max(self.max_in_flight_creates, self.in_flight_creates)
 
-    def leave(self) -> None:
+    def leave(self, route: str | None = None) -> None:
         with self._lock:
             self.in_flight -= 1
+            if route == "create":
+                self.in_flight_creates -= 1
 
     def admit(self, api_key: str) -> float | None:
         """Count a request under the key's rate limit: None if admitted, else seconds to wait."""
@@ -284,6 +292,25 @@ class EmulatorState:
             output_bytes=script.output_bytes if script else None,
         )
 
+    def release(self, match: str) -> int:
+        """Let every unfinished task whose prompt contains ``match`` succeed now; returns how many.
+
+        For tasks held with a ``never`` script (or long durations) while a test does something
+        to its clients, e.g. restarts the triggerers under thousands of waits.
+        """
+        now = self.clock()
+        released = 0
+        with self._lock:
+            for task in self.tasks.values():
+                terminal_at = task.terminal_at
+                if match not in str(task.input.get("prompt", "")) or (terminal_at is not None and terminal_at <= now):
+                    continue
+                task.outcome = "succeeded" if task.outcome == "never" else task.outcome
+                task.queued_seconds = min(task.queued_seconds, max(0.0, now - task.created_at))
+                task.processing_seconds = max(0.0, now - task.created_at - task.queued_seconds)
+                released += 1
+        return released
+
     def find_task(self, api_key: str, task_id: str) -> EmulatedTask | None:
         """The task, if it exists and belongs to this key (tasks are invisible to other keys)."""
         with self._lock:
@@ -300,9 +327,27 @@ class EmulatorState:
     def total_charged(self) -> float:
         return round(sum(cost for _, cost in self.charges), 6)
 
+    def generating(self, now: float) -> tuple[int, int]:
+        """Remote tasks created and not yet terminal: (now, the most at any one moment so far).
+
+        What an account-wide cap bounds, whoever sent the creates. Computed from the tasks'
+        own times, so it holds however seldom (or never) anyone polls them.
+        """
+        with self._lock:
+            spans = [(t.created_at, t.terminal_at) for t in self.tasks.values()]
+        current = sum(1 for start, end in spans if start <= now and (end is None or now < end))
+        # A task ending at the moment another starts does not overlap it: ends sort first.
+        moments = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans if end is not None])
+        peak = running = 0
+        for _, step in moments:
+            running += step
+            peak = max(peak, running)
+        return current, peak
+
     def snapshot(self) -> dict[str, Any]:
         """A JSON-safe view for tests and the ``/_emulator/state`` endpoint (no API keys)."""
         now = self.clock()
+        generating, max_generating = self.generating(now)
         with self._lock:
             return {
                 "tasks": [
@@ -312,6 +357,7 @@ class EmulatorState:
                         "kind": t.kind,
                         "status": t.status_at(now),
                         "prompt": t.input.get("prompt"),
+                        "created_at": t.created_at,
                         "terminal_at": t.terminal_at,
                         "cost": t.cost,
                     }
@@ -325,6 +371,10 @@ class EmulatorState:
                 "connections": len(self.connections),
                 "pending_faults": sum(f.times for f in self.faults),
                 "max_in_flight": self.max_in_flight,
+                "in_flight_creates": self.in_flight_creates,
+                "max_in_flight_creates": self.max_in_flight_creates,
+                "generating": generating,
+                "max_generating": max_generating,
                 "peak_requests_per_second": self.peak_requests_per_second,
                 "rate_limited": self.rate_limited,
             }
