@@ -375,12 +375,8 @@ def _send(client: httpx.Client, limits: ConnectionLimits, step: Send) -> Outcome
 async def _asend(client: httpx.AsyncClient, limits: ConnectionLimits, step: Send) -> Outcome:
     """One attempt in an event loop, bounded as a whole by ``step.seconds`` once its turn has come."""
     async with limits.aslot():
-        waited = 0.0
-        while delay := limits.delay():
-            if waited + delay > step.seconds:
-                return _no_turn(step)
-            await async_sleep(delay)
-            waited += delay
+        if not await limits.await_turn(step.seconds):
+            return _no_turn(step)
         try:
             async with asyncio.timeout(step.seconds):
                 return await client.send(step.request)

@@ -53,10 +53,39 @@ class ConnectionLimits:
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
             weakref.WeakKeyDictionary()
         )
+        self._lines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
 
     def delay(self) -> float:
         """0.0 when a request may be sent now (and it is counted), else seconds to wait before asking again."""
         return self.pacer.reserve(time.monotonic()) if self.pacer else 0.0
+
+    async def await_turn(self, within: float) -> bool:
+        """Wait for a pacing turn in an event loop (it is then counted); False if none comes within ``within`` s.
+
+        Coroutines wait in line (FIFO), and only the first sleeps until the turn: were they
+        all to sleep until it and ask again, each turn would wake every waiter -- in a batch,
+        hundreds of wake-ups per request, enough CPU to make the turns themselves late.
+        """
+        if self.pacer is None:
+            return True
+        started = time.monotonic()
+        loop = asyncio.get_running_loop()
+        line = self._lines.get(loop)
+        if line is None:
+            line = self._lines[loop] = asyncio.Lock()
+        try:
+            async with asyncio.timeout(within):
+                await line.acquire()
+        except TimeoutError:
+            return False
+        try:
+            while delay := self.delay():
+                if time.monotonic() - started + delay > within:
+                    return False
+                await asyncio.sleep(delay)
+            return True
+        finally:
+            line.release()
 
     @contextlib.contextmanager
     def slot(self) -> Iterator[None]:
