@@ -56,7 +56,7 @@ _JSON_TYPES = frozenset({"integer", "number", "boolean", "array", "object"})
 _PREVIEW_CHARS = 80
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WorkItem:
     """One generation of a batch, as the trigger needs it."""
 
@@ -202,7 +202,7 @@ def load_work_list(text: str) -> list[WorkItem]:
     return [WorkItem.from_json(line) for line in text.splitlines() if line.strip()]
 
 
-@dataclass
+@dataclass(slots=True)
 class ItemResult:
     """One manifest row: what became of one item."""
 
@@ -264,7 +264,9 @@ class ItemResult:
         return cls(line=item.line, position=item.position, model=item.model)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))
+        # The fields as they are: json.dumps walks the lists and dicts itself, asdict would copy them first.
+        data = {name: getattr(self, name) for name in _ROW_FIELDS}
+        return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> ItemResult:
@@ -278,8 +280,16 @@ def known_tasks(rows: Iterable[ItemResult]) -> dict[str, dict[str, Any]]:
     return {task["idempotency_key"]: task for row in rows for task in row.tasks}
 
 
+_ROW_FIELDS = tuple(ItemResult.__dataclass_fields__)
+
+
 def dump_manifest(rows: Iterable[ItemResult]) -> str:
     return "".join(row.to_json() + "\n" for row in rows)
+
+
+def manifest_chunk(rows: Iterable[ItemResult]) -> bytes:
+    """Rows as manifest lines, encoded: what :func:`dump_manifest` gives, a slice at a time."""
+    return "".join(row.to_json() + "\n" for row in rows).encode("utf-8")
 
 
 def load_manifest(text: str) -> list[ItemResult]:
@@ -379,8 +389,12 @@ def progress_line(
     spent: float,
     max_cost: float | None,
     elapsed: float,
+    saved: int | None = None,
 ) -> str:
-    """The batch's periodic log line: done / failed / in flight / waiting, spend so far, time left."""
+    """The batch's periodic log line: done / failed / in flight / waiting, spend so far, time left.
+
+    :param saved: items whose outputs are stored so far (with ``download_to``).
+    """
     done = sum(counts.values())
     failed = done - counts.get(SUCCEEDED, 0)
     waiting = max(0, total - done - in_flight)
@@ -392,9 +406,10 @@ def progress_line(
         eta = "all done"
     else:
         eta = "time left not known yet"
+    stored = f"{saved} saved; " if saved is not None else ""
     return (
         f"MindVideo batch: {done}/{total} done ({counts.get(SUCCEEDED, 0)} succeeded, {failed} failed), "
-        f"{in_flight} in flight, {waiting} waiting; cost estimate so far {spent:g}{ceiling}; "
+        f"{in_flight} in flight, {waiting} waiting; {stored}cost estimate so far {spent:g}{ceiling}; "
         f"{_duration(elapsed)} elapsed, {eta}"
     )
 

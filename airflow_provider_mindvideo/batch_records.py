@@ -81,10 +81,11 @@ def write_owner(result_path: str, conn_id: str | None, owner: dict[str, Any]) ->
     storage.replace_text(storage_path(owner_path(result_path), conn_id), json.dumps(owner, sort_keys=True))
 
 
-def write_manifest(url: str, conn_id: str | None, text: str) -> None:
+def write_manifest(url: str, conn_id: str | None, chunks: Iterable[bytes]) -> None:
+    """Replace the manifest with ``chunks`` (UTF-8 JSONL), whole or not at all."""
     from airflow_provider_mindvideo import storage
 
-    storage.replace_text(storage_path(url, conn_id), text)
+    storage.write_new(storage_path(url, conn_id), chunks, overwrite=True)
 
 
 def intents_folder(result_path: str) -> str:

@@ -11,13 +11,16 @@ the end.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_mindvideo.batch import (
+    DOWNLOAD_FAILED,
     ERROR,
     FAILED,
     OVER_BUDGET,
@@ -27,11 +30,12 @@ from airflow_provider_mindvideo.batch import (
     BatchSummary,
     ItemResult,
     WorkItem,
-    dump_manifest,
     known_tasks,
+    manifest_chunk,
     progress_line,
     summarize,
 )
+from airflow_provider_mindvideo.batch_outputs import DOWNLOAD_CONCURRENCY, save_item_outputs, still_stored
 from airflow_provider_mindvideo.batch_records import (
     Intents,
     clear_intents,
@@ -56,6 +60,9 @@ from airflow_provider_mindvideo.protocol import RetryPolicy
 from airflow_provider_mindvideo.submission import Step, exhausted_message, generations_to_walk, next_step
 
 if TYPE_CHECKING:
+    import httpx
+    from airflow.sdk import ObjectStoragePath
+
     from airflow_provider_mindvideo.batch_trigger import MindVideoBatchTrigger
     from airflow_provider_mindvideo.hooks import MindVideoHook
 
@@ -69,6 +76,8 @@ _STOPS_THE_BATCH = (AuthenticationError, ConnectionNotFoundError, InsecureConnec
 _DEFAULT_PAUSE = 1.0
 # After the deadline, calls still running (a hung connection) are cancelled this much later.
 _DEADLINE_GRACE = 2.0
+# Manifest rows rendered between two turns of the event loop (about 15 ms of work).
+_ROWS_PER_CHUNK = 500
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +120,87 @@ class _Pause:
             await asyncio.sleep(left)
 
 
+class _Saver:
+    """Saves succeeded items' outputs (``download_to``) as they finish, a few at a time, while the others generate.
+
+    Threads do the blocking I/O and return what they stored; rows are changed only in the
+    event loop, which alone renders the manifest. A save that fails in a way another attempt
+    may not (a 5xx, the store's own trouble) leaves the row without files: the worker's
+    ``execute_complete`` saves what is missing, and judges. Files an earlier run stored (and still there)
+    are kept without a download; a file this run finds already there with the same content
+    (stored after the last checkpoint of a run that died) is compared, not rewritten.
+    """
+
+    def __init__(self, trigger: MindVideoBatchTrigger, log: Any) -> None:
+        from airflow.sdk import ObjectStoragePath
+
+        from airflow_provider_mindvideo.downloads import download_client
+
+        assert trigger.download_to is not None
+        self.log = log
+        self.conn_id = trigger.download_conn_id
+        self.folder = ObjectStoragePath(trigger.download_to, conn_id=trigger.download_conn_id)
+        self.client: httpx.Client = download_client(allow_private_urls=trigger.download_allow_private_urls)
+        self.pool = ThreadPoolExecutor(DOWNLOAD_CONCURRENCY, thread_name_prefix="mindvideo-batch-save")
+        self.jobs: set[asyncio.Task[None]] = set()
+        self.saved = 0
+
+    def start(self, row: ItemResult, earlier: list[dict[str, Any]] | None) -> None:
+        job = asyncio.create_task(self._save(row, earlier))
+        self.jobs.add(job)
+        job.add_done_callback(self.jobs.discard)
+
+    async def _save(self, row: ItemResult, earlier: list[dict[str, Any]] | None) -> None:
+        urls, task_id = list(row.output_urls), row.task_id
+        loop = asyncio.get_running_loop()
+        try:
+            files = await loop.run_in_executor(
+                self.pool, _save_or_keep, self.client, self.folder, self.conn_id, urls, task_id, earlier
+            )
+        except MindVideoError as exc:
+            if exc.retryable:  # a blip (a 5xx, a dropped connection): the worker tries once more before judging
+                self.log.warning("Line %d: %s; the worker tries again", row.line, exc)
+                return
+            row.status, row.error, row.retryable = DOWNLOAD_FAILED, str(exc), exc.retryable
+            self.log.warning("Line %d: %s", row.line, row.error)
+            return
+        except Exception as exc:  # the store's own trouble (OSError, botocore's, ...): the worker tries again
+            self.log.warning(
+                "Line %d: saving the outputs of task %s failed (%r); the worker tries again", row.line, task_id, exc
+            )
+            return
+        row.files = files
+        self.saved += 1
+
+    async def drain(self) -> None:
+        """Until every save started so far has ended."""
+        while self.jobs:
+            await asyncio.wait(list(self.jobs))
+
+    def close(self) -> None:
+        """Stop: saves not started are dropped (the worker does them), running ones end on their own."""
+        for job in self.jobs:
+            job.cancel()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        if not self.jobs:
+            self.client.close()
+
+
+def _save_or_keep(
+    client: httpx.Client,
+    folder: ObjectStoragePath,
+    conn_id: str | None,
+    urls: Sequence[str],
+    task_id: str | None,
+    earlier: list[dict[str, Any]] | None,
+) -> list[dict[str, Any]]:
+    if earlier and still_stored(earlier, urls, conn_id):
+        # This try left them untouched: ``written`` says so (the asset event counts this try's writes).
+        return [{**file, "written": False} for file in earlier]
+    # In the triggerer the hook lineage collector belongs to no task: the worker reports the files.
+    return save_item_outputs(client, folder, urls, task_id, record_lineage=False)
+
+
 class _Stop(Exception):
     """An error that ends the whole batch (see ``_STOPS_THE_BATCH``)."""
 
@@ -125,10 +215,13 @@ class _Batch:
     def __init__(self, trigger: MindVideoBatchTrigger, hook: MindVideoHook, items: list[WorkItem]) -> None:
         self.trigger = trigger
         self.hook = hook
-        self.items = items
         self.log = trigger.log
+        self.total = len(items)
         self.budget = Budget(trigger.max_cost)
         self.rows = [ItemResult.for_item(item) for item in items]
+        # Items not taken yet. Each leaves as it is taken, its input with it once it is created:
+        # at 10,000 items, holding every input to the end is megabytes the rows need too.
+        self._waiting = collections.deque(items)
         self.finished: dict[str, int] = {}
         self.in_flight = 0
         self.pause = _Pause()
@@ -139,6 +232,7 @@ class _Batch:
         self._checkpoint: asyncio.Future[None] | None = None
         self.intents = Intents(intents_folder(trigger.result_path), trigger.storage_conn_id)
         self._budget_change = asyncio.Event()
+        self.saver = _Saver(trigger, self.log) if trigger.download_to else None
 
     def _adopt_earlier(
         self, earlier: list[ItemResult], kept: list[dict[str, Any]], intents: list[dict[str, Any]]
@@ -158,7 +252,7 @@ class _Batch:
         by_stem: dict[str, list[dict[str, Any]]] = {}
         for task in self.known.values():
             by_stem.setdefault(task["idempotency_key"].rsplit("-", 1)[0], []).append(task)
-        for item, row in zip(self.items, self.rows, strict=True):
+        for item, row in zip(self._waiting, self.rows, strict=True):
             row.tasks = sorted(by_stem.pop(item.key_stem, []), key=lambda task: task["generation"])
             for task in row.tasks:
                 self.budget.committed += self._cost_of(task, item.model)
@@ -182,7 +276,7 @@ class _Batch:
         )
         self.log.info(
             "MindVideo batch: %d item(s), try %d, at most %d in flight, max_cost %s; manifest %s",
-            len(self.items),
+            self.total,
             self.trigger.try_number,
             self.trigger.max_active,
             self.trigger.max_cost,
@@ -197,25 +291,29 @@ class _Batch:
             await asyncio.to_thread(
                 write_earlier_tasks, self.trigger.result_path, self.trigger.storage_conn_id, orphans
             )
-        queue = iter(self.items)
+        queue = self._take()
         reporter = asyncio.create_task(self._report_progress())
         try:
             async with asyncio.timeout_at(self._hard_stop()):
                 async with asyncio.TaskGroup() as workers:
-                    for _ in range(min(self.trigger.max_active, len(self.items))):
+                    for _ in range(min(self.trigger.max_active, self.total)):
                         workers.create_task(self._work(queue))
+                if self.saver is not None:
+                    await self.saver.drain()
         except* _Stop as stopped:
             raise stopped.exceptions[0] from None
         except* TimeoutError:
             self._time_out_the_rest()
         finally:
             reporter.cancel()
+            if self.saver is not None:
+                self.saver.close()
             # Threads run on when their waiters are cancelled: the final writes must come after them.
             running = [job for job in (self._checkpoint, self.intents.writer) if job is not None]
             if running:
                 await asyncio.wait(running)
         self._log_progress()
-        for row in self.rows:
+        for row in self.rows if self.saver is None else ():
             if row.status == SUCCEEDED and not row.files and row.task_id in self._earlier_files:
                 row.files = self._earlier_files[row.task_id]  # stored by an earlier try: kept, not fetched again
         summary = summarize(
@@ -250,17 +348,28 @@ class _Batch:
         self.in_flight = 0
 
     async def _write_manifest(self) -> None:
-        # Rendered here, in the loop, from rows the loop alone changes; only the writing goes to a thread.
-        text = dump_manifest(self.rows)
-        await asyncio.to_thread(write_manifest, self.trigger.result_path, self.trigger.storage_conn_id, text)
+        # Rendered here, in the loop, from rows the loop alone changes (a slice at a time, so that
+        # 10,000 rows do not stall the requests); only the writing goes to a thread. As bytes in
+        # slices: the text is never held whole a second (str) and third (joined, encoded) time.
+        chunks = []
+        for start in range(0, len(self.rows), _ROWS_PER_CHUNK):
+            chunks.append(manifest_chunk(self.rows[start : start + _ROWS_PER_CHUNK]))
+            await asyncio.sleep(0)
+        await asyncio.to_thread(write_manifest, self.trigger.result_path, self.trigger.storage_conn_id, chunks)
+
+    def _take(self) -> Iterator[WorkItem]:
+        while self._waiting:
+            yield self._waiting.popleft()
 
     async def _work(self, queue: Iterator[WorkItem]) -> None:
         # Items are taken in order, one at a time per worker: at most max_active are in flight.
         for item in queue:
             row = self.rows[item.position]
+            job = self._item(item, row)
+            del item  # the item's input goes when it is sent (see _item), not when it ends
             self.in_flight += 1
             try:
-                await self._item(item, row)
+                await job
             except _STOPS_THE_BATCH as exc:
                 raise _Stop(exc) from None
             except MindVideoError as exc:
@@ -274,8 +383,11 @@ class _Batch:
             row.status, row.error, row.retryable = TIMED_OUT, "not created before the batch's timeout", True
             return
         task = await self._walk(item, row)
+        del item  # its input is sent: only the row is needed from here
         if task is not None:
             self._finish(row, await self._wait(task, row))
+            if self.saver is not None and row.status == SUCCEEDED:
+                self.saver.start(row, self._earlier_files.get(row.task_id or ""))
 
     async def _walk(self, item: WorkItem, row: ItemResult) -> MindVideoTask | None:
         """The pay-once walk of one item; the task to wait for, or None (the row says why)."""
@@ -445,11 +557,12 @@ class _Batch:
 
     def _log_progress(self) -> None:
         self.last_progress = progress_line(
-            total=len(self.items),
+            total=self.total,
             counts=self.finished,
             in_flight=self.in_flight,
             spent=self.budget.committed,
             max_cost=self.trigger.max_cost,
             elapsed=time.time() - self.trigger.started_at,
+            saved=None if self.saver is None else self.saver.saved,
         )
         self.log.info(self.last_progress)

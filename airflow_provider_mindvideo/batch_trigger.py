@@ -66,6 +66,11 @@ class MindVideoBatchTrigger(BaseTrigger):
     :param deadline: When to stop (epoch seconds): items not finished by then are ``timed_out``.
     :param progress_interval: Seconds between two progress lines in the log.
     :param allow_unknown_model: Send models the catalogue does not know.
+    :param download_to: Save each succeeded item's outputs into this folder (an
+        ``ObjectStoragePath`` URL) as it finishes, a few at a time, while the others generate;
+        None: the operator saves them, if at all. Files an earlier run stored are kept.
+    :param download_conn_id: The storage connection for ``download_to``.
+    :param download_allow_private_urls: Let downloads reach loopback and private addresses.
     """
 
     def __init__(
@@ -85,6 +90,9 @@ class MindVideoBatchTrigger(BaseTrigger):
         deadline: float | None = None,
         progress_interval: float = 60.0,
         allow_unknown_model: bool = False,
+        download_to: str | None = None,
+        download_conn_id: str | None = None,
+        download_allow_private_urls: bool = False,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         check_poll_settings(poll_interval, max_poll_interval)
@@ -104,6 +112,9 @@ class MindVideoBatchTrigger(BaseTrigger):
         self.deadline = deadline
         self.progress_interval = progress_interval
         self.allow_unknown_model = allow_unknown_model
+        self.download_to = download_to
+        self.download_conn_id = download_conn_id
+        self.download_allow_private_urls = download_allow_private_urls
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         # Stored in the metadata database: paths, ids and numbers; the work list stays in storage.
@@ -124,6 +135,9 @@ class MindVideoBatchTrigger(BaseTrigger):
                 "deadline": self.deadline,
                 "progress_interval": self.progress_interval,
                 "allow_unknown_model": self.allow_unknown_model,
+                "download_to": self.download_to,
+                "download_conn_id": self.download_conn_id,
+                "download_allow_private_urls": self.download_allow_private_urls,
             },
         )
 

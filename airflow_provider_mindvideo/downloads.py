@@ -145,22 +145,32 @@ def store_outputs(
     mindvideo_task_id: str | None = None,
     pattern: str = DEFAULT_FILE_NAME,
     overwrite: bool = False,
+    record_lineage: bool = True,
 ) -> list[StoredFile]:
-    """Download every URL into ``destination``, in order; checks all URLs before the first byte moves."""
+    """Download every URL into ``destination``, in order; checks all URLs before the first byte moves.
+
+    :param record_lineage: Report each stored file to Airflow's hook lineage. Off in the
+        triggerer, whose collector belongs to no task and would keep every file to the end.
+    """
     for url in urls:
         check_download_url(url)
     # Through the store's filesystem: ObjectStoragePath.mkdir would build one of its own.
     destination.fs.makedirs(destination.path, exist_ok=True)
-    from airflow.sdk.lineage import get_hook_lineage_collector
-
-    lineage = get_hook_lineage_collector()
     stored = []
     for index, url in enumerate(urls):
         stored.append(store_output(client, url, destination, mindvideo_task_id, index, pattern, overwrite))
-        # The final file, whether written now or kept: never a temporary name, and the
-        # comparison's read of a kept file is no input of this task.
-        lineage.add_output_asset(context=destination, uri=stored[-1].path)
+        if record_lineage:
+            record_output(destination, stored[-1].path)
     return stored
+
+
+def record_output(destination: ObjectStoragePath, path: str) -> None:
+    """Report a stored file to Airflow's hook lineage as an output of the running task."""
+    from airflow.sdk.lineage import get_hook_lineage_collector
+
+    # The final file, whether written now or kept: never a temporary name, and the
+    # comparison's read of a kept file is no input of this task.
+    get_hook_lineage_collector().add_output_asset(context=destination, uri=path)
 
 
 def store_output(

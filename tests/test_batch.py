@@ -157,6 +157,11 @@ def test_the_progress_line_always_adds_up(done: int, in_flight: int, elapsed: fl
     assert f"{in_flight} in flight, {total - done - in_flight} waiting" in line
     assert "cost estimate so far 1.5 of max_cost 3" in line
     assert ("left" in line) or ("all done" in line) or ("not known yet" in line)
+    assert "saved" not in line
+    with_saving = progress_line(
+        total=total, counts={SUCCEEDED: done}, in_flight=in_flight, spent=1.5, max_cost=3.0, elapsed=elapsed, saved=7
+    )
+    assert "waiting; 7 saved; cost estimate" in with_saving
 
 
 def test_a_csv_saved_with_a_byte_order_mark_reads_its_header() -> None:
@@ -168,3 +173,19 @@ def test_a_csv_saved_with_a_byte_order_mark_reads_its_header() -> None:
 def test_a_csv_header_naming_a_column_twice_is_refused_naming_it() -> None:
     with pytest.raises(InputValidationError, match=r"'prompt'.*twice|twice.*'prompt'"):
         entries_from_csv("prompt,size,prompt\nfirst,1:1,second\n", "gpt-image-2")
+
+
+def test_a_manifest_row_is_rendered_as_every_field_of_the_row_in_order() -> None:
+    import dataclasses
+
+    from airflow_provider_mindvideo.batch import dump_manifest, manifest_chunk
+
+    row = ItemResult(line=3, position=2, model="gpt-image-2", status="succeeded", task_id="tsk_1", error="é")
+    row.output_urls.append("https://cdn.example/1.png")
+    row.files.append({"url": "https://cdn.example/1.png", "path": "file:///m/tsk_1_0.png", "bytes": 9, "written": True})
+    row.note_task(0, "mv-key-0", "tsk_1", 0.0135, try_number=1)
+    assert json.loads(row.to_json()) == dataclasses.asdict(row)
+    assert list(json.loads(row.to_json())) == [f.name for f in dataclasses.fields(ItemResult)]
+    assert ItemResult.from_json(row.to_json()) == row
+    rows = [row, ItemResult(line=4, position=3, model="gpt-image-2")]
+    assert manifest_chunk(rows) == dump_manifest(rows).encode("utf-8")

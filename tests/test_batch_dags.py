@@ -52,6 +52,9 @@ def test_items_that_fail_are_generated_again_on_the_retry_and_only_those(
     rows = load_manifest((tmp_path / "manifest.jsonl").read_text())
     assert [row.key_generation for row in rows] == [0, 1, 0, 0, 1, 0]
     assert all(row.files and Path(row.files[0]["path"].removeprefix("file://")).stat().st_size > 0 for row in rows)
+    # Each item's outputs downloaded once over both tries: try 1's trigger saved its four as they
+    # finished, try 2's kept them and saved the two regenerated; the worker found nothing missing.
+    assert emulator.state.requests["files"] == 6
     assert len(json.dumps(summary)) < 1024  # XCom holds counts, not rows
 
 

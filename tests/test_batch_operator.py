@@ -1,13 +1,19 @@
-"""MindVideoBatchGenerateOperator.execute, up to its deferral: what it refuses before anything is charged."""
+"""MindVideoBatchGenerateOperator.execute, up to its deferral: what it refuses before anything is charged;
+and execute_complete, after the trigger: what it still has to save."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from airflow.sdk.exceptions import TaskDeferred
 
+from airflow_provider_mindvideo.batch import dump_work_list, entries_from_list, load_manifest, work_list
+from airflow_provider_mindvideo.batch_trigger import MindVideoBatchTrigger
 from airflow_provider_mindvideo.emulator import MindVideoEmulator
 from airflow_provider_mindvideo.errors import MindVideoError
 from airflow_provider_mindvideo.operators import MindVideoBatchGenerateOperator
@@ -50,3 +56,58 @@ def test_a_result_path_of_another_task_instance_is_refused_naming_its_owner(
     with pytest.raises(MindVideoError, match="result_path"):
         execute(result_path, Ti(task_id="a", run_id="manual__two"))  # the next run: another task instance
     assert emulator.state.requests["create"] == 0
+
+
+@dataclass
+class Outlet:
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class FinishingTi(Ti):
+    pushed: dict[str, Any] = field(default_factory=dict)
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.pushed[key] = value
+
+
+def test_the_worker_saves_only_the_outputs_the_trigger_did_not(emulator: MindVideoEmulator, tmp_path: Path) -> None:
+    media, result_path = tmp_path / "media", f"file://{tmp_path}/manifest.jsonl"
+    items = work_list(entries_from_list([{"prompt": f"kept {i}"} for i in range(3)]), "gpt-image-2", Ti())
+    (tmp_path / "work.jsonl").write_text(dump_work_list(items))
+    trigger = MindVideoBatchTrigger(
+        f"file://{tmp_path}/work.jsonl",
+        result_path,
+        poll_interval=0.05,
+        max_poll_interval=0.1,
+        download_to=f"file://{media}",
+        download_allow_private_urls=True,
+    )
+
+    async def events() -> list[Any]:
+        return [event.payload async for event in trigger.run()]
+
+    emulator.add_fault("status", route="files", status=503, after=2)  # the trigger's third save meets a blip
+    (event,) = asyncio.run(events())
+    assert emulator.state.requests["files"] == 3
+    rows = load_manifest((tmp_path / "manifest.jsonl").read_text())
+    assert [row.status for row in rows] == ["succeeded"] * 3  # a blip is no verdict: the worker tries again
+    assert sorted(bool(row.files) for row in rows) == [False, True, True]
+    gone = Path(next(row for row in rows if row.files).files[0]["path"].removeprefix("file://"))
+    gone.unlink()  # removed since: saved again
+    operator = MindVideoBatchGenerateOperator(
+        task_id="generate",
+        model="gpt-image-2",
+        inputs=[],
+        result_path=result_path,
+        download_to=f"file://{media}",
+        download_allow_private_urls=True,
+    )
+    outlets: defaultdict[Any, Outlet] = defaultdict(Outlet)
+    record = operator.execute_complete({"ti": FinishingTi(), "outlet_events": outlets}, event)  # type: ignore[arg-type]
+    assert record["counts"]["succeeded"] == 3
+    assert emulator.state.requests["files"] == 5  # only the one that was gone and the one the blip stopped
+    assert gone.stat().st_size > 0 and len(list(media.iterdir())) == 3
+    assert [dict(outlet.extra) for outlet in outlets.values()] == [
+        {"files": 3, "written": 3, "bytes": sum(path.stat().st_size for path in media.iterdir())}
+    ]

@@ -457,3 +457,76 @@ def test_a_long_retry_after_does_not_keep_the_batch_past_its_timeout(
     assert run.event["status"] == DONE and len(run.rows) == 2
     assert all(row.status in (SUCCEEDED, "timed_out") for row in run.rows)
     assert not (work.folder / "manifest.intents").exists()
+
+
+def _stored(folder: Path) -> dict[str, tuple[int, int]]:
+    """Each stored file's identity and last write: a file written again gets a new inode (an atomic link)."""
+    return {path.name: (path.stat().st_ino, path.stat().st_mtime_ns) for path in folder.iterdir()}
+
+
+def test_outputs_are_saved_as_items_finish_while_the_others_generate(
+    batch: Any, emulator: MindVideoEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_mindvideo import batch_run
+
+    creates_at_first_save: list[int] = []
+    save = batch_run.save_item_outputs
+
+    def noted(*args: Any, **kwargs: Any) -> Any:
+        creates_at_first_save.append(emulator.state.requests["create"])
+        return save(*args, **kwargs)
+
+    monkeypatch.setattr(batch_run, "save_item_outputs", noted)
+    media = tmp_path / "media"
+    work = batch(6)
+    run = work.run(max_active=2, download_to=f"file://{media}", download_allow_private_urls=True)
+    assert run.statuses() == {SUCCEEDED: 6}
+    # Two items in flight at most: the first save starts before the last items are even created.
+    assert creates_at_first_save and creates_at_first_save[0] < 6
+    assert emulator.state.requests["files"] == 6
+    assert all(len(row.files) == 1 and row.files[0]["written"] for row in run.rows)
+    assert sorted(path.name for path in media.iterdir()) == sorted(
+        row.files[0]["path"].rsplit("/", 1)[-1] for row in run.rows
+    )
+
+
+def test_a_triggerer_killed_mid_save_keeps_its_files_and_saves_nothing_again(
+    batch: Any, emulator: MindVideoEmulator, tmp_path: Path
+) -> None:
+    media = tmp_path / "media"
+    saving = {"download_to": f"file://{media}", "download_allow_private_urls": True, "max_active": 8}
+    work = batch(8)
+    # Three downloads go through; the other five hang a while: the triggerer dies meanwhile.
+    emulator.add_fault("delay", route="files", seconds=1.5, after=3, times=5)
+    trigger = work.trigger(**saving)
+
+    async def run_until_three_recorded() -> None:
+        runner = asyncio.ensure_future(_events(trigger))
+        manifest = work.folder / "manifest.jsonl"
+        while not (manifest.exists() and sum(bool(r.files) for r in load_manifest(manifest.read_text())) >= 3):
+            await asyncio.sleep(0.02)
+        runner.cancel()  # the triggerer is stopped
+        with pytest.raises(asyncio.CancelledError):
+            await runner
+
+    asyncio.run(run_until_three_recorded())
+    # A dead triggerer's threads die with it; in this process they run on: let them end, as if
+    # the files being saved had made it just before the end (stored, in no manifest yet).
+    trigger._batch.saver.pool.shutdown(wait=True)
+    recorded = {row.position for row in load_manifest((work.folder / "manifest.jsonl").read_text()) if row.files}
+    before = _stored(media)
+    assert len(recorded) >= 3 and len(before) >= len(recorded)
+    downloads = emulator.state.requests["files"]
+
+    rerun = work.run(**saving)
+    assert rerun.statuses() == {SUCCEEDED: 8}
+    assert rerun.charges == Counter()
+    after = _stored(media)
+    assert len(after) == 8 and not any(name.endswith(".partial") for name in after)
+    assert {name: after[name] for name in before} == before  # nothing stored was written again
+    # Items the checkpoint recorded are not even downloaded again; the others are, and a file
+    # already there with the same content is kept (compared, not rewritten).
+    assert emulator.state.requests["files"] - downloads == 8 - len(recorded)
+    for row in rerun.rows:
+        name = row.files[0]["path"].rsplit("/", 1)[-1]
+        assert row.files[0]["written"] is (name not in before)

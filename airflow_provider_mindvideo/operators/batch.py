@@ -32,10 +32,16 @@ from airflow_provider_mindvideo.batch import (
     too_many_failed,
     work_list,
 )
+from airflow_provider_mindvideo.batch_outputs import (
+    DOWNLOAD_CONCURRENCY,
+    files_summary,
+    save_item_outputs,
+    still_stored,
+)
 from airflow_provider_mindvideo.batch_records import folder_problem, read_owner, write_owner
 from airflow_provider_mindvideo.batch_trigger import DONE, MindVideoBatchTrigger
 from airflow_provider_mindvideo.budget import check_max_cost
-from airflow_provider_mindvideo.downloads import StoredFile, download_client, manifest_summary, store_outputs
+from airflow_provider_mindvideo.downloads import download_client, record_output
 from airflow_provider_mindvideo.errors import (
     BatchItemsFailedError,
     BatchItemsFailedForGoodError,
@@ -53,8 +59,6 @@ if TYPE_CHECKING:
 
 #: XCom key of the batch's summary, pushed also when the batch fails (``return_value`` holds it on success).
 XCOM_BATCH_KEY = "mindvideo_batch"
-#: Outputs saved at once with ``download_to``: downloads are I/O bound, and the store may limit writers.
-DOWNLOAD_CONCURRENCY = 8
 # The trigger enforces the batch's deadline itself; Airflow's own deferral timeout is only a backstop.
 _DEFERRAL_GRACE = timedelta(minutes=10)
 _UNSAFE_IN_PATHS = re.compile(r"[^A-Za-z0-9._=-]+")
@@ -117,8 +121,12 @@ class MindVideoBatchGenerateOperator(BaseOperator):
         pass the ceiling by at most that rise times the creates in flight (``max_active``).
     :param download_to: Also save each succeeded item's outputs into this folder (an
         ``ObjectStoragePath`` URL), as :class:`MindVideoDownloadOperator` does (default file
-        names, ``overwrite=False``), :data:`DOWNLOAD_CONCURRENCY` at a time. Resumable: files an
-        earlier try stored are kept. Emits one asset event for the folder. (templated)
+        names, ``overwrite=False``), :data:`DOWNLOAD_CONCURRENCY` at a time. The trigger saves
+        each item's as it finishes, while the others generate (the triggerer must reach the
+        folder, as it reaches ``result_path``); the worker then saves only what is missing
+        (a save that met a 5xx or the store's trouble). Resumable: files an earlier try, or a
+        triggerer that died, stored are kept and not written again. Emits one asset event for
+        the folder. (templated)
     :param download_conn_id: The storage connection for ``download_to``. (templated)
     :param download_allow_private_urls: Let downloads reach loopback and private addresses (the
         emulator). Default: ``[mindvideo] allow_private_urls``.
@@ -245,6 +253,9 @@ class MindVideoBatchGenerateOperator(BaseOperator):
                 deadline=started + self.timeout,
                 progress_interval=self.progress_interval,
                 allow_unknown_model=self.allow_unknown_model,
+                download_to=self.download_to,
+                download_conn_id=self.download_conn_id,
+                download_allow_private_urls=private_urls_allowed(self.download_allow_private_urls),
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout) + _DEFERRAL_GRACE,
@@ -261,9 +272,9 @@ class MindVideoBatchGenerateOperator(BaseOperator):
         rows: list[ItemResult] | None = None
         if self.download_to:
             rows = self._read_manifest(summary.manifest)
-            self._save_outputs(context, rows)
-            storage.replace_text(self._storage(summary.manifest), dump_manifest(rows))
-            summary = summarize(rows, summary.manifest, max_cost=summary.max_cost, spent=summary.cost_estimate)
+            if self._save_outputs(context, rows):
+                storage.replace_text(self._storage(summary.manifest), dump_manifest(rows))
+                summary = summarize(rows, summary.manifest, max_cost=summary.max_cost, spent=summary.cost_estimate)
         record = summary.to_xcom()
         context["ti"].xcom_push(key=XCOM_BATCH_KEY, value=record)
         counts = ", ".join(f"{count} {outcome}" for outcome, count in summary.counts.items() if count)
@@ -344,50 +355,52 @@ class MindVideoBatchGenerateOperator(BaseOperator):
             raise MindVideoError(f"The batch's manifest {url} is missing; the next try writes it again")
         return load_manifest(text)
 
-    def _save_outputs(self, context: Context, rows: list[ItemResult]) -> None:
-        """Download every succeeded item's outputs, a few at a time; keep what an earlier try stored."""
+    def _save_outputs(self, context: Context, rows: list[ItemResult]) -> bool:
+        """Save the succeeded items' outputs the trigger did not (or that are gone since), a few at a time.
+
+        The trigger saves each item's outputs as it finishes; this saves only what is missing
+        (a batch from a trigger without ``download_to``, a save that met the store's trouble,
+        files removed since). Returns whether any row changed.
+        """
         assert self.download_to is not None
         folder = ObjectStoragePath(self.download_to, conn_id=self.download_conn_id)
-        todo = [row for row in rows if row.status == SUCCEEDED and not _still_stored(row, self.download_conn_id)]
-        stored: list[StoredFile] = []
+        succeeded = [row for row in rows if row.status == SUCCEEDED]
         allow_private = private_urls_allowed(self.download_allow_private_urls)
         with (
             download_client(allow_private_urls=allow_private) as client,
             ThreadPoolExecutor(max_workers=DOWNLOAD_CONCURRENCY) as pool,
         ):
+            stored = pool.map(lambda row: still_stored(row.files, row.output_urls, self.download_conn_id), succeeded)
+            todo = [row for row, kept in zip(succeeded, stored, strict=True) if not kept]
             for row, files in zip(todo, pool.map(lambda row: _save_row(client, folder, row), todo), strict=True):
-                stored.extend(files)
                 for file in files:
-                    self.log.info("%s %s (%d bytes)", "Saved" if file.written else "Kept", file.path, file.bytes)
+                    self.log.info(
+                        "%s %s (%d bytes)", "Saved" if file["written"] else "Kept", file["path"], file["bytes"]
+                    )
                 if row.status == DOWNLOAD_FAILED:
                     self.log.warning("Line %d: %s", row.line, row.error)
-        fetched = {row.position for row in todo}
-        kept = [f for row in rows if row.status == SUCCEEDED and row.position not in fetched for f in row.files]
-        summary = {**manifest_summary(stored), "files": len(stored) + len(kept)}
+        files = [file for row in rows if row.status == SUCCEEDED for file in row.files]
+        for file in files:  # stored by the trigger or here: this task's outputs either way
+            record_output(folder, file["path"])
+        summary = files_summary(files)
         destination = Asset(self.download_to)
         for outlet in self.outlets:
             if isinstance(outlet, AssetAlias):
                 context["outlet_events"][outlet].add(destination, extra=summary)
             elif isinstance(outlet, Asset) and outlet.uri == destination.uri:
                 context["outlet_events"][outlet].extra.update(summary)
+        return bool(todo)
 
 
-def _save_row(client: httpx.Client, folder: ObjectStoragePath, row: ItemResult) -> list[StoredFile]:
+def _save_row(client: httpx.Client, folder: ObjectStoragePath, row: ItemResult) -> list[dict[str, Any]]:
     """One item's outputs; a failure marks the row ``download_failed`` instead of stopping the others."""
     try:
-        files = store_outputs(client, row.output_urls, folder, mindvideo_task_id=row.task_id)
+        # Reported to lineage below with the trigger's files, once each.
+        row.files = save_item_outputs(client, folder, row.output_urls, row.task_id, record_lineage=False)
     except MindVideoError as exc:
         row.status, row.error, row.retryable = DOWNLOAD_FAILED, str(exc), exc.retryable
         return []
-    row.files = [file.to_xcom() for file in files]
-    return files
-
-
-def _still_stored(row: ItemResult, conn_id: str | None) -> bool:
-    """Whether an earlier try stored all of this item's outputs and they are still there."""
-    if not row.files or len(row.files) != len(row.output_urls):
-        return False
-    return all(storage.exists(ObjectStoragePath(file["path"], conn_id=conn_id)) for file in row.files)
+    return row.files
 
 
 def default_result_path(ti: Any) -> str:

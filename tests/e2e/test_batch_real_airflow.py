@@ -124,13 +124,22 @@ def summary(cluster: Cluster, run_id: str) -> dict[str, Any]:
     return dict(json.loads(value))
 
 
+def restart_triggerer(airflow: Cluster) -> None:
+    """kill -9 the running triggerer and start another (tests may run in any order: any name)."""
+    running = [name for name in airflow.processes if name.startswith("triggerer")]
+    airflow.kill(running[0])
+    airflow.start(f"triggerer-{len(running) + 1}-{time.monotonic_ns()}", str(BIN / "airflow"), "triggerer")
+
+
 def test_a_worker_killed_while_saving_outputs_retries_without_paying_again(
     cluster: tuple[Cluster, Emulator, Emulator],
 ) -> None:
     airflow, emulator, _ = cluster
     emulator.reset()
     prompts = [f"e2e batch, worker killed while saving {i}" for i in range(5)]
-    # The first five file downloads are answered 40 s late: the worker is busy saving when killed.
+    # The trigger's five saves meet a 503 (a blip: it leaves them to the worker), and the worker's
+    # five downloads are answered 40 s late: the worker is busy saving when killed.
+    emulator.control("faults", kind="status", route="files", status=503, times=5)
     emulator.control("faults", kind="delay", route="files", seconds=40, times=5)
     # 10 s at MindVideo: a trigger that fires within seconds of the deferral can meet Airflow's own
     # race (the executor's late "success" for the deferring process marks the resumed try
@@ -141,7 +150,7 @@ def test_a_worker_killed_while_saving_outputs_retries_without_paying_again(
         airflow, inputs_path=write_prompts(airflow, "worker-killed", prompts), download_to=destination.as_uri()
     )
 
-    wait_for(lambda: emulator.state()["requests"].get("files", 0) >= 1, "the worker to start saving", timeout=240)
+    wait_for(lambda: emulator.state()["requests"].get("files", 0) >= 6, "the worker to start saving", timeout=240)
     ((pid,),) = wait_for(
         lambda: airflow.query(
             "select pid from task_instance where run_id = ? and task_id = 'generate' and state = 'running'"
@@ -162,6 +171,41 @@ def test_a_worker_killed_while_saving_outputs_retries_without_paying_again(
     assert len(list(destination.glob("*.png"))) == 5
 
 
+def test_a_triggerer_killed_while_saving_outputs_keeps_the_files_and_pays_nothing_again(
+    cluster: tuple[Cluster, Emulator, Emulator],
+) -> None:
+    # The trigger saves each item's outputs as it finishes (the worker only what is missing):
+    # saving is the triggerer's, so it is the triggerer that dies mid-download here.
+    airflow, emulator, _ = cluster
+    emulator.reset()
+    prompts = [f"e2e batch, killed while saving {i}" for i in range(5)]
+    # Two downloads go through; the next three are answered 40 s late: the triggerer is saving when killed.
+    emulator.control("faults", kind="delay", route="files", seconds=40, after=2, times=3)
+    emulator.control("scripts", match="killed while saving", outcome="succeeded", processing_seconds=4)
+    destination = airflow.home / "media" / "triggerer-killed-saving"
+    run_id = trigger(
+        airflow, inputs_path=write_prompts(airflow, "killed-saving", prompts), download_to=destination.as_uri()
+    )
+
+    def saving() -> bool:
+        return len(list(destination.glob("*.png"))) >= 2 and emulator.state()["requests"].get("files", 0) >= 5
+
+    wait_for(saving, "two files stored and three downloads hanging", timeout=240)
+    stored = {path.name: (path.stat().st_ino, path.stat().st_mtime_ns) for path in destination.glob("*.png")}
+    restart_triggerer(airflow)
+
+    assert finished(airflow, run_id) == "success"
+    assert tries(airflow, run_id) == 1  # the restarted triggerer took the batch over, saving included
+    charges = emulator.charges_by_prompt()
+    assert sorted(charges) == sorted(prompts) and set(charges.values()) == {1}
+    # Every item was created before the kill: the new trigger replayed each key once (free).
+    assert emulator.state()["creates_per_key"] == {"2": 5}
+    assert summary(airflow, run_id)["counts"]["succeeded"] == 5
+    after = {path.name: (path.stat().st_ino, path.stat().st_mtime_ns) for path in destination.glob("*.png")}
+    assert len(after) == 5 and not list(destination.glob(".*.partial"))
+    assert {name: after[name] for name in stored} == stored  # files stored before the kill were not written again
+
+
 def test_a_triggerer_killed_mid_batch_costs_no_charge_and_at_most_one_replay_per_item(
     cluster: tuple[Cluster, Emulator, Emulator],
 ) -> None:
@@ -173,8 +217,7 @@ def test_a_triggerer_killed_mid_batch_costs_no_charge_and_at_most_one_replay_per
     run_id = trigger(airflow, inputs_path=write_prompts(airflow, "triggerer-killed", prompts))
 
     created = wait_for(lambda: 5 <= (n := emulator.state()["charged_tasks"]) < 20 and n, "the batch to be half made")
-    airflow.kill("triggerer")
-    airflow.start("triggerer-2", str(BIN / "airflow"), "triggerer")
+    restart_triggerer(airflow)
 
     assert finished(airflow, run_id) == "success"
     assert tries(airflow, run_id) == 1  # the restarted triggerer took the batch over: no retry needed

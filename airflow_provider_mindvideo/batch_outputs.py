@@ -1,0 +1,61 @@
+"""Saving a batch's outputs (``download_to``): one item's files, and whether an earlier save still holds.
+
+Blocking I/O: the trigger calls these from a bounded thread pool as items finish (so saving
+overlaps generating), the operator's ``execute_complete`` for whatever is still missing. Both
+go through :func:`airflow_provider_mindvideo.downloads.store_outputs`: the same streaming,
+no-clobber writes and the same address guard (:mod:`airflow_provider_mindvideo.network`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_mindvideo import storage
+from airflow_provider_mindvideo.downloads import store_outputs
+
+if TYPE_CHECKING:
+    import httpx
+    from airflow.sdk import ObjectStoragePath
+
+#: Outputs saved at once with ``download_to``: downloads are I/O bound, and the store may limit writers.
+DOWNLOAD_CONCURRENCY = 8
+
+
+def save_item_outputs(
+    client: httpx.Client,
+    folder: ObjectStoragePath,
+    urls: Sequence[str],
+    mindvideo_task_id: str | None,
+    *,
+    record_lineage: bool = True,
+) -> list[dict[str, Any]]:
+    """Store one item's outputs in ``folder`` (default file names, never overwriting); their manifest entries.
+
+    A file already there with the same content is kept (``written`` False), so saving an item
+    again -- a restarted triggerer, a retry -- rewrites nothing.
+
+    :raises MindVideoError: when a link is gone, not media, refused by the address guard, or
+        collides with a different file.
+    """
+    files = store_outputs(client, urls, folder, mindvideo_task_id=mindvideo_task_id, record_lineage=record_lineage)
+    return [file.to_xcom() for file in files]
+
+
+def still_stored(files: Sequence[Mapping[str, Any]], urls: Sequence[str], conn_id: str | None) -> bool:
+    """Whether ``files`` (an earlier save of these ``urls``) are all still there."""
+    if not files or len(files) != len(urls):
+        return False
+    from airflow.sdk import ObjectStoragePath
+
+    return all(storage.exists(ObjectStoragePath(file["path"], conn_id=conn_id)) for file in files)
+
+
+def files_summary(files: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """What an asset event says about a batch's stored files: counts only, the manifest lists them."""
+    count = written = size = 0
+    for file in files:
+        count += 1
+        written += bool(file.get("written"))
+        size += int(file.get("bytes") or 0)
+    return {"files": count, "written": written, "bytes": size}
