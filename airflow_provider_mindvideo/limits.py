@@ -9,7 +9,9 @@ triggerer) for every hook on that connection, sync or async. Unset, they cost no
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import math
 import threading
 import time
 import weakref
@@ -23,23 +25,39 @@ if TYPE_CHECKING:
 
 @dataclass
 class Pacer:
-    """Spaces requests at least ``1 / rate`` seconds apart (a token bucket holding one token)."""
+    """Turns every ``1 / rate`` seconds, taken only once due, and never more than ``rate`` in one second.
+
+    A turn is never booked ahead: a request whose sender was held up (a busy event loop) must
+    not go out right behind the next one. But a sender that takes its turn a little late (a
+    timer's millisecond, a busy loop) does not push the turns after it back: they keep the
+    cadence, up to one interval of lateness. Counting each interval from the late send instead
+    lost the lateness at every turn: 86 requests a second of the 95 allowed, in the batch probe.
+    Turns that bunch after a late one are bounded by the window: no second (of the times the
+    turns were taken) holds more than ``ceil(rate)`` of them.
+    """
 
     rate: float
     _next_free: float = 0.0
+    _recent: collections.deque[float] = field(default_factory=collections.deque, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def reserve(self, now: float) -> float:
-        """Take the slot if it is free (0.0), else the seconds until it is: ask again then.
-
-        Booking a future slot instead would let a request whose sender was held up (a busy
-        event loop) go out right behind the next one; taking only a free slot keeps every two
-        requests at least ``1 / rate`` apart as they are sent.
-        """
+        """Take the turn if it is due (0.0), else the seconds until it is: ask again then."""
         with self._lock:
             if now < self._next_free:
                 return self._next_free - now
-            self._next_free = now + 1.0 / self.rate
+            per_second = math.ceil(self.rate)
+            if len(self._recent) >= per_second and now - self._recent[0] < 1.0:
+                return self._recent[0] + 1.0 - now
+            interval = 1.0 / self.rate
+            due = self._next_free
+            # Below one a second the window (one second) is shorter than the interval: no cadence
+            # to keep there, every two turns are a full interval apart.
+            on_time = self.rate >= 1.0 and now - due < interval
+            self._next_free = (due if on_time else now) + interval
+            self._recent.append(now)
+            if len(self._recent) > per_second:
+                self._recent.popleft()
             return 0.0
 
 
