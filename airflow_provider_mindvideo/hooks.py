@@ -334,9 +334,13 @@ class MindVideoHook(BaseHook):
         if call.json is not None:
             return call.build(client)
         key = (call.method, call.path)
-        if key not in self._requests:
-            self._requests[key] = call.build(client)
-        return self._requests[key]
+        request = self._requests.get(key)
+        if request is None:
+            if len(self._requests) >= _BUILT_REQUESTS_KEPT:
+                # A batch's hook polls thousands of tasks, each only a few times: the oldest go.
+                del self._requests[next(iter(self._requests))]
+            request = self._requests[key] = call.build(client)
+        return request
 
     @contextlib.contextmanager
     def _secret_free_errors(self) -> Iterator[None]:
@@ -350,6 +354,10 @@ class MindVideoHook(BaseHook):
             if (message, request_id) != (exc.message, exc.request_id):
                 raise type(exc)(message, http_status=exc.http_status, request_id=request_id) from None
             raise
+
+
+#: GETs a hook keeps built: a wait reuses one; a batch's hundreds in flight each reuse theirs.
+_BUILT_REQUESTS_KEPT = 256
 
 
 def _send(client: httpx.Client, limits: ConnectionLimits, step: Send) -> Outcome:

@@ -47,8 +47,8 @@ class Pacer:
             if now < self._next_free:
                 return self._next_free - now
             per_second = math.ceil(self.rate)
-            if len(self._recent) >= per_second and now - self._recent[0] < 1.0:
-                return self._recent[0] + 1.0 - now
+            if len(self._recent) >= per_second and (wait := self._recent[0] + 1.0 - now) > 0.0:
+                return wait  # (computed once: 0.0 is "take it", so a rounding must not say both)
             interval = 1.0 / self.rate
             due = self._next_free
             # Below one a second the window (one second) is shorter than the interval: no cadence

@@ -1,4 +1,4 @@
-"""Per-connection request limits in an event loop: many coroutines waiting for pacing turns."""
+"""Per-connection request limits (pacing turns, many coroutines waiting for them), and what a busy hook keeps."""
 
 from __future__ import annotations
 
@@ -95,3 +95,29 @@ def test_no_second_ever_holds_more_sends_than_the_rate(rate: float, lateness: li
 def test_a_rate_below_one_a_second_spaces_every_two_sends_by_its_interval(lateness: list[float]) -> None:
     sent = _turns(limits.Pacer(0.05), lateness)
     assert all(later - earlier >= 20.0 - 1e-9 for earlier, later in itertools.pairwise(sent))
+
+
+def test_a_hook_polling_thousands_of_tasks_keeps_a_bounded_number_of_built_requests(
+    emulator: MindVideoEmulator,
+) -> None:
+    """A hook builds each GET once and reuses it for the dozens of polls of one wait; a batch's
+    hook polls 10,000 tasks, each a few times: keeping every one it built held megabytes to the
+    end of the batch."""
+    import gc
+
+    import httpx
+
+    from airflow_provider_mindvideo.errors import TaskNotFoundError
+
+    async def poll_many() -> int:
+        hook = MindVideoHook(retry_policy=FAST_RETRIES, shared_client=False)
+        try:
+            for number in range(600):
+                with pytest.raises(TaskNotFoundError):
+                    await hook.aget_task(f"tsk_unknown_{number}")
+            gc.collect()
+            return sum(isinstance(thing, httpx.Request) for thing in gc.get_objects())
+        finally:
+            await hook.aclose()
+
+    assert asyncio.run(poll_many()) < 300
