@@ -78,6 +78,19 @@ def charges(emulator: str, prompts: list[str]) -> dict[str, int]:
     return {prompt: sum(1 for task in tasks if task["prompt"].startswith(prompt)) for prompt in prompts}
 
 
+def handed_over(cluster: Cluster, run_id: str, task_id: str) -> bool:
+    """The scheduler has processed the exit of the worker that parked the page awaiting input.
+
+    Answering before that loses a race inside Airflow: the answer queues the task again, then the
+    late "success" of the parking process meets a queued task and Airflow fails it ("finished
+    with state success, but the task instance's state attribute is queued"). A person takes
+    longer than that; a test must wait for it.
+    """
+    line = f"task_id='{task_id}', run_id='{run_id}', try_number=1, map_index=0)"
+    log = (cluster.home / "scheduler.log").read_text(errors="replace")
+    return any("Received executor event with state success" in row and line in row for row in log.splitlines())
+
+
 def review_page(cluster: Cluster, run_id: str, task_id: str, page: int = 0) -> str:
     """A page of a round: the pages are a mapped task, one map index per page."""
     tasks = f"http://127.0.0.1:{cluster.api_port}/dags/{DAG_ID}/runs/{run_id}/tasks"
@@ -137,6 +150,7 @@ def test_a_reviewer_approves_two_rejects_one_and_only_the_approved_are_published
             page.locator("#element_item_2_comment").fill("too dark")
             page.mouse.move(0, 0)
             page.screenshot(path=str(screenshot("review-form.png")))
+            wait_for(lambda: handed_over(airflow, run_id, "review"), "the scheduler to see the page parked")
             page.get_by_test_id("hitl-option-Submit review").click()
 
             # The rejected one is generated again (one charge) and shown in round 2, where it is
@@ -148,6 +162,7 @@ def test_a_reviewer_approves_two_rejects_one_and_only_the_approved_are_published
             assert task_state(airflow, run_id, "review_round_2") == "awaiting_input", states()
             widths = open_review(page, review_page(airflow, run_id, "review_round_2"), "Round 2 of 2")
             assert len(widths) == 1 and widths[0] > 0, widths
+            wait_for(lambda: handed_over(airflow, run_id, "review_round_2"), "the scheduler to see round 2 parked")
             page.get_by_test_id("hitl-option-Submit review").click()
         finally:
             browser.close()
