@@ -41,6 +41,12 @@ class MindVideoTaskSensor(BaseSensorOperator):
         with ``exponential_backoff``).
     :param max_poll_interval: The longest interval between two checks while deferred.
     :param timeout: Seconds before the sensor times out, across deferral (an absolute deadline).
+    :param end_from_trigger: Deferred, end the task in the triggerer when the MindVideo task
+        succeeds, with the same XComs, instead of resuming it on a worker: one worker run per
+        wait instead of two. A failed, cancelled or empty task, a timeout or an error still
+        resumes on a worker, with the rules above. Only for ``deferrable=True``; the sensor ends
+        on a worker all the same when a downstream task maps over its output (unmapped), when it
+        has ``outlets`` or ``do_xcom_push=False``: only a worker records those.
 
     XCom: ``return_value`` is the list of output URLs; ``mindvideo_task`` holds task id,
     request id, status, cost estimate and actual, output, and the error if any.
@@ -62,14 +68,20 @@ class MindVideoTaskSensor(BaseSensorOperator):
         mindvideo_conn_id: str = DEFAULT_CONN_ID,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         max_poll_interval: float = 60.0,
+        end_from_trigger: bool = False,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("poke_interval", 5.0)
         super().__init__(**kwargs)
+        if end_from_trigger and not deferrable:
+            raise ValueError(
+                "end_from_trigger = True needs deferrable = True: only a wait in the triggerer can end there"
+            )
         self.mindvideo_task_id = mindvideo_task_id
         self.mindvideo_conn_id = mindvideo_conn_id
         self.deferrable = deferrable
         self.max_poll_interval = max(max_poll_interval, self.poke_interval)
+        self.end_from_trigger = end_from_trigger
 
     @cached_property
     def hook(self) -> MindVideoHook:
@@ -91,13 +103,43 @@ class MindVideoTaskSensor(BaseSensorOperator):
             return self._deliver(context, task)
         self.defer(
             trigger=MindVideoTaskTrigger.starting_now(
-                task.task_id, self.mindvideo_conn_id, self.poke_interval, self.max_poll_interval, self.timeout
+                task.task_id,
+                self.mindvideo_conn_id,
+                self.poke_interval,
+                self.max_poll_interval,
+                self.timeout,
+                end_from_trigger=self._may_end_in_triggerer(context),
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout),
         )
 
-    def execute_complete(self, context: Context, event: dict[str, Any]) -> list[str]:
+    def _may_end_in_triggerer(self, context: Context) -> bool:
+        """Whether ``end_from_trigger`` can end this task without losing what a worker records."""
+        if not self.end_from_trigger:
+            return False
+        # The triggerer stores XComs and the state, nothing else: a mapped downstream's length
+        # (of an unmapped upstream), asset events and a suppressed return value are the worker's.
+        unmapped = context["ti"].map_index in (None, -1)
+        why_not = (
+            "a downstream task maps over its output"
+            if unmapped and self.has_dag() and next(self.iter_mapped_dependants(), None) is not None
+            else "it has outlets"
+            if self.outlets
+            else "do_xcom_push is False"
+            if not self.do_xcom_push
+            else None
+        )
+        if why_not:
+            self.log.info("end_from_trigger: this sensor ends on a worker all the same, as %s", why_not)
+        return why_not is None
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | str) -> list[str]:
+        if not isinstance(event, dict):
+            # A success the trigger meant to end in the triggerer (its payload is the state,
+            # "success"), resumed here all the same: `dag.test()` runs triggers in line and resumes
+            # every one. The event holds no task: look it up once.
+            return self._deliver(context, self.hook.get_task(self.mindvideo_task_id))
         try:
             task = task_from_event(event)
         except WaitTimeoutError as exc:

@@ -9,7 +9,7 @@ from asyncio import sleep
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from airflow.triggers.base import BaseTrigger, TriggerEvent
+from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
 
 from airflow_provider_mindvideo import DEFAULT_CONN_ID
 from airflow_provider_mindvideo.cancellation import log_still_running
@@ -72,6 +72,11 @@ class MindVideoTaskTrigger(BaseTrigger):
     :param max_poll_interval: The longest interval between two checks.
     :param started_at: When the wait began (epoch seconds); intervals grow from here.
     :param deadline: When to give up (epoch seconds), or None to wait for ever.
+    :param end_from_trigger: When the task succeeded with at least one output, end the Airflow
+        task here, in the triggerer, with the XComs :class:`~airflow_provider_mindvideo.sensors.MindVideoTaskSensor`
+        would push (a ``TaskSuccessEvent``), instead of resuming it on a worker. Every other
+        outcome still fires the event above and resumes on a worker, so that failures keep
+        their rules.
     """
 
     def __init__(
@@ -82,6 +87,7 @@ class MindVideoTaskTrigger(BaseTrigger):
         max_poll_interval: float = 60.0,
         started_at: float | None = None,
         deadline: float | None = None,
+        end_from_trigger: bool = False,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         check_poll_settings(poll_interval, max_poll_interval)
@@ -91,6 +97,7 @@ class MindVideoTaskTrigger(BaseTrigger):
         self.max_poll_interval = max_poll_interval
         self.started_at = time.time() if started_at is None else started_at
         self.deadline = deadline
+        self.end_from_trigger = end_from_trigger
 
     @classmethod
     def starting_now(
@@ -100,6 +107,8 @@ class MindVideoTaskTrigger(BaseTrigger):
         poll_interval: float,
         max_poll_interval: float,
         timeout: float,
+        *,
+        end_from_trigger: bool = False,
     ) -> MindVideoTaskTrigger:
         """A wait that starts now and gives up ``timeout`` seconds later."""
         now = time.time()
@@ -110,21 +119,23 @@ class MindVideoTaskTrigger(BaseTrigger):
             max_poll_interval,
             started_at=now,
             deadline=now + timeout,
+            end_from_trigger=end_from_trigger,
         )
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         # Stored in the metadata database: ids and numbers only, never the API key.
-        return (
-            "airflow_provider_mindvideo.triggers.MindVideoTaskTrigger",
-            {
-                "mindvideo_task_id": self.mindvideo_task_id,
-                "mindvideo_conn_id": self.mindvideo_conn_id,
-                "poll_interval": self.poll_interval,
-                "max_poll_interval": self.max_poll_interval,
-                "started_at": self.started_at,
-                "deadline": self.deadline,
-            },
-        )
+        kwargs: dict[str, Any] = {
+            "mindvideo_task_id": self.mindvideo_task_id,
+            "mindvideo_conn_id": self.mindvideo_conn_id,
+            "poll_interval": self.poll_interval,
+            "max_poll_interval": self.max_poll_interval,
+            "started_at": self.started_at,
+            "deadline": self.deadline,
+        }
+        # Only when set: a wait without it is stored exactly as earlier releases stored it.
+        if self.end_from_trigger:
+            kwargs["end_from_trigger"] = True
+        return "airflow_provider_mindvideo.triggers.MindVideoTaskTrigger", kwargs
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from airflow_provider_mindvideo.hooks import MindVideoHook
@@ -188,8 +199,37 @@ class MindVideoTaskTrigger(BaseTrigger):
         self._last_problem = None
         self._note_status(task)
         if task.is_terminal:
+            if self.end_from_trigger and task.status is TaskStatus.SUCCEEDED and task.output_urls:
+                return self._success_here(task), 0.0
             return self._event(_OUTCOME_OF[task.status], task, self._describe(task)), 0.0
         return None, 0.0
+
+    def _success_here(self, task: MindVideoTask) -> TaskSuccessEvent:
+        """End the Airflow task in the triggerer, with the XComs the sensor would push on a worker.
+
+        Only a success with outputs ends here: a failed, cancelled or empty task, a timeout or an
+        error resumes on a worker, where retries, soft_fail and the pay-once rules apply.
+        """
+        from airflow_provider_mindvideo.links import MindVideoOutputLink, output_url
+        from airflow_provider_mindvideo.outcomes import XCOM_TASK_KEY
+
+        # The task as the worker would see it: rebuilt from the event's own record of it, as
+        # execute_complete rebuilds it (task_from_event), so that both paths store the same record.
+        finished = MindVideoTask.model_validate(_event_task(task))
+        record = finished.summary()
+        self.log.info(
+            "%s, actual cost %s; the Airflow task ends here, in the triggerer (end_from_trigger)",
+            self._describe(finished),
+            finished.cost_actual if finished.cost_actual is not None else "unknown",
+        )
+        return TaskSuccessEvent(
+            xcoms={
+                "return_value": finished.output_urls,
+                XCOM_TASK_KEY: record,
+                # A worker computes the operator's links as the task ends; no worker runs now.
+                MindVideoOutputLink().xcom_key: output_url(record, None),
+            }
+        )
 
     def _note_status(self, task: MindVideoTask) -> None:
         """One log line per change of status, with how long the previous one lasted."""
