@@ -121,15 +121,14 @@ class MindVideoTaskSensor(BaseSensorOperator):
         # The triggerer stores XComs and the state, nothing else: a mapped downstream's length
         # (of an unmapped upstream), asset events and a suppressed return value are the worker's.
         unmapped = context["ti"].map_index in (None, -1)
-        why_not = (
-            "a downstream task maps over its output"
-            if unmapped and self.has_dag() and next(self.iter_mapped_dependants(), None) is not None
-            else "it has outlets"
-            if self.outlets
-            else "do_xcom_push is False"
-            if not self.do_xcom_push
-            else None
-        )
+        has_dag: bool = self.has_dag()  # type: ignore[no-untyped-call]
+        why_not = None
+        if unmapped and has_dag and next(self.iter_mapped_dependants(), None) is not None:
+            why_not = "a downstream task maps over its output"
+        elif self.outlets:
+            why_not = "it has outlets"
+        elif not self.do_xcom_push:
+            why_not = "do_xcom_push is False"
         if why_not:
             self.log.info("end_from_trigger: this sensor ends on a worker all the same, as %s", why_not)
         return why_not is None
