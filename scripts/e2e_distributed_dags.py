@@ -1,6 +1,7 @@
 """DAGs for `make e2e-distributed` (scripts/e2e_distributed.py copies this file into the
 deployment's DAG folder, next to the example content pipeline). Prompts come from the run's
-config, so each scenario chooses how many.
+config, so each scenario chooses how many. The rolling restart's DAG has a file of its own
+(e2e_distributed_waits_dags.py).
 """
 
 from __future__ import annotations
@@ -42,34 +43,6 @@ def _pooled_generations(dag_id: str, pool: str | None) -> None:
 
 _pooled_generations("mindvideo_dist_unpooled", None)
 _pooled_generations("mindvideo_dist_pooled", "mindvideo")
-
-
-@dag(
-    dag_id="mindvideo_dist_waits",
-    schedule=None,
-    start_date=datetime(2026, 1, 1),
-    params=PARAMS,
-    default_args=DEFAULTS,
-    max_active_tasks=2048,
-)
-def deferred_waits() -> None:
-    """Scenario 3: many waits deferred at once, held by the emulator while the triggerers restart."""
-
-    @task
-    def inputs(params: dict[str, Any]) -> list[dict[str, Any]]:
-        return [{"prompt": prompt, "size": "1:1"} for prompt in params["prompts"]]
-
-    MindVideoGenerateOperator.partial(
-        task_id="generate",
-        model="gpt-image-2",
-        deferrable=True,
-        poll_interval=5,
-        max_poll_interval=20,
-        timeout=timedelta(hours=1),
-    ).expand(input=inputs())
-
-
-deferred_waits()
 
 
 @dag(
