@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from airflow.sdk import DAG, task
+from airflow.sdk import DAG, Asset, task
 from airflow.sdk.exceptions import TaskDeferred
 from airflow.sdk.module_loading import import_string
 from airflow.triggers.base import BaseTaskEndEvent, TaskSuccessEvent, TriggerEvent
@@ -150,7 +150,7 @@ def test_the_sensor_ends_on_a_worker_when_only_a_worker_records_what_follows(emu
             mindvideo_task_id=task_id,
             deferrable=True,
             end_from_trigger=True,
-            outlets=[import_string("airflow.sdk.Asset")("file:///tmp/mv-outlet")],
+            outlets=[Asset("file:///tmp/mv-outlet")],
         )
         silent = MindVideoTaskSensor(
             task_id="silent", mindvideo_task_id=task_id, deferrable=True, end_from_trigger=True, do_xcom_push=False
