@@ -8,7 +8,7 @@ metadata database and the emulator's counters, writes the figures into docs/depl
 (between generated markers) and tears everything down by process group or pid, also on
 failure. Never by name: other people's Postgres and Redis on this machine are left alone.
 
-Sizes come from the environment (defaults: the issue's figures where they fit the time budget):
+Sizes come from the environment (defaults: the issue's figures):
 
   MINDVIDEO_DIST_PIPELINE_PROMPTS  prompts in the mapped content pipeline (scenario 1)
   MINDVIDEO_DIST_BATCH_ITEMS       items in the batch (scenario 1b)
