@@ -136,6 +136,10 @@ class MindVideoHook(BaseHook):
             raise self._no_such_connection() from None
         return self._adopt_settings(conn)
 
+    def reuse_settings(self, settings: ClientSettings) -> None:
+        """Use settings another hook read from the same connection moments ago (waits started together share one reading)."""
+        self._settings = settings
+
     def _no_such_connection(self) -> ConnectionNotFoundError:
         # Airflow's own error is retryable, and every retry would look the connection up in vain.
         return ConnectionNotFoundError(

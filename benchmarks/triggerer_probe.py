@@ -9,6 +9,7 @@ between the moment they are handed over and the moment the first is due to end).
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import time
@@ -51,6 +52,11 @@ class Probe:
         self.rss_before: int | None = None  # just before the N waits arrive
         self.warm_up_created = False
         self.memory: list[tuple[int, int]] = []  # (waits alive, RSS) every half second after the hand-over
+        # Garbage collections that held the loop (when, generation, seconds): a full collection
+        # walks every object of the process, so it shows as one long lag sample.
+        self.collections: list[tuple[float, int, float]] = []
+        self._collecting_since = 0.0
+        gc.callbacks.append(self._on_collection)
         self.trace_to = os.environ.get("MINDVIDEO_BENCH_TRACEMALLOC")
         self.trace_after = float(os.environ.get("MINDVIDEO_BENCH_TRACE_AFTER", "8"))
         if self.trace_to:
@@ -67,6 +73,14 @@ class Probe:
             ticks += 1
             if ticks % 10 == 0 and self.rss_before is not None:
                 self.memory.append((alive(), rss_bytes()))
+
+    def _on_collection(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._collecting_since = time.perf_counter()
+            return
+        took = time.perf_counter() - self._collecting_since
+        if took >= 0.005:
+            self.collections.append((time.time(), info["generation"], took))
 
     def creating(self, count: int) -> None:
         """The runner is about to create ``count`` triggers in one go (1: the warm-up; then the N waits)."""
@@ -121,6 +135,7 @@ class Probe:
                     "handover": self.handover,
                     "rss_before": self.rss_before,
                     "memory": self.memory,
+                    "collections": self.collections,
                 }
             )
         )
