@@ -96,6 +96,7 @@ class MindVideoHook(BaseHook):
         self._async_client: httpx.AsyncClient | None = None
         self._async_loop: Callable[[], asyncio.AbstractEventLoop | None] = _no_loop
         self._requests: dict[tuple[str, str], httpx.Request] = {}
+        self._assembled_log: Any = None
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
@@ -139,6 +140,17 @@ class MindVideoHook(BaseHook):
     def reuse_settings(self, settings: ClientSettings) -> None:
         """Use settings another hook read from the same connection moments ago (waits started together share one reading)."""
         self._settings = settings
+
+    @property
+    def _calls_log(self) -> Any:
+        # Airflow's task logger is a lazy proxy that assembles a new logger at every attribute
+        # read (opening it on the log file, and advising the kernel about that file): once per
+        # request's debug line it cost a twentieth of a poll's CPU in the triggerer. Once per hook.
+        if self._assembled_log is None:
+            log = self.log
+            bind = getattr(log, "bind", None)
+            self._assembled_log = bind() if callable(bind) else log
+        return self._assembled_log
 
     def _no_such_connection(self) -> ConnectionNotFoundError:
         # Airflow's own error is retryable, and every retry would look the connection up in vain.
@@ -301,7 +313,7 @@ class MindVideoHook(BaseHook):
             client, settings = self.get_conn(), self.settings
             limits = limits_for(settings)
             request = self._request(call, client)
-            steps = exchange(request, parse, policy or self._policy(settings, within), self.log, settings.timeout)
+            steps = exchange(request, parse, policy or self._policy(settings, within), self._calls_log, settings.timeout)
             outcome: Outcome = None
             try:
                 while True:
@@ -319,7 +331,7 @@ class MindVideoHook(BaseHook):
             client, settings = await self.aget_conn(), await self.asettings()
             limits = limits_for(settings)
             request = self._request(call, client)
-            steps = exchange(request, parse, self._policy(settings, within), self.log, settings.timeout)
+            steps = exchange(request, parse, self._policy(settings, within), self._calls_log, settings.timeout)
             outcome: Outcome = None
             try:
                 while True:
