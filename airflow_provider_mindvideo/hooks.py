@@ -138,7 +138,7 @@ class MindVideoHook(BaseHook):
         return self._adopt_settings(conn)
 
     def reuse_settings(self, settings: ClientSettings) -> None:
-        """Use settings another hook read from the same connection moments ago (waits started together share one reading)."""
+        """Use settings another hook read from this connection moments ago (waits started together share one)."""
         self._settings = settings
 
     @property
@@ -313,7 +313,9 @@ class MindVideoHook(BaseHook):
             client, settings = self.get_conn(), self.settings
             limits = limits_for(settings)
             request = self._request(call, client)
-            steps = exchange(request, parse, policy or self._policy(settings, within), self._calls_log, settings.timeout)
+            steps = exchange(
+                request, parse, policy or self._policy(settings, within), self._calls_log, settings.timeout
+            )
             outcome: Outcome = None
             try:
                 while True:

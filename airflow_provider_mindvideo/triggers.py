@@ -22,7 +22,6 @@ from airflow_provider_mindvideo.polling import (
     check_poll_settings,
     next_poll_delay,
 )
-
 from airflow_provider_mindvideo.settings import ClientSettings, RecentSettings
 
 if TYPE_CHECKING:

@@ -347,18 +347,34 @@ def import_section(run: Run) -> Section:
     print("==> import time", flush=True)
     imported = imports.measure()
     lines = [
-        f"`import airflow_provider_mindvideo.operators` after `import airflow.sdk`: "
-        f"{imported['operators_over_sdk_ms']:.1f} ms (median of {imported['runs']} runs of `python -X importtime`), "
-        f"of which the provider's own modules {imported['own_modules_ms']:.1f} ms; the rest is Airflow's "
-        "lazily imported `BaseOperator`, assets and object storage, which any operator import pays.",
+        "After `import airflow.sdk` (what every DAG file pays anyway), in a fresh interpreter, median of "
+        f"{imported['runs']} runs:",
+        "",
+        "| import | wall (ms) | CPU (ms) |",
+        "|---|---|---|",
+        f"| `from airflow_provider_mindvideo.operators import MindVideoGenerateOperator` | "
+        f"{imported['one_ms']:.1f} | {imported['one_cpu_ms']:.1f} |",
+        f"| ... then every other name of `airflow_provider_mindvideo.operators` | {imported['every_ms']:.1f} | "
+        f"{imported['every_cpu_ms']:.1f} |",
+        "",
+        "The package imports each operator's module when the name is first asked for, so a DAG file pays for "
+        "the operators it uses. Both rows include Airflow's lazily imported `BaseOperator` (and, for every "
+        "operator, its assets, object storage and the human-in-the-loop provider), which any operator import pays.",
         "",
     ]
-    target = (
-        "importing the operators <= 30 ms over airflow.sdk",
-        f"{imported['operators_over_sdk_ms']:.1f} ms",
-        imported["operators_over_sdk_ms"] <= 30,
-    )
-    return Section("Import time", lines, [target])
+    targets = [
+        (
+            "importing an operator (MindVideoGenerateOperator) <= 30 ms over airflow.sdk",
+            f"{imported['one_ms']:.1f} ms",
+            imported["one_ms"] <= 30,
+        ),
+        (
+            "importing every operator <= 30 ms over airflow.sdk",
+            f"{imported['every_ms']:.1f} ms",
+            imported["every_ms"] <= 30,
+        ),
+    ]
+    return Section("Import time", lines, targets)
 
 
 # -- section: create_task round trip ------------------------------------------------------------------
