@@ -57,6 +57,10 @@ class Probe:
         self.collections: list[tuple[float, int, float]] = []
         self._collecting_since = 0.0
         gc.callbacks.append(self._on_collection)
+        # With MINDVIDEO_BENCH_OBJECTS set: the objects the collector tracks, before the waits arrive and
+        # MINDVIDEO_BENCH_TRACE_AFTER seconds after they were created (counting them holds the loop).
+        self.count_objects = bool(os.environ.get("MINDVIDEO_BENCH_OBJECTS"))
+        self.objects: dict[str, int] = {}
         self.trace_to = os.environ.get("MINDVIDEO_BENCH_TRACEMALLOC")
         self.trace_after = float(os.environ.get("MINDVIDEO_BENCH_TRACE_AFTER", "8"))
         if self.trace_to:
@@ -86,6 +90,8 @@ class Probe:
         """The runner is about to create ``count`` triggers in one go (1: the warm-up; then the N waits)."""
         if count == 1:
             self.warm_up_created = True
+            if self.count_objects:
+                self.objects["before"] = len(gc.get_objects())
             # Before the N waits' workloads arrive: their decoding is part of what they cost.
             self._before = tracemalloc.take_snapshot() if self.trace_to else None
             return
@@ -103,8 +109,14 @@ class Probe:
         if count == 1:
             return
         self.all_created_at = time.time()
+        if self.count_objects:
+            asyncio.get_running_loop().call_later(self.trace_after, self._count_objects, count)
         if self._before is not None:
             asyncio.get_running_loop().call_later(self.trace_after, self._trace, self._before, count)
+
+    def _count_objects(self, count: int) -> None:
+        self.objects["after"] = len(gc.get_objects())
+        self.objects["waits"] = count
 
     def _trace(self, before: tracemalloc.Snapshot, count: int) -> None:
         after = tracemalloc.take_snapshot()
@@ -136,6 +148,7 @@ class Probe:
                     "rss_before": self.rss_before,
                     "memory": self.memory,
                     "collections": self.collections,
+                    "objects": self.objects,
                 }
             )
         )
