@@ -65,13 +65,20 @@ async def _read_settings(hook: MindVideoHook) -> None:
         reading = under_way.get(conn_id)
         if reading is None:
             reading = under_way[conn_id] = loop.create_task(_read_and_keep(hook, recent))
-            reading.add_done_callback(lambda _: under_way.pop(conn_id, None))
+            reading.add_done_callback(lambda done: _reading_done(under_way, conn_id, done))
         # Shielded: a wait cancelled meanwhile must not cancel the reading the others wait for.
         settings = await asyncio.shield(reading)  # a failed reading raises here, for each wait alike
     hook.reuse_settings(settings)
 
 
+def _reading_done(under_way: dict[str, asyncio.Task[ClientSettings]], conn_id: str, done: asyncio.Task[Any]) -> None:
+    under_way.pop(conn_id, None)
+    if not done.cancelled():
+        done.exception()  # retrieved here too: every wait that asked may have been cancelled meanwhile
+
+
 async def _read_and_keep(hook: MindVideoHook, recent: RecentSettings) -> ClientSettings:
+    # The triggers' hooks take no timeout or retry overrides: their settings are the connection's alone.
     settings = await hook.asettings()
     recent.put(hook.mindvideo_conn_id, settings, _clock())
     return settings

@@ -354,3 +354,32 @@ def test_the_first_status_seen_is_not_logged_unless_terminal(
     (event,) = events(MindVideoTaskTrigger(quick, poll_interval=0.05, max_poll_interval=0.1))
     (line,) = [str(e["event"]) for e in debug_logs if f"task {quick} is " in str(e["event"])]
     assert line.split(",")[0].endswith(" is succeeded")
+
+
+def test_a_failed_reading_ends_each_wait_with_its_error_and_is_not_kept(
+    emulator: MindVideoEmulator, waits: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads: list[str] = []
+    real = MindVideoHook.aget_connection
+
+    async def counted(conn_id: str) -> Any:
+        reads.append(conn_id)
+        return await real(conn_id)
+
+    monkeypatch.setattr(MindVideoHook, "aget_connection", staticmethod(counted))
+
+    async def wait_for(count: int) -> list[dict[str, Any]]:
+        async def one(i: int) -> dict[str, Any]:
+            trigger = MindVideoTaskTrigger(f"task_{i}", "mindvideo_typo", poll_interval=0.01, max_poll_interval=0.02)
+            (event,) = [event.payload async for event in trigger.run()]
+            return event
+
+        return await asyncio.gather(*(one(i) for i in range(count)))
+
+    async def scenario() -> list[dict[str, Any]]:
+        return await wait_for(3) + await wait_for(1)
+
+    found = asyncio.run(scenario())
+    assert [event["status"] for event in found] == ["error"] * 4
+    assert all("mindvideo_typo" in event["message"] for event in found)
+    assert reads == ["mindvideo_typo", "mindvideo_typo"]  # one for the three together, one again later
