@@ -415,7 +415,7 @@ def round_trip_section(run: Run) -> Section:
         "so that nothing the server sends adds to the client's work. "
         f"Against the {worst} server the hook costs {extra:.3f} ms more than the bare POST"
         + (
-            f", of which validating the input (a check compiled per model; jsonschema for what it cannot pass) "
+            f", of which validating the input (jsonschema: is_valid, then the errors only if invalid) "
             f"is {validation:.3f} ms "
             f"({100 * validation / extra:.0f}%); the rest is the retry state machine, the request-id and "
             "deadline bookkeeping and parsing the answer into a `MindVideoTask`."

@@ -5,19 +5,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
-from airflow_provider_mindvideo.catalog import (
-    closest_models,
-    compile_quick_check,
-    input_problems,
-    known_models,
-    quick_check,
-    validate_input,
-)
+from airflow_provider_mindvideo.catalog import closest_models, input_problems, known_models, validate_input
 from airflow_provider_mindvideo.errors import InputValidationError, UnknownModelError
 
 # The API facts the catalogue is built from (shared/ beside the checkout, on developers' machines and CI).
@@ -211,78 +201,3 @@ def test_values_that_are_not_json_are_named(model: str, value: Any, says: str) -
     with pytest.raises(InputValidationError) as info:
         validate_input(model, value)
     assert says in str(info.value)
-
-
-# -- the quick check of valid input ------------------------------------------------------------------
-
-_ANY_JSON = st.recursive(
-    st.none() | st.booleans() | st.integers(-3, 20) | st.floats(-2, 20) | st.text(max_size=12),
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.tuples(inner) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
-    ),
-    max_leaves=8,
-)
-
-
-def _field_values(schema: dict[str, Any]) -> st.SearchStrategy[Any]:
-    """Values near the schema's rules: its enum members, examples of its patterns, and anything."""
-    near: list[st.SearchStrategy[Any]] = [_ANY_JSON]
-    if "enum" in schema:
-        near.append(st.sampled_from(schema["enum"]))
-    if "pattern" in schema:
-        near.append(st.from_regex(schema["pattern"], fullmatch=False).map(lambda text: text[:40]))
-        near.append(
-            st.sampled_from(["16:9", "16:9\n", "auto", "https://x.example/a.png", "data:image/png;base64,QQ=="])
-        )
-    if schema.get("type") == "array":
-        near.append(st.lists(_field_values(schema.get("items", {})), max_size=17))
-    if schema.get("type") in ("integer", "number"):
-        near.append(st.sampled_from([0, 1, 1.0, 1.5, True, 2, 10, 15, 16, 100]))
-    return st.one_of(near)
-
-
-def _inputs(schema: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
-    fields = {name: _field_values(sub) for name, sub in schema.get("properties", {}).items()}
-    known = st.fixed_dictionaries({}, optional=fields)
-    return st.one_of(
-        known,
-        st.builds(lambda d, extra: {**d, **extra}, known, st.dictionaries(st.text(max_size=5), _ANY_JSON, max_size=2)),
-    )
-
-
-@pytest.mark.parametrize("slug", sorted(known_models()))
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(data=st.data())
-def test_the_quick_check_never_passes_what_the_schema_refuses(slug: str, data: st.DataObject) -> None:
-    # The quick check only says "valid for sure"; anything else goes to jsonschema, which names the problems.
-    schema = known_models()[slug].input_schema
-    candidate = data.draw(_inputs(dict(schema)))
-    quick = quick_check(slug)
-    assert quick is not None  # every shipped schema uses only keywords the quick check knows
-    if quick(candidate):
-        assert input_problems(slug, candidate) == []
-        assert jsonschema.Draft202012Validator(schema).is_valid(candidate)
-
-
-def test_the_quick_check_passes_the_usual_inputs_and_leaves_the_rest_to_jsonschema() -> None:
-    quick = quick_check("gpt-image-2")
-    assert quick is not None
-    assert quick({"prompt": "A lighthouse at dawn", "size": "16:9", "resolution": "2k", "n": 1})
-    assert quick({"prompt": "x", "image_urls": ["https://x.example/a.png"], "mask_url": "https://x.example/m.png"})
-    for doubtful in (
-        {"prompt": "x", "n": True},  # a flag is no count
-        {"prompt": "x", "n": 1.0},  # 1.0 is an integer to JSON Schema: jsonschema decides
-        {"prompt": "x", "size": "16:9\n"},
-        {"prompt": "x", "image_urls": ("https://x.example/a.png",)},  # a tuple is no JSON array to jsonschema
-        {"prompt": "x", "mask_url": "https://x.example/m.png"},
-        {"prompt": " "},
-        {"size": "16:9"},
-        {"prompt": "x", "colour": "red"},
-    ):
-        assert not quick(doubtful), doubtful
-
-
-def test_a_schema_with_a_keyword_the_quick_check_does_not_know_gets_none() -> None:
-    assert compile_quick_check({"type": "object", "properties": {"a": {"type": "string", "format": "uri"}}}) is None
-    assert compile_quick_check({"anyOf": [{"type": "string"}]}) is None
-    assert compile_quick_check({"type": "object", "title": "annotations are fine", "x-rule": "too"}) is not None
