@@ -138,7 +138,8 @@ def download_client(timeout: float = 60.0, *, allow_private_urls: bool = False) 
     )
     # Bounded as a whole only under a deadline (store_outputs' ``deadline``): ``timeout`` is per
     # socket operation, which a server trickling a byte a second never trips.
-    return enforce_deadlines(client if allow_private_urls else guard_client(client))
+    client = enforce_deadlines(client)
+    return client if allow_private_urls else guard_client(client)
 
 
 def store_outputs(
