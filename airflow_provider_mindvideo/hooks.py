@@ -10,7 +10,7 @@ import uuid
 import weakref
 from asyncio import sleep as async_sleep
 from collections.abc import Callable, Iterator, Mapping
-from time import sleep
+from time import monotonic, sleep
 from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -392,7 +392,8 @@ def _send(client: httpx.Client, limits: ConnectionLimits, step: Send) -> Outcome
             sleep(delay)
             waited += delay
         try:
-            with deadline_after(step.seconds):
+            # The wait for the turn was part of the attempt's time: the call's deadline holds.
+            with deadline_after(step.seconds - waited):
                 return client.send(step.request)
         except httpx.RequestError as exc:
             return exc
@@ -401,10 +402,13 @@ def _send(client: httpx.Client, limits: ConnectionLimits, step: Send) -> Outcome
 async def _asend(client: httpx.AsyncClient, limits: ConnectionLimits, step: Send) -> Outcome:
     """One attempt in an event loop, bounded as a whole by ``step.seconds`` once its turn has come."""
     async with limits.aslot():
+        turn_asked = monotonic()
         if not await limits.await_turn(step.seconds):
             return _no_turn(step)
+        # The wait in line for the turn was part of the attempt's time: the call's deadline holds.
+        left = step.seconds - (monotonic() - turn_asked)
         try:
-            async with asyncio.timeout(step.seconds):
+            async with asyncio.timeout(left):
                 return await client.send(step.request)
         except httpx.RequestError as exc:
             return exc
