@@ -47,6 +47,7 @@ from airflow_provider_mindvideo.batch_records import (
     write_manifest,
 )
 from airflow_provider_mindvideo.budget import Budget, Reservation
+from airflow_provider_mindvideo.deadlines import Deadline
 from airflow_provider_mindvideo.errors import (
     AuthenticationError,
     ConnectionNotFoundError,
@@ -142,6 +143,11 @@ class _Saver:
         self.folder = ObjectStoragePath(trigger.download_to, conn_id=trigger.download_conn_id)
         self.client: httpx.Client = download_client(allow_private_urls=trigger.download_allow_private_urls)
         self.pool = ThreadPoolExecutor(DOWNLOAD_CONCURRENCY, thread_name_prefix="mindvideo-batch-save")
+        # Saves end with the batch: by its deadline however slowly a server sends, and at once
+        # (within a socket timeout) when the batch stops -- a thread still reading would hold
+        # the triggerer's exit until the server let go.
+        left = math.inf if trigger.deadline is None else trigger.deadline - time.time()
+        self.deadline = Deadline(time.monotonic() + max(0.0, left))
         self.jobs: set[asyncio.Task[None]] = set()
         self.saved = 0
 
@@ -155,7 +161,7 @@ class _Saver:
         loop = asyncio.get_running_loop()
         try:
             files = await loop.run_in_executor(
-                self.pool, _save_or_keep, self.client, self.folder, self.conn_id, urls, task_id, earlier
+                self.pool, _save_or_keep, self.client, self.folder, self.conn_id, urls, task_id, earlier, self.deadline
             )
         except MindVideoError as exc:
             if exc.retryable:  # a blip (a 5xx, a dropped connection): the worker tries once more before judging
@@ -178,7 +184,8 @@ class _Saver:
             await asyncio.wait(list(self.jobs))
 
     def close(self) -> None:
-        """Stop: saves not started are dropped (the worker does them), running ones end on their own."""
+        """Stop: saves not started are dropped (the worker does them), running ones end at their next read."""
+        self.deadline.cancel()
         for job in self.jobs:
             job.cancel()
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -193,12 +200,13 @@ def _save_or_keep(
     urls: Sequence[str],
     task_id: str | None,
     earlier: list[dict[str, Any]] | None,
+    deadline: Deadline,
 ) -> list[dict[str, Any]]:
     if earlier and still_stored(earlier, urls, conn_id):
         # This try left them untouched: ``written`` says so (the asset event counts this try's writes).
         return [{**file, "written": False} for file in earlier]
     # In the triggerer the hook lineage collector belongs to no task: the worker reports the files.
-    return save_item_outputs(client, folder, urls, task_id, record_lineage=False)
+    return save_item_outputs(client, folder, urls, task_id, record_lineage=False, deadline=deadline)
 
 
 class _Stop(Exception):

@@ -157,7 +157,15 @@ class MindVideoBatchTrigger(BaseTrigger):
             except MindVideoError as exc:
                 yield self._error(exc)
                 return
-            yield TriggerEvent({"status": DONE, "summary": summary.to_xcom(), "message": batch.last_progress})
+            yield TriggerEvent(
+                {
+                    "status": DONE,
+                    "summary": summary.to_xcom(),
+                    "message": batch.last_progress,
+                    # The worker's saves of what is missing end by it too (or soon after, see the operator).
+                    "deadline": self.deadline,
+                }
+            )
         finally:
             await hook.aclose()
 

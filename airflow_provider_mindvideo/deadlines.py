@@ -20,24 +20,43 @@ from typing import Any
 import httpcore
 import httpx
 
-_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("mindvideo_deadline", default=None)
+
+class Deadline:
+    """An end in ``time.monotonic()`` seconds, which its owner may bring forward to now (:meth:`cancel`)."""
+
+    __slots__ = ("end",)
+
+    def __init__(self, end: float) -> None:
+        self.end = end
+
+    def cancel(self) -> None:
+        """End every socket operation under this deadline at its next turn (a blocked one within its timeout)."""
+        self.end = 0.0
+
+
+_deadline: contextvars.ContextVar[Deadline | None] = contextvars.ContextVar("mindvideo_deadline", default=None)
 
 
 @contextlib.contextmanager
-def deadline_after(seconds: float) -> Iterator[None]:
-    """Every socket operation of wrapped clients in this context ends within ``seconds`` from now."""
-    token = _deadline.set(time.monotonic() + seconds)
+def within(deadline: Deadline) -> Iterator[Deadline]:
+    """Every socket operation of wrapped clients in this context ends by ``deadline`` (shared, cancellable)."""
+    token = _deadline.set(deadline)
     try:
-        yield
+        yield deadline
     finally:
         _deadline.reset(token)
 
 
+def deadline_after(seconds: float) -> contextlib.AbstractContextManager[Deadline]:
+    """Every socket operation of wrapped clients in this context ends within ``seconds`` from now."""
+    return within(Deadline(time.monotonic() + seconds))
+
+
 def _left(timeout: float | None) -> float | None:
-    end = _deadline.get()
-    if end is None:
+    deadline = _deadline.get()
+    if deadline is None:
         return timeout
-    left = end - time.monotonic()
+    left = deadline.end - time.monotonic()
     if left <= 0:
         raise httpcore.ReadTimeout("the attempt's deadline has passed")
     return left if timeout is None else min(timeout, left)

@@ -7,6 +7,7 @@ the caller: the operator owns the client, tests can hand in any transport or fil
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import mimetypes
 import posixpath
@@ -18,6 +19,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from airflow_provider_mindvideo import __version__, storage
+from airflow_provider_mindvideo.deadlines import Deadline, enforce_deadlines, within
 from airflow_provider_mindvideo.errors import (
     InputValidationError,
     OutputDownloadError,
@@ -134,6 +136,9 @@ def download_client(timeout: float = 60.0, *, allow_private_urls: bool = False) 
         timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
         headers={"User-Agent": f"airflow-provider-mindvideo/{__version__}"},
     )
+    # Bounded as a whole only under a deadline (store_outputs' ``deadline``): ``timeout`` is per
+    # socket operation, which a server trickling a byte a second never trips.
+    client = enforce_deadlines(client)
     return client if allow_private_urls else guard_client(client)
 
 
@@ -146,11 +151,14 @@ def store_outputs(
     pattern: str = DEFAULT_FILE_NAME,
     overwrite: bool = False,
     record_lineage: bool = True,
+    deadline: Deadline | None = None,
 ) -> list[StoredFile]:
     """Download every URL into ``destination``, in order; checks all URLs before the first byte moves.
 
     :param record_lineage: Report each stored file to Airflow's hook lineage. Off in the
         triggerer, whose collector belongs to no task and would keep every file to the end.
+    :param deadline: When every download must have ended (a client from :func:`download_client`),
+        however slowly the server sends; its owner may cancel it (a batch that stops).
     """
     for url in urls:
         check_download_url(url)
@@ -158,7 +166,8 @@ def store_outputs(
     destination.fs.makedirs(destination.path, exist_ok=True)
     stored = []
     for index, url in enumerate(urls):
-        stored.append(store_output(client, url, destination, mindvideo_task_id, index, pattern, overwrite))
+        with within(deadline) if deadline is not None else contextlib.nullcontext():
+            stored.append(store_output(client, url, destination, mindvideo_task_id, index, pattern, overwrite))
         if record_lineage:
             record_output(destination, stored[-1].path)
     return stored
@@ -195,6 +204,9 @@ def store_output(
             stored = storage.write_new(target, body, overwrite=overwrite)
     except httpx.HTTPError as exc:
         raise OutputDownloadError(f"Downloading {url} failed: {type(exc).__name__}: {exc}") from None
+    except httpx.InvalidURL as exc:
+        # A redirect to a link no client can follow (data:, a mangled URL): no retry fixes it.
+        raise OutputUnavailableError(f"Downloading {url} failed: {type(exc).__name__}: {exc}") from None
     except PrivateAddressError as exc:
         # The guard names the host it refused (perhaps a redirect's); the user needs the link too.
         raise PrivateAddressError(f"Refused to download {url}: {exc.message}; {ALLOW_PRIVATE_URLS_HINT}") from None

@@ -10,7 +10,7 @@ import uuid
 import weakref
 from asyncio import sleep as async_sleep
 from collections.abc import Callable, Iterator, Mapping
-from time import sleep
+from time import monotonic, sleep
 from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -96,6 +96,7 @@ class MindVideoHook(BaseHook):
         self._async_client: httpx.AsyncClient | None = None
         self._async_loop: Callable[[], asyncio.AbstractEventLoop | None] = _no_loop
         self._requests: dict[tuple[str, str], httpx.Request] = {}
+        self._assembled_log: Any = None
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
@@ -135,6 +136,21 @@ class MindVideoHook(BaseHook):
         except AirflowNotFoundException:
             raise self._no_such_connection() from None
         return self._adopt_settings(conn)
+
+    def reuse_settings(self, settings: ClientSettings) -> None:
+        """Use settings another hook read from this connection moments ago (waits started together share one)."""
+        self._settings = settings
+
+    @property
+    def _calls_log(self) -> Any:
+        # Airflow's task logger is a lazy proxy that assembles a new logger at every attribute
+        # read (opening it on the log file, and advising the kernel about that file): once per
+        # request's debug line it cost a twentieth of a poll's CPU in the triggerer. Once per hook.
+        if self._assembled_log is None:
+            log = self.log
+            bind = getattr(log, "bind", None)
+            self._assembled_log = bind() if callable(bind) else log
+        return self._assembled_log
 
     def _no_such_connection(self) -> ConnectionNotFoundError:
         # Airflow's own error is retryable, and every retry would look the connection up in vain.
@@ -297,7 +313,9 @@ class MindVideoHook(BaseHook):
             client, settings = self.get_conn(), self.settings
             limits = limits_for(settings)
             request = self._request(call, client)
-            steps = exchange(request, parse, policy or self._policy(settings, within), self.log, settings.timeout)
+            steps = exchange(
+                request, parse, policy or self._policy(settings, within), self._calls_log, settings.timeout
+            )
             outcome: Outcome = None
             try:
                 while True:
@@ -315,7 +333,7 @@ class MindVideoHook(BaseHook):
             client, settings = await self.aget_conn(), await self.asettings()
             limits = limits_for(settings)
             request = self._request(call, client)
-            steps = exchange(request, parse, self._policy(settings, within), self.log, settings.timeout)
+            steps = exchange(request, parse, self._policy(settings, within), self._calls_log, settings.timeout)
             outcome: Outcome = None
             try:
                 while True:
@@ -374,7 +392,8 @@ def _send(client: httpx.Client, limits: ConnectionLimits, step: Send) -> Outcome
             sleep(delay)
             waited += delay
         try:
-            with deadline_after(step.seconds):
+            # The wait for the turn was part of the attempt's time: the call's deadline holds.
+            with deadline_after(step.seconds - waited):
                 return client.send(step.request)
         except httpx.RequestError as exc:
             return exc
@@ -383,10 +402,13 @@ def _send(client: httpx.Client, limits: ConnectionLimits, step: Send) -> Outcome
 async def _asend(client: httpx.AsyncClient, limits: ConnectionLimits, step: Send) -> Outcome:
     """One attempt in an event loop, bounded as a whole by ``step.seconds`` once its turn has come."""
     async with limits.aslot():
+        turn_asked = monotonic()
         if not await limits.await_turn(step.seconds):
             return _no_turn(step)
+        # The wait in line for the turn was part of the attempt's time: the call's deadline holds.
+        left = step.seconds - (monotonic() - turn_asked)
         try:
-            async with asyncio.timeout(step.seconds):
+            async with asyncio.timeout(left):
                 return await client.send(step.request)
         except httpx.RequestError as exc:
             return exc

@@ -20,7 +20,7 @@ from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, quote_plus
 
 import httpx
 import pydantic
@@ -279,18 +279,39 @@ def redact(text: str, secret: str | None) -> str:
     text = _URL_CREDENTIALS.sub(r"\1***@", text)
     if not secret:
         return text
-    for form in {secret, json.dumps(secret)[1:-1], html.escape(secret), repr(secret)[1:-1]}:
+    # Every form a server or a gateway may echo it in: escaped for JSON, HTML, repr, or a URL.
+    forms = {
+        secret,
+        json.dumps(secret)[1:-1],
+        html.escape(secret),
+        repr(secret)[1:-1],
+        quote(secret, safe=""),
+        quote(secret),
+        quote_plus(secret),
+    }
+    for form in forms:
         text = text.replace(form, "***")
-    # A capped message or a preview can end inside the key: its start is a secret too.
-    head = secret[:10]
-    start = text.find(head)
-    while start != -1:
-        end = start + len(head)
-        while end - start < len(secret) and end < len(text) and text[end] == secret[end - start]:
-            end += 1
+    return _without_heads(text, forms)
+
+
+def _without_heads(text: str, forms: set[str]) -> str:
+    # A capped message or a preview can end inside the key: its start is a secret too. Where a
+    # start is found, the longest form that goes on matching there decides how much is cut.
+    heads = {form[:10] for form in forms}
+    start = 0
+    while found := [at for head in heads if (at := text.find(head, start)) != -1]:
+        start = min(found)
+        end = max(start + _matching(text, start, form) for form in forms if text.startswith(form[:10], start))
         text = text[:start] + "***" + text[end:]
-        start = text.find(head, start + 3)
+        start += 3
     return text
+
+
+def _matching(text: str, start: int, form: str) -> int:
+    length = 0
+    while length < len(form) and start + length < len(text) and text[start + length] == form[length]:
+        length += 1
+    return length
 
 
 def _redacted(text: str | None, secret: str | None) -> Any:

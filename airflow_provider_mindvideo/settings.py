@@ -424,3 +424,30 @@ def user_agent() -> str:
     from airflow import __version__ as airflow_version
 
     return f"airflow-provider-mindvideo/{__version__} apache-airflow/{airflow_version} httpx/{httpx.__version__}"
+
+
+# -- reuse ------------------------------------------------------------------------------------
+
+
+class RecentSettings:
+    """Connection settings read lately, by connection id, each reusable for ``reuse_seconds`` after its reading.
+
+    Pure: the caller passes the clock. Thousands of waits that a triggerer starts together
+    would otherwise each look their connection up (Airflow's secrets backends, two secret-mask
+    messages to the supervisor) and validate it again; within the window they share one
+    reading. A reading older than the window is read again, so an edited connection reaches
+    new waits within ``reuse_seconds``. Failed readings are never kept.
+    """
+
+    def __init__(self, reuse_seconds: float) -> None:
+        self.reuse_seconds = reuse_seconds
+        self._read: dict[str, tuple[float, ClientSettings]] = {}
+
+    def get(self, conn_id: str, now: float) -> ClientSettings | None:
+        found = self._read.get(conn_id)
+        if found is None or now - found[0] >= self.reuse_seconds:
+            return None
+        return found[1]
+
+    def put(self, conn_id: str, settings: ClientSettings, now: float) -> None:
+        self._read[conn_id] = (now, settings)

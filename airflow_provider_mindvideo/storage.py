@@ -81,6 +81,14 @@ def exists(target: ObjectStoragePath) -> bool:
     return bool(target.fs.exists(target.path))
 
 
+def size_of(target: ObjectStoragePath) -> int | None:
+    """The stored file's size in bytes; None when there is none."""
+    try:
+        return int(target.fs.size(target.path))
+    except FileNotFoundError:
+        return None
+
+
 def fingerprint(chunks: Iterable[bytes]) -> Fingerprint:
     """Size and sha256 of a stream, read to its end."""
     content = _Hashing(chunks)

@@ -22,6 +22,7 @@ from airflow_provider_mindvideo.polling import (
     check_poll_settings,
     next_poll_delay,
 )
+from airflow_provider_mindvideo.settings import ClientSettings, RecentSettings
 
 if TYPE_CHECKING:
     from airflow_provider_mindvideo.hooks import MindVideoHook
@@ -39,6 +40,48 @@ def _first_check_delay() -> float:
     if slots is None:
         slots = _first_check_slots[loop] = FirstCheckSlots(FIRST_CHECKS_PER_SLICE, SLICE_SECONDS)
     return slots.delay(_clock())
+
+
+#: Waits on one event loop that start within this many seconds of each other read their
+#: connection once between them: an edited connection reaches new waits at most this late.
+SETTINGS_REUSE_SECONDS = 10.0
+_recent_settings: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, RecentSettings] = weakref.WeakKeyDictionary()
+# Readings under way, by loop and connection id: waits starting in the same instant wait for one.
+_reading: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Task[ClientSettings]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def _read_settings(hook: MindVideoHook) -> None:
+    """Give ``hook`` its connection's settings, read by another wait on this loop if it read them lately."""
+    loop = asyncio.get_running_loop()
+    recent = _recent_settings.get(loop)
+    if recent is None:
+        recent = _recent_settings[loop] = RecentSettings(SETTINGS_REUSE_SECONDS)
+    conn_id = hook.mindvideo_conn_id
+    settings = recent.get(conn_id, _clock())
+    if settings is None:
+        under_way = _reading.setdefault(loop, {})
+        reading = under_way.get(conn_id)
+        if reading is None:
+            reading = under_way[conn_id] = loop.create_task(_read_and_keep(hook, recent))
+            reading.add_done_callback(lambda done: _reading_done(under_way, conn_id, done))
+        # Shielded: a wait cancelled meanwhile must not cancel the reading the others wait for.
+        settings = await asyncio.shield(reading)  # a failed reading raises here, for each wait alike
+    hook.reuse_settings(settings)
+
+
+def _reading_done(under_way: dict[str, asyncio.Task[ClientSettings]], conn_id: str, done: asyncio.Task[Any]) -> None:
+    under_way.pop(conn_id, None)
+    if not done.cancelled():
+        done.exception()  # retrieved here too: every wait that asked may have been cancelled meanwhile
+
+
+async def _read_and_keep(hook: MindVideoHook, recent: RecentSettings) -> ClientSettings:
+    # The triggers' hooks take no timeout or retry overrides: their settings are the connection's alone.
+    settings = await hook.asettings()
+    recent.put(hook.mindvideo_conn_id, settings, _clock())
+    return settings
 
 
 _EVENT_FIELDS = frozenset(MindVideoTask.model_fields) - {"created"}
@@ -144,6 +187,7 @@ class MindVideoTaskTrigger(BaseTrigger):
         hook = MindVideoHook(self.mindvideo_conn_id, shared_client=True)
         self._last_problem: str | None = None
         self._seen: tuple[str, float] | None = None  # the last status seen, and since when
+        self._settings_read = False
         try:
             # Thousands of waits handed to a triggerer at once would all look now, in one burst.
             if held := _first_check_delay():
@@ -187,6 +231,9 @@ class MindVideoTaskTrigger(BaseTrigger):
         then, and gives up naming the cause; the timeout around the check is the backstop.
         """
         try:
+            if not self._settings_read:
+                await _read_settings(hook)
+                self._settings_read = True
             task = await hook.aget_task(self.mindvideo_task_id, within=within)
         except MindVideoError as exc:
             if not exc.retryable:
@@ -232,9 +279,14 @@ class MindVideoTaskTrigger(BaseTrigger):
         )
 
     def _note_status(self, task: MindVideoTask) -> None:
-        """One log line per change of status, with how long the previous one lasted."""
+        """One log line per change of status, with how long the previous one lasted (the first seen, only if final)."""
         now = time.time()
         if self._seen is not None and self._seen[0] == task.reported_status:
+            return
+        if self._seen is None and not task.is_terminal and task.status is not TaskStatus.UNKNOWN:
+            # The operator logged the task and its status as it deferred; each line is a message
+            # to the triggerer's supervisor, thousands a minute: the wait logs what changes.
+            self._seen = (task.reported_status, now)
             return
         previous = f" after {self._seen[0]} for {now - self._seen[1]:.0f} s" if self._seen else ""
         unknown = " (a status this provider does not know; waiting)" if task.status is TaskStatus.UNKNOWN else ""

@@ -343,6 +343,7 @@ def triggerer_main(kind: str, task_ids: list[str], warm_up_id: str, workload: Wo
         "all_created_at": probe["all_created_at"],
         "lags": probe["lags"],
         "connections": probe["connections"],
+        "collections": probe.get("collections", []),
         "started_at": started_at,
         "done_at": {task_id: arrived[i] for i, task_id in zip(ids, task_ids, strict=True)},
         "supervisor_max_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
@@ -415,9 +416,17 @@ def summarise(
     after: dict[str, Any],
 ) -> dict[str, Any]:
     tasks = {task["task_id"]: task for task in after["tasks"]}
-    delays, by_kind = [], {"short": [], "long": []}  # type: ignore[var-annotated]
+    started_at = measured["started_at"]
+    delays, raw_delays, by_kind = [], [], {"short": [], "long": []}  # type: ignore[var-annotated]
+    ended_before = 0
     for i, task_id in enumerate(task_ids):
-        delay = measured["done_at"][task_id] - tasks[task_id]["terminal_at"]
+        # The N tasks are created before the triggerer starts (at N=5,000 on a busy machine that
+        # takes minutes), so some end before any wait exists: no trigger could see them earlier
+        # than the hand-over. In production a wait starts as its task is created.
+        terminal_at = tasks[task_id]["terminal_at"]
+        ended_before += terminal_at < started_at
+        delay = measured["done_at"][task_id] - max(terminal_at, started_at)
+        raw_delays.append(measured["done_at"][task_id] - terminal_at)
         delays.append(delay)
         duration = workload.duration(i)
         if duration <= workload.short_up_to:
@@ -425,14 +434,22 @@ def summarise(
         elif duration >= workload.long_from:
             by_kind["long"].append(delay / duration)
     requests = after["requests"].get("get", 0) - before["requests"].get("get", 0) - 1  # minus the warm-up's
-    started_at, lags = measured["started_at"], measured["lags"]
+    lags = measured["lags"]
     # Before the shortest task ends, the loop does nothing but start and poll N waits.
     starting = [(at, lag) for at, lag in lags if started_at <= at < started_at + workload.shortest * 0.9]
     running = [lag for at, lag in lags if at >= started_at]
     # Airflow's own part of the start: the runner decoding the N workloads handed over in one message.
     h0, h1 = measured["handover"] or (0.0, 0.0)
     decoding = [lag for at, lag in starting if at - lag < h1 and at > h0]
-    triggers_start = [lag for at, lag in starting if not (at - lag < h1 and at > h0)]
+    triggers_start = [(at, lag) for at, lag in starting if not (at - lag < h1 and at > h0)]
+    # Full garbage collections walk every object of the runner (Airflow's modules and each trigger's
+    # wrapper as well as the waits'): a lag sample that overlaps one is shown apart.
+    collections = [(end - took, end) for end, generation, took in measured.get("collections", []) if generation == 2]
+
+    def collecting(at: float, lag: float) -> bool:
+        return any(start < at and end > at - lag - TICK for start, end in collections)
+
+    full_collections = [end - start for start, end in collections if started_at <= end < started_at + workload.shortest]
     n = workload.waits
     return {
         "kind": kind,
@@ -455,8 +472,13 @@ def summarise(
         "creation_s": (measured["all_created_at"] or h1) - h1,
         "lag_timeline": [(round(at - started_at, 1), round(1000 * lag)) for at, lag in lags if lag > 0.1],
         "handover_stall_ms": 1000 * max(decoding, default=0.0),
-        "start_stall_waits_ms": 1000 * max(triggers_start, default=0.0),
+        "start_stall_waits_ms": 1000 * max((lag for _, lag in triggers_start), default=0.0),
+        "start_full_collection_ms": 1000 * max(full_collections, default=0.0),
+        "start_stall_not_collecting_ms": 1000
+        * max((lag for at, lag in triggers_start if not collecting(at, lag)), default=0.0),
         "latency_p50_s": statistics.median(delays),
+        "latency_from_task_end_p50_s": statistics.median(raw_delays),
+        "ended_before_handover": ended_before / n,
         "latency_p95_s": quantile(delays, 0.95),
         "short_delay_p50": statistics.median(by_kind["short"]),
         "short_delay_p95": quantile(by_kind["short"], 0.95),

@@ -9,6 +9,7 @@ between the moment they are handed over and the moment the first is due to end).
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import time
@@ -51,6 +52,15 @@ class Probe:
         self.rss_before: int | None = None  # just before the N waits arrive
         self.warm_up_created = False
         self.memory: list[tuple[int, int]] = []  # (waits alive, RSS) every half second after the hand-over
+        # Garbage collections that held the loop (when, generation, seconds): a full collection
+        # walks every object of the process, so it shows as one long lag sample.
+        self.collections: list[tuple[float, int, float]] = []
+        self._collecting_since = 0.0
+        gc.callbacks.append(self._on_collection)
+        # With MINDVIDEO_BENCH_OBJECTS set: the objects the collector tracks, before the waits arrive and
+        # MINDVIDEO_BENCH_TRACE_AFTER seconds after they were created (counting them holds the loop).
+        self.count_objects = bool(os.environ.get("MINDVIDEO_BENCH_OBJECTS"))
+        self.objects: dict[str, int] = {}
         self.trace_to = os.environ.get("MINDVIDEO_BENCH_TRACEMALLOC")
         self.trace_after = float(os.environ.get("MINDVIDEO_BENCH_TRACE_AFTER", "8"))
         if self.trace_to:
@@ -68,10 +78,20 @@ class Probe:
             if ticks % 10 == 0 and self.rss_before is not None:
                 self.memory.append((alive(), rss_bytes()))
 
+    def _on_collection(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._collecting_since = time.perf_counter()
+            return
+        took = time.perf_counter() - self._collecting_since
+        if took >= 0.005:
+            self.collections.append((time.time(), info["generation"], took))
+
     def creating(self, count: int) -> None:
         """The runner is about to create ``count`` triggers in one go (1: the warm-up; then the N waits)."""
         if count == 1:
             self.warm_up_created = True
+            if self.count_objects:
+                self.objects["before"] = len(gc.get_objects())
             # Before the N waits' workloads arrive: their decoding is part of what they cost.
             self._before = tracemalloc.take_snapshot() if self.trace_to else None
             return
@@ -89,8 +109,14 @@ class Probe:
         if count == 1:
             return
         self.all_created_at = time.time()
+        if self.count_objects:
+            asyncio.get_running_loop().call_later(self.trace_after, self._count_objects, count)
         if self._before is not None:
             asyncio.get_running_loop().call_later(self.trace_after, self._trace, self._before, count)
+
+    def _count_objects(self, count: int) -> None:
+        self.objects["after"] = len(gc.get_objects())
+        self.objects["waits"] = count
 
     def _trace(self, before: tracemalloc.Snapshot, count: int) -> None:
         after = tracemalloc.take_snapshot()
@@ -121,6 +147,8 @@ class Probe:
                     "handover": self.handover,
                     "rss_before": self.rss_before,
                     "memory": self.memory,
+                    "collections": self.collections,
+                    "objects": self.objects,
                 }
             )
         )

@@ -106,15 +106,15 @@ class FakeInternet(httpcore.NetworkBackend):
 
 
 @contextmanager
-def trickling_server(body: bytes, *, status: str = "200 OK", byte_every: float = 0.1) -> Iterator[str]:
+def trickling_server(
+    body: bytes, *, status: str = "200 OK", byte_every: float = 0.1, content_type: str = "application/json"
+) -> Iterator[str]:
     """A server that answers every request with ``body``, one byte every ``byte_every`` seconds.
 
     The status line and headers trickle too: a client whose only timeout is per read never
     notices. Each connection stops by itself once its answer is out or the client hangs up.
     """
-    answer = (
-        f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
-    )
+    answer = f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(0.2)
     stop = threading.Event()

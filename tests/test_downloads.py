@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import os
 import threading
+import time
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from airflow.sdk import ObjectStoragePath
 from airflow.sdk.io import attach
 from fsspec.implementations.memory import MemoryFileSystem
 
+from airflow_provider_mindvideo.deadlines import Deadline
 from airflow_provider_mindvideo.downloads import (
     StoredFile,
     download_client,
@@ -34,7 +36,7 @@ from airflow_provider_mindvideo.errors import (
 )
 from airflow_provider_mindvideo.hooks import MindVideoHook
 from airflow_provider_mindvideo.network import GuardedNetworkBackend
-from tests.servers import FakeInternet, scripted_server
+from tests.servers import FakeInternet, scripted_server, trickling_server
 
 PNG = {"Content-Type": "image/png"}
 
@@ -397,3 +399,56 @@ def test_a_public_link_redirecting_into_this_machine_saves_nothing(local: Object
         assert server.requests == ["/out/0.png"]  # the redirect was never followed
     assert internet.connected == ["93.184.215.14"]
     assert list(local.iterdir()) == []
+
+
+def test_a_redirect_to_a_data_url_is_a_clear_unavailable_output(local: ObjectStoragePath) -> None:
+    # httpx's InvalidURL is no HTTPError: it used to escape as a bare error and fail a whole batch.
+    routes = {"/a.png": (302, {"Location": "data:image/png;base64,iVBORw0KGgo="}, b"")}
+    with (
+        scripted_server(routes) as server,
+        download_client(timeout=5, allow_private_urls=True) as client,
+        pytest.raises(OutputUnavailableError, match=r"a\.png"),
+    ):
+        store_outputs(client, [server.url("/a.png")], local, mindvideo_task_id="t")
+    assert not local.exists() or list(local.iterdir()) == []
+
+
+def test_a_trickling_download_ends_by_its_deadline(local: ObjectStoragePath) -> None:
+    # One byte every 0.1 s never trips the 5 s per-read timeout; the deadline bounds the whole file.
+    deadline = Deadline(time.monotonic() + 1.0)
+    with (
+        trickling_server(b"x" * 1000, content_type="image/png") as url,
+        download_client(timeout=5, allow_private_urls=True) as client,
+    ):
+        started = time.monotonic()
+        with pytest.raises(OutputDownloadError, match="Timeout"):
+            store_outputs(client, [f"{url}/a.png"], local, mindvideo_task_id="t", deadline=deadline)
+        assert time.monotonic() - started < 5.0  # the deadline (1 s), not the trickle (100 s)
+    assert not [path for path in local.iterdir() if path.name.endswith(".png")]
+
+
+def test_a_cancelled_deadline_stops_a_download_running_in_another_thread(local: ObjectStoragePath) -> None:
+    deadline = Deadline(time.monotonic() + 3600)
+    errors: list[BaseException] = []
+
+    def save() -> None:
+        try:
+            store_outputs(client, [f"{url}/a.png"], local, mindvideo_task_id="t", deadline=deadline)
+        except BaseException as exc:
+            errors.append(exc)
+
+    with (
+        trickling_server(b"x" * 1000, byte_every=0.01, content_type="image/png") as url,
+        download_client(timeout=5, allow_private_urls=True) as client,
+    ):
+        saver = threading.Thread(target=save)
+        saver.start()
+        # Cancelled while the body is being written (its partial file exists), not before it began.
+        waited_until = time.monotonic() + 20
+        while not (local.exists() and any(local.iterdir())) and time.monotonic() < waited_until:
+            time.sleep(0.01)
+        assert local.exists() and any(local.iterdir())
+        deadline.cancel()
+        saver.join(timeout=30)
+        assert not saver.is_alive()
+    assert len(errors) == 1 and isinstance(errors[0], OutputDownloadError)

@@ -380,3 +380,41 @@ def test_a_host_without_scheme_says_https_was_assumed(
     with pytest.raises(TransportError, match=r"https://127\.0\.0\.1:\d+.*plain-http server"):
         api.get_task("task_x")
     assert any("https://" in str(e["event"]) and "is assumed" in str(e["event"]) for e in debug_logs)
+
+
+class _Lines:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def debug(self, message: str, *args: object) -> None:
+        self.lines.append(message % args)
+
+    info = warning = debug
+
+
+class _LazyLogger:
+    """Airflow's task logger as the hook gets it: a proxy that assembles a new logger at every
+    attribute read (``log.debug``) and every ``bind()``."""
+
+    def __init__(self) -> None:
+        self.assembled = 0
+        self.logger = _Lines()
+
+    def bind(self) -> _Lines:
+        self.assembled += 1
+        return self.logger
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.bind(), name)
+
+
+def test_a_hook_assembles_its_logger_once_not_at_every_request(emulator: MindVideoEmulator) -> None:
+    # Each assembly opens a logger on the task's log file (and, in Airflow 3.3, advises the
+    # kernel about the file): once per request, it was a twentieth of a poll's CPU in the triggerer.
+    with MindVideoHook() as hook:
+        lazy = hook._log = _LazyLogger()
+        task = hook.create_task("gpt-image-2", {"prompt": "a green frog"})
+        for _ in range(3):
+            hook.get_task(task.task_id)
+    assert lazy.assembled == 1
+    assert sum(" -> " in line for line in lazy.logger.lines) == 4  # every attempt is still logged

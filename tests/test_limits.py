@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import itertools
 import json
 import math
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -15,6 +18,7 @@ from hypothesis import strategies as st
 
 from airflow_provider_mindvideo import limits
 from airflow_provider_mindvideo.emulator import MindVideoEmulator
+from airflow_provider_mindvideo.errors import MindVideoError
 from airflow_provider_mindvideo.hooks import MindVideoHook
 from tests.conftest import FAST_RETRIES
 
@@ -121,3 +125,49 @@ def test_a_hook_polling_thousands_of_tasks_keeps_a_bounded_number_of_built_reque
             await hook.aclose()
 
     assert asyncio.run(poll_many()) < 300
+
+
+@pytest.mark.parametrize("shell", ["sync", "async"])
+def test_a_call_waiting_in_line_for_its_turn_still_ends_by_its_deadline(
+    emulator: MindVideoEmulator, monkeypatch: pytest.MonkeyPatch, shell: str
+) -> None:
+    """The wait for a pacing turn is part of a call's time: ``within`` bounds turn and answer together.
+
+    One turn every 2 s, answers 3 s late, two calls with ``within=3.2``: the second gets its turn
+    at 2 s. Given a whole 3.2 s for its attempt after that, it ended at 5 s.
+    """
+    conn = {"conn_type": "mindvideo", "host": emulator.base_url, "password": emulator.api_key}
+    monkeypatch.setenv("AIRFLOW_CONN_MV_LINE", json.dumps({**conn, "extra": {"max_requests_per_second": 0.5}}))
+    with MindVideoHook() as setup:
+        task = setup.create_task("gpt-image-2", {"prompt": "a slow line"})
+    emulator.add_fault("delay", route="get", seconds=3.0, times=2)
+    within = 3.2
+    ended: list[float] = []
+
+    def timed_get(hook: MindVideoHook) -> None:
+        with contextlib.suppress(MindVideoError):
+            hook.get_task(task.task_id, within=within)
+        ended.append(time.monotonic() - started)
+
+    async def timed_aget(hook: MindVideoHook) -> None:
+        with contextlib.suppress(MindVideoError):
+            await hook.aget_task(task.task_id, within=within)
+        ended.append(time.monotonic() - started)
+
+    hook = MindVideoHook("mv_line", retry_policy=FAST_RETRIES, shared_client=False)
+    started = time.monotonic()
+    if shell == "sync":
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(lambda _: timed_get(hook), range(2)))
+        hook.close()
+    else:
+
+        async def both() -> None:
+            try:
+                await asyncio.gather(timed_aget(hook), timed_aget(hook))
+            finally:
+                await hook.aclose()
+
+        asyncio.run(both())
+    # A correctness bound with slack for a busy machine, not a speed target: 5 s before the fix.
+    assert max(ended) < within + 1.0, ended

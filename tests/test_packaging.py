@@ -123,6 +123,32 @@ def test_importing_the_package_imports_nothing_heavy() -> None:
     assert out.strip() == "[]"
 
 
+def test_a_dag_file_importing_one_operator_pays_for_that_one_only() -> None:
+    # DAG files import the operators at every parse: the generate operator's module must not pull
+    # in the other operators, the HTTP client, the models or the trigger (imported when a task runs).
+    code = (
+        "import sys\n"
+        "from airflow_provider_mindvideo.operators import MindVideoGenerateOperator\n"
+        "heavy = ('operators.batch', 'operators.review', 'operators.download', 'hooks', 'triggers', 'models',"
+        " 'protocol', 'downloads')\n"
+        "print(sorted(m for m in sys.modules if m.startswith('airflow_provider_mindvideo.') and"
+        " m.split('.', 1)[1] in heavy))\n"
+        "print('airflow.providers.standard.operators.hitl' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    assert out.splitlines() == ["[]", "False"]
+
+
+def test_every_operator_name_still_imports_from_the_package() -> None:
+    import airflow_provider_mindvideo.operators as operators
+
+    assert sorted(operators.__all__) == sorted(operators._HOMES)
+    for name in operators.__all__:
+        assert getattr(operators, name).__name__ == name
+    with pytest.raises(AttributeError, match="no attribute 'MindVideoNoSuchOperator'"):
+        operators.MindVideoNoSuchOperator  # noqa: B018
+
+
 def _import_with_airflow(version: str, module: str = "airflow_provider_mindvideo") -> subprocess.CompletedProcess[str]:
     """Import ``module`` in a fresh interpreter whose already-imported Airflow says ``version``."""
     code = (

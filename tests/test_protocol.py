@@ -281,3 +281,15 @@ def test_redact_cuts_the_key_whole_escaped_or_cut_short_and_url_credentials() ->
     assert "Zq7Xk9" not in clean
     assert "Pr0xyS3cret" not in clean
     assert "http://***@127.0.0.1:3128" in clean
+
+
+def test_redact_cuts_a_key_echoed_percent_encoded_whole_or_cut_short() -> None:
+    from urllib.parse import quote, quote_plus
+
+    from airflow_provider_mindvideo.protocol import redact
+
+    key = 'mv_live_Ab"c\\d<e>&f%g/h+i=j~k'
+    for encoded in (quote(key, safe=""), quote(key), quote_plus(key)):
+        for text in (f"Bearer%20{encoded} refused", f"header Bearer%20{encoded[:24]}"):
+            clean = redact(text, key)
+            assert "c%5Cd" not in clean and "%22c" not in clean, (encoded, clean)

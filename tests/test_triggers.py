@@ -14,7 +14,8 @@ from airflow.sdk.module_loading import import_string
 from airflow_provider_mindvideo.emulator import MindVideoEmulator
 from airflow_provider_mindvideo.hooks import MindVideoHook
 from airflow_provider_mindvideo.polling import FirstCheckSlots
-from airflow_provider_mindvideo.triggers import MindVideoTaskTrigger
+from airflow_provider_mindvideo.settings import ClientSettings, RecentSettings
+from airflow_provider_mindvideo.triggers import SETTINGS_REUSE_SECONDS, MindVideoTaskTrigger
 
 
 def events(trigger: MindVideoTaskTrigger) -> list[dict[str, Any]]:
@@ -290,3 +291,95 @@ def test_waits_started_together_in_one_loop_hold_their_first_checks(
     assert [event["status"] for event in asyncio.run(run_all())] == ["success"] * 7
     held = sorted(round(seconds, 6) for seconds in waits if seconds >= 0.05)  # polls wait 0.02 s at most
     assert held == [0.1, 0.1, 0.1, 0.2]  # 3 at once, 3 a slice later, 1 two slices later
+
+
+# -- waits that start together share one reading of their connection --------------------------------
+
+
+def test_recent_settings_are_reused_only_within_their_window() -> None:
+    recent = RecentSettings(reuse_seconds=10.0)
+    settings = ClientSettings(base_url="https://api.example", api_key="mv_live_k")
+    assert recent.get("mindvideo_default", now=0.0) is None
+    recent.put("mindvideo_default", settings, now=0.0)
+    assert recent.get("mindvideo_default", now=9.9) is settings
+    assert recent.get("other_conn", now=1.0) is None  # another connection is read on its own
+    assert recent.get("mindvideo_default", now=10.0) is None  # read again: an edit shows within the window
+
+
+def test_waits_starting_together_read_their_connection_once(
+    emulator: MindVideoEmulator, waits: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    task_ids = [submit(f"a green frog {i}") for i in range(6)]
+    reads: list[str] = []
+    real = MindVideoHook.aget_connection
+
+    async def counted(conn_id: str) -> Any:
+        reads.append(conn_id)
+        return await real(conn_id)
+
+    monkeypatch.setattr(MindVideoHook, "aget_connection", staticmethod(counted))
+    clock = [100.0]
+    monkeypatch.setattr("airflow_provider_mindvideo.triggers._clock", lambda: clock[0])
+
+    async def wait_for(task_ids: list[str]) -> list[str]:
+        async def one(task_id: str) -> str:
+            trigger = MindVideoTaskTrigger(task_id, poll_interval=0.01, max_poll_interval=0.02)
+            (event,) = [event.payload async for event in trigger.run()]
+            return str(event["status"])
+
+        return await asyncio.gather(*(one(task_id) for task_id in task_ids))
+
+    async def scenario() -> list[str]:
+        together = await wait_for(task_ids[:5])
+        clock[0] += SETTINGS_REUSE_SECONDS  # a wait starting later reads the connection afresh
+        return together + await wait_for(task_ids[5:])
+
+    assert asyncio.run(scenario()) == ["success"] * 6
+    assert reads == ["mindvideo_default", "mindvideo_default"]
+
+
+def test_the_first_status_seen_is_not_logged_unless_terminal(
+    emulator: MindVideoEmulator, waits: list[float], debug_logs: list[dict[str, Any]]
+) -> None:
+    # The operator logged the task and its status as it deferred: the wait logs what changes.
+    emulator.script("slow", "succeeded", queued_seconds=0, processing_seconds=0.3)
+    emulator.script("quick", "succeeded", queued_seconds=0, processing_seconds=0)
+    task_id = submit("a slow frog")
+    (event,) = events(MindVideoTaskTrigger(task_id, poll_interval=0.05, max_poll_interval=0.1))
+    assert event["status"] == "success"
+    lines = [str(e["event"]) for e in debug_logs if f"task {task_id} is " in str(e["event"])]
+    assert len(lines) == 1
+    assert " is succeeded after " in lines[0]
+    quick = submit("a quick frog")
+    (event,) = events(MindVideoTaskTrigger(quick, poll_interval=0.05, max_poll_interval=0.1))
+    (line,) = [str(e["event"]) for e in debug_logs if f"task {quick} is " in str(e["event"])]
+    assert line.split(",")[0].endswith(" is succeeded")
+
+
+def test_a_failed_reading_ends_each_wait_with_its_error_and_is_not_kept(
+    emulator: MindVideoEmulator, waits: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads: list[str] = []
+    real = MindVideoHook.aget_connection
+
+    async def counted(conn_id: str) -> Any:
+        reads.append(conn_id)
+        return await real(conn_id)
+
+    monkeypatch.setattr(MindVideoHook, "aget_connection", staticmethod(counted))
+
+    async def wait_for(count: int) -> list[dict[str, Any]]:
+        async def one(i: int) -> dict[str, Any]:
+            trigger = MindVideoTaskTrigger(f"task_{i}", "mindvideo_typo", poll_interval=0.01, max_poll_interval=0.02)
+            (event,) = [event.payload async for event in trigger.run()]
+            return event
+
+        return await asyncio.gather(*(one(i) for i in range(count)))
+
+    async def scenario() -> list[dict[str, Any]]:
+        return await wait_for(3) + await wait_for(1)
+
+    found = asyncio.run(scenario())
+    assert [event["status"] for event in found] == ["error"] * 4
+    assert all("mindvideo_typo" in event["message"] for event in found)
+    assert reads == ["mindvideo_typo", "mindvideo_typo"]  # one for the three together, one again later

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -41,6 +42,7 @@ from airflow_provider_mindvideo.batch_outputs import (
 from airflow_provider_mindvideo.batch_records import folder_problem, read_owner, write_owner
 from airflow_provider_mindvideo.batch_trigger import DONE, MindVideoBatchTrigger
 from airflow_provider_mindvideo.budget import check_max_cost
+from airflow_provider_mindvideo.deadlines import Deadline
 from airflow_provider_mindvideo.downloads import download_client, record_output
 from airflow_provider_mindvideo.errors import (
     BatchItemsFailedError,
@@ -231,6 +233,8 @@ class MindVideoBatchGenerateOperator(BaseOperator):
         items = work_list(self._entries(), self.model, ti, allow_unknown_model=self.allow_unknown_model, source=source)
         result_path = self.result_path or default_result_path(ti)
         self._claim(result_path, ti)
+        if self.download_to:
+            self._check_download_folder(self.download_to)
         work_path = work_list_path(result_path)
         storage.replace_text(self._storage(work_path), dump_work_list(items))
         self.log.info(
@@ -272,7 +276,7 @@ class MindVideoBatchGenerateOperator(BaseOperator):
         rows: list[ItemResult] | None = None
         if self.download_to:
             rows = self._read_manifest(summary.manifest)
-            if self._save_outputs(context, rows):
+            if self._save_outputs(context, rows, _save_deadline(event.get("deadline"), self.timeout)):
                 storage.replace_text(self._storage(summary.manifest), dump_manifest(rows))
                 summary = summarize(rows, summary.manifest, max_cost=summary.max_cost, spent=summary.cost_estimate)
         record = summary.to_xcom()
@@ -346,6 +350,16 @@ class MindVideoBatchGenerateOperator(BaseOperator):
         if claimed is None:
             write_owner(result_path, self.storage_conn_id, owner)
 
+    def _check_download_folder(self, url: str) -> None:
+        """Make ``download_to`` now: a folder that cannot be made fails before anything is paid, not after."""
+        folder = ObjectStoragePath(url, conn_id=self.download_conn_id)
+        try:
+            folder.fs.makedirs(folder.path, exist_ok=True)
+        except OSError as exc:
+            raise InputValidationError(
+                f"download_to = {url!r}: cannot be used as the folder for the outputs ({exc!r}). Nothing was sent"
+            ) from None
+
     def _storage(self, url: str) -> ObjectStoragePath:
         return ObjectStoragePath(url, conn_id=self.storage_conn_id)
 
@@ -355,7 +369,7 @@ class MindVideoBatchGenerateOperator(BaseOperator):
             raise MindVideoError(f"The batch's manifest {url} is missing; the next try writes it again")
         return load_manifest(text)
 
-    def _save_outputs(self, context: Context, rows: list[ItemResult]) -> bool:
+    def _save_outputs(self, context: Context, rows: list[ItemResult], deadline: Deadline) -> bool:
         """Save the succeeded items' outputs the trigger did not (or that are gone since), a few at a time.
 
         The trigger saves each item's outputs as it finishes; this saves only what is missing
@@ -369,10 +383,12 @@ class MindVideoBatchGenerateOperator(BaseOperator):
         with (
             download_client(allow_private_urls=allow_private) as client,
             ThreadPoolExecutor(max_workers=DOWNLOAD_CONCURRENCY) as pool,
+            _cancelled_on_exit(deadline),
         ):
             stored = pool.map(lambda row: still_stored(row.files, row.output_urls, self.download_conn_id), succeeded)
             todo = [row for row, kept in zip(succeeded, stored, strict=True) if not kept]
-            for row, files in zip(todo, pool.map(lambda row: _save_row(client, folder, row), todo), strict=True):
+            saves = pool.map(lambda row: _save_row(client, folder, row, deadline), todo)
+            for row, files in zip(todo, saves, strict=True):
                 for file in files:
                     self.log.info(
                         "%s %s (%d bytes)", "Saved" if file["written"] else "Kept", file["path"], file["bytes"]
@@ -392,15 +408,42 @@ class MindVideoBatchGenerateOperator(BaseOperator):
         return bool(todo)
 
 
-def _save_row(client: httpx.Client, folder: ObjectStoragePath, row: ItemResult) -> list[dict[str, Any]]:
+def _save_row(
+    client: httpx.Client, folder: ObjectStoragePath, row: ItemResult, deadline: Deadline
+) -> list[dict[str, Any]]:
     """One item's outputs; a failure marks the row ``download_failed`` instead of stopping the others."""
     try:
         # Reported to lineage below with the trigger's files, once each.
-        row.files = save_item_outputs(client, folder, row.output_urls, row.task_id, record_lineage=False)
+        row.files = save_item_outputs(
+            client, folder, row.output_urls, row.task_id, record_lineage=False, deadline=deadline
+        )
     except MindVideoError as exc:
         row.status, row.error, row.retryable = DOWNLOAD_FAILED, str(exc), exc.retryable
         return []
+    except OSError as exc:  # the store's trouble with this item (a name, a quota): max_failed judges it
+        row.status, row.error, row.retryable = DOWNLOAD_FAILED, f"Saving the outputs failed: {exc!r}", True
+        return []
     return row.files
+
+
+#: What the worker's saves get when the batch's deadline has passed (the trigger met trouble saving).
+_SAVE_GRACE = 600.0
+
+
+def _save_deadline(batch_deadline: Any, timeout: float) -> Deadline:
+    """When the worker's saves must end: the batch's deadline, but at least :data:`_SAVE_GRACE` from now."""
+    left = float(batch_deadline) - time.time() if isinstance(batch_deadline, int | float) else timeout
+    return Deadline(time.monotonic() + max(left, _SAVE_GRACE))
+
+
+@contextlib.contextmanager
+def _cancelled_on_exit(deadline: Deadline) -> Iterator[None]:
+    # An error (Airflow's execution_timeout, a kill) must not wait for downloads still running in
+    # the pool's threads: their next read fails instead.
+    try:
+        yield
+    finally:
+        deadline.cancel()
 
 
 def default_result_path(ti: Any) -> str:

@@ -11,26 +11,20 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator, conf
 
 from airflow_provider_mindvideo import DEFAULT_CONN_ID
-from airflow_provider_mindvideo.budget import Budget, check_max_cost
-from airflow_provider_mindvideo.cancellation import is_unfinished, log_still_running
-from airflow_provider_mindvideo.catalog import validate_input
-from airflow_provider_mindvideo.errors import MindVideoError, WaitTimeoutError
-from airflow_provider_mindvideo.hooks import MindVideoHook
-from airflow_provider_mindvideo.idempotency import task_instance_key
+from airflow_provider_mindvideo.budget import check_max_cost
 from airflow_provider_mindvideo.links import MindVideoModelDocsLink, MindVideoOutputLink
-from airflow_provider_mindvideo.models import MindVideoTask
-from airflow_provider_mindvideo.operators.download import outlets_for, save_outputs
-from airflow_provider_mindvideo.outcomes import XCOM_TASK_KEY, deliver, task_from_event
 from airflow_provider_mindvideo.polling import check_poll_settings, next_poll_delay
-from airflow_provider_mindvideo.submission import find_or_create, replay_explicit_key
 from airflow_provider_mindvideo.templating import TEMPLATE_EXT, input_from_template
-from airflow_provider_mindvideo.triggers import MindVideoTaskTrigger
 
+# What only a running task needs (the hook, its HTTP client and models, the trigger, the
+# submission rules) is imported where it is used: DAG files import this module at every parse.
 if TYPE_CHECKING:
     import jinja2
     from airflow.sdk import BaseOperatorLink, Context
 
+    from airflow_provider_mindvideo.hooks import MindVideoHook
     from airflow_provider_mindvideo.lineage import Lineage
+    from airflow_provider_mindvideo.models import MindVideoTask
 
 # The trigger enforces the deadline itself; Airflow's own deferral timeout is only a backstop.
 _DEFERRAL_GRACE = timedelta(minutes=5)
@@ -106,6 +100,8 @@ class MindVideoSubmitOperator(BaseOperator):
 
     @cached_property
     def hook(self) -> MindVideoHook:
+        from airflow_provider_mindvideo.hooks import MindVideoHook
+
         return MindVideoHook(self.mindvideo_conn_id)
 
     def execute(self, context: Context) -> str:
@@ -132,6 +128,13 @@ class MindVideoSubmitOperator(BaseOperator):
 
     def submit(self, context: Context) -> tuple[MindVideoTask, dict[str, Any]]:
         """Validate, find or create this task instance's remote task, and record it in XCom."""
+        from airflow_provider_mindvideo.budget import Budget
+        from airflow_provider_mindvideo.catalog import validate_input
+        from airflow_provider_mindvideo.errors import MindVideoError
+        from airflow_provider_mindvideo.idempotency import task_instance_key
+        from airflow_provider_mindvideo.outcomes import XCOM_TASK_KEY
+        from airflow_provider_mindvideo.submission import find_or_create, replay_explicit_key
+
         # A .json / .json.j2 file (or a template) renders to JSON text: the key and the
         # request are derived from what it says, not from its spelling.
         request: Mapping[str, Any] = input_from_template(self.input)
@@ -246,6 +249,8 @@ class MindVideoGenerateOperator(MindVideoSubmitOperator):
         **kwargs: Any,
     ) -> None:
         if download_to is not None:
+            from airflow_provider_mindvideo.operators.download import outlets_for
+
             kwargs.setdefault("outlets", outlets_for(download_to))
         super().__init__(**kwargs)
         check_poll_settings(poll_interval, max_poll_interval)
@@ -260,6 +265,8 @@ class MindVideoGenerateOperator(MindVideoSubmitOperator):
     def execute(self, context: Context) -> list[str]:  # type: ignore[override]
         task, record = self.submit(context)
         if not task.is_terminal and self.deferrable:
+            from airflow_provider_mindvideo.triggers import MindVideoTaskTrigger
+
             self.defer(
                 trigger=MindVideoTaskTrigger.starting_now(
                     task.task_id, self.mindvideo_conn_id, self.poll_interval, self.max_poll_interval, self.timeout
@@ -273,6 +280,8 @@ class MindVideoGenerateOperator(MindVideoSubmitOperator):
 
     def _wait(self, task: MindVideoTask, started_at: float, deadline: float) -> MindVideoTask:
         """Poll on the worker (``deferrable=False``) with the trigger's schedule."""
+        from airflow_provider_mindvideo.errors import WaitTimeoutError
+
         while not task.is_terminal:
             now = time.time()
             if now >= deadline:
@@ -283,12 +292,17 @@ class MindVideoGenerateOperator(MindVideoSubmitOperator):
         return task
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> list[str]:
+        from airflow_provider_mindvideo.outcomes import XCOM_TASK_KEY, task_from_event
+
         ti = context["ti"]
         # The submit record was pushed before deferring; XCom is what survives the deferral.
         record = ti.xcom_pull(task_ids=ti.task_id, key=XCOM_TASK_KEY, map_indexes=ti.map_index)
         return self._finish(context, task_from_event(event), record)
 
     def _finish(self, context: Context, task: MindVideoTask, record: dict[str, Any] | None) -> list[str]:
+        from airflow_provider_mindvideo.operators.download import save_outputs
+        from airflow_provider_mindvideo.outcomes import deliver
+
         self._record = {**(record or {}), **task.summary()}
         urls = deliver(context, self.hook, task, self.log, record)
         self._outputs = urls
@@ -307,6 +321,8 @@ class MindVideoGenerateOperator(MindVideoSubmitOperator):
 
     def on_kill(self) -> None:
         """Say which remote task outlives this one: MindVideo has no cancel endpoint."""
+        from airflow_provider_mindvideo.cancellation import is_unfinished, log_still_running
+
         record = self._record
         if record and is_unfinished(record.get("status")):
             log_still_running(self.log, [record["task_id"]], f"Task {self.task_id} was killed while it waited")

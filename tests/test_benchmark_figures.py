@@ -1,0 +1,54 @@
+"""How the triggerer benchmark turns one run's records into figures (pure: no triggerer is started)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from benchmarks.triggerer import Workload, summarise
+
+WORKLOAD = Workload(waits=2, poll_interval=5.0, max_poll_interval=60.0, shortest=10.0, longest=20.0)
+HANDED_OVER = 1000.0
+
+
+def _figures(terminal_at: list[float], done_at: list[float], lags: list[tuple[float, float]], **probe: Any) -> Any:
+    ids = ["t0", "t1"]
+    measured = {
+        "wall_s": 30.0,
+        "cpu_s": 1.0,
+        "supervisor_cpu_s": 0.1,
+        "rss_before": 0,
+        "memory": [],
+        "peak_rss": 0,
+        "handover": probe.get("handover"),
+        "all_created_at": HANDED_OVER + 0.5,
+        "lags": lags,
+        "connections": 1,
+        "collections": probe.get("collections", []),
+        "started_at": HANDED_OVER,
+        "done_at": dict(zip(ids, done_at, strict=True)),
+    }
+    after = {
+        "tasks": [{"task_id": i, "terminal_at": at} for i, at in zip(ids, terminal_at, strict=True)],
+        "requests": {"get": 11},
+    }
+    return summarise("ours", WORKLOAD, ids, measured, {"requests": {"get": 0}}, after)
+
+
+def test_a_task_that_ended_before_the_hand_over_is_late_only_from_the_hand_over() -> None:
+    figures = _figures(
+        [HANDED_OVER - 30, HANDED_OVER + 10], [HANDED_OVER + 4, HANDED_OVER + 12], [(HANDED_OVER + 1, 0)]
+    )
+    assert figures["ended_before_handover"] == 0.5
+    assert figures["latency_p50_s"] == pytest.approx(3.0)  # 4 s after the hand-over, 2 s after its end
+    assert figures["latency_from_task_end_p50_s"] == pytest.approx(18.0)  # 34 s and 2 s, both from the task's end
+
+
+def test_the_stall_at_start_is_shown_apart_from_full_garbage_collections() -> None:
+    lags = [(HANDED_OVER + 2.0, 0.6), (HANDED_OVER + 5.0, 0.15), (HANDED_OVER + 6.0, 0.01)]
+    collections = [(HANDED_OVER + 1.9, 2, 0.5), (HANDED_OVER + 5.0, 0, 0.1)]  # a young collection is no stall
+    figures = _figures([HANDED_OVER + 10] * 2, [HANDED_OVER + 11] * 2, lags, collections=collections)
+    assert figures["start_stall_waits_ms"] == pytest.approx(600)
+    assert figures["start_full_collection_ms"] == pytest.approx(500)
+    assert figures["start_stall_not_collecting_ms"] == pytest.approx(150)
