@@ -64,7 +64,7 @@ $(DIST_STAMP): pyproject.toml $(STAMP)
 	touch $@
 
 # Postgres, Redis, Celery workers and two triggerers on loopback (scripts/e2e_distributed.py):
-# about 20 minutes on a busy 2-core machine (docs/deploying.md). Installs postgresql and redis-server when missing.
+# about 15 minutes on a 2-core machine (docs/deploying.md). Installs postgresql and redis-server when missing.
 e2e-distributed: $(DIST_STAMP)
 	bash scripts/install_distributed_deps.sh
 	$(DIST_BIN)/python scripts/e2e_distributed.py $(ARGS)
