@@ -71,64 +71,6 @@ class FinishingTi(Ti):
         self.pushed[key] = value
 
 
-def test_the_worker_saves_only_the_outputs_the_trigger_did_not(emulator: MindVideoEmulator, tmp_path: Path) -> None:
-    media, result_path = tmp_path / "media", f"file://{tmp_path}/manifest.jsonl"
-    items = work_list(entries_from_list([{"prompt": f"kept {i}"} for i in range(3)]), "gpt-image-2", Ti())
-    (tmp_path / "work.jsonl").write_text(dump_work_list(items))
-    trigger = MindVideoBatchTrigger(
-        f"file://{tmp_path}/work.jsonl",
-        result_path,
-        poll_interval=0.05,
-        max_poll_interval=0.1,
-        download_to=f"file://{media}",
-        download_allow_private_urls=True,
-    )
-
-    async def events() -> list[Any]:
-        return [event.payload async for event in trigger.run()]
-
-    emulator.add_fault("status", route="files", status=503, after=2)  # the trigger's third save meets a blip
-    (event,) = asyncio.run(events())
-    assert emulator.state.requests["files"] == 3
-    rows = load_manifest((tmp_path / "manifest.jsonl").read_text())
-    assert [row.status for row in rows] == ["succeeded"] * 3  # a blip is no verdict: the worker tries again
-    assert sorted(bool(row.files) for row in rows) == [False, True, True]
-    gone = Path(next(row for row in rows if row.files).files[0]["path"].removeprefix("file://"))
-    gone.unlink()  # removed since: saved again
-    operator = MindVideoBatchGenerateOperator(
-        task_id="generate",
-        model="gpt-image-2",
-        inputs=[],
-        result_path=result_path,
-        download_to=f"file://{media}",
-        download_allow_private_urls=True,
-    )
-    outlets: defaultdict[Any, Outlet] = defaultdict(Outlet)
-    record = operator.execute_complete({"ti": FinishingTi(), "outlet_events": outlets}, event)  # type: ignore[arg-type]
-    assert record["counts"]["succeeded"] == 3
-    assert emulator.state.requests["files"] == 5  # only the one that was gone and the one the blip stopped
-    assert gone.stat().st_size > 0 and len(list(media.iterdir())) == 3
-    assert [dict(outlet.extra) for outlet in outlets.values()] == [
-        {"files": 3, "written": 3, "bytes": sum(path.stat().st_size for path in media.iterdir())}
-    ]
-
-
-def test_a_download_to_that_cannot_be_a_folder_is_refused_before_any_charge(
-    emulator: MindVideoEmulator, tmp_path: Path
-) -> None:
-    (tmp_path / "media").write_text("a file where the folder should be")
-    operator = MindVideoBatchGenerateOperator(
-        task_id="generate",
-        model="gpt-image-2",
-        inputs=[{"prompt": "a fox"}],
-        result_path=f"file://{tmp_path}/manifest.jsonl",
-        download_to=f"file://{tmp_path}/media",
-    )
-    with pytest.raises(MindVideoError, match=r"download_to = 'file://.*media': cannot be used as the folder"):
-        operator.execute({"ti": Ti()})  # type: ignore[arg-type]
-    assert emulator.state.requests["create"] == 0
-
-
 def run_batch(
     tmp_path: Path, prompts: list[str], **kwargs: Any
 ) -> tuple[dict[str, Any], MindVideoBatchGenerateOperator]:
@@ -159,6 +101,42 @@ def run_batch(
         **kwargs,
     )
     return event, operator
+
+
+def test_the_worker_saves_only_the_outputs_the_trigger_did_not(emulator: MindVideoEmulator, tmp_path: Path) -> None:
+    media = tmp_path / "media"
+    emulator.add_fault("status", route="files", status=503, after=2)  # the trigger's third save meets a blip
+    event, operator = run_batch(tmp_path, [f"kept {i}" for i in range(3)])
+    assert emulator.state.requests["files"] == 3
+    rows = load_manifest((tmp_path / "manifest.jsonl").read_text())
+    assert [row.status for row in rows] == ["succeeded"] * 3  # a blip is no verdict: the worker tries again
+    assert sorted(bool(row.files) for row in rows) == [False, True, True]
+    gone = Path(next(row for row in rows if row.files).files[0]["path"].removeprefix("file://"))
+    gone.unlink()  # removed since: saved again
+    outlets: defaultdict[Any, Outlet] = defaultdict(Outlet)
+    record = operator.execute_complete({"ti": FinishingTi(), "outlet_events": outlets}, event)  # type: ignore[arg-type]
+    assert record["counts"]["succeeded"] == 3
+    assert emulator.state.requests["files"] == 5  # only the one that was gone and the one the blip stopped
+    assert gone.stat().st_size > 0 and len(list(media.iterdir())) == 3
+    assert [dict(outlet.extra) for outlet in outlets.values()] == [
+        {"files": 3, "written": 3, "bytes": sum(path.stat().st_size for path in media.iterdir())}
+    ]
+
+
+def test_a_download_to_that_cannot_be_a_folder_is_refused_before_any_charge(
+    emulator: MindVideoEmulator, tmp_path: Path
+) -> None:
+    (tmp_path / "media").write_text("a file where the folder should be")
+    operator = MindVideoBatchGenerateOperator(
+        task_id="generate",
+        model="gpt-image-2",
+        inputs=[{"prompt": "a fox"}],
+        result_path=f"file://{tmp_path}/manifest.jsonl",
+        download_to=f"file://{tmp_path}/media",
+    )
+    with pytest.raises(MindVideoError, match=r"download_to = 'file://.*media': cannot be used as the folder"):
+        operator.execute({"ti": Ti()})  # type: ignore[arg-type]
+    assert emulator.state.requests["create"] == 0
 
 
 def test_a_kept_file_cut_short_since_is_not_reported_as_stored(emulator: MindVideoEmulator, tmp_path: Path) -> None:

@@ -43,6 +43,20 @@ def no_hook_retries(emulator: MindVideoEmulator, monkeypatch: pytest.MonkeyPatch
 
 
 @pytest.fixture
+def connection_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The connection ids hooks look up (through Airflow, as before), in order."""
+    reads: list[str] = []
+    real = MindVideoHook.aget_connection
+
+    async def counted(conn_id: str) -> Any:
+        reads.append(conn_id)
+        return await real(conn_id)
+
+    monkeypatch.setattr(MindVideoHook, "aget_connection", staticmethod(counted))
+    return reads
+
+
+@pytest.fixture
 def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """The trigger's sleeps, recorded and shortened (the emulator's clock still runs)."""
     recorded: list[float] = []
@@ -307,17 +321,9 @@ def test_recent_settings_are_reused_only_within_their_window() -> None:
 
 
 def test_waits_starting_together_read_their_connection_once(
-    emulator: MindVideoEmulator, waits: list[float], monkeypatch: pytest.MonkeyPatch
+    emulator: MindVideoEmulator, waits: list[float], monkeypatch: pytest.MonkeyPatch, connection_reads: list[str]
 ) -> None:
     task_ids = [submit(f"a green frog {i}") for i in range(6)]
-    reads: list[str] = []
-    real = MindVideoHook.aget_connection
-
-    async def counted(conn_id: str) -> Any:
-        reads.append(conn_id)
-        return await real(conn_id)
-
-    monkeypatch.setattr(MindVideoHook, "aget_connection", staticmethod(counted))
     clock = [100.0]
     monkeypatch.setattr("airflow_provider_mindvideo.triggers._clock", lambda: clock[0])
 
@@ -335,7 +341,7 @@ def test_waits_starting_together_read_their_connection_once(
         return together + await wait_for(task_ids[5:])
 
     assert asyncio.run(scenario()) == ["success"] * 6
-    assert reads == ["mindvideo_default", "mindvideo_default"]
+    assert connection_reads == ["mindvideo_default", "mindvideo_default"]
 
 
 def test_the_first_status_seen_is_not_logged_unless_terminal(
@@ -357,16 +363,8 @@ def test_the_first_status_seen_is_not_logged_unless_terminal(
 
 
 def test_a_failed_reading_ends_each_wait_with_its_error_and_is_not_kept(
-    emulator: MindVideoEmulator, waits: list[float], monkeypatch: pytest.MonkeyPatch
+    emulator: MindVideoEmulator, waits: list[float], connection_reads: list[str]
 ) -> None:
-    reads: list[str] = []
-    real = MindVideoHook.aget_connection
-
-    async def counted(conn_id: str) -> Any:
-        reads.append(conn_id)
-        return await real(conn_id)
-
-    monkeypatch.setattr(MindVideoHook, "aget_connection", staticmethod(counted))
 
     async def wait_for(count: int) -> list[dict[str, Any]]:
         async def one(i: int) -> dict[str, Any]:
@@ -382,4 +380,4 @@ def test_a_failed_reading_ends_each_wait_with_its_error_and_is_not_kept(
     found = asyncio.run(scenario())
     assert [event["status"] for event in found] == ["error"] * 4
     assert all("mindvideo_typo" in event["message"] for event in found)
-    assert reads == ["mindvideo_typo", "mindvideo_typo"]  # one for the three together, one again later
+    assert connection_reads == ["mindvideo_typo", "mindvideo_typo"]  # one for the three together, one again later
