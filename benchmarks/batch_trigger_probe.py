@@ -15,45 +15,28 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import tracemalloc
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-RATE_LIMIT, CLIENT_RATE = 100.0, 95.0
-QUEUED_SECONDS, IMAGE_SECONDS = 0.2, 3.0
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+# The same emulator, with the same rate limit and durations, as the batch benchmark's.
+from benchmarks.batch import CLIENT_RATE, IMAGE_SECONDS, QUEUED_SECONDS, RATE_LIMIT, emulator_process
+
 MiB = 2**20
 
 
 def rss() -> int:
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-@contextmanager
-def emulator(folder: Path) -> Iterator[str]:
-    port_file = folder / "emulator.port"
-    command = [
-        sys.executable, "-m", "airflow_provider_mindvideo.emulator", "--port", "0", "--port-file", str(port_file),
-        "--rate-limit", str(RATE_LIMIT), "--queued-seconds", str(QUEUED_SECONDS), "--image-seconds", str(IMAGE_SECONDS),
-    ]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, start_new_session=True)
-    try:
-        while not (port_file.exists() and port_file.read_text()):
-            time.sleep(0.1)
-        yield f"http://127.0.0.1:{port_file.read_text()}"
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 @dataclass
@@ -128,7 +111,7 @@ def main() -> int:
     parser.add_argument("--download", action="store_true", help="with download_to (saving in the trigger)")
     parser.add_argument("--tracemalloc", action="store_true", help="where the memory is at the peak (slow)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="mindvideo-probe-") as tmp, emulator(Path(tmp)) as base_url:
+    with tempfile.TemporaryDirectory(prefix="mindvideo-probe-") as tmp, emulator_process(Path(tmp)) as base_url:
         folder = Path(tmp)
         os.environ["AIRFLOW_CONN_MINDVIDEO_DEFAULT"] = json.dumps(
             {"conn_type": "mindvideo", "host": base_url, "password": "mv_test_emulator",
