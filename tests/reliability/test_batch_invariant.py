@@ -2,7 +2,9 @@
 
 One batch task instance (the trigger as shipped, against the emulator) runs try after try,
 while the machine injects lost and refused creates, 5xx and 429 bursts, remote tasks that fail
-at once or later, and triggerers killed mid-batch (the same try then runs again). After every
+at once or later, downloads of the outputs (saved by the trigger) that meet a 5xx, a proxy's
+HTML page or a late answer, and triggerers killed mid-batch, saves in flight (the same try then
+runs again). After every
 try, with the emulator's own counters:
 
 - each item was charged at most once in each try (restarts of that try included);
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,6 +45,14 @@ CREATE_FAULTS = st.sampled_from(
         {"kind": "truncated"},
     ]
 )
+# A save's trouble must never turn into a charge: the trigger saves while others generate.
+FILE_FAULTS = st.sampled_from(
+    [
+        {"kind": "status", "status": 503},
+        {"kind": "html"},
+        {"kind": "delay", "seconds": 0.2},
+    ]
+)
 FATES = st.sampled_from(["refused at once", "fails later", "succeeds"])
 
 
@@ -62,6 +73,7 @@ class BatchPaysOnce(RuleBasedStateMachine):
         self.emulator.state.reset()
         for stale in self.folder.glob("*.jsonl"):
             stale.unlink()
+        shutil.rmtree(self.folder / "media", ignore_errors=True)
         items = work_list(entries_from_list([{"prompt": f"item {i}"} for i in range(ITEMS)]), "gpt-image-2", Ti())
         (self.folder / "work.jsonl").write_text(dump_work_list(items))
         self.try_number = 0
@@ -71,11 +83,17 @@ class BatchPaysOnce(RuleBasedStateMachine):
     @rule(
         fates=st.lists(FATES, min_size=ITEMS, max_size=ITEMS),
         create_fault=st.none() | CREATE_FAULTS,
+        file_fault=st.none() | FILE_FAULTS,
         killed_after=st.none() | st.integers(0, ITEMS),
         ceiling=st.none() | st.integers(1, ITEMS * MAX_GENERATIONS),
     )
     def a_try(
-        self, fates: list[str], create_fault: dict[str, Any] | None, killed_after: int | None, ceiling: int | None
+        self,
+        fates: list[str],
+        create_fault: dict[str, Any] | None,
+        file_fault: dict[str, Any] | None,
+        killed_after: int | None,
+        ceiling: int | None,
     ) -> None:
         """Airflow runs the next try; each item's new task would meet its fate; the triggerer may die mid-batch."""
         if self.max_cost is None and ceiling is not None and self.try_number == 0:
@@ -90,6 +108,8 @@ class BatchPaysOnce(RuleBasedStateMachine):
                 self.emulator.script(f"item {i}", "failed", times=1)
         if create_fault is not None:
             self.emulator.add_fault(route="create", times=1, **create_fault)
+        if file_fault is not None:
+            self.emulator.add_fault(route="files", times=2, **file_fault)
         before = Counter(task["prompt"] for task in state.snapshot()["tasks"])
         if killed_after is not None:
             asyncio.run(self._run_until_killed(killed_after))
@@ -108,6 +128,8 @@ class BatchPaysOnce(RuleBasedStateMachine):
             poll_interval=0.02,
             max_poll_interval=0.05,
             progress_interval=0.1,
+            download_to=f"file://{self.folder}/media",
+            download_allow_private_urls=True,
         )
 
     async def _run(self) -> None:
