@@ -41,7 +41,13 @@ from airflow_provider_mindvideo.protocol import (
     task_from_response,
 )
 from airflow_provider_mindvideo.settings import ClientSettings, settings_from_connection
-from airflow_provider_mindvideo.transports import borrow_async_client, forget_closed_loop, give_back_async_client
+from airflow_provider_mindvideo.transports import (
+    CallingClient,
+    PollingClient,
+    borrow_async_client,
+    forget_closed_loop,
+    give_back_async_client,
+)
 
 T = TypeVar("T")
 
@@ -162,9 +168,8 @@ class MindVideoHook(BaseHook):
     def get_conn(self) -> httpx.Client:
         if self._client is None:
             settings = self.settings
-            self._client = enforce_deadlines(
-                httpx.Client(**settings.client_options(), transport=httpx.HTTPTransport(**settings.transport_options()))
-            )
+            transport = httpx.HTTPTransport(**settings.transport_options())
+            self._client = enforce_deadlines(CallingClient(**settings.client_options(), transport=transport))
         return self._client
 
     async def aget_conn(self) -> httpx.AsyncClient:
@@ -180,7 +185,7 @@ class MindVideoHook(BaseHook):
                 self._async_client = borrow_async_client(settings)
             else:
                 transport = httpx.AsyncHTTPTransport(**settings.transport_options())
-                self._async_client = httpx.AsyncClient(**settings.client_options(), transport=transport)
+                self._async_client = PollingClient(**settings.client_options(), transport=transport)
             self._async_loop = weakref.ref(loop)
         return self._async_client
 

@@ -70,6 +70,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 # aiohttp would look a ~/.netrc password up for every request (in a thread), and
                 # refuse to send our Authorization header beside one it found.
                 trust_env=False,
+                # Like the httpx clients above it: no cookie is kept or sent back.
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
         return self._session
 
@@ -143,11 +145,14 @@ def _aiohttp_url(url: str) -> yarl.URL:
 
 class _NoCookies(httpx.Cookies):
     def extract_cookies(self, response: httpx.Response) -> None:
-        """The API sets no cookies; looking for them cost a tenth of a poll's CPU."""
+        """The API sets no cookies; looking for them cost a tenth of a call's CPU."""
 
 
-class PollingClient(httpx.AsyncClient):
-    """An ``httpx.AsyncClient`` for many small JSON polls: keeps no cookies."""
+_NO_COOKIES = _NoCookies()
+
+
+class _Cookieless:
+    """Keeps no cookies: the API sets none, and a jar would replay whatever a proxy or redirect set."""
 
     @property
     def cookies(self) -> httpx.Cookies:
@@ -158,7 +163,12 @@ class PollingClient(httpx.AsyncClient):
         pass
 
 
-_NO_COOKIES = _NoCookies()
+class CallingClient(_Cookieless, httpx.Client):
+    """The hook's ``httpx.Client`` for the API's calls."""
+
+
+class PollingClient(_Cookieless, httpx.AsyncClient):
+    """An ``httpx.AsyncClient`` for many small JSON polls."""
 
 
 def has_aiohttp() -> bool:

@@ -31,6 +31,8 @@ class ScriptedServer(ThreadingHTTPServer):
         self.routes = dict(routes)
         #: Request targets in arrival order (a proxy sees absolute URLs here).
         self.requests: list[str] = []
+        #: Each request's headers, in the same order.
+        self.headers: list[dict[str, str]] = []
         self.connections = 0
 
     @property
@@ -51,6 +53,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self.server.requests.append(self.path)
+        self.server.headers.append({name.lower(): value for name, value in self.headers.items()})
         status, headers, body = self.server.routes.get(self.path, (404, {}, b"not here"))
         self.send_response(status)
         for name, value in headers.items():

@@ -17,6 +17,7 @@ from airflow_provider_mindvideo.errors import TransportError, UnexpectedResponse
 from airflow_provider_mindvideo.hooks import MindVideoHook
 from airflow_provider_mindvideo.transports import AiohttpTransport, PollingClient
 from tests.conftest import FAST_RETRIES
+from tests.servers import scripted_server
 
 
 def send(request: httpx.Request, **client_options: Any) -> httpx.Response:
@@ -196,3 +197,39 @@ def test_a_hook_builds_each_get_once(emulator: MindVideoEmulator) -> None:
         hook.create_task("gpt-image-2", {"prompt": "another"})
         assert len(hook._requests) == 1  # POSTs carry a body and a key: never reused
     assert emulator.state.requests["get"] == 2
+
+
+def test_the_hooks_keep_no_cookies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cookie set by the API, a proxy or a redirect is never sent back (and not looked for)."""
+
+    def answer(task_id: str) -> tuple[int, dict[str, str], bytes]:
+        task = {"task_id": task_id, "model": "gpt-image-2", "status": "processing"}
+        headers = {"Content-Type": "application/json", "Set-Cookie": f"{task_id}=abc; Path=/"}
+        return 200, headers, json.dumps(task).encode()
+
+    ids = ["task_a", "task_b", "task_c", "task_d", "task_e", "task_f"]
+    with scripted_server({f"/api/v1/tasks/{task_id}": answer(task_id) for task_id in ids}) as server:
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_MINDVIDEO_DEFAULT",
+            # By name: aiohttp's jar would refuse a cookie from an IP address anyway.
+            json.dumps({"conn_type": "mindvideo", "host": f"http://localhost:{server.port}", "password": "mv_k"}),
+        )
+        hook = MindVideoHook(retry_policy=FAST_RETRIES)
+
+        async def twice_async() -> None:
+            await hook.aget_task("task_c")
+            await hook.aget_task("task_d")
+            await hook.aclose()
+            shared = MindVideoHook(retry_policy=FAST_RETRIES, shared_client=True)  # the triggers' aiohttp pool
+            await shared.aget_task("task_e")
+            await shared.aget_task("task_f")
+            await shared.aclose()
+
+        try:
+            hook.get_task("task_a")
+            hook.get_task("task_b")  # a new request, built after the first answer set a cookie
+            asyncio.run(twice_async())
+        finally:
+            hook.close()
+    assert len(server.headers) == len(ids)
+    assert [headers.get("cookie") for headers in server.headers] == [None] * len(ids)
