@@ -40,7 +40,6 @@ from airflow_provider_mindvideo.batch_outputs import (
     still_stored,
 )
 from airflow_provider_mindvideo.batch_records import folder_problem, read_owner, write_owner
-from airflow_provider_mindvideo.batch_trigger import DONE, MindVideoBatchTrigger
 from airflow_provider_mindvideo.budget import check_max_cost
 from airflow_provider_mindvideo.deadlines import Deadline
 from airflow_provider_mindvideo.downloads import download_client, record_output
@@ -240,6 +239,10 @@ class MindVideoBatchGenerateOperator(BaseOperator):
         self.log.info(
             "MindVideo batch of %d item(s) checked; work list at %s, manifest to %s", len(items), work_path, result_path
         )
+        # Imported here: the trigger's machinery (hooks, protocol, models) would otherwise weigh on
+        # every DAG file that names this operator, parsed far more often than it runs.
+        from airflow_provider_mindvideo.batch_trigger import MindVideoBatchTrigger
+
         started = time.time()
         self.defer(
             trigger=MindVideoBatchTrigger(
@@ -267,6 +270,8 @@ class MindVideoBatchGenerateOperator(BaseOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Save outputs (``download_to``), record the summary, and judge it against ``max_failed``."""
+        from airflow_provider_mindvideo.batch_trigger import DONE
+
         if event.get("status") != DONE or not event.get("summary"):
             error_class = getattr(errors, str(event.get("error_type")), MindVideoError)
             if not (isinstance(error_class, type) and issubclass(error_class, MindVideoError)):

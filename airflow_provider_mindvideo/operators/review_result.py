@@ -11,10 +11,7 @@ from airflow.sdk import BaseOperator, ObjectStoragePath
 
 from airflow_provider_mindvideo import DEFAULT_CONN_ID
 from airflow_provider_mindvideo.budget import Budget, catalogue_price
-from airflow_provider_mindvideo.downloads import download_client, store_outputs
 from airflow_provider_mindvideo.errors import MindVideoError
-from airflow_provider_mindvideo.hooks import MindVideoHook
-from airflow_provider_mindvideo.models import MindVideoTask, TaskStatus
 from airflow_provider_mindvideo.operators.review_steps import XCOM_REVIEW_STATE_KEY, as_list
 from airflow_provider_mindvideo.polling import next_poll_delay
 from airflow_provider_mindvideo.review import (
@@ -31,6 +28,9 @@ from airflow_provider_mindvideo.review_page import DEFAULT_PAGE_SIZE
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from airflow_provider_mindvideo.hooks import MindVideoHook
+    from airflow_provider_mindvideo.models import MindVideoTask
 
 #: XCom key of the review manifest: one row per decision, with who decided and when.
 XCOM_REVIEW_MANIFEST_KEY = "mindvideo_review_manifest"
@@ -106,6 +106,9 @@ class MindVideoReviewResultOperator(BaseOperator):
 
     @cached_property
     def hook(self) -> MindVideoHook:
+        # Imported when used: a DAG file naming this operator is parsed far more often than it runs.
+        from airflow_provider_mindvideo.hooks import MindVideoHook
+
         return MindVideoHook(self.mindvideo_conn_id)
 
     def execute(self, context: Context) -> Any:
@@ -181,6 +184,8 @@ class MindVideoReviewResultOperator(BaseOperator):
     def _collect(
         self, state: ReviewState, decision: Decision, finished: MindVideoTask, request: dict[str, Any], generation: int
     ) -> None:
+        from airflow_provider_mindvideo.models import TaskStatus
+
         item = decision.item
         if finished.status is not TaskStatus.SUCCEEDED or not finished.output_urls:
             state.rejected.append(item)
@@ -217,6 +222,7 @@ class MindVideoReviewResultOperator(BaseOperator):
     def _save(self, task: MindVideoTask) -> list[str]:
         if not self.download_to:
             return []
+        from airflow_provider_mindvideo.downloads import download_client, store_outputs
         from airflow_provider_mindvideo.operators.download import private_urls_allowed
 
         folder = ObjectStoragePath(self.download_to, conn_id=self.download_conn_id)

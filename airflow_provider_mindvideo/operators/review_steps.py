@@ -11,7 +11,6 @@ from airflow.sdk import BaseOperator, ObjectStoragePath
 from airflow_provider_mindvideo import storage
 from airflow_provider_mindvideo.downloads import XCOM_FILES_KEY
 from airflow_provider_mindvideo.errors import InputValidationError
-from airflow_provider_mindvideo.outcomes import XCOM_TASK_KEY
 from airflow_provider_mindvideo.review import ReviewItem, ReviewState, review_pages
 from airflow_provider_mindvideo.review_page import DEFAULT_PAGE_SIZE
 from airflow_provider_mindvideo.review_sources import items_from_batch_manifest, items_from_generated
@@ -87,6 +86,9 @@ class MindVideoReviewItemsOperator(BaseOperator):
         return pages
 
     def generated_items(self, context: Context) -> list[ReviewItem]:
+        # Imported when used: outcomes brings the hook's models and triggers into every DAG parse.
+        from airflow_provider_mindvideo.outcomes import XCOM_TASK_KEY
+
         ti = context["ti"]
         assert self.generate_task_id is not None
         inputs = list(self.inputs or [])
