@@ -98,8 +98,10 @@ docs: $(STAMP)
 	$(BIN)/sphinx-build -E -W --keep-going -q -b html docs build/docs
 	@echo "docs: build/docs/index.html"
 
-# Not part of `make test`: about half an hour, and figures rather than pass/fail. Writes
-# benchmarks/results.md; `make bench ARGS=--quick` is a two-minute smoke run.
+# Not part of `make test`: about two hours on 2 cores (18 triggerer runs of about 6 minutes: N=500,
+# 5,000 and 20,000, two repeats each; then 10 for the batch), and figures rather than pass/fail; it
+# needs the machine to itself. Writes benchmarks/results.md; `make bench ARGS=--quick` is a
+# two-minute smoke run.
 # The batch benchmark (real Airflow processes, 1,000 and 10,000 prompts beside the mapped pipeline
 # at 200) writes benchmarks/batch-results.md; with ARGS=--quick it is a smoke run too.
 bench: $(STAMP)
