@@ -52,3 +52,19 @@ def test_the_stall_at_start_is_shown_apart_from_full_garbage_collections() -> No
     assert figures["start_stall_waits_ms"] == pytest.approx(600)
     assert figures["start_full_collection_ms"] == pytest.approx(500)
     assert figures["start_stall_not_collecting_ms"] == pytest.approx(150)
+
+
+def test_the_floor_sentence_says_what_the_figures_say() -> None:
+    from benchmarks.run import floor_comparison
+
+    def results(ours: tuple[float, float], floor: tuple[float, float]) -> Any:
+        def run(memory: float, stall: float) -> dict[str, float]:
+            return {"rss_per_wait_kib": memory, "start_stall_waits_ms": stall, "start_full_collection_ms": stall - 10}
+
+        return {5000: {"ours": [run(*ours)], "floor": [run(*floor)]}}
+
+    lighter = floor_comparison(results(ours=(23.0, 250.0), floor=(29.0, 340.0)), 5000)
+    assert "held 29.0 KiB per wait" in lighter and "stalled the loop 340 ms" in lighter
+    assert "ours 6.0 KiB less per wait and 90 ms less stall." in lighter
+    heavier = floor_comparison(results(ours=(31.5, 400.0), floor=(29.0, 340.0)), 5000)
+    assert "ours 2.5 KiB more per wait and 60 ms more stall." in heavier
