@@ -291,8 +291,9 @@ def waits_section(run: Run) -> Section:
         f"(up to N={FIXED_UP_TO:,}: beyond, there is no finished baseline to compare with).",
         f"- **baseline**: the HTTP provider's machinery as its `HttpSensorTrigger` uses it: `HttpAsyncHook.run()` "
         f"with a new `aiohttp.ClientSession` per poll, every {w['poll_interval']:.0f} s, reading the JSON status.",
-        f"- **floor** (at one N: it does not depend on N): one shared `aiohttp.ClientSession`, a bare GET and a JSON "
-        f"read every {w['poll_interval']:.0f} s: what a poll costs in this runner when nothing else is done.",
+        f"- **floor** (at one N, the targets'): one shared `aiohttp.ClientSession`, a bare GET and a JSON "
+        f"read every {w['poll_interval']:.0f} s, first checks spread as ours are: what a poll, and a trigger "
+        "kept alive, cost in this runner when nothing else is done.",
         "",
         "CPU and RSS are the runner process's (where the triggers run), from `/proc`; RSS per wait is the growth "
         "since the waits were handed over, per wait alive, sampled every half second: the highest while at least "

@@ -118,7 +118,11 @@ _floor_sessions: dict[int, Any] = {}
 
 
 class SharedSessionTrigger(BaseTrigger):
-    """The practical floor: one shared ``aiohttp.ClientSession`` per loop, a bare GET and a JSON read."""
+    """The practical floor: one shared ``aiohttp.ClientSession`` per loop, a bare GET and a JSON read.
+
+    Its first GETs are spread as ours are (the provider's own helper), so that the memory and the
+    stall at start compare the triggers, not a burst of first checks against a spread one.
+    """
 
     def __init__(self, mindvideo_task_id: str, poll_interval: float, base_url: str) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
@@ -144,6 +148,10 @@ class SharedSessionTrigger(BaseTrigger):
             _floor_sessions[loop] = aiohttp.ClientSession(headers={"Authorization": f"Bearer {API_KEY}"})
         session = _floor_sessions[loop]
         url = f"{self.base_url}/api/v1/tasks/{self.mindvideo_task_id}"
+        from airflow_provider_mindvideo.triggers import _first_check_delay
+
+        if held := _first_check_delay():
+            await asyncio.sleep(held)
         while True:
             async with session.get(url) as response:
                 body = await response.json()
