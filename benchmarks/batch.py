@@ -159,10 +159,7 @@ class Airflow:
         port = free_port()
         self.api_port = port
         self.env = {
-            # Bytecode written and read as an installed package's is (pip compiles it): each task
-            # process would otherwise compile the provider's source, which no deployment pays.
-            **{name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"},
-            "PYTHONPYCACHEPREFIX": str(home / "bytecode"),
+            **os.environ,
             "AIRFLOW_HOME": str(home),
             "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
