@@ -147,6 +147,9 @@ class _NoCookies(httpx.Cookies):
     def extract_cookies(self, response: httpx.Response) -> None:
         """The API sets no cookies; looking for them cost a tenth of a call's CPU."""
 
+    def set(self, name: str, value: str, domain: str = "", path: str = "/") -> None:
+        """One jar is shared by every client: a cookie written into it would go out with all their calls."""
+
 
 _NO_COOKIES = _NoCookies()
 

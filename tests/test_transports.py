@@ -233,3 +233,14 @@ def test_the_hooks_keep_no_cookies(monkeypatch: pytest.MonkeyPatch) -> None:
             hook.close()
     assert len(server.headers) == len(ids)
     assert [headers.get("cookie") for headers in server.headers] == [None] * len(ids)
+
+
+def test_a_cookie_written_into_a_clients_jar_is_not_kept() -> None:
+    """Every hook client shares one empty jar: nothing written there reaches another client's calls."""
+    from airflow_provider_mindvideo.transports import CallingClient
+
+    with CallingClient() as first, CallingClient() as second:
+        first.cookies["session"] = "abc"
+        first.cookies.set("other", "x", domain="api.example")
+        assert dict(second.cookies) == {}
+        assert "cookie" not in second.build_request("GET", "https://api.example/x").headers
