@@ -158,8 +158,12 @@ class Airflow:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         port = free_port()
         self.api_port = port
+        # Without PYTHONDONTWRITEBYTECODE (set on this machine): an installed deployment has its
+        # bytecode, and a process per task that compiled the provider's source would pay for it.
+        # Bytecode goes beside the source; a PYTHONPYCACHEPREFIX would hide Airflow's own.
+        inherited = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
         self.env = {
-            **os.environ,
+            **inherited,
             "AIRFLOW_HOME": str(home),
             "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",

@@ -68,3 +68,21 @@ def test_the_floor_sentence_says_what_the_figures_say() -> None:
     assert "ours 6.0 KiB less per wait and 90 ms less stall." in lighter
     heavier = floor_comparison(results(ours=(31.5, 400.0), floor=(29.0, 340.0)), 5000)
     assert "ours 2.5 KiB more per wait and 60 ms more stall." in heavier
+
+
+def test_the_targets_are_read_at_their_own_n_even_when_the_baseline_finished_a_larger_one() -> None:
+    from benchmarks.run import FULL, ROWS, Run, targets_n, waits_targets
+
+    def kind(cpu: float) -> list[dict[str, float]]:
+        return [{key: 1.0 for _, key, _ in ROWS} | {"cpu_per_wait_ms": cpu}]
+
+    run = Run(quick=False, sizes=[500, 5000, 20000], repeats=1, base_url="", workload=FULL, command="")
+    results: Any = {n: {"ours": kind(1.0), "baseline": kind(base)} for n, base in ((500, 2.0), (5000, 4.0))}
+    results[20000] = {"ours": kind(1.0), "baseline": kind(1.5)}
+    assert targets_n(results, run) == 5000
+    cpu = waits_targets(results, run)[0]
+    assert cpu == ("CPU per completed wait <= 0.5x the baseline's (N=5,000)", "0.25x", True)
+
+    results[5000]["baseline"][0]["died"] = "Too many open files"
+    assert targets_n(results, run) == 20000  # the largest N where both finished, when theirs did not
+    assert waits_targets(results, run)[0][2] is False
