@@ -340,8 +340,9 @@ def floor_comparison(results: Results, n: int) -> str:
     floor_memory, floor_stall = of("floor", "rss_per_wait_kib"), of("floor", "start_stall_waits_ms")
     return (
         f"N={n:,}: the floor, a trigger that only sends a GET through one shared session, held {floor_memory:.1f} "
-        f"KiB per wait and stalled the loop {floor_stall:.0f} ms at start "
-        f"({of('floor', 'start_full_collection_ms'):.0f} ms of it a full garbage collection); ours "
+        f"KiB per wait and stalled the loop {floor_stall:.0f} ms as its waits started (its longest full garbage "
+        f"collection in the first seconds, the hand-over's included, took "
+        f"{of('floor', 'start_full_collection_ms'):.0f} ms); ours "
         + (f"{memory:.1f} KiB more per wait" if memory > 0 else f"{-memory:.1f} KiB less per wait")
         + " and "
         + (f"{stall:.0f} ms more stall." if stall > 0 else f"{-stall:.0f} ms less stall.")
