@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import http.cookiejar
 import ssl
 import weakref
 from dataclasses import dataclass
@@ -143,15 +144,17 @@ def _aiohttp_url(url: str) -> yarl.URL:
     return yarl.URL(url, encoded=True)
 
 
+class _RefusingJar(http.cookiejar.CookieJar):
+    def set_cookie(self, cookie: http.cookiejar.Cookie) -> None:
+        """One jar is shared by every client: a cookie written into it would go out with all their calls."""
+
+
 class _NoCookies(httpx.Cookies):
     def extract_cookies(self, response: httpx.Response) -> None:
         """The API sets no cookies; looking for them cost a tenth of a call's CPU."""
 
-    def set(self, name: str, value: str, domain: str = "", path: str = "/") -> None:
-        """One jar is shared by every client: a cookie written into it would go out with all their calls."""
 
-
-_NO_COOKIES = _NoCookies()
+_NO_COOKIES = _NoCookies(_RefusingJar())
 
 
 class _Cookieless:
