@@ -226,8 +226,10 @@ class ItemResult:
     #: Every remote task this item has had, or may have had, over all tries: ``generation``,
     #: ``idempotency_key``, ``task_id`` and ``cost_estimate`` (both None while a create's answer
     #: is not known: then ``held``, what was reserved for it, counts instead), ``try_number``,
-    #: the try that created it, and ``model``. A later try (or a restarted trigger) counts their cost against
-    #: ``max_cost`` before it creates anything.
+    #: the try that created it, and ``model``; ``bound`` and ``price_seen``, the model's highest
+    #: known price and highest ``cost_actual`` seen when it was held; once it ended, ``ended``
+    #: and its ``cost_actual``. A later try (or a restarted trigger) learns the prices from them
+    #: and counts every one at ``max(recorded, the model's highest price)`` before it creates anything.
     tasks: list[dict[str, Any]] = field(default_factory=list)
 
     def note_task(
@@ -258,6 +260,13 @@ class ItemResult:
         }
         self.tasks.append(entry)
         return entry
+
+    def note_end(self, key: str, cost_actual: float | None) -> None:
+        """The remote task under ``key`` ended, charged ``cost_actual`` (None: the server did not say)."""
+        for seen in self.tasks:
+            if seen["idempotency_key"] == key:
+                seen.update(ended=True, cost_actual=cost_actual)
+                return
 
     @classmethod
     def for_item(cls, item: WorkItem) -> ItemResult:

@@ -46,7 +46,7 @@ from airflow_provider_mindvideo.batch_records import (
     write_earlier_tasks,
     write_manifest,
 )
-from airflow_provider_mindvideo.budget import Budget, Reservation
+from airflow_provider_mindvideo.budget import Budget, Charge, readable_cost
 from airflow_provider_mindvideo.deadlines import Deadline
 from airflow_provider_mindvideo.errors import (
     AuthenticationError,
@@ -77,6 +77,8 @@ _STOPS_THE_BATCH = (AuthenticationError, ConnectionNotFoundError, InsecureConnec
 _DEFAULT_PAUSE = 1.0
 # After the deadline, calls still running (a hung connection) are cancelled this much later.
 _DEADLINE_GRACE = 2.0
+# Rows whose task ended (its cost_actual, if the server told it, is the row's).
+_ENDED = frozenset({SUCCEEDED, FAILED, DOWNLOAD_FAILED})
 # Manifest rows rendered between two turns of the event loop (about 15 ms of work).
 _ROWS_PER_CHUNK = 500
 
@@ -240,6 +242,8 @@ class _Batch:
         self._checkpoint: asyncio.Future[None] | None = None
         self.intents = Intents(intents_folder(trigger.result_path), trigger.storage_conn_id)
         self._budget_change = asyncio.Event()
+        #: What the ceiling counts for each create (this run's and earlier ones), by key.
+        self.charges: dict[str, Charge] = {}
         self.saver = _Saver(trigger, self.log) if trigger.download_to else None
 
     def _adopt_earlier(
@@ -250,32 +254,60 @@ class _Batch:
         Without this, a retry's or a restarted trigger's new creates could take the budget ahead
         of replays of tasks already paid for, and the ceiling would not hold. Every such task
         counts, whether or not an item of the current inputs owns it (``kept``: those an
-        earlier run found owned by none). Returns the ones no current item owns.
+        earlier run found owned by none), at the most anything recorded says its model costs:
+        every record's prices are learnt first. Items with earlier tasks are taken first: their
+        replays tell prices, and end what keeps a model's creates going alone. Returns the tasks
+        no current item owns.
         """
         self.known = {task["idempotency_key"]: task for task in kept}
         self.known.update(known_tasks(earlier))
         for intent in intents:
             self.known.setdefault(intent["idempotency_key"], {**intent, "task_id": None, "cost_estimate": None})
         self._earlier_files = {row.task_id: row.files for row in earlier if row.task_id and row.files}
+        ended = {row.task_id: row for row in earlier if row.task_id and row.status in _ENDED}
+        for row in earlier:
+            self.budget.learn(row.model, row.cost_estimate, row.cost_actual)
+        for task in self.known.values():
+            if task.get("model"):
+                self.budget.learn(task["model"], task.get("cost_estimate"), task.get("cost_actual"))
+                self.budget.learn(task["model"], task.get("bound"), task.get("price_seen"))
         by_stem: dict[str, list[dict[str, Any]]] = {}
         for task in self.known.values():
             by_stem.setdefault(task["idempotency_key"].rsplit("-", 1)[0], []).append(task)
+        replays_first: list[WorkItem] = []
         for item, row in zip(self._waiting, self.rows, strict=True):
             row.tasks = sorted(by_stem.pop(item.key_stem, []), key=lambda task: task["generation"])
             for task in row.tasks:
-                self.budget.committed += self._cost_of(task, item.model)
-                if task.get("cost_estimate") is not None:  # an earlier answer told the model's price
-                    self.budget.learn(item.model, float(task["cost_estimate"]))
+                self._adopt(task, item.model, ended.get(task["task_id"]), owned=True)
+            if row.tasks:
+                replays_first.append(item)
+        if replays_first:
+            rest = [item for item in self._waiting if not self.rows[item.position].tasks]
+            self._waiting = collections.deque(replays_first + rest)
         orphans = [task for tasks in by_stem.values() for task in tasks]
         for task in orphans:
-            self.budget.committed += self._cost_of(task, task.get("model"))
+            self._adopt(task, task.get("model") or "", ended.get(task["task_id"]), owned=False)
         return orphans
 
-    def _cost_of(self, task: dict[str, Any], model: str | None) -> float:
-        for cost in (task.get("cost_estimate"), task.get("held"), self.budget.predict(model) if model else None):
-            if cost is not None:
-                return float(cost)
-        return 0.0
+    def _adopt(self, task: dict[str, Any], model: str, row: ItemResult | None, *, owned: bool) -> None:
+        recorded = [task.get("cost_estimate"), task.get("cost_actual"), task.get("held")]
+        if row is not None:
+            recorded += [row.cost_estimate, row.cost_actual]
+        names = task.get("task_id") or f"under key {task['idempotency_key']}"
+        untold = None
+        if task.get("ended") and readable_cost(task.get("cost_actual")) is None:
+            untold = f"its task {names} ended without a readable cost_actual"
+        elif not owned and not task.get("ended") and row is None:
+            # No item replays it: this run never sees it end, nor learns its price from it.
+            untold = f"its task {names}, of an item no longer in the inputs, was not seen ending"
+        readable = [cost for cost in map(readable_cost, recorded) if cost is not None]
+        charge = self.budget.adopt(
+            model,
+            recorded=max(readable, default=None),
+            open=owned and not task.get("ended") and row is None,
+            untold=untold,
+        )
+        self.charges[task["idempotency_key"]] = charge
 
     async def run(self) -> BatchSummary:
         settings = await self.hook.asettings()
@@ -325,7 +357,10 @@ class _Batch:
             if row.status == SUCCEEDED and not row.files and row.task_id in self._earlier_files:
                 row.files = self._earlier_files[row.task_id]  # stored by an earlier try: kept, not fetched again
         summary = summarize(
-            self.rows, self.trigger.result_path, max_cost=self.trigger.max_cost, spent=self.budget.committed
+            self.rows,
+            self.trigger.result_path,
+            max_cost=self.trigger.max_cost,
+            spent=self.budget.committed + self.budget.abandoned,
         )
         await self._write_manifest()
         # Every create is in the manifest now, answered or not.
@@ -383,6 +418,7 @@ class _Batch:
             except MindVideoError as exc:
                 row.status, row.error, row.retryable = ERROR, str(exc), exc.retryable
             finally:
+                self._stop_watching(row)
                 self.in_flight -= 1
                 self.finished[row.status] = self.finished.get(row.status, 0) + 1
 
@@ -408,11 +444,11 @@ class _Batch:
                 if known.get("try_number") == trigger.try_number:
                     # A dead trigger of this same try created it: it is this try's one task for the item.
                     task = task.model_copy(update={"created": True})
-                if known.get("task_id") is None:  # its answer had been lost: now its cost is known
-                    self.budget.committed += (task.cost_estimate or 0.0) - self._cost_of(known, item.model)
+                if known.get("task_id") is None:  # its answer had been lost: now it is known
                     known.update(task_id=task.task_id, cost_estimate=task.cost_estimate, held=None)
-                if task.cost_estimate is not None:
-                    self.budget.learn(item.model, task.cost_estimate)
+                charge = self.charges.get(key)
+                if charge is not None:
+                    self.budget.settle(charge, task.cost_estimate, task.cost_actual)
             else:
                 reservation = await self._reserve(item.model)
                 if reservation is None:
@@ -424,9 +460,12 @@ class _Batch:
                     None,
                     None,
                     try_number=trigger.try_number,
-                    held=reservation.amount,
+                    held=self.budget.counted(reservation),
                     model=item.model,
                 )
+                # What the ceiling knew of the model's price when it held this create: a restarted
+                # trigger learns it from the intent even when no checkpoint recorded an answer.
+                intent.update(bound=self.budget.predict(item.model), price_seen=self.budget.price_seen(item.model))
                 self.known[key] = intent
                 sent = False
                 try:
@@ -440,12 +479,15 @@ class _Batch:
                         row.tasks.remove(intent)
                         del self.known[key]
                     else:  # it may have charged: its money stays held, and no one waits for its answer
-                        self.budget.abandon(reservation)
+                        self.budget.abandon(reservation, key=key)
                     self._budget_moved()
                     raise
-                self.budget.settle(reservation, task.cost_estimate)
+                self.charges[key] = reservation
+                self.budget.settle(reservation, task.cost_estimate, task.cost_actual)
                 self._budget_moved()
                 row.note_task(generation, key, task.task_id, task.cost_estimate, try_number=trigger.try_number)
+            if task.is_terminal:
+                self._ended(row, key, task)
             row.task_id, row.request_id, row.idempotency_key = task.task_id, task.request_id, key
             row.key_generation, row.cost_estimate = generation, task.cost_estimate
             decision = next_step(
@@ -461,8 +503,9 @@ class _Batch:
         row.status, row.error, row.retryable = FAILED, exhausted_message(trigger.max_generations), False
         return None
 
-    async def _reserve(self, model: str) -> Reservation | None:
-        """Hold a create's predicted cost, waiting while only money held for creates in flight is in the way.
+    async def _reserve(self, model: str) -> Charge | None:
+        """Hold a create's predicted cost, waiting while only money held for creates in flight is in the way
+        (or, under a ceiling, while the model's lone task, its price not known yet, runs).
 
         None: it would not fit even once they all settle: over budget. (The batch's hard stop
         ends a wait that reaches the deadline: the item is then ``timed_out``.)
@@ -473,8 +516,25 @@ class _Batch:
             await self._budget_change.wait()
         return reservation
 
+    def _ended(self, row: ItemResult, key: str, task: MindVideoTask) -> None:
+        """``task`` (``key``'s) ended: what it cost settles, and the items waiting for its model's price wake."""
+        row.note_end(key, task.cost_actual)
+        charge = self.charges.get(key)
+        if charge is not None and charge.open:
+            self.budget.finish(charge, task.cost_estimate, task.cost_actual, task=task.task_id)
+            self._budget_moved()
+
+    def _stop_watching(self, row: ItemResult) -> None:
+        """The item is done with: its tasks not seen ending will not be (their model's price stays untold)."""
+        for entry in row.tasks:
+            charge = self.charges.get(entry["idempotency_key"])
+            if charge is not None and charge.open:
+                name = entry.get("task_id") or f"under key {entry['idempotency_key']}"
+                self.budget.finish(charge, None, None, task=name, seen_ending=False)
+                self._budget_moved()
+
     def _budget_moved(self) -> None:
-        """A create settled or was released: wake the items waiting for money held in flight."""
+        """A create settled or was released, or a task ended: wake the items waiting for money or a price."""
         self._budget_change.set()
         self._budget_change = asyncio.Event()
 
@@ -522,6 +582,8 @@ class _Batch:
     def _finish(self, row: ItemResult, task: MindVideoTask) -> None:
         if row.status == TIMED_OUT:
             return
+        if row.idempotency_key is not None:
+            self._ended(row, row.idempotency_key, task)
         row.cost_actual = task.cost_actual
         row.output_urls = task.output_urls
         if task.status is TaskStatus.SUCCEEDED and task.output_urls:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import enum
+import logging
+import math
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+log = logging.getLogger(__name__)
 
 #: The most of any text a server sends that goes into an error, a log line or a trigger event: a
 #: hostile or broken server must not fill task logs and the metadata database.
@@ -70,6 +74,31 @@ class MindVideoTask(_ApiRecord):
             data = {**data, "reported_status": clip(data["status"], 100)}
         return data
 
+    @model_validator(mode="before")
+    @classmethod
+    def _costs_as_numbers(cls, data: Any) -> Any:
+        # A cost the server sends is a fact about money, not the task's shape: one that is no
+        # readable amount is unknown (the ceiling then counts the highest bound it knows), and
+        # never makes the task unreadable -- an unreadable task would be polled to its deadline.
+        if not isinstance(data, dict):
+            return data
+        costs = {}
+        for name in ("cost_estimate", "cost_actual"):
+            value = data.get(name)
+            if (
+                value is None
+                or (type(value) is float and 0 <= value < math.inf)
+                or (type(value) is int and 0 <= value < 2**53)
+            ):
+                continue  # what every answer of a sound server holds: no more work on the poll path
+            from airflow_provider_mindvideo.budget import readable_cost  # budget imports Airflow's errors
+
+            cost = readable_cost(value)
+            if cost is None:
+                _warn_unreadable_cost(name, value, data.get("model"))
+            costs[name] = cost
+        return {**data, **costs} if costs else data
+
     @field_validator("task_id", "request_id", mode="before")
     @classmethod
     def _ids_as_text(cls, value: Any) -> Any:
@@ -116,6 +145,26 @@ class MindVideoTask(_ApiRecord):
             if self.error_message:
                 record["error"] = self.error_message
         return record
+
+
+_warned_about: set[tuple[str, str]] = set()
+_WARNINGS_KEPT = 1000
+
+
+def _warn_unreadable_cost(name: str, value: Any, model: Any) -> None:
+    """Once per field and model (per process): a server sending ``"0.50 USD"`` sends it on every poll."""
+    seen = (name, clip(str(model), 100))
+    if seen in _warned_about:
+        return
+    if len(_warned_about) < _WARNINGS_KEPT:  # a server naming a new model on every answer fills no memory
+        _warned_about.add(seen)
+    log.warning(
+        "MindVideo sent %s = %s for a task of model %s: no readable amount (a finite number >= 0); "
+        "the cost is taken as unknown, and max_cost counts the highest price known for the model",
+        name,
+        clip(repr(value), 100),
+        seen[1],
+    )
 
 
 class TaskEvent(_ApiRecord):

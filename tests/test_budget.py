@@ -22,7 +22,7 @@ def test_the_first_prediction_is_the_catalogue_price_then_the_highest_answer() -
 
 def test_a_create_that_fits_exactly_is_allowed_and_the_next_is_refused() -> None:
     budget = Budget(0.0405)  # three gpt-image-2 images, a sum that floats do not hit exactly
-    budget.learn("gpt-image-2", 0.0135)
+    budget.learn("gpt-image-2", 0.0135, 0.0135)  # a finished task told what it was charged
     for _ in range(3):
         assert budget.try_reserve("gpt-image-2") is not None
     assert budget.try_reserve("gpt-image-2") is None
@@ -30,7 +30,7 @@ def test_a_create_that_fits_exactly_is_allowed_and_the_next_is_refused() -> None
 
 def test_reservations_in_flight_count_until_settled() -> None:
     budget = Budget(0.03)
-    budget.learn("gpt-image-2", 0.0135)  # an answer told the price: creates need not go alone
+    budget.learn("gpt-image-2", None, 0.0135)  # a charge told the price: creates need not go alone
     first = budget.reserve("gpt-image-2")
     second = budget.reserve("gpt-image-2")
     assert budget.try_reserve("gpt-image-2") is None  # 0.027 held, 0.0135 more would pass 0.03
@@ -54,6 +54,8 @@ def test_a_model_without_a_price_holds_everything_left_until_its_first_answer() 
     assert budget.try_reserve("gpt-image-2") is None
     budget.settle(first, 0.01)
     assert budget.predict("brand-new-model") == 0.01
+    assert budget.try_reserve("gpt-image-2") is not None  # the others go on once it is answered
+    budget.finish(first, 0.01, 0.01, task="t")
     assert budget.try_reserve("brand-new-model") is not None
 
 
@@ -69,13 +71,15 @@ def test_the_refusal_names_max_cost_the_prediction_and_the_spending() -> None:
     assert refused.value.retryable is False
 
 
-def test_with_a_ceiling_a_model_s_first_create_goes_alone_until_its_answer_tells_the_price() -> None:
+def test_with_a_ceiling_a_model_s_first_create_goes_alone_until_its_task_ends_charged() -> None:
     budget = Budget(1.0)
     first = budget.reserve("gpt-image-2")
     assert budget.try_reserve("gpt-image-2") is None  # waits...
     assert not budget.refuses("gpt-image-2")  # ...but is not refused
     assert budget.try_reserve("kling-v3") is not None  # another model has its own first create
     budget.settle(first, 0.05)
+    assert budget.try_reserve("gpt-image-2") is None  # an estimate is no charge: still alone
+    budget.finish(first, 0.05, 0.05, task="t")
     assert budget.try_reserve("gpt-image-2").amount == 0.05  # type: ignore[union-attr]
     assert budget.try_reserve("gpt-image-2") is not None
 

@@ -51,12 +51,14 @@ class MindVideoSubmitOperator(BaseOperator):
         model newer than it). Without it such a slug fails before any request, naming the
         closest known ones.
     :param max_cost: The most this task instance may spend, all its tries together, in the
-        API's cost unit. Before each create, its cost is predicted (the cost estimate a replayed
-        earlier task of this task instance reported, else the model's documented price) and
-        counted with what earlier tries spent; a create that could pass the ceiling is not sent
-        and the task fails at once with
-        :class:`~airflow_provider_mindvideo.errors.BudgetExceededError`, naming ``max_cost`` and
-        the prediction. None: no ceiling.
+        API's cost unit. Before each create, its cost is predicted (the highest of the model's
+        documented price and the costs the replayed earlier tasks of this task instance
+        reported, estimates and actual costs) and counted with what earlier tries spent, each at
+        that price or more; a create that could pass the ceiling is not sent and the task fails
+        at once with :class:`~airflow_provider_mindvideo.errors.BudgetExceededError`, naming
+        ``max_cost`` and the prediction -- also when an earlier try's task of the model ended
+        without a readable ``cost_actual`` while no answer ever told one (the server never said
+        what the model costs). None: no ceiling. See :mod:`airflow_provider_mindvideo.budget`.
 
     XCom: ``return_value`` is the MindVideo task id; ``mindvideo_task`` holds task id, request
     id, model, status, cost estimate and the idempotency key used (never the input).
@@ -154,7 +156,11 @@ class MindVideoSubmitOperator(BaseOperator):
                 if exc.http_status is not None and 400 <= exc.http_status < 500 and exc.http_status != 429:
                     budget.release(reservation)  # refused: nothing was charged
                 raise
-            budget.settle(reservation, task.cost_estimate)
+            # Unless the API said it created it, it may be an earlier try's task: counted at the most
+            # any answer says the model costs, whatever this one says.
+            budget.settle(reservation, task.cost_estimate, task.cost_actual, earlier=not task.created)
+            if task.is_terminal:  # an earlier try's task that ended tells what it was charged, or that no one said
+                budget.finish(reservation, task.cost_estimate, task.cost_actual, task=task.task_id)
             return task
 
         if self.idempotency_key is not None:  # an explicit key is checked, never silently replaced

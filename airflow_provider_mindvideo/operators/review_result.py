@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator, ObjectStoragePath
 
 from airflow_provider_mindvideo import DEFAULT_CONN_ID
-from airflow_provider_mindvideo.budget import Budget, catalogue_price
+from airflow_provider_mindvideo.budget import Budget, Charge
 from airflow_provider_mindvideo.errors import MindVideoError
 from airflow_provider_mindvideo.operators.review_steps import XCOM_REVIEW_STATE_KEY, as_list
 from airflow_provider_mindvideo.polling import next_poll_delay
@@ -50,9 +50,10 @@ class MindVideoReviewResultOperator(BaseOperator):
         next round (not after the last round).
     :param append_comment: Append the reviewer's comment to the prompt of the new generation.
     :param max_cost: The most that regenerations may cost across all rounds (see
-        :class:`~airflow_provider_mindvideo.budget.Budget`: predicted from the item's recorded
-        cost, else the model's price, and held before each create). A rejected item that could
-        pass it is not generated again, and the manifest says why.
+        :class:`~airflow_provider_mindvideo.budget.Budget`: predicted from the highest of the
+        items' recorded costs and the model's price, and held before each create; while no
+        regeneration of a model has ended with its ``cost_actual``, the model's next one waits for
+        it). A rejected item that could pass it is not generated again, and the manifest says why.
     :param download_to: Save regenerated outputs into this folder (an ``ObjectStoragePath``
         URL), so that approved items of later rounds have files too. (templated)
     :param download_conn_id: The storage connection for ``download_to``.
@@ -146,8 +147,13 @@ class MindVideoReviewResultOperator(BaseOperator):
         """Keep the approved; generate the rejected again (while rounds and ``max_cost`` allow) for the next round."""
         again = self.regenerate_rejected and state.round < state.max_rounds
         # Regenerations of earlier rounds are committed already: max_cost holds across rounds.
-        budget = Budget(self.max_cost, price_of=_recorded_prices(decisions), committed=state.spent)
-        created: list[tuple[Decision, MindVideoTask, dict[str, Any], int]] = []
+        budget = Budget(self.max_cost, committed=state.spent)
+        for decision in decisions:
+            # An item's own cost predicts its regeneration (same model, same input) better than the
+            # catalogue's example price, which knows nothing of a video's duration or an image's size.
+            budget.learn(decision.item.model, decision.item.cost)
+        created: list[tuple[Decision, MindVideoTask, dict[str, Any], int, Charge]] = []
+        ended: dict[str, MindVideoTask] = {}
         for decision in decisions:
             item = decision.item
             if decision.approved or not again:
@@ -155,6 +161,12 @@ class MindVideoReviewResultOperator(BaseOperator):
                 state.manifest.append(manifest_row(decision, state.round))
                 continue
             reservation = budget.try_reserve(item.model)
+            if reservation is None and not budget.refuses(item.model):
+                # The model's price is not known yet: its first regeneration goes alone, and tells it.
+                for _, task, _, _, charge in created:
+                    if charge.open and charge.model == item.model:
+                        ended[task.task_id] = self._ended(budget, charge, task)
+                reservation = budget.try_reserve(item.model)
             if reservation is None:
                 state.rejected.append(item)
                 note = f"not generated again: {budget.refusal(item.model)}"
@@ -168,18 +180,25 @@ class MindVideoReviewResultOperator(BaseOperator):
                 if exc.http_status is not None and 400 <= exc.http_status < 500 and exc.http_status != 429:
                     budget.release(reservation)  # refused: nothing was charged
                 raise
-            budget.settle(reservation, task.cost_estimate)
+            budget.settle(reservation, task.cost_estimate, task.cost_actual, earlier=not task.created)
             self.log.info(
                 "Item %d rejected: generating it again as MindVideo task %s (key generation %d)",
                 item.number,
                 task.task_id,
                 generation,
             )
-            created.append((decision, task, request, generation))
-        state.spent = budget.committed
-        for decision, task, request, generation in created:
-            self._collect(state, decision, self._wait(task), request, generation)
+            created.append((decision, task, request, generation, reservation))
+        for decision, task, request, generation, charge in created:
+            finished = ended.get(task.task_id) or self._ended(budget, charge, task)
+            self._collect(state, decision, finished, request, generation)
+        state.spent = budget.committed + budget.abandoned
         return state
+
+    def _ended(self, budget: Budget, charge: Charge, task: MindVideoTask) -> MindVideoTask:
+        """Wait for ``task`` to end and settle what it cost."""
+        finished = self._wait(task)
+        budget.finish(charge, finished.cost_estimate, finished.cost_actual, task=finished.task_id)
+        return finished
 
     def _collect(
         self, state: ReviewState, decision: Decision, finished: MindVideoTask, request: dict[str, Any], generation: int
@@ -229,21 +248,3 @@ class MindVideoReviewResultOperator(BaseOperator):
         with download_client(allow_private_urls=private_urls_allowed(self.download_allow_private_urls)) as client:
             stored = store_outputs(client, task.output_urls, folder, mindvideo_task_id=task.task_id)
         return [file.path for file in stored]
-
-
-def _recorded_prices(decisions: Sequence[Decision]) -> Any:
-    """A model's price for the budget: the highest cost recorded for its items under review, else the catalogue's.
-
-    An item's own cost predicts its regeneration (same model, same input) better than the
-    catalogue's example price, which knows nothing of a video's duration or an image's size.
-    """
-    recorded: dict[str, float] = {}
-    for decision in decisions:
-        cost = decision.item.cost
-        if cost is not None:
-            recorded[decision.item.model] = max(cost, recorded.get(decision.item.model, 0.0))
-
-    def price_of(model: str) -> float | None:
-        return recorded.get(model, catalogue_price(model))
-
-    return price_of
