@@ -127,11 +127,17 @@ class EmulatorConfig:
     ``extra_models``: models the emulator accepts beyond the provider's catalogue, slug to kind
     (``"image"`` or ``"video"``), for DAGs that use a newer model with ``allow_unknown_model=True``.
     Any other unknown slug is refused with a 422, as the API refuses a typo, and not charged.
+
+    ``prices``: what a task of a model really costs, slug to amount, where it differs from the
+    catalogue's example price (e.g. ``{"gpt-image-2": 0.5}``): charged, and reported as the
+    task's ``cost_estimate`` and ``cost_actual``, to test ``max_cost`` against a price the
+    provider has not seen.
     """
 
     api_keys: tuple[str, ...] = (DEFAULT_API_KEY,)
     rate_limit: float | None = None
     extra_models: Mapping[str, str] = field(default_factory=dict)
+    prices: Mapping[str, float] = field(default_factory=dict)
     queued_seconds: float = 0.2
     processing_seconds: Mapping[str, float] = field(default_factory=lambda: {"image": 0.8, "video": 3.0})
 
@@ -288,7 +294,7 @@ class EmulatorState:
             processing_seconds=processing,
             outcome=script.outcome if script else "succeeded",
             error=script.error if script else "",
-            cost=spec.cost_estimate if spec else UNKNOWN_MODEL_COST,
+            cost=self.config.prices.get(model, spec.cost_estimate if spec else UNKNOWN_MODEL_COST),
             output_bytes=script.output_bytes if script else None,
         )
 
