@@ -174,8 +174,8 @@ class MindVideoTask(_ApiRecord):
         """This task as the provider may store it: within ``STORED_ANSWER_LIMIT``, whatever the server sent.
 
         Beyond the limit the answer loses, in this order and only as far as needed, its fields
-        this provider does not know, its output's fields other than the URLs, and its error's
-        details (its words stay); :attr:`cut` says what went. Output URLs are never cut: an
+        this provider does not know, its error's details (its words stay), and its output's
+        fields other than the URLs; :attr:`cut` says what went. Output URLs are never cut: an
         answer whose URLs alone do not fit raises :class:`AnswerTooLargeError`.
 
         :param size: the bytes the answer took (small answers are not measured).
@@ -196,9 +196,10 @@ class MindVideoTask(_ApiRecord):
         )
 
     def _stored_size(self) -> float:
-        # The largest record a task is stored as: its fields (the error in words), its output URLs
-        # again (the XCom record, a manifest row), the task id and error words an event repeats.
-        record = self.model_dump(mode="json", include=set(type(self).model_fields) - {"error"})
+        # The largest record a task is stored as: its fields, its output URLs again (the XCom record,
+        # a manifest row), the task id and error words an event repeats; and what it holds unstored
+        # (unknown fields, the error's details), which a task over the limit does not keep either.
+        record = self.model_dump(mode="json", include=set(type(self).model_fields))
         words = self.error_message
         parts = (record, self.model_extra, self.output_urls, self.task_id, words, words)
         return sum(_json_size(part) for part in parts) + _ROOM
@@ -222,11 +223,11 @@ def _with_error_words(task: MindVideoTask) -> dict[str, Any] | None:
     return task._fields(error=words) if words != task.error else None
 
 
-# What an answer over the limit loses, in order: what no one stores, then what no one needs.
+# What an answer over the limit loses, in order: what is never stored, then all but the URLs.
 _CUTS = (
     ("its fields this provider does not know", _without_unknown_fields),
-    ("its output's fields other than the URLs", _with_urls_only),
     ("its error's details (its words stay)", _with_error_words),
+    ("its output's fields other than the URLs", _with_urls_only),
 )
 
 
