@@ -107,6 +107,14 @@ class UnexpectedResponseError(MindVideoError):
     """An answer that is not the documented JSON: a proxy's HTML page, a truncated body, ..."""
 
 
+class OversizedAnswerError(UnexpectedResponseError, AirflowFailException):
+    """A task's answer does not fit what the provider stores of one task (``STORED_ANSWER_LIMIT``),
+    even with everything but its output URLs cut. Permanent: the server would answer the same.
+    """
+
+    retryable = False
+
+
 class InsecureConnectionError(MindVideoError, AirflowFailException):
     """Refused to send the API key over plain HTTP to a host that is not this machine."""
 

@@ -37,9 +37,9 @@ from airflow_provider_mindvideo.protocol import (
     exchange,
     get_task_call,
     get_task_events_call,
-    redact,
     task_from_response,
 )
+from airflow_provider_mindvideo.redaction import redact
 from airflow_provider_mindvideo.settings import ClientSettings, settings_from_connection
 from airflow_provider_mindvideo.transports import (
     CallingClient,
@@ -298,8 +298,8 @@ class MindVideoHook(BaseHook):
         except MindVideoError as exc:
             return False, str(exc)
         ok, message = connection_test_result(settings.base_url, with_key, with_wrong_key)
-        # The server's words may echo the request.
-        return ok, message.replace(settings.api_key, "***")
+        # The server's words (a Location, an error) may echo the request.
+        return ok, redact(message, settings.api_key)
 
     # -- the two shells around protocol.exchange --------------------------------------------
 

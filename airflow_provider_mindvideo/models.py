@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import json
 import logging
 import math
 from typing import Any
@@ -14,6 +15,16 @@ log = logging.getLogger(__name__)
 #: The most of any text a server sends that goes into an error, a log line or a trigger event: a
 #: hostile or broken server must not fill task logs and the metadata database.
 SERVER_TEXT_LIMIT = 2000
+#: The most JSON one task leaves where the provider stores it -- its trigger event, its XComs, its
+#: batch manifest row -- whatever the server sent (see :meth:`MindVideoTask.within_stored_limit`).
+STORED_ANSWER_LIMIT = 64 * 1024
+_NAMED_LIMIT = f"cut at {STORED_ANSWER_LIMIT // 1024} KiB (STORED_ANSWER_LIMIT)"
+# Room for the provider's own words around a task where it is stored (an event's message, ids).
+_ROOM = 1024
+# An answer this small is never measured: stored, each part of it appears at most four times,
+# and escaping for storage makes no byte of it more than seven characters. Every normal poll
+# answer (well under a kilobyte) takes this way.
+_SURELY_FITS = (STORED_ANSWER_LIMIT - _ROOM) // 32
 
 
 def clip(text: str, limit: int = SERVER_TEXT_LIMIT) -> str:
@@ -21,6 +32,45 @@ def clip(text: str, limit: int = SERVER_TEXT_LIMIT) -> str:
     if len(text) <= limit:
         return text
     return f"{text[:limit]}... ({len(text) - limit} more characters)"
+
+
+class AnswerTooLargeError(ValueError):
+    """A task's answer does not fit ``STORED_ANSWER_LIMIT`` even with everything but its output URLs cut."""
+
+
+def error_words(error: Any) -> str | None:
+    """A remote error in words (capped), whatever shape the API gave it."""
+    if error is None or error == "":
+        return None
+    if isinstance(error, dict):
+        for key in ("message", "detail", "error", "code"):
+            if error.get(key):
+                return clip(str(error[key]))
+    return clip(str(error))
+
+
+def _json_size(value: Any) -> float:
+    try:
+        return len(json.dumps(value, default=str))
+    except (ValueError, RecursionError):
+        return float("inf")
+
+
+def _urls_only(output: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``output`` with only its URLs, each item as the API shapes it (``{"url": ...}`` or the URL)."""
+    if output is None:
+        return None
+    kept: dict[str, Any] = {}
+    for media, items in output.items():
+        urls = [
+            {"url": item["url"]} if isinstance(item, dict) else item
+            for item in (items if isinstance(items, list) else [items])
+            if (isinstance(item, dict) and isinstance(item.get("url"), str) and item["url"])
+            or (isinstance(item, str) and item)
+        ]
+        if urls:
+            kept[media] = urls if isinstance(items, list) else urls[0]
+    return kept
 
 
 class TaskStatus(str, enum.Enum):
@@ -66,6 +116,8 @@ class MindVideoTask(_ApiRecord):
     #: True when the create answer said this call made the task (HTTP 201); None when it could
     #: have been a replay. Never part of a dump: it describes one answer, not the task.
     created: bool | None = Field(default=None, exclude=True)
+    #: What the provider left out of the server's answer to store it, naming the limit (None: nothing).
+    cut: str | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -104,6 +156,11 @@ class MindVideoTask(_ApiRecord):
     def _ids_as_text(cls, value: Any) -> Any:
         return str(value) if isinstance(value, int) else value
 
+    @field_validator("request_id", "reported_status")
+    @classmethod
+    def _short(cls, value: str | None) -> str | None:
+        return value if value is None else clip(value, 100)
+
     @property
     def is_terminal(self) -> bool:
         return self.status.is_terminal
@@ -122,13 +179,7 @@ class MindVideoTask(_ApiRecord):
     @property
     def error_message(self) -> str | None:
         """The remote error in words, whatever shape the API gave it."""
-        if self.error is None or self.error == "":
-            return None
-        if isinstance(self.error, dict):
-            for key in ("message", "detail", "error", "code"):
-                if self.error.get(key):
-                    return clip(str(self.error[key]))
-        return clip(str(self.error))
+        return error_words(self.error)
 
     def summary(self) -> dict[str, Any]:
         """A small JSON-safe record for XCom and logs: never the input, never a secret."""
@@ -144,7 +195,69 @@ class MindVideoTask(_ApiRecord):
             record["output_urls"] = self.output_urls
             if self.error_message:
                 record["error"] = self.error_message
+        if self.cut:
+            record["cut"] = self.cut
         return record
+
+    def within_stored_limit(self, size: int) -> MindVideoTask:
+        """This task as the provider may store it: within ``STORED_ANSWER_LIMIT``, whatever the server sent.
+
+        Beyond the limit the answer loses, in this order and only as far as needed, its fields
+        this provider does not know, its error's details (its words stay), and its output's
+        fields other than the URLs; :attr:`cut` says what went. Output URLs are never cut: an
+        answer whose URLs alone do not fit raises :class:`AnswerTooLargeError`.
+
+        :param size: the bytes the answer took (small answers are not measured).
+        """
+        if size <= _SURELY_FITS or self._stored_size() <= STORED_ANSWER_LIMIT:
+            return self
+        task, cut = self, []
+        for what, smaller in _CUTS:
+            fields = smaller(task)
+            if fields is not None:
+                task = MindVideoTask.model_validate(fields)
+                cut.append(what)
+                if task._stored_size() <= STORED_ANSWER_LIMIT:
+                    return task.model_copy(update={"cut": f"{_NAMED_LIMIT}: {', '.join(cut)} ({size:,} bytes sent)"})
+        raise AnswerTooLargeError(
+            f"MindVideo task {clip(task.task_id, 100)}: its answer ({size:,} bytes) does not fit what the provider "
+            f"stores of one task even with everything but its {len(task.output_urls)} output URL(s) {_NAMED_LIMIT}"
+        )
+
+    def _stored_size(self) -> float:
+        # The largest record a task is stored as: its fields, its output URLs again (the XCom record,
+        # a manifest row), the task id and error words an event repeats; and what it holds unstored
+        # (unknown fields, the error's details), which a task over the limit does not keep either.
+        record = self.model_dump(mode="json", include=set(type(self).model_fields))
+        words = self.error_message
+        parts = (record, self.model_extra, self.output_urls, self.task_id, words, words)
+        return sum(_json_size(part) for part in parts) + _ROOM
+
+    def _fields(self, **changes: Any) -> dict[str, Any]:
+        fields = {name: getattr(self, name) for name in type(self).model_fields}
+        return {**fields, **changes}
+
+
+def _without_unknown_fields(task: MindVideoTask) -> dict[str, Any] | None:
+    return task._fields() if task.model_extra else None
+
+
+def _with_urls_only(task: MindVideoTask) -> dict[str, Any] | None:
+    output = _urls_only(task.output)
+    return task._fields(output=output) if output != task.output else None
+
+
+def _with_error_words(task: MindVideoTask) -> dict[str, Any] | None:
+    words = task.error_message
+    return task._fields(error=words) if words != task.error else None
+
+
+# What an answer over the limit loses, in order: what is never stored, then all but the URLs.
+_CUTS = (
+    ("its fields this provider does not know", _without_unknown_fields),
+    ("its error's details (its words stay)", _with_error_words),
+    ("its output's fields other than the URLs", _with_urls_only),
+)
 
 
 _warned_about: set[tuple[str, str]] = set()

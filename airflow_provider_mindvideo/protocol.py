@@ -8,19 +8,18 @@ mapping and logging therefore live here once, for the worker and the triggerer a
 from __future__ import annotations
 
 import email.utils
-import html
+import functools
 import itertools
 import json
 import logging
 import random
-import re
 import ssl
 import time
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote
 
 import httpx
 import pydantic
@@ -30,6 +29,7 @@ from airflow_provider_mindvideo.errors import (
     IdempotencyConflictError,
     InputValidationError,
     MindVideoError,
+    OversizedAnswerError,
     RateLimitedError,
     ServerError,
     TaskNotFoundError,
@@ -37,7 +37,11 @@ from airflow_provider_mindvideo.errors import (
     TransportError,
     UnexpectedResponseError,
 )
-from airflow_provider_mindvideo.models import MindVideoTask, TaskEvent, clip
+from airflow_provider_mindvideo.models import AnswerTooLargeError, MindVideoTask, TaskEvent, clip
+
+# Redaction has its own home; ``redact`` stays importable from here.
+from airflow_provider_mindvideo.redaction import may_hold, without_secret_in
+from airflow_provider_mindvideo.redaction import redact as redact
 
 # A connection's settings live in their own module; these names stay importable from here.
 from airflow_provider_mindvideo.settings import ClientSettings as ClientSettings
@@ -52,6 +56,8 @@ RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 _BODY_PREVIEW_CHARS = 200
 # The attempt an httpx.Request is on, kept in its extensions (httpx hands transports the ones they know).
 _ATTEMPT = "mindvideo_attempt"
+# The API key a request carries, as the answer's parser looks for it (read from its header once).
+_KEY = "mindvideo_key"
 
 # Jitter needs no reproducible seed; one generator serves every call (seeding one costs more than a poll's parsing).
 _JITTER = random.Random()
@@ -267,51 +273,13 @@ def without_secrets(error: MindVideoError, request: httpx.Request) -> MindVideoE
 
 
 def _api_key_of(request: httpx.Request) -> str | None:
-    _scheme, _, key = str(request.headers.get("Authorization", "")).partition(" ")
+    # Read once per request: a hook reuses its GETs, and reading a header costs a poll more than the
+    # check it serves.
+    key = request.extensions.get(_KEY)
+    if key is None:
+        _scheme, _, key = str(request.headers.get("Authorization", "")).partition(" ")
+        request.extensions[_KEY] = key
     return key or None
-
-
-_URL_CREDENTIALS = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
-
-
-def redact(text: str, secret: str | None) -> str:
-    """``text`` without ``secret`` (also escaped, or cut short by a cap) and without URL credentials."""
-    text = _URL_CREDENTIALS.sub(r"\1***@", text)
-    if not secret:
-        return text
-    # Every form a server or a gateway may echo it in: escaped for JSON, HTML, repr, or a URL.
-    forms = {
-        secret,
-        json.dumps(secret)[1:-1],
-        html.escape(secret),
-        repr(secret)[1:-1],
-        quote(secret, safe=""),
-        quote(secret),
-        quote_plus(secret),
-    }
-    for form in forms:
-        text = text.replace(form, "***")
-    return _without_heads(text, forms)
-
-
-def _without_heads(text: str, forms: set[str]) -> str:
-    # A capped message or a preview can end inside the key: its start is a secret too. Where a
-    # start is found, the longest form that goes on matching there decides how much is cut.
-    heads = {form[:10] for form in forms}
-    start = 0
-    while found := [at for head in heads if (at := text.find(head, start)) != -1]:
-        start = min(found)
-        end = max(start + _matching(text, start, form) for form in forms if text.startswith(form[:10], start))
-        text = text[:start] + "***" + text[end:]
-        start += 3
-    return text
-
-
-def _matching(text: str, start: int, form: str) -> int:
-    length = 0
-    while length < len(form) and start + length < len(text) and text[start + length] == form[length]:
-        length += 1
-    return length
 
 
 def _redacted(text: str | None, secret: str | None) -> Any:
@@ -320,8 +288,9 @@ def _redacted(text: str | None, secret: str | None) -> Any:
 
 def _retry_in_call(outcome: Outcome, problem: MindVideoError) -> bool:
     # Inside one call only what may pass by itself: the network, 429/5xx, an answer mangled on
-    # the way. Everything else (4xx, a refused certificate) would fail the same way again.
-    if isinstance(problem, TlsVerificationError):
+    # the way. Everything else (4xx, a refused certificate, an answer too large to keep) would
+    # fail the same way again.
+    if not problem.retryable:
         return False
     if isinstance(outcome, httpx.Response):
         return outcome.status_code in RETRYABLE_STATUS or outcome.is_success
@@ -372,11 +341,45 @@ class _LazyRequestId:
 # -- responses ---------------------------------------------------------------------------------
 
 
+def _secret_free(parse: Callable[[httpx.Response], T]) -> Callable[[httpx.Response], T]:
+    """``parse``, raising its errors with the request's key cut out (the answer may quote the request)."""
+
+    @functools.wraps(parse)
+    def secret_free(response: httpx.Response) -> T:
+        try:
+            return parse(response)
+        except MindVideoError as error:
+            problem = without_secrets(error, response.request)
+            if problem is error:
+                raise
+        # Raised here, outside the handler: the error quoting the key must not ride along as its context.
+        raise problem
+
+    return secret_free
+
+
+def _without_key(data: Any, response: httpx.Response) -> Any:
+    """The decoded answer with the request's key cut out of every string in it, dict keys included.
+
+    The walk is paid only by an answer whose body could hold the key: not by a normal poll.
+    """
+    secret = _api_key_of(response.request)
+    return without_secret_in(data, secret) if may_hold(response.content, secret) else data
+
+
+@_secret_free
 def task_from_response(response: httpx.Response) -> MindVideoTask:
-    """The task in a create or get answer, or the error it stands for."""
+    """The task in a create or get answer, or the error it stands for.
+
+    The key is cut out of everything the server wrote, and the task is cut to what the
+    provider stores of one task (``STORED_ANSWER_LIMIT``), so every consumer gets it clean.
+    """
     data = _json_body(response)
+    if isinstance(data, dict) and "cut" in data:
+        data = {name: value for name, value in data.items() if name != "cut"}  # the provider's note, not the server's
     try:
-        return MindVideoTask.model_validate(data)
+        task = MindVideoTask.model_validate(_without_key(data, response))
+        return task.within_stored_limit(len(response.content))
     except pydantic.ValidationError as exc:
         problems = ", ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()[:5])
         raise UnexpectedResponseError(
@@ -384,6 +387,10 @@ def task_from_response(response: httpx.Response) -> MindVideoTask:
             f"without a usable task ({clip(problems, 500)})",
             http_status=response.status_code,
             request_id=_request_id(response, data),
+        ) from None
+    except AnswerTooLargeError as exc:
+        raise OversizedAnswerError(
+            str(exc), http_status=response.status_code, request_id=_request_id(response, data)
         ) from None
     except RecursionError:
         raise _unreadable(response, "nested too deeply to read") from None
@@ -402,6 +409,7 @@ def created_task_from_response(response: httpx.Response) -> MindVideoTask:
     return task.model_copy(update={"created": True}) if response.status_code == 201 or retried else task
 
 
+@_secret_free
 def events_from_response(response: httpx.Response) -> list[TaskEvent]:
     """The events in an events answer: a list, or an object holding one under ``events``/``data``."""
     data = _json_body(response)
@@ -414,6 +422,7 @@ def events_from_response(response: httpx.Response) -> list[TaskEvent]:
             request_id=_request_id(response, None),
         )
     try:
+        data = _without_key(data, response)
         return [TaskEvent.model_validate(e if isinstance(e, dict) else {"message": str(e)}) for e in data]
     except (pydantic.ValidationError, RecursionError):
         raise _unreadable(response, "events of an unknown shape") from None

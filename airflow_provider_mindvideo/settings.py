@@ -20,7 +20,7 @@ import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import httpx
 import pydantic
@@ -28,6 +28,7 @@ from pydantic import BeforeValidator, Field
 
 from airflow_provider_mindvideo import DEFAULT_BASE_URL, __version__
 from airflow_provider_mindvideo.errors import AuthenticationError, InputValidationError, InsecureConnectionError
+from airflow_provider_mindvideo.redaction import url_without_password
 
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAX_RETRIES = 5
@@ -227,7 +228,9 @@ def read_extras(extra: Any, conn_id: str | None = None) -> ConnectionExtras:
         problems = []
         for error in exc.errors():
             name = str(error["loc"][0])
-            value = _redacted_url(extra[name]) if name == "proxy" and isinstance(extra[name], str) else extra[name]
+            value = (
+                url_without_password(extra[name]) if name == "proxy" and isinstance(extra[name], str) else extra[name]
+            )
             problems.append(f"extra {name} = {_shown(value)} must be {EXPECTED[name]} (or empty for the default)")
         raise InputValidationError(f"{where}: " + "; ".join(problems)) from None
 
@@ -327,22 +330,13 @@ def _check_number(name: str, value: Any, *, minimum: float, inclusive: bool = Tr
 def _check_proxy_url(where: str, url: str) -> None:
     parts = urlsplit(url) if isinstance(url, str) else None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        shown = _redacted_url(url) if isinstance(url, str) else repr(url)
+        shown = url_without_password(url) if isinstance(url, str) else repr(url)
         raise InputValidationError(f"MindVideo: {where} = {shown!r} must be {EXPECTED['proxy']}")
     found = invisible_character(url)
     if found is not None:
         raise InputValidationError(
-            f"MindVideo: {where} = {_redacted_url(url)!r} contains {found[1]} at character {found[0]}"
+            f"MindVideo: {where} = {url_without_password(url)!r} contains {found[1]} at character {found[0]}"
         )
-
-
-def _redacted_url(url: str) -> str:
-    """``url`` without the password it may carry (proxy URLs often do)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username}:***@" + parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 # -- the environment ------------------------------------------------------------------------
