@@ -380,7 +380,7 @@ _MANIFEST_REMEDY = (
 
 
 def _records(text: str, source: str, build: Any, remedy: str) -> list[Any]:
-    """The rows of a record this provider wrote, each built by ``build``; any damage is a :class:`CorruptRecordError`."""
+    """The rows of a record this provider wrote, each built by ``build``; damage is a :class:`CorruptRecordError`."""
     try:
         rows, _ = jsonl.load_objects(text)
     except jsonl.JsonLinesError as exc:

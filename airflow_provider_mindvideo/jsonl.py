@@ -60,7 +60,7 @@ def escape_line_breaks(text: str) -> str:
 
 
 def lines(text: str) -> Iterator[Line]:
-    """The non-blank lines of ``text`` with their numbers (from 1), split at ``"\\n"`` only; a leading BOM is dropped."""
+    """The non-blank lines of ``text``, numbered from 1, split at ``"\\n"`` only; a leading BOM is dropped."""
     for number, line in enumerate(text.removeprefix("\ufeff").split("\n"), 1):
         if line.strip(_JSON_WHITESPACE):
             yield Line(number, line)
