@@ -26,12 +26,13 @@ import io
 import json
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from airflow_provider_mindvideo import jsonl
 from airflow_provider_mindvideo.catalog import input_problems, known_models, unknown_model_problem
-from airflow_provider_mindvideo.errors import InputValidationError
+from airflow_provider_mindvideo.errors import CorruptRecordError, InputValidationError
 from airflow_provider_mindvideo.idempotency import TaskInstanceLike, key_of_generation, key_stem
 
 #: Outcomes of an item, the ``status`` of its manifest row.
@@ -75,15 +76,14 @@ class WorkItem:
 
     def to_json(self) -> str:
         data = {"position": self.position, "line": self.line, "model": self.model, "input": self.input}
-        return json.dumps(
-            {**data, "key": self.key_stem},
-            ensure_ascii=False,
-            separators=(",", ":"),
-        )
+        return jsonl.dump_line({**data, "key": self.key_stem})
 
     @classmethod
     def from_json(cls, text: str) -> WorkItem:
-        data = json.loads(text)
+        return cls.from_row(json.loads(text))
+
+    @classmethod
+    def from_row(cls, data: Mapping[str, Any]) -> WorkItem:
         return cls(data["position"], data["line"], data["model"], data["input"], data["key"])
 
 
@@ -105,29 +105,50 @@ def entries_from_list(inputs: Any) -> list[Entry]:
 
 
 def entries_from_jsonl(text: str) -> list[Entry]:
-    """One entry per non-blank line; a line that is not JSON becomes a problem naming it."""
+    """One entry per non-blank line; a line that is not JSON becomes a problem naming it.
+
+    A file cut short shows as its last line not being JSON: named like any other, nothing is
+    sent (the inputs are the user's, no writer of ours could have torn them).
+    """
     entries = []
-    for number, line in enumerate(text.removeprefix("\ufeff").splitlines(), 1):
-        if not line.strip():
-            continue
+    for line in jsonl.lines(text):
         try:
-            entries.append(Entry(number, json.loads(line)))
-        except json.JSONDecodeError as exc:
-            entries.append(Entry(number, _NotJson(f"is not JSON ({exc.msg} at column {exc.colno})")))
+            entries.append(Entry(line.number, jsonl.load_line(line)))
+        except jsonl.JsonLinesError as exc:
+            entries.append(Entry(line.number, _NotJson(exc.problem)))
     return entries
 
 
 def entries_from_csv(text: str, default_model: str | None) -> list[Entry]:
     """One entry per row; the header row names the fields (see the module's docstring).
 
-    :raises InputValidationError: when the header names a field twice (one cell would be lost).
+    A value under a column the header names no field for is a problem naming its line and
+    column (it would otherwise be lost); such a column with nothing in it is ignored.
+
+    :raises InputValidationError: when the header names a field twice (one cell would be lost),
+        or the file cannot be read as CSV (a cell past the ``csv`` module's size limit), naming
+        the line and column.
     """
     # Read as utf-8-sig: spreadsheets' "CSV UTF-8" starts with a byte order mark, which would
     # otherwise become part of the first field's name.
-    reader = csv.reader(io.StringIO(text.removeprefix("\ufeff")))
+    record: list[str] = []  # the lines of the row being read, to say where a problem is
+
+    def lines() -> Iterator[str]:
+        for line in io.StringIO(text.removeprefix("\ufeff")):
+            record.append(line)
+            yield line
+
+    reader = csv.reader(lines())
     header: list[str] | None = None
     entries = []
-    for row in reader:
+    while True:
+        record.clear()
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            raise InputValidationError(_csv_problem(exc, reader.line_num, "".join(record))) from None
         if not any(cell.strip() for cell in row):
             continue
         if header is None:
@@ -144,10 +165,46 @@ def entries_from_csv(text: str, default_model: str | None) -> list[Entry]:
         if len(row) > len(header):
             entries.append(Entry(line, _NotJson(f"has {len(row)} cells but the header names {len(header)} fields")))
             continue
+        unnamed = [column for column, (name, cell) in enumerate(zip(header, row, strict=False), 1) if not name and cell]
+        if unnamed:
+            entries.append(
+                Entry(line, _NotJson(f"column {unnamed[0]} holds a value but the header names no field for it"))
+            )
+            continue
         cells = {name: cell for name, cell in zip(header, row, strict=False) if name and cell != ""}
         model = cells.pop(_MODEL, default_model)
         entries.append(Entry(line, {_MODEL: model, _INPUT: _typed_cells(model, cells)}))
     return entries
+
+
+def _csv_problem(error: csv.Error, line: int, record: str) -> str:
+    limit = csv.field_size_limit()
+    if "field larger than field limit" in str(error):
+        return (
+            f"line {line}, column {_oversized_column(record, limit)}: a cell longer than {limit:,} characters, "
+            "more than the csv module reads; shorten it, or give the inputs as JSONL. Nothing was sent"
+        )
+    return f"line {line}: not CSV ({error}). Nothing was sent"
+
+
+def _oversized_column(record: str, limit: int) -> int:
+    """The column (from 1) of the first cell of ``record`` longer than ``limit``, read as the csv module reads it."""
+    column, size, quoted, index = 1, 0, False, 0
+    while index < len(record):
+        char = record[index]
+        if char == '"' and quoted and record[index + 1 : index + 2] == '"':
+            size, index = size + 1, index + 2
+            continue
+        if char == '"':
+            quoted = not quoted
+        elif char == "," and not quoted:
+            column, size = column + 1, 0
+        else:
+            size += 1
+            if size > limit:
+                break
+        index += 1
+    return column
 
 
 def work_list(
@@ -189,8 +246,6 @@ def work_list(
         raise InputValidationError(
             f"{len(problems)} invalid item(s) in {source}; nothing was sent{hint}:\n" + "\n".join(problems)
         )
-    if not items:
-        raise InputValidationError(f"{source} holds no items: nothing to generate")
     return items
 
 
@@ -198,8 +253,19 @@ def dump_work_list(items: Iterable[WorkItem]) -> str:
     return "".join(item.to_json() + "\n" for item in items)
 
 
-def load_work_list(text: str) -> list[WorkItem]:
-    return [WorkItem.from_json(line) for line in text.splitlines() if line.strip()]
+def load_work_list(text: str, source: str = "the work list") -> list[WorkItem]:
+    """The work list the operator wrote. :raises CorruptRecordError: naming ``source`` and the line.
+
+    The operator writes it whole or not at all (:func:`.storage.replace_text`): a torn line is
+    damage from outside, not a crash of ours, and is refused like any other.
+    """
+    return _records(text, source, WorkItem.from_row, _WORK_LIST_REMEDY)
+
+
+_WORK_LIST_REMEDY = (
+    "The operator writes the work list from the inputs at the start of each try: clear the task to write it "
+    "again. Nothing was sent"
+)
 
 
 @dataclass(slots=True)
@@ -275,11 +341,14 @@ class ItemResult:
     def to_json(self) -> str:
         # The fields as they are: json.dumps walks the lists and dicts itself, asdict would copy them first.
         data = {name: getattr(self, name) for name in _ROW_FIELDS}
-        return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+        return jsonl.dump_line(data)
 
     @classmethod
     def from_json(cls, text: str) -> ItemResult:
-        data = json.loads(text)
+        return cls.from_row(json.loads(text))
+
+    @classmethod
+    def from_row(cls, data: Mapping[str, Any]) -> ItemResult:
         known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
         return cls(**known)
 
@@ -301,8 +370,39 @@ def manifest_chunk(rows: Iterable[ItemResult]) -> bytes:
     return "".join(row.to_json() + "\n" for row in rows).encode("utf-8")
 
 
-def load_manifest(text: str) -> list[ItemResult]:
-    return [ItemResult.from_json(line) for line in text.splitlines() if line.strip()]
+def load_manifest(text: str, source: str = "the manifest") -> list[ItemResult]:
+    """The rows of a manifest. :raises CorruptRecordError: naming ``source``, the line and what to do.
+
+    Never tolerant of a torn line: the manifest is written whole or not at all
+    (:func:`.storage.write_new`), so a damaged one was damaged from outside -- and its rows are the
+    record of what earlier tries paid for, which a guess could undercount (paying past ``max_cost``).
+    """
+    return _records(text, source, ItemResult.from_row, _MANIFEST_REMEDY)
+
+
+_MANIFEST_REMEDY = (
+    "It records what earlier tries created and paid for, so nothing was sent. Restore it from a copy (e.g. the "
+    "store's object versioning), or mend or remove that line and clear the task: an item whose row is gone finds "
+    "its tasks again by replaying its keys (free), but tasks the replays do not reach no longer count against "
+    "max_cost"
+)
+
+
+def _records(text: str, source: str, build: Any, remedy: str) -> list[Any]:
+    """The rows of a record this provider wrote, each built by ``build``; damage is a :class:`CorruptRecordError`."""
+    try:
+        rows, _ = jsonl.load_objects(text)
+    except jsonl.JsonLinesError as exc:
+        raise CorruptRecordError(f"{source}: {exc}. {remedy}") from None
+    built = []
+    for number, row in rows:
+        try:
+            built.append(build(row))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CorruptRecordError(
+                f"{source}: line {number} is not a row this provider wrote ({exc!r} in {jsonl.preview(row)}). {remedy}"
+            ) from None
+    return built
 
 
 @dataclass(frozen=True)

@@ -16,13 +16,17 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
 import uuid
 from collections.abc import Iterable
 from contextlib import suppress
 from typing import Any
 
+from airflow_provider_mindvideo import jsonl
 from airflow_provider_mindvideo.batch import ItemResult, WorkItem, load_manifest, load_work_list
-from airflow_provider_mindvideo.errors import MindVideoError, ResultPathError
+from airflow_provider_mindvideo.errors import CorruptRecordError, MindVideoError, ResultPathError
+
+log = logging.getLogger(__name__)
 
 
 def _stem(result_path: str) -> str:
@@ -42,7 +46,7 @@ def read_work_list(url: str, conn_id: str | None) -> list[WorkItem]:
     text = storage.read_text(storage_path(url, conn_id))
     if text is None:
         raise MindVideoError(f"The batch's work list {url} is gone; the next try writes it again")
-    return load_work_list(text)
+    return load_work_list(text, f"The batch's work list {url}")
 
 
 def read_manifest(url: str, conn_id: str | None) -> list[ItemResult]:
@@ -53,7 +57,7 @@ def read_manifest(url: str, conn_id: str | None) -> list[ItemResult]:
         text = storage.read_text(storage_path(url, conn_id))
     except IsADirectoryError:
         raise ResultPathError(folder_problem(url)) from None
-    return load_manifest(text) if text else []
+    return load_manifest(text, f"The batch's manifest {url}") if text else []
 
 
 def folder_problem(result_path: str) -> str:
@@ -71,8 +75,21 @@ def read_owner(result_path: str, conn_id: str | None) -> dict[str, Any] | None:
     """The task instance ``result_path`` belongs to, if one claimed it."""
     from airflow_provider_mindvideo import storage
 
-    text = storage.read_text(storage_path(owner_path(result_path), conn_id))
-    return json.loads(text) if text else None
+    path = owner_path(result_path)
+    text = storage.read_text(storage_path(path, conn_id))
+    if not text:
+        return None
+    try:
+        owner = json.loads(text)
+    except json.JSONDecodeError as exc:
+        owner = exc
+    if not isinstance(owner, dict):
+        raise CorruptRecordError(
+            f"{path}: is not the JSON object this provider wrote (the task instance the batch's records belong "
+            f"to). Restore it, or -- if no other task instance writes to {result_path} -- remove it to claim the "
+            "path again. Nothing was sent"
+        )
+    return owner
 
 
 def write_owner(result_path: str, conn_id: str | None, owner: dict[str, Any]) -> None:
@@ -101,15 +118,25 @@ def earlier_tasks_path(result_path: str) -> str:
 def read_earlier_tasks(result_path: str, conn_id: str | None) -> list[dict[str, Any]]:
     from airflow_provider_mindvideo import storage
 
-    text = storage.read_text(storage_path(earlier_tasks_path(result_path), conn_id))
-    return [json.loads(line) for line in (text or "").splitlines() if line.strip()]
+    path = earlier_tasks_path(result_path)
+    text = storage.read_text(storage_path(path, conn_id))
+    # Written whole or not at all (storage.replace_text): any damage, a torn line too, came from
+    # outside, and these tasks were paid for -- refused, never guessed around.
+    try:
+        rows, _ = jsonl.load_objects(text or "")
+    except jsonl.JsonLinesError as exc:
+        raise CorruptRecordError(
+            f"{path}: {exc}. It records tasks earlier tries paid for whose items the inputs no longer hold, so "
+            "nothing was sent. Restore it from a copy, or mend or remove that line and clear the task: a task no "
+            "longer recorded there no longer counts against max_cost"
+        ) from None
+    return [row for _, row in rows]
 
 
 def write_earlier_tasks(result_path: str, conn_id: str | None, tasks: Iterable[dict[str, Any]]) -> None:
     from airflow_provider_mindvideo import storage
 
-    text = "".join(json.dumps(task, separators=(",", ":")) + "\n" for task in tasks)
-    storage.replace_text(storage_path(earlier_tasks_path(result_path), conn_id), text)
+    storage.replace_text(storage_path(earlier_tasks_path(result_path), conn_id), jsonl.dump(tasks))
 
 
 def read_intents(folder_url: str, conn_id: str | None) -> list[dict[str, Any]]:
@@ -121,16 +148,34 @@ def read_intents(folder_url: str, conn_id: str | None) -> list[dict[str, Any]]:
         return []
     intents: list[dict[str, Any]] = []
     for name in sorted(folder.fs.ls(folder.path, detail=False)):
-        text = storage.read_text(folder / str(name).rsplit("/", 1)[-1])
-        intents.extend(json.loads(line) for line in (text or "").splitlines() if line.strip())
+        path = folder / str(name).rsplit("/", 1)[-1]
+        text = storage.read_text(path)
+        # A torn last line is dropped: a group's creates wait until its whole file is stored
+        # (Intents.record), so none of a file its writer did not finish was sent. On the stores
+        # storage.replace_text writes atomically there is no such file; elsewhere (a rename that
+        # copies) there may be. Any other damage is refused: a lost intent could be a paid create.
+        try:
+            rows, torn = jsonl.load_objects(text or "", torn_tail=True)
+        except jsonl.JsonLinesError as exc:
+            raise CorruptRecordError(
+                f"{path}: {exc}. It records a create that may have been sent and paid for, so nothing was sent. "
+                "Restore it, or mend or remove that line and clear the task: a create no longer recorded no "
+                "longer counts against max_cost"
+            ) from None
+        if torn is not None:
+            log.warning(
+                "%s: line %d is cut short (its writer stopped): dropped, none of its creates was sent",
+                path,
+                torn.number,
+            )
+        intents.extend(row for _, row in rows)
     return intents
 
 
 def write_intents(folder_url: str, conn_id: str | None, name: str, intents: list[dict[str, Any]]) -> None:
     from airflow_provider_mindvideo import storage
 
-    text = "".join(json.dumps(intent, separators=(",", ":")) + "\n" for intent in intents)
-    storage.replace_text(storage_path(folder_url, conn_id) / name, text)
+    storage.replace_text(storage_path(folder_url, conn_id) / name, jsonl.dump(intents))
 
 
 def clear_intents(folder_url: str, conn_id: str | None) -> None:

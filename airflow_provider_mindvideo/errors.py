@@ -215,3 +215,13 @@ class ResultPathError(MindVideoError, AirflowFailException):
     """
 
     retryable = False
+
+
+class CorruptRecordError(MindVideoError, AirflowFailException):
+    """A file a batch keeps (manifest, work list, intents, ...) cannot be read: damaged outside this provider.
+
+    Raised before anything is sent. Permanent: a retry would read the same bytes; the message
+    names the file, the line and what to do. Never guessed around: the records say what was paid.
+    """
+
+    retryable = False

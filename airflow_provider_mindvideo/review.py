@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from airflow_provider_mindvideo.catalog import input_problems, unknown_model_problem
 from airflow_provider_mindvideo.errors import InputValidationError, MindVideoError
 from airflow_provider_mindvideo.idempotency import key_of_generation
 from airflow_provider_mindvideo.review_page import APPROVE, REJECT, comment_field, decision_field
@@ -40,6 +41,14 @@ class ReviewItem:
     key_generation: int = 0
     #: The round this output was made for review in (1: the upstream generation).
     round: int = 1
+    #: Made with ``allow_unknown_model=True`` (a model newer than this provider's catalogue):
+    #: its regenerations are sent likewise. Default: whether the catalogue does not know the
+    #: model -- the provider sends such a model only when allowed, so the item was.
+    allow_unknown_model: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.allow_unknown_model is None:
+            object.__setattr__(self, "allow_unknown_model", unknown_model_problem(self.model) is not None)
 
     @property
     def prompt(self) -> str:
@@ -65,6 +74,7 @@ class ReviewItem:
             key_stem=str(record.get("key_stem") or ""),
             key_generation=int(record.get("key_generation") or 0),
             round=int(record.get("round") or 1),
+            allow_unknown_model=record.get("allow_unknown_model"),
         )
 
 
@@ -244,6 +254,27 @@ def regeneration_key(item: ReviewItem) -> tuple[str, int]:
         raise InputValidationError(f"review: item {item.number} has no key stem to generate it again under")
     generation = item.key_generation + 1
     return key_of_generation(item.key_stem, generation), generation
+
+
+def regeneration_problems(decisions: Sequence[Decision], append_comment: bool) -> list[str]:
+    """What would stop generating the rejected of ``decisions`` again, all of them, before the first create.
+
+    A round's regenerations are created one after the other: one refused midway would leave the
+    ones before it created and paid for, recorded nowhere and never reviewed.
+    """
+    problems = []
+    for decision in decisions:
+        if decision.approved:
+            continue
+        item = decision.item
+        if not item.key_stem:
+            problems.append(f"item {item.number}: has no key stem to generate it again under")
+            continue
+        unknown = None if item.allow_unknown_model else unknown_model_problem(item.model)
+        request = regeneration_input(item, decision.comment, append_comment)
+        found = [unknown] if unknown else input_problems(item.model, request)
+        problems.extend(f"item {item.number}: {problem}" for problem in found)
+    return problems
 
 
 def manifest_row(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import json
 import os
@@ -88,6 +89,9 @@ class MindVideoBatchGenerateOperator(BaseOperator):
         input per line) or a ``.csv`` file (a header row naming the fields, one input per row; a
         ``model`` column names the item's model; empty cells are left out; cells of numeric,
         boolean, array or object fields are read as JSON). (templated)
+    :param inputs_encoding: The text encoding of ``inputs_path`` (e.g. ``cp1252`` for a CSV
+        saved by Excel on Windows). Default ``utf-8``; a byte order mark is tolerated. A file
+        that is not in it fails before anything is sent, naming the line and column.
     :param model: The model slug for items that do not name one, e.g. ``gpt-image-2``. (templated)
     :param result_path: Where the manifest goes: an ``ObjectStoragePath`` URL of a JSONL file,
         one row per item (input line, MindVideo task id, status, cost estimate and actual,
@@ -175,6 +179,7 @@ class MindVideoBatchGenerateOperator(BaseOperator):
         model: str | None = None,
         inputs: Any = None,
         inputs_path: str | None = None,
+        inputs_encoding: str = "utf-8",
         result_path: str | None = None,
         storage_conn_id: str | None = None,
         max_active: int = 100,
@@ -209,6 +214,11 @@ class MindVideoBatchGenerateOperator(BaseOperator):
         self.model = model
         self.inputs = inputs
         self.inputs_path = inputs_path
+        try:
+            codecs.lookup(inputs_encoding)
+        except LookupError:
+            raise ValueError(f"inputs_encoding = {inputs_encoding!r}: not a text encoding Python knows") from None
+        self.inputs_encoding = inputs_encoding
         self.result_path = result_path
         self.storage_conn_id = storage_conn_id
         self.max_active = max_active
@@ -318,15 +328,32 @@ class MindVideoBatchGenerateOperator(BaseOperator):
                 except json.JSONDecodeError as exc:
                     raise InputValidationError(f"inputs: a text that is not a JSON list ({exc.msg})") from None
             return entries_from_list(inputs)
-        text = storage.read_text(self._storage(self.inputs_path))
-        if text is None:
-            raise InputValidationError(f"inputs_path = {self.inputs_path!r}: there is no such file")
+        text = self._inputs_text(self.inputs_path)
         if self.inputs_path.lower().endswith(".csv"):
             try:
                 return entries_from_csv(text, self.model)
             except InputValidationError as exc:
                 raise InputValidationError(f"inputs_path = {self.inputs_path!r}: {exc}") from None
         return entries_from_jsonl(text)
+
+    def _inputs_text(self, url: str) -> str:
+        path = self._storage(url)
+        if not storage.exists(path):
+            raise InputValidationError(f"inputs_path = {url!r}: there is no such file")
+        data: bytes = path.fs.cat_file(path.path)
+        # utf-8-sig: spreadsheets' "CSV UTF-8" starts with a byte order mark.
+        encoding = "utf-8-sig" if codecs.lookup(self.inputs_encoding).name == "utf-8" else self.inputs_encoding
+        try:
+            return data.decode(encoding)
+        except UnicodeDecodeError as exc:
+            start = data.rfind(b"\n", 0, exc.start) + 1
+            line = data.count(b"\n", 0, exc.start) + 1
+            column = len(data[start : exc.start].decode(encoding, errors="replace")) + 1
+            raise InputValidationError(
+                f"inputs_path = {url!r}: line {line}, column {column}: byte {data[exc.start : exc.start + 1]!r} is "
+                f"not {self.inputs_encoding} text; save the file as UTF-8, or pass its encoding as inputs_encoding "
+                "(e.g. 'cp1252' for Excel on Windows). Nothing was sent"
+            ) from None
 
     def _claim(self, result_path: str, ti: Any) -> None:
         """Make ``result_path`` this task instance's, before anything is sent.
@@ -372,7 +399,7 @@ class MindVideoBatchGenerateOperator(BaseOperator):
         text = storage.read_text(self._storage(url))
         if text is None:
             raise MindVideoError(f"The batch's manifest {url} is missing; the next try writes it again")
-        return load_manifest(text)
+        return load_manifest(text, f"The batch's manifest {url}")
 
     def _save_outputs(self, context: Context, rows: list[ItemResult], deadline: Deadline) -> bool:
         """Save the succeeded items' outputs the trigger did not (or that are gone since), a few at a time.

@@ -11,7 +11,7 @@ from airflow.sdk import BaseOperator, ObjectStoragePath
 
 from airflow_provider_mindvideo import DEFAULT_CONN_ID
 from airflow_provider_mindvideo.budget import Budget, Charge
-from airflow_provider_mindvideo.errors import MindVideoError
+from airflow_provider_mindvideo.errors import InputValidationError, MindVideoError
 from airflow_provider_mindvideo.operators.review_steps import XCOM_REVIEW_STATE_KEY, as_list
 from airflow_provider_mindvideo.polling import next_poll_delay
 from airflow_provider_mindvideo.review import (
@@ -22,6 +22,7 @@ from airflow_provider_mindvideo.review import (
     regenerated_item,
     regeneration_input,
     regeneration_key,
+    regeneration_problems,
     review_pages,
 )
 from airflow_provider_mindvideo.review_page import DEFAULT_PAGE_SIZE
@@ -146,6 +147,12 @@ class MindVideoReviewResultOperator(BaseOperator):
     def apply(self, state: ReviewState, decisions: Sequence[Decision]) -> ReviewState:
         """Keep the approved; generate the rejected again (while rounds and ``max_cost`` allow) for the next round."""
         again = self.regenerate_rejected and state.round < state.max_rounds
+        problems = regeneration_problems(decisions, self.append_comment) if again else []
+        if problems:
+            raise InputValidationError(
+                f"review round {state.round}: {len(problems)} rejected item(s) cannot be generated again; nothing "
+                "was sent:\n" + "\n".join(problems)
+            )
         # Regenerations of earlier rounds are committed already: max_cost holds across rounds.
         budget = Budget(self.max_cost, committed=state.spent)
         for decision in decisions:
@@ -175,7 +182,9 @@ class MindVideoReviewResultOperator(BaseOperator):
             request = regeneration_input(item, decision.comment, self.append_comment)
             key, generation = regeneration_key(item)
             try:
-                task = self.hook.create_task(item.model, request, idempotency_key=key)
+                task = self.hook.create_task(
+                    item.model, request, idempotency_key=key, allow_unknown_model=bool(item.allow_unknown_model)
+                )
             except MindVideoError as exc:
                 if exc.http_status is not None and 400 <= exc.http_status < 500 and exc.http_status != 429:
                     budget.release(reservation)  # refused: nothing was charged

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, ObjectStoragePath
 
-from airflow_provider_mindvideo import storage
+from airflow_provider_mindvideo import jsonl, storage
 from airflow_provider_mindvideo.downloads import XCOM_FILES_KEY
 from airflow_provider_mindvideo.errors import InputValidationError
 from airflow_provider_mindvideo.review import ReviewItem, ReviewState, review_pages
@@ -133,18 +132,14 @@ def read_jsonl(path: ObjectStoragePath, name: str) -> list[dict[str, Any]]:
     text = storage.read_text(path)
     if text is None:
         raise InputValidationError(f"review: {path} (for {name}) does not exist")
-    rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputValidationError(f"review: {path} line {number} is not JSON: {exc.msg}") from None
-        if not isinstance(row, Mapping):
-            raise InputValidationError(f"review: {path} line {number} is not a JSON object")
-        rows.append(dict(row))
-    return rows
+    # A batch writes its manifest and work list whole or not at all: no torn line is tolerated.
+    try:
+        rows, _ = jsonl.load_objects(text)
+    except jsonl.JsonLinesError as exc:
+        raise InputValidationError(
+            f"review: {path} (for {name}): {exc}; review a manifest the batch wrote whole, beside its work list"
+        ) from None
+    return [row for _, row in rows]
 
 
 def as_list(value: Any) -> list[Any]:
