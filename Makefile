@@ -63,11 +63,11 @@ $(DIST_STAMP): pyproject.toml $(STAMP)
 	$(DIST_BIN)/python -c "import airflow.providers.celery, asyncpg, psycopg2, airflow_provider_mindvideo"
 	touch $@
 
-# Postgres, Redis, Celery workers and two triggerers on loopback (scripts/e2e_distributed.py):
+# Postgres, Redis, Celery workers and two triggerers on loopback (the package scripts/e2e_distributed):
 # about 15 minutes on a 2-core machine (docs/deploying.md). Installs postgresql and redis-server when missing.
 e2e-distributed: $(DIST_STAMP)
 	bash scripts/install_distributed_deps.sh
-	$(DIST_BIN)/python scripts/e2e_distributed.py $(ARGS)
+	$(DIST_BIN)/python -m scripts.e2e_distributed $(ARGS)
 
 # Prints the floor (tests check that it is the one the package enforces).
 airflow-floor:

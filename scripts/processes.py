@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import suppress
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -210,7 +211,7 @@ class LocalAirflow(ProcessGroups):
         for component in self.COMPONENTS:
             self.start(component, str(BIN / "airflow"), component)
         for dag_id in dag_ids:
-            wait_for(lambda dag_id=dag_id: self.query("select 1 from dag where dag_id = ?", dag_id), f"{dag_id} parsed")
+            wait_for(partial(self.query, "select 1 from dag where dag_id = ?", dag_id), f"{dag_id} parsed")
         wait_for(lambda: api_ready(self.api_port), "the API server")
 
     def airflow(self, *args: str) -> str:
