@@ -24,29 +24,27 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
-import signal
-import socket
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
-from typing import Any
 
 import httpx
 import psutil
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from airflow_provider_mindvideo.emulator.server import emulator_process
+from benchmarks.machine import machine
+from scripts.processes import ROOT, LocalAirflow, wait_for
+
 RESULTS = Path(__file__).with_name("batch-results.md")
 MiB = 2**20
 
@@ -91,22 +89,6 @@ with DAG(
 BATCH_SETTINGS = {"max_active": 400, "poll_interval": 4.5}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = 300, every: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
 def tree_cpu(root: psutil.Process) -> float:
     """CPU seconds of a process and all its descendants, living and reaped (children_* times)."""
     total = 0.0
@@ -146,76 +128,31 @@ class Peaks:
     samples: int = 0
 
 
-class Airflow:
+class Airflow(LocalAirflow):
     """api-server, scheduler (LocalExecutor), dag-processor and triggerer, each in a process group of its own."""
 
-    COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
-
     def __init__(self, home: Path, emulator: str) -> None:
-        self.home = home
         self.dags = home / "dags"
         self.dags.mkdir(parents=True)
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
-        port = free_port()
-        self.api_port = port
+        super().__init__(home, self.dags)
+        # The figures are Airflow's at its default heartbeats, not the tests' quicker ones.
+        for setting in ("SCHEDULER__SCHEDULER_HEARTBEAT_SEC", "TRIGGERER__JOB_HEARTBEAT_SEC"):
+            del self.settings[f"AIRFLOW__{setting}"]
+        del self.settings["AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD"]
+        self.connect("mindvideo_default", emulator, max_requests_per_second=CLIENT_RATE)
+
+    @property
+    def env(self) -> dict[str, str]:
         # Without PYTHONDONTWRITEBYTECODE (set on this machine): an installed deployment has its
         # bytecode, and a process per task that compiled the provider's source would pay for it.
         # Bytecode goes beside the source; a PYTHONPYCACHEPREFIX would hide Airflow's own.
         inherited = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
-        self.env = {
-            **inherited,
-            "AIRFLOW_HOME": str(home),
-            "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags),
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__PARALLELISM": "8",
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-            "AIRFLOW__API__PORT": str(port),
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-            "AIRFLOW__MINDVIDEO__ALLOW_PRIVATE_URLS": "true",
-            "AIRFLOW_CONN_MINDVIDEO_DEFAULT": json.dumps(
-                {
-                    "conn_type": "mindvideo",
-                    "host": emulator,
-                    "password": "mv_test_emulator",
-                    "extra": {"max_requests_per_second": CLIENT_RATE},
-                }
-            ),
-        }
+        return {**inherited, **self.settings}
 
-    def start(self) -> None:
+    def start_bench(self) -> None:
         shutil.copy(ROOT / "example_dags" / "mindvideo_content_pipeline.py", self.dags)
         (self.dags / "mindvideo_bench_batch.py").write_text(BATCH_DAG % BATCH_SETTINGS)
-        subprocess.run([str(BIN / "airflow"), "db", "migrate"], env=self.env, check=True, capture_output=True)
-        for component in self.COMPONENTS:
-            log = open(self.home / f"{component}.log", "ab")  # noqa: SIM115 - lives as long as the process
-            self.processes[component] = subprocess.Popen(
-                [str(BIN / "airflow"), component], env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
-        for dag_id in ("mindvideo_bench_batch", "mindvideo_content_pipeline"):
-            wait_for(lambda dag_id=dag_id: self.query("select 1 from dag where dag_id = ?", dag_id), f"{dag_id} parsed")
-        wait_for(self._api_ready, "the API server")
-
-    def _api_ready(self) -> bool:
-        try:
-            return httpx.get(f"http://127.0.0.1:{self.api_port}/api/v2/monitor/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def stop(self) -> None:
-        for process in self.processes.values():
-            try:
-                os.killpg(process.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                continue
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=30)
+        self.start_airflow("mindvideo_bench_batch", "mindvideo_content_pipeline")
 
     def roots(self) -> dict[str, psutil.Process]:
         return {name: psutil.Process(process.pid) for name, process in self.processes.items()}
@@ -230,22 +167,10 @@ class Airflow:
         time.sleep(seconds)
         return (self.cpu() - before) / seconds
 
-    def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-        with sqlite3.connect(self.home / "airflow.db", timeout=60) as db:
-            return db.execute(sql, params).fetchall()
-
     def rows(self) -> Counter[str]:
         with sqlite3.connect(self.home / "airflow.db", timeout=60) as db:
             tables = [name for (name,) in db.execute("select name from sqlite_master where type = 'table'")]
             return Counter({table: db.execute(f'select count(*) from "{table}"').fetchone()[0] for table in tables})
-
-    def trigger(self, dag_id: str, conf: dict[str, Any]) -> str:
-        run_id = f"bench__{time.time_ns()}"
-        subprocess.run(
-            [str(BIN / "airflow"), "dags", "trigger", dag_id, "--run-id", run_id, "--conf", json.dumps(conf)],
-            env=self.env, check=True, capture_output=True,
-        )  # fmt: skip
-        return run_id
 
     def state(self, run_id: str) -> str | None:
         rows = self.query("select state from dag_run where run_id = ?", run_id)
@@ -329,7 +254,7 @@ def measure(airflow: Airflow, emulator: str, kind: str, items: int) -> Result:
     triggerer_before = sum(tree_rss(airflow.roots()["triggerer"]))
     cpu_before = airflow.cpu()
     with airflow.watching() as peaks:
-        run_id = airflow.trigger(dag_id, conf)
+        run_id = airflow.trigger(dag_id, conf, f"bench__{time.time_ns()}")
         # From the run's creation (the CLI returned): the CLI's own start-up is not the run's.
         started = time.monotonic()
         state = wait_for(
@@ -371,41 +296,11 @@ def measure(airflow: Airflow, emulator: str, kind: str, items: int) -> Result:
     return result
 
 
-@contextmanager
-def emulator_process(home: Path) -> Iterator[str]:
-    port_file = home / "emulator.port"
-    command = [
-        sys.executable, "-m", "airflow_provider_mindvideo.emulator", "--port", "0", "--port-file", str(port_file),
-        "--rate-limit", str(RATE_LIMIT), "--queued-seconds", str(QUEUED_SECONDS), "--image-seconds", str(IMAGE_SECONDS),
-    ]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, start_new_session=True)
-    try:
-        port = wait_for(lambda: port_file.exists() and port_file.read_text(), "the emulator", timeout=60, every=0.1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
-
-def machine() -> list[str]:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if "model name" in line
-        ),
-        platform.processor() or "unknown CPU",
+def bench_emulator() -> AbstractContextManager[str]:
+    """The emulator these figures are measured against, in a process of its own; its base URL."""
+    return emulator_process(
+        "--rate-limit", str(RATE_LIMIT), "--queued-seconds", str(QUEUED_SECONDS), "--image-seconds", str(IMAGE_SECONDS)
     )
-    memory_kib = int(Path("/proc/meminfo").read_text().split()[1])
-    versions = ", ".join(f"{name} {metadata.version(name)}" for name in ("apache-airflow", "httpx", "uvicorn"))
-    return [
-        f"- {os.cpu_count()} CPUs ({cpu}), {memory_kib / 2**20:.0f} GiB RAM, {platform.system()} {platform.release()}",
-        f"- Python {platform.python_version()}; {versions}",
-        "- Airflow: api-server, scheduler (LocalExecutor, parallelism 8), dag-processor, triggerer; SQLite.",
-        f"- The emulator in its own process on the same cores: {RATE_LIMIT:g} requests/s per key (429 beyond), "
-        f"images ready {QUEUED_SECONDS + IMAGE_SECONDS:g} s after their create; the connection's "
-        f"`max_requests_per_second` is {CLIENT_RATE:g}.",
-    ]
 
 
 def targets(results: list[Result]) -> list[tuple[str, str, bool]]:
@@ -471,7 +366,13 @@ def render(
         "",
         f"Generated by `python benchmarks/batch.py` in {seconds / 60:.0f} min. Machine:",
         "",
-        *machine(),
+        *machine(
+            ("apache-airflow", "httpx", "uvicorn"),
+            "- Airflow: api-server, scheduler (LocalExecutor, parallelism 8), dag-processor, triggerer; SQLite.",
+            f"- The emulator in its own process on the same cores: {RATE_LIMIT:g} requests/s per key (429 beyond), "
+            f"images ready {QUEUED_SECONDS + IMAGE_SECONDS:g} s after their create; the connection's "
+            f"`max_requests_per_second` is {CLIENT_RATE:g}.",
+        ),
         "",
         "- **batch**: `MindVideoBatchGenerateOperator` (JSONL inputs, `download_to`, "
         f"`max_active={BATCH_SETTINGS['max_active']}`, `poll_interval={BATCH_SETTINGS['poll_interval']}`).",
@@ -525,18 +426,18 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="mindvideo-batch-bench-") as tmp:
         home = Path(tempfile.mkdtemp(prefix="mindvideo-batch-bench-")) if args.keep else Path(tmp)
         print(f"==> Airflow home {home / 'airflow'}", flush=True)
-        with emulator_process(home) as emulator:
+        with bench_emulator() as emulator:
             airflow = Airflow(home / "airflow", emulator)
             try:
                 print("==> starting Airflow", flush=True)
-                airflow.start()
+                airflow.start_bench()
                 idle = airflow.idle_cpu_per_second()
                 print(f"==> idle Airflow: {idle:.3f} CPU s per second", flush=True)
                 for kind, items in plan:
                     print(f"==> {kind}, {items:,} prompts", flush=True)
                     results.append(measure(airflow, emulator, kind, items))
             finally:
-                airflow.stop()
+                airflow.stop_all(grace=30)
     if not any(r.kind == "mapped" for r in results) or not any(r.kind == "batch" for r in results):
         return 0  # a partial plan (--sizes): the figures above, no comparison
     checks = targets(results)

@@ -29,7 +29,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # The same emulator, with the same rate limit and durations, as the batch benchmark's.
-from benchmarks.batch import CLIENT_RATE, IMAGE_SECONDS, QUEUED_SECONDS, RATE_LIMIT, emulator_process
+from benchmarks.batch import CLIENT_RATE, IMAGE_SECONDS, QUEUED_SECONDS, RATE_LIMIT, bench_emulator
 
 MiB = 2**20
 
@@ -111,7 +111,7 @@ def main() -> int:
     parser.add_argument("--download", action="store_true", help="with download_to (saving in the trigger)")
     parser.add_argument("--tracemalloc", action="store_true", help="where the memory is at the peak (slow)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="mindvideo-probe-") as tmp, emulator_process(Path(tmp)) as base_url:
+    with tempfile.TemporaryDirectory(prefix="mindvideo-probe-") as tmp, bench_emulator() as base_url:
         folder = Path(tmp)
         os.environ["AIRFLOW_CONN_MINDVIDEO_DEFAULT"] = json.dumps(
             {"conn_type": "mindvideo", "host": base_url, "password": "mv_test_emulator",

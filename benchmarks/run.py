@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shlex
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from airflow_provider_mindvideo.emulator.server import emulator_process
 from benchmarks import imports, roundtrip
+from benchmarks.machine import machine
 from benchmarks.triggerer import API_KEY, Workload, run_workload
 
 RESULTS = Path(__file__).with_name("results.md")
@@ -499,28 +498,12 @@ SECTIONS: list[Callable[[Run], Section]] = [waits_section, import_section, round
 # -- the page -------------------------------------------------------------------------------------------
 
 
-def machine() -> list[str]:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if "model name" in line
-        ),
-        platform.processor() or "unknown CPU",
-    )
-    memory_kib = int(Path("/proc/meminfo").read_text().split()[1])
-    versions = ", ".join(
-        f"{name} {metadata.version(name)}"
-        for name in ("apache-airflow", "httpx", "aiohttp", "apache-airflow-providers-http", "uvicorn")
-    )
+def load_line() -> str:
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
-    return [
-        f"- {os.cpu_count()} CPUs ({cpu}), {memory_kib / 2**20:.0f} GiB RAM, {platform.system()} {platform.release()}",
-        f"- Python {platform.python_version()}; {versions}",
-        "- The emulator runs in its own process on the same machine (it competes for the same cores).",
+    return (
         f"- Load average when the run ended (1, 5, 15 min): {load}. Other work on the machine shows as lag and "
-        "wall time; CPU figures are per process and suffer less.",
-    ]
+        "wall time; CPU figures are per process and suffer less."
+    )
 
 
 def render(run: Run, sections: list[Section], seconds: float) -> list[str]:
@@ -529,7 +512,11 @@ def render(run: Run, sections: list[Section], seconds: float) -> list[str]:
         "",
         f"Generated in {seconds / 60:.0f} min by `{run.command}`. Machine:",
         "",
-        *machine(),
+        *machine(
+            ("apache-airflow", "httpx", "aiohttp", "apache-airflow-providers-http", "uvicorn"),
+            "- The emulator runs in its own process on the same machine (it competes for the same cores).",
+            load_line(),
+        ),
         "",
         "## Targets",
         "",

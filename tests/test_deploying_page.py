@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def script_markers() -> dict[str, str]:
     # Read from the script's source: it imports psycopg2, installed only in .venv-dist.
-    tree = ast.parse((ROOT / "scripts" / "e2e_distributed.py").read_text())
+    tree = ast.parse((ROOT / "scripts" / "e2e_distributed" / "report.py").read_text())
     return {
         node.targets[0].id: ast.literal_eval(node.value)
         for node in tree.body

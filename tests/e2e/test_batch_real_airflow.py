@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.test_real_airflow import BIN, Cluster, _api_ready, wait_for
+from scripts.processes import BIN, LocalAirflow, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -57,50 +56,31 @@ class Emulator:
         return Counter(task["prompt"] for task in self.state()["tasks"])
 
 
-def start_emulator(cluster: Cluster, name: str, *args: str) -> Emulator:
-    port_file = cluster.home / f"{name}.port"
-    cluster.start(
-        name, sys.executable, "-m", "airflow_provider_mindvideo.emulator", "--port", "0",
-        "--port-file", str(port_file), *args,
-    )  # fmt: skip
-    port = wait_for(lambda: port_file.exists() and port_file.read_text(), name)
-    return Emulator(f"http://127.0.0.1:{port}")
-
-
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, Emulator, Emulator]]:
-    cluster = Cluster(tmp_path_factory.mktemp("airflow-batch-e2e"))
-    cluster.env["AIRFLOW__CORE__DAGS_FOLDER"] = str(DAGS)
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalAirflow, Emulator, Emulator]]:
+    cluster = LocalAirflow(tmp_path_factory.mktemp("airflow-batch-e2e"), dags=DAGS)
     try:
-        plain = start_emulator(cluster, "emulator")
-        storm = start_emulator(cluster, "emulator-storm", "--rate-limit", str(STORM_RATE))
-        for conn_id, emulator in (("MINDVIDEO_DEFAULT", plain), ("MINDVIDEO_STORM", storm)):
-            cluster.env[f"AIRFLOW_CONN_{conn_id}"] = json.dumps(
-                {"conn_type": "mindvideo", "host": emulator.url, "password": "mv_test_emulator"}
-            )
-        cluster.airflow("db", "migrate")
-        for component in ("api-server", "scheduler", "dag-processor", "triggerer"):
-            cluster.start(component, str(BIN / "airflow"), component)
-        wait_for(lambda: cluster.query("select 1 from dag where dag_id = ?", DAG_ID), "the DAG to be parsed")
-        wait_for(lambda: _api_ready(cluster.api_port), "the API server")
+        plain = Emulator(cluster.start_emulator("emulator"))
+        storm = Emulator(cluster.start_emulator("emulator-storm", "--rate-limit", str(STORM_RATE)))
+        cluster.connect("mindvideo_default", plain.url)
+        cluster.connect("mindvideo_storm", storm.url)
+        cluster.start_airflow(DAG_ID)
         yield cluster, plain, storm
     finally:
         cluster.stop_all()
 
 
-def write_prompts(cluster: Cluster, name: str, prompts: list[str]) -> str:
+def write_prompts(cluster: LocalAirflow, name: str, prompts: list[str]) -> str:
     path = cluster.home / f"{name}.csv"
     path.write_text("prompt\n" + "".join(f'"{prompt}"\n' for prompt in prompts))
     return path.as_uri()
 
 
-def trigger(cluster: Cluster, **conf: str) -> str:
-    run_id = f"e2e__{time.time_ns()}"
-    cluster.airflow("dags", "trigger", DAG_ID, "--run-id", run_id, "--conf", json.dumps(conf))
-    return run_id
+def trigger(cluster: LocalAirflow, **conf: str) -> str:
+    return cluster.trigger(DAG_ID, conf)
 
 
-def finished(cluster: Cluster, run_id: str, timeout: float = 300) -> str:
+def finished(cluster: LocalAirflow, run_id: str, timeout: float = 300) -> str:
     def state() -> str | None:
         rows = cluster.query("select state from dag_run where dag_id = ? and run_id = ?", DAG_ID, run_id)
         return rows[0][0] if rows and rows[0][0] in ("success", "failed") else None
@@ -108,14 +88,14 @@ def finished(cluster: Cluster, run_id: str, timeout: float = 300) -> str:
     return str(wait_for(state, "the run to finish", timeout=timeout))
 
 
-def tries(cluster: Cluster, run_id: str) -> int:
+def tries(cluster: LocalAirflow, run_id: str) -> int:
     ((number,),) = cluster.query(
         "select try_number from task_instance where dag_id = ? and run_id = ? and task_id = 'generate'", DAG_ID, run_id
     )
     return int(number)
 
 
-def summary(cluster: Cluster, run_id: str) -> dict[str, Any]:
+def summary(cluster: LocalAirflow, run_id: str) -> dict[str, Any]:
     ((value,),) = cluster.query(
         "select value from xcom where dag_id = ? and run_id = ? and task_id = 'generate' and key = 'return_value'",
         DAG_ID,
@@ -124,7 +104,7 @@ def summary(cluster: Cluster, run_id: str) -> dict[str, Any]:
     return dict(json.loads(value))
 
 
-def restart_triggerer(airflow: Cluster) -> None:
+def restart_triggerer(airflow: LocalAirflow) -> None:
     """kill -9 the running triggerer and start another (tests may run in any order: any name)."""
     running = [name for name in airflow.processes if name.startswith("triggerer")]
     airflow.kill(running[0])
@@ -132,7 +112,7 @@ def restart_triggerer(airflow: Cluster) -> None:
 
 
 def test_a_worker_killed_while_saving_outputs_retries_without_paying_again(
-    cluster: tuple[Cluster, Emulator, Emulator],
+    cluster: tuple[LocalAirflow, Emulator, Emulator],
 ) -> None:
     airflow, emulator, _ = cluster
     emulator.reset()
@@ -172,7 +152,7 @@ def test_a_worker_killed_while_saving_outputs_retries_without_paying_again(
 
 
 def test_a_triggerer_killed_while_saving_outputs_keeps_the_files_and_pays_nothing_again(
-    cluster: tuple[Cluster, Emulator, Emulator],
+    cluster: tuple[LocalAirflow, Emulator, Emulator],
 ) -> None:
     # The trigger saves each item's outputs as it finishes (the worker only what is missing):
     # saving is the triggerer's, so it is the triggerer that dies mid-download here.
@@ -207,7 +187,7 @@ def test_a_triggerer_killed_while_saving_outputs_keeps_the_files_and_pays_nothin
 
 
 def test_a_triggerer_killed_mid_batch_costs_no_charge_and_at_most_one_replay_per_item(
-    cluster: tuple[Cluster, Emulator, Emulator],
+    cluster: tuple[LocalAirflow, Emulator, Emulator],
 ) -> None:
     airflow, emulator, _ = cluster
     emulator.reset()
@@ -232,7 +212,7 @@ def test_a_triggerer_killed_mid_batch_costs_no_charge_and_at_most_one_replay_per
     assert summary(airflow, run_id)["counts"]["succeeded"] == 20
 
 
-def test_a_429_storm_is_ridden_out_paying_once_per_item(cluster: tuple[Cluster, Emulator, Emulator]) -> None:
+def test_a_429_storm_is_ridden_out_paying_once_per_item(cluster: tuple[LocalAirflow, Emulator, Emulator]) -> None:
     airflow, _, storm = cluster
     storm.reset()
     prompts = [f"e2e batch in a 429 storm {i}" for i in range(15)]

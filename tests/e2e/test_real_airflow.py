@@ -7,119 +7,32 @@ Run alone with ``pytest -m e2e``.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import socket
-import sqlite3
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from scripts.processes import BIN, ROOT, LocalAirflow, wait_for
+
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 DAG_ID = "mindvideo_content_pipeline"
 # Long enough that the mapped sensors are certainly deferred when the triggerer is killed.
 IMAGE_SECONDS = 12
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = 180) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-class Cluster:
-    def __init__(self, home: Path) -> None:
-        self.home = home
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
-        self.api_port = free_port()
-        self.env = {
-            **os.environ,
-            "AIRFLOW_HOME": str(home),
-            "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "example_dags"),
-            # The emulator serves output files on 127.0.0.1, which downloads refuse unless allowed.
-            "AIRFLOW__MINDVIDEO__ALLOW_PRIVATE_URLS": "true",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__PARALLELISM": "8",
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-            "AIRFLOW__API__PORT": str(self.api_port),
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.api_port}/execution/",
-            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
-            "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
-            "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "5",
-        }
-
-    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        log = open(self.home / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
-        process = subprocess.Popen(args, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.processes[name] = process
-        return process
-
-    def kill(self, name: str) -> None:
-        """kill -9 the whole process group: a crash, not a shutdown."""
-        process = self.processes.pop(name)
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
-
-    def stop_all(self) -> None:
-        for name in list(self.processes):
-            process = self.processes.pop(name)
-            try:
-                os.killpg(process.pid, signal.SIGTERM)
-                process.wait(timeout=20)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                os.killpg(process.pid, signal.SIGKILL)
-
-    def airflow(self, *args: str) -> str:
-        return subprocess.run(
-            [str(BIN / "airflow"), *args], env=self.env, check=True, capture_output=True, text=True
-        ).stdout
-
-    def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-        with sqlite3.connect(self.home / "airflow.db", timeout=30) as db:
-            return db.execute(sql, params).fetchall()
-
-
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, str]]:
-    cluster = Cluster(tmp_path_factory.mktemp("airflow-e2e"))
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalAirflow, str]]:
+    cluster = LocalAirflow(tmp_path_factory.mktemp("airflow-e2e"), dags=ROOT / "example_dags")
     try:
-        port_file = cluster.home / "emulator.port"
-        cluster.start(
-            "emulator",
-            sys.executable, "-m", "airflow_provider_mindvideo.emulator", "--port", "0",
-            "--port-file", str(port_file), "--image-seconds", str(IMAGE_SECONDS),
-        )  # fmt: skip
-        emulator = f"http://127.0.0.1:{wait_for(lambda: port_file.exists() and port_file.read_text(), 'the emulator')}"
-        cluster.env["AIRFLOW_CONN_MINDVIDEO_DEFAULT"] = json.dumps(
-            {"conn_type": "mindvideo", "host": emulator, "password": "mv_test_emulator"}
-        )
-        cluster.airflow("db", "migrate")
-        for component in ("api-server", "scheduler", "dag-processor", "triggerer"):
-            cluster.start(component, str(BIN / "airflow"), component)
-        wait_for(lambda: cluster.query("select 1 from dag where dag_id = ?", DAG_ID), "the DAG to be parsed")
-        wait_for(lambda: _api_ready(cluster.api_port), "the API server")
+        emulator = cluster.start_emulator("emulator", "--image-seconds", str(IMAGE_SECONDS))
+        cluster.connect("mindvideo_default", emulator)
+        cluster.start_airflow(DAG_ID)
         # The example runs only when triggered: unpausing it must not start (and pay for) a run.
         assert not cluster.query("select 1 from dag_run where dag_id = ?", DAG_ID)
         yield cluster, emulator
@@ -127,21 +40,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster,
         cluster.stop_all()
 
 
-def _api_ready(port: int) -> bool:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/api/v2/monitor/health", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def trigger(cluster: Cluster, conf: dict[str, Any]) -> str:
+def trigger(cluster: LocalAirflow, conf: dict[str, Any]) -> str:
     run_id = f"e2e__{time.time_ns()}"
-    conf = {"destination": (cluster.home / "media" / run_id).as_uri(), **conf}
-    cluster.airflow("dags", "trigger", DAG_ID, "--run-id", run_id, "--conf", json.dumps(conf))
-    return run_id
+    return cluster.trigger(DAG_ID, {"destination": (cluster.home / "media" / run_id).as_uri(), **conf}, run_id)
 
 
-def run_state(cluster: Cluster, run_id: str) -> str:
+def run_state(cluster: LocalAirflow, run_id: str) -> str:
     return str(cluster.query("select state from dag_run where run_id = ?", run_id)[0][0])
 
 
@@ -151,16 +55,16 @@ def charged(emulator: str, prompts: list[str]) -> int:
     return sum(1 for task in tasks if task["prompt"] in prompts)
 
 
-def task_logs(cluster: Cluster, run_id: str, task_id: str) -> Path:
+def task_logs(cluster: LocalAirflow, run_id: str, task_id: str) -> Path:
     return cluster.home / "logs" / f"dag_id={DAG_ID}" / f"run_id={run_id}" / f"task_id={task_id}"
 
 
-def deferred_sensors(cluster: Cluster, run_id: str) -> int:
+def deferred_sensors(cluster: LocalAirflow, run_id: str) -> int:
     logs = task_logs(cluster, run_id, "wait").glob("map_index=*/attempt=1.log")
     return sum(1 for log in logs if "Pausing task as DEFERRED" in log.read_text())
 
 
-def test_pipeline_survives_a_killed_triggerer_and_pays_once(cluster: tuple[Cluster, str]) -> None:
+def test_pipeline_survives_a_killed_triggerer_and_pays_once(cluster: tuple[LocalAirflow, str]) -> None:
     airflow, emulator = cluster
     prompts = [f"e2e triggerer test {i}" for i in range(5)]
     run_id = trigger(airflow, {"prompts": prompts, "size": "16:9"})
@@ -183,7 +87,7 @@ def test_pipeline_survives_a_killed_triggerer_and_pays_once(cluster: tuple[Clust
     assert len(list((airflow.home / "media" / run_id).glob("task_*_0.png"))) == 5
 
 
-def test_worker_killed_right_after_submit_retries_and_pays_once(cluster: tuple[Cluster, str]) -> None:
+def test_worker_killed_right_after_submit_retries_and_pays_once(cluster: tuple[LocalAirflow, str]) -> None:
     airflow, emulator = cluster
     prompts = ["a worker that will not see its answer"]
     # The create request is answered 60 s late: the remote task exists while the worker waits.

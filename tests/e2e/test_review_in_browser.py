@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.test_real_airflow import BIN, ROOT, Cluster, _api_ready, wait_for
+from scripts.processes import ROOT, LocalAirflow, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -43,32 +42,20 @@ def browser_path() -> str:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, str]]:
-    cluster = Cluster(tmp_path_factory.mktemp("airflow-review-e2e"))
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalAirflow, str]]:
+    cluster = LocalAirflow(tmp_path_factory.mktemp("airflow-review-e2e"), dags=ROOT / "example_dags")
     # No login page: the simple auth manager makes everyone an admin.
-    cluster.env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS"] = "True"
+    cluster.settings["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS"] = "True"
     try:
-        port_file = cluster.home / "emulator.port"
-        cluster.start(
-            "emulator",
-            sys.executable, "-m", "airflow_provider_mindvideo.emulator", "--port", "0",
-            "--port-file", str(port_file), "--image-seconds", "1",
-        )  # fmt: skip
-        emulator = f"http://127.0.0.1:{wait_for(lambda: port_file.exists() and port_file.read_text(), 'the emulator')}"
-        cluster.env["AIRFLOW_CONN_MINDVIDEO_DEFAULT"] = json.dumps(
-            {"conn_type": "mindvideo", "host": emulator, "password": "mv_test_emulator"}
-        )
-        cluster.airflow("db", "migrate")
-        for component in ("api-server", "scheduler", "dag-processor", "triggerer"):
-            cluster.start(component, str(BIN / "airflow"), component)
-        wait_for(lambda: cluster.query("select 1 from dag where dag_id = ?", DAG_ID), "the DAG to be parsed")
-        wait_for(lambda: _api_ready(cluster.api_port), "the API server")
+        emulator = cluster.start_emulator("emulator", "--image-seconds", "1")
+        cluster.connect("mindvideo_default", emulator)
+        cluster.start_airflow(DAG_ID)
         yield cluster, emulator
     finally:
         cluster.stop_all()
 
 
-def task_state(cluster: Cluster, run_id: str, task_id: str) -> str | None:
+def task_state(cluster: LocalAirflow, run_id: str, task_id: str) -> str | None:
     rows = cluster.query("select state from task_instance where run_id = ? and task_id = ?", run_id, task_id)
     return str(rows[0][0]) if rows and rows[0][0] else None
 
@@ -78,7 +65,7 @@ def charges(emulator: str, prompts: list[str]) -> dict[str, int]:
     return {prompt: sum(1 for task in tasks if task["prompt"].startswith(prompt)) for prompt in prompts}
 
 
-def handed_over(cluster: Cluster, run_id: str, task_id: str) -> bool:
+def handed_over(cluster: LocalAirflow, run_id: str, task_id: str) -> bool:
     """The scheduler has processed the exit of the worker that parked the page awaiting input.
 
     Answering before that loses a race inside Airflow: the answer queues the task again, then the
@@ -91,7 +78,7 @@ def handed_over(cluster: Cluster, run_id: str, task_id: str) -> bool:
     return any("Received executor event with state success" in row and line in row for row in log.splitlines())
 
 
-def review_page(cluster: Cluster, run_id: str, task_id: str, page: int = 0) -> str:
+def review_page(cluster: LocalAirflow, run_id: str, task_id: str, page: int = 0) -> str:
     """A page of a round: the pages are a mapped task, one map index per page."""
     tasks = f"http://127.0.0.1:{cluster.api_port}/dags/{DAG_ID}/runs/{run_id}/tasks"
     return f"{tasks}/{task_id}/mapped/{page}/required_actions"
@@ -116,16 +103,15 @@ def choose(page: Any, field: str, value: str) -> None:
 
 
 def test_a_reviewer_approves_two_rejects_one_and_only_the_approved_are_published(
-    cluster: tuple[Cluster, str], browser_path: str
+    cluster: tuple[LocalAirflow, str], browser_path: str
 ) -> None:
     from playwright.sync_api import sync_playwright
 
     airflow, emulator = cluster
     prompts = ["A red fox in the snow, e2e review", "A blue whale, e2e review", "A green tea field, e2e review"]
-    run_id = f"review__{time.time_ns()}"
     destination = airflow.home / "media"
     conf = {"prompts": prompts, "size": "1:1", "destination": destination.as_uri()}
-    airflow.airflow("dags", "trigger", DAG_ID, "--run-id", run_id, "--conf", json.dumps(conf))
+    run_id = airflow.trigger(DAG_ID, conf, f"review__{time.time_ns()}")
 
     def states() -> Any:
         return airflow.query("select task_id, map_index, state from task_instance where run_id = ?", run_id)
@@ -182,7 +168,7 @@ def test_a_reviewer_approves_two_rejects_one_and_only_the_approved_are_published
     assert all(row["decided_by"] and row["decided_at"] and not row["timed_out"] for row in rows.values()), rows
 
 
-def _records(cluster: Cluster, run_id: str, task_id: str, key: str) -> list[Any]:
+def _records(cluster: LocalAirflow, run_id: str, task_id: str, key: str) -> list[Any]:
     rows = cluster.query(
         "select value from xcom where run_id = ? and task_id = ? and key = ? order by map_index", run_id, task_id, key
     )

@@ -1,4 +1,4 @@
-"""DAGs for `make e2e-distributed` (scripts/e2e_distributed.py copies this file into the
+"""DAGs for `make e2e-distributed` (scripts/e2e_distributed/deployment.py copies this file into the
 deployment's DAG folder, next to the example content pipeline). Prompts come from the run's
 config, so each scenario chooses how many. The rolling restart's DAG has a file of its own
 (e2e_distributed_waits_dags.py).

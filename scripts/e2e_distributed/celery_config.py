@@ -1,7 +1,8 @@
 """The Celery workers' configuration in `make e2e-distributed`: Airflow's, plus modules to preload.
 
-scripts/e2e_distributed.py copies this file into ``$AIRFLOW_HOME/config`` (on Airflow's
-``sys.path``) and points ``[celery] celery_config_options`` at ``CELERY_CONFIG``.
+scripts/e2e_distributed/deployment.py copies this file into ``$AIRFLOW_HOME/config`` (on Airflow's
+``sys.path``) as ``e2e_distributed_celery_config.py`` and points ``[celery] celery_config_options``
+at ``CELERY_CONFIG``.
 
 Every task run forks from its Celery worker and parses its DAG's file there. Modules the
 worker imported before forking its pool cost that run nothing; the others are imported anew

@@ -3,7 +3,7 @@
 Each of its waits is a task run on a worker (mapped tasks cannot start in the triggerer), and
 each task run parses the DAG's file: this one imports only the sensor and the hook, not the
 ``@task`` decorators (about 0.15 s of CPU per import on this machine) nor every operator.
-scripts/e2e_distributed.py copies it into the deployment's DAG folder.
+scripts/e2e_distributed/deployment.py copies it into the deployment's DAG folder.
 """
 
 from __future__ import annotations
