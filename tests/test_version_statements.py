@@ -19,11 +19,7 @@ PYTHON_FLOOR = PROJECT["requires-python"].removeprefix(">=")
 
 def statements(pattern: str) -> list[tuple[str, str]]:
     """(page, version) for every match of ``pattern``'s one group on every page."""
-    return [
-        (page.name, match)
-        for page in PAGES
-        for match in re.findall(pattern, page.read_text().replace("\n", " "))
-    ]
+    return [(page.name, match) for page in PAGES for match in re.findall(pattern, page.read_text().replace("\n", " "))]
 
 
 def test_the_makefile_tests_the_floor_pyproject_names() -> None:
