@@ -263,6 +263,10 @@ class MindVideoGenerateOperator(MindVideoSubmitOperator):
         self.timeout = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
 
     def execute(self, context: Context) -> list[str]:  # type: ignore[override]
+        if self.download_to:
+            from airflow_provider_mindvideo.operators.download import check_folder
+
+            check_folder(self.download_to, self.download_conn_id)  # before paying, not after
         task, record = self.submit(context)
         if not task.is_terminal and self.deferrable:
             from airflow_provider_mindvideo.triggers import MindVideoTaskTrigger
