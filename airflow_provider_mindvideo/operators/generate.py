@@ -14,7 +14,7 @@ from airflow_provider_mindvideo import DEFAULT_CONN_ID
 from airflow_provider_mindvideo.budget import check_max_cost
 from airflow_provider_mindvideo.links import MindVideoModelDocsLink, MindVideoOutputLink
 from airflow_provider_mindvideo.polling import check_poll_settings, next_poll_delay
-from airflow_provider_mindvideo.templating import TEMPLATE_EXT, input_from_template
+from airflow_provider_mindvideo.templating import TEMPLATE_EXT, input_from_template, template_error
 
 # What only a running task needs (the hook, its HTTP client and models, the trigger, the
 # submission rules) is imported where it is used: DAG files import this module at every parse.
@@ -103,6 +103,21 @@ class MindVideoSubmitOperator(BaseOperator):
         from airflow_provider_mindvideo.hooks import MindVideoHook
 
         return MindVideoHook(self.mindvideo_conn_id)
+
+    def render_template_fields(self, context: Context, jinja_env: jinja2.Environment | None = None) -> None:
+        """Render field by field; a template that does not render fails the task at once, naming the field.
+
+        A retry would render it the same way: a syntax error, an unknown filter or an undefined
+        name (e.g. ``ds`` in a run without a logical date) spends no retries.
+        """
+        import jinja2
+
+        env = jinja_env or self.get_template_env()
+        for field in self.template_fields:
+            try:
+                self._do_render_template_fields(self, [field], context, env, set())
+            except jinja2.TemplateError as exc:
+                raise template_error(field, exc) from None
 
     def execute(self, context: Context) -> str:
         task, _ = self.submit(context)
