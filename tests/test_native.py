@@ -72,6 +72,14 @@ def test_an_input_file_whose_jinja_does_not_render_fails_at_once(
     assert "input: its template does not render" in logged and cause in logged
 
 
+def test_links_log_no_error_for_records_not_pushed_yet(run: Any, debug_logs: list[dict[str, Any]]) -> None:
+    # Airflow computes the extra links when a task stops (fails, defers, succeeds): reading an
+    # XCom not pushed yet logged an error-level "XCom not found" that read like a second failure.
+    assert run("mv_input_file_broken").state == "failed"
+    assert run("mv_input_file").state == "success"  # defers, then resumes
+    assert not [e for e in debug_logs if "XCom not found" in str(e.get("event"))]
+
+
 def test_a_prompt_ending_in_json_is_text_not_a_file(run: Any, emulator: MindVideoEmulator) -> None:
     result = run("mv_input_text_ending_in_json")
     assert result.state == "success"

@@ -16,7 +16,7 @@ from airflow_provider_mindvideo.downloads import (
     manifest_summary,
     store_outputs,
 )
-from airflow_provider_mindvideo.links import MindVideoOutputLink
+from airflow_provider_mindvideo.links import MindVideoOutputLink, remember_push
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -169,7 +169,7 @@ def save_outputs(
         files = store_outputs(
             client, urls, folder, mindvideo_task_id=mindvideo_task_id, pattern=pattern, overwrite=overwrite
         )
-    context["ti"].xcom_push(key=XCOM_FILES_KEY, value=[stored.to_xcom() for stored in files])
+    remember_push(context["ti"], XCOM_FILES_KEY, [stored.to_xcom() for stored in files])
     summary = dict(manifest_summary(files))
     for stored in files:
         operator.log.info(

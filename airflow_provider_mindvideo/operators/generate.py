@@ -12,7 +12,7 @@ from airflow.sdk import BaseOperator, conf
 
 from airflow_provider_mindvideo import DEFAULT_CONN_ID
 from airflow_provider_mindvideo.budget import check_max_cost
-from airflow_provider_mindvideo.links import MindVideoModelDocsLink, MindVideoOutputLink
+from airflow_provider_mindvideo.links import MindVideoModelDocsLink, MindVideoOutputLink, remember_push
 from airflow_provider_mindvideo.polling import check_poll_settings, next_poll_delay
 from airflow_provider_mindvideo.templating import TEMPLATE_EXT, input_from_template, template_error
 
@@ -192,7 +192,7 @@ class MindVideoSubmitOperator(BaseOperator):
             "idempotency_key": key,
             "key_generation": submitted.generation,
         }
-        ti.xcom_push(key=XCOM_TASK_KEY, value=record)
+        remember_push(ti, XCOM_TASK_KEY, record)
         self._record = record
         self.log.info(
             "MindVideo task %s (%s) is %s; cost estimate %s",
