@@ -31,6 +31,9 @@ sys.path.append(_DAGS_FOLDER)
 # The emulator serves output files on 127.0.0.1, which downloads refuse unless allowed. Tests of
 # the refusal pass allow_private_urls=False (or set this to false) themselves.
 os.environ["AIRFLOW__MINDVIDEO__ALLOW_PRIVATE_URLS"] = "true"
+# dag.test() runs triggers in line, where Airflow's fast-resume race cannot happen: no hold
+# (tests of the hold set it themselves; the real-Airflow clusters in tests/e2e drop this).
+os.environ["AIRFLOW__MINDVIDEO__RESUME_NOT_BEFORE"] = "0"
 # Test DAGs that save outputs to a folder fixed at parse time (so that it can be an asset) use this one.
 os.environ["MINDVIDEO_TEST_DOWNLOADS"] = os.path.join(_AIRFLOW_HOME, "downloads")
 
