@@ -336,3 +336,14 @@ def test_held_tasks_are_released_on_demand(mindvideo_emulator: MindVideoEmulator
         assert all(body["output"]["images"] for body in bodies)
         assert finish(http, other)["status"] == "succeeded"
     assert mindvideo_emulator.state.charged_tasks == 3
+
+
+def test_the_command_help_starts_with_plain_text() -> None:
+    import subprocess
+    import sys
+
+    shown = subprocess.run(
+        [sys.executable, "-m", "airflow_provider_mindvideo.emulator", "--help"], capture_output=True, text=True
+    ).stdout
+    description = shown.split("\n\n")[1]
+    assert "``" not in shown and description.startswith("Serve the MindVideo emulator"), description
