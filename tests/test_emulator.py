@@ -347,3 +347,15 @@ def test_the_command_help_starts_with_plain_text() -> None:
     ).stdout
     description = shown.split("\n\n")[1]
     assert "``" not in shown and description.startswith("Serve the MindVideo emulator"), description
+
+
+def test_image_text_breaks_between_words() -> None:
+    from airflow_provider_mindvideo.emulator.media import text_lines
+
+    assert text_lines("A red fox in fresh snow at sunrise, watercolour", 12) == [
+        "A RED FOX IN",
+        "FRESH SNOW",
+        "AT SUNRISE,",
+        "WATERCOLOUR",
+    ]
+    assert text_lines("supercalifragilistic", 8) == ["SUPERCAL", "IFRAGILI", "STIC"]  # only a too-long word is cut
