@@ -17,9 +17,13 @@ FLOOR_STAMP := $(FLOOR_VENV)/.installed-stamp
 # cap, as Airflow's constraints file for the release would give it.
 FLOOR_PINS := 'fastapi<0.137'
 # pip prints a warning per package for find-links folders this machine's pip config names
-# but that do not exist; they are noise, not failures. (Braced so that pipefail still reports
-# a failed pip, and grep finding nothing left to print is no failure.)
-QUIET_PIP := { grep -v "is ignored: it is neither a file nor a directory" || true; }
+# but that do not exist, and setuptools a boxed "Editable installation" banner (a flat layout's
+# editable install); both are noise, not failures. (pipefail still reports a failed pip: awk
+# exits 0 whatever it drops.)
+QUIET_PIP := awk '/BuildBackendWarning: Editable installation/ { skip = 1; bangs = 0; next } \
+	skip { if ($$0 ~ /^ *!!$$/ && ++bangs == 2) skip = 0; next } \
+	!/is ignored: it is neither a file nor a directory/'
+
 
 .PHONY: setup setup-floor setup-dist e2e-distributed demo test lint typecheck unit unit-floor airflow-floor reliability-report bench clean
 

@@ -156,6 +156,20 @@ def get_provider_info() -> dict[str, Any]:
                         "example": "True",
                         "default": "False",
                     },
+                    "resume_not_before": {
+                        "description": (
+                            "Seconds that must pass between a deferral and the trigger event that resumes the "
+                            "task on a worker. Airflow 3.2 and 3.3 fail a task resumed before the scheduler has "
+                            "processed the exit of the try that deferred ('finished with state success, but the "
+                            "task instance's state attribute is queued'); a remote task that ends sooner than "
+                            "this after the deferral is reported this late. Read by the triggerer. 0 turns the "
+                            "hold off (airflow dags test and dag.test() run triggers in line and need none)."
+                        ),
+                        "version_added": "0.1.0",
+                        "type": "float",
+                        "example": "5",
+                        "default": "10",
+                    },
                     "batch_folder": {
                         "description": (
                             "Where MindVideoBatchGenerateOperator keeps work lists and manifests when a task "

@@ -37,6 +37,7 @@ from airflow_provider_mindvideo.batch_run import DONE, ERROR_EVENT, _Batch, _Sto
 from airflow_provider_mindvideo.cancellation import log_still_running
 from airflow_provider_mindvideo.errors import MindVideoError
 from airflow_provider_mindvideo.polling import check_poll_settings
+from airflow_provider_mindvideo.resume import hold_until_resumable
 
 __all__ = ["DONE", "ERROR_EVENT", "MindVideoBatchTrigger"]
 
@@ -152,11 +153,14 @@ class MindVideoBatchTrigger(BaseTrigger):
                 batch = self._batch = _Batch(self, hook, items)
                 summary = await batch.run()
             except _Stop as stop:
+                await hold_until_resumable(self.started_at, self.log)
                 yield self._error(stop.error)
                 return
             except MindVideoError as exc:
+                await hold_until_resumable(self.started_at, self.log)
                 yield self._error(exc)
                 return
+            await hold_until_resumable(self.started_at, self.log)  # Airflow's fast-resume race: resume.py
             yield TriggerEvent(
                 {
                     "status": DONE,

@@ -85,8 +85,12 @@ def input_problems(model: str, input: Mapping[str, Any]) -> list[str]:
     validator, record = _validator(model), dict(input)
     if validator.is_valid(record):  # half the work of collecting errors, for the usual valid input
         return []
-    errors = validator.iter_errors(record)
-    return [_describe(error, model) for error in sorted(errors, key=lambda e: list(e.absolute_path))]
+    errors = sorted(validator.iter_errors(record), key=lambda e: list(e.absolute_path))
+    # A field whose values are listed is told the list once: its other rules say less ("n = 2:
+    # must be one of 1" and not again "must be <= 1").
+    listed = {tuple(e.absolute_path) for e in errors if e.validator == "enum"}
+    errors = [e for e in errors if e.validator == "enum" or tuple(e.absolute_path) not in listed]
+    return [_describe(error, model) for error in errors]
 
 
 def closest_models(model: str, limit: int = 3) -> list[str]:

@@ -22,7 +22,7 @@ from airflow.sdk.exceptions import AirflowNotFoundException
 from airflow_provider_mindvideo import CONN_TYPE, DEFAULT_CONN_ID, UI_FIELD_BEHAVIOUR
 from airflow_provider_mindvideo.catalog import validate_input
 from airflow_provider_mindvideo.deadlines import deadline_after, enforce_deadlines
-from airflow_provider_mindvideo.errors import ConnectionNotFoundError, MindVideoError
+from airflow_provider_mindvideo.errors import AuthenticationError, ConnectionNotFoundError, MindVideoError
 from airflow_provider_mindvideo.limits import ConnectionLimits, limits_for
 from airflow_provider_mindvideo.models import MindVideoTask, TaskEvent
 from airflow_provider_mindvideo.protocol import (
@@ -374,6 +374,9 @@ class MindVideoHook(BaseHook):
         except MindVideoError as exc:
             secret = self._settings.api_key if self._settings else None
             message, request_id = redact(exc.message, secret), exc.request_id and redact(exc.request_id, secret)
+            if isinstance(exc, AuthenticationError) and self.mindvideo_conn_id not in message:
+                # Which connection's key was refused: a deployment may have several.
+                message += f" (the API key of connection {self.mindvideo_conn_id!r}: fix its password)"
             if (message, request_id) != (exc.message, exc.request_id):
                 raise type(exc)(message, http_status=exc.http_status, request_id=request_id) from None
             raise

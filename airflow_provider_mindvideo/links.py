@@ -66,7 +66,28 @@ def output_url(record: Any, files: Any) -> str:
     return source if isinstance(source, str) else ""
 
 
+# What this process pushed under the links' keys, by task instance try. In the worker (where
+# Airflow computes links when a task stops: fails, defers or succeeds) the links read it from
+# here: asking XCom for a key not pushed yet logs an error-level "XCom not found" that reads
+# like a second failure.
+_pushed: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+
+def _try_of(ti: Any) -> tuple[Any, ...]:
+    return tuple(getattr(ti, name, None) for name in ("dag_id", "run_id", "task_id", "map_index", "try_number"))
+
+
+def remember_push(ti: Any, key: str, value: Any) -> None:
+    """Push an XCom the links read, and keep it for the links of this try (call instead of ``ti.xcom_push``)."""
+    ti.xcom_push(key=key, value=value)
+    _pushed.setdefault(_try_of(ti), {})[key] = value
+
+
 def _xcom(ti_key: TaskInstanceKey, key: str) -> Any:
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    if isinstance(ti_key, RuntimeTaskInstance):  # in the worker, the try that pushed (or did not)
+        return _pushed.get(_try_of(ti_key), {}).get(key)
     from airflow.sdk.execution_time.xcom import XCom
 
     return XCom.get_value(ti_key=ti_key, key=key)

@@ -11,6 +11,7 @@ from airflow_provider_mindvideo.errors import (
     RemoteTaskFailedError,
     WaitTimeoutError,
 )
+from airflow_provider_mindvideo.links import remember_push
 from airflow_provider_mindvideo.models import MindVideoTask, TaskStatus
 from airflow_provider_mindvideo.triggers import SUCCESS, TIMEOUT
 
@@ -31,7 +32,7 @@ def deliver(
 ) -> list[str]:
     """Push the task's record; return its output URLs if it succeeded, else raise why not."""
     record = {**(record or {}), **task.summary()}
-    context["ti"].xcom_push(key=XCOM_TASK_KEY, value=record)
+    remember_push(context["ti"], XCOM_TASK_KEY, record)
     cost = f"{task.cost_actual}" if task.cost_actual is not None else "unknown"
     if task.status is TaskStatus.SUCCEEDED:
         log.info("MindVideo task %s succeeded: %d output(s), actual cost %s", task.task_id, len(task.output_urls), cost)

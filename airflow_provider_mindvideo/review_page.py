@@ -68,7 +68,8 @@ def review_body(
     where = f"Round {round} of {max_rounds}" + (f", page {page} of {pages}" if pages > 1 else "")
     lines += [
         f"{where}: {len(items)} item(s). Choose **approve** or **reject** for each "
-        "in the form below, add a comment if you like, then submit.",
+        "in the form below (nothing is pre-set that would be generated again, and paid for), "
+        "add a comment if you like, then submit.",
         "",
         "| # | Output | Prompt | Model | Cost | MindVideo task |",
         "|---|---|---|---|---|---|",
@@ -107,13 +108,25 @@ def comment_field(item: ReviewItem) -> str:
     return f"item_{item.number}_comment"
 
 
-def review_params(items: Sequence[ReviewItem], on_timeout: OnTimeout) -> dict[str, dict[str, Any]]:
-    """The form: per item a choice (pre-set to what a timeout decides) and an optional comment.
+def review_params(
+    items: Sequence[ReviewItem], on_timeout: OnTimeout, append_comment: bool = True
+) -> dict[str, dict[str, Any]]:
+    """The form: per item a choice and an optional comment.
+
+    A choice is pre-set only when it costs nothing: "approve" under ``approve_all``. Otherwise
+    the reviewer must choose each item (the field is required), so that pressing Submit alone
+    never rejects, and so regenerates and pays for, anything. (A timeout still decides as
+    ``on_timeout`` says: without a pre-set value, no choice is a rejection.) The comment's
+    description says whether it reaches the regeneration (``append_comment``).
 
     Returned as keyword arguments of ``airflow.sdk.Param`` per field, so that this module stays
     free of Airflow.
     """
-    default = APPROVE if on_timeout == "approve_all" else REJECT
+    default = APPROVE if on_timeout == "approve_all" else None
+    if append_comment:
+        comment_effect = "added to the prompt if the item is generated again"
+    else:
+        comment_effect = "kept in the review's manifest; not sent to the model"
     params: dict[str, dict[str, Any]] = {}
     for item in items:
         title = f"{item.number}. {item.prompt[:60] or item.mindvideo_task_id}"
@@ -128,6 +141,6 @@ def review_params(items: Sequence[ReviewItem], on_timeout: OnTimeout) -> dict[st
             "default": None,
             "type": ["null", "string"],
             "title": f"{item.number}. comment (optional)",
-            "description": f"Why, for item {item.number}",
+            "description": f"Why, for item {item.number}: {comment_effect}",
         }
     return params

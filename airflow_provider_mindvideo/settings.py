@@ -10,6 +10,7 @@ trust the same certificates.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import json
 import logging
@@ -190,7 +191,9 @@ def settings_from_connection(
     unknown = sorted(extras.model_extra or {})
     if unknown:
         (log or _log).warning(
-            "MindVideo connection %r has extras this provider does not use, ignored: %s", conn_id, ", ".join(unknown)
+            "MindVideo connection %r has extras this provider does not use, ignored: %s",
+            conn_id,
+            ", ".join(_with_suggestion(name) for name in unknown),
         )
     host = (conn.host or "").strip() or DEFAULT_BASE_URL
     if "://" not in host:
@@ -213,6 +216,12 @@ def settings_from_connection(
         proxy=extras.proxy,
         ca_bundle=extras.ca_bundle,
     )
+
+
+def _with_suggestion(name: str) -> str:
+    """An unknown extra, with the known one it most likely misspells (``max_retry`` -> ``max_retries``)."""
+    close = difflib.get_close_matches(name, ConnectionExtras.model_fields, n=1, cutoff=0.6)
+    return f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name)
 
 
 def read_extras(extra: Any, conn_id: str | None = None) -> ConnectionExtras:

@@ -39,6 +39,19 @@ def input_from_template(value: Any, field: str = "input") -> Any:
     return parsed
 
 
+def template_error(field: str, exc: Exception) -> InputValidationError:
+    """The task's error for a field whose Jinja does not render (syntax, unknown filter, undefined name)."""
+    where = ""
+    if name := getattr(exc, "filename", None) or getattr(exc, "name", None):
+        where += f" in {name}"
+    if lineno := getattr(exc, "lineno", None):
+        where += f" at line {lineno}"
+    return InputValidationError(
+        f"{field}: its template does not render{where}: {type(exc).__name__}: {exc}. Nothing was sent; "
+        "a retry would render it the same way"
+    )
+
+
 def _preview(text: str) -> str:
     shown = repr(text[:_PREVIEW_CHARS])
     return f"{shown}... ({len(text)} chars)" if len(text) > _PREVIEW_CHARS else shown

@@ -22,6 +22,7 @@ from airflow_provider_mindvideo.polling import (
     check_poll_settings,
     next_poll_delay,
 )
+from airflow_provider_mindvideo.resume import hold_until_resumable
 from airflow_provider_mindvideo.settings import ClientSettings, RecentSettings
 
 if TYPE_CHECKING:
@@ -202,6 +203,10 @@ class MindVideoTaskTrigger(BaseTrigger):
                         TIMEOUT, None, f"MindVideo task {self.mindvideo_task_id} did not finish in time{cause}"
                     )
                 if event is not None:
+                    # An event that resumes the task on a worker waits until Airflow can take it
+                    # back (see resume.py); one that ends the task here (end_from_trigger) does not.
+                    if not isinstance(event, TaskSuccessEvent):
+                        await hold_until_resumable(self.started_at, self.log)
                     yield event
                     return
                 await sleep(self._next_delay(now, server_asked))

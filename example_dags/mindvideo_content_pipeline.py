@@ -23,7 +23,8 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-from airflow.sdk import Asset, AssetAlias, Param, dag, get_current_context, task
+from airflow.sdk import Asset, AssetAlias, dag, get_current_context, task
+from mindvideo_example_prompts import build_inputs, prompt_params
 
 from airflow_provider_mindvideo.operators import MindVideoDownloadOperator, MindVideoSubmitOperator
 from airflow_provider_mindvideo.sensors import MindVideoTaskSensor
@@ -48,22 +49,15 @@ CONTENT_MEDIA = AssetAlias("mindvideo-content-media")
     catchup=False,
     max_active_runs=1,
     default_args={"retries": 2, "retry_delay": timedelta(seconds=10)},
-    params={
-        "prompts": Param(DEFAULT_PROMPTS, type="array", minItems=1, description="One image per prompt"),
-        "size": Param("16:9", type="string", description="Aspect ratio, e.g. 16:9, 1:1, 9:16"),
-        "destination": Param(
-            "file:///tmp/mindvideo-content",
-            type="string",
-            description="Folder for the images: file:///..., s3://bucket/prefix, gs://...",
-        ),
-    },
+    params=prompt_params(
+        DEFAULT_PROMPTS,
+        size="16:9",
+        destination="file:///tmp/mindvideo-content",
+        destination_help="Folder for the images: file:///..., s3://bucket/prefix, gs://...",
+    ),
     tags=["mindvideo", "example"],
 )
 def mindvideo_content_pipeline() -> None:
-    @task
-    def build_inputs(params: dict[str, Any]) -> list[dict[str, Any]]:
-        return [{"prompt": prompt, "size": params["size"]} for prompt in params["prompts"]]
-
     inputs = build_inputs()
     submitted = MindVideoSubmitOperator.partial(task_id="submit", model="gpt-image-2").expand(input=inputs)
     generated = MindVideoTaskSensor.partial(

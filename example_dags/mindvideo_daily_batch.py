@@ -9,7 +9,8 @@ the real catalogue.
 :class:`MindVideoBatchGenerateOperator` checks every row before anything is sent, creates and
 waits for all of them in the triggerer (one deferral, no worker slot held), pays once per row
 however often the task is retried, cleared or its triggerer restarted, stops creating before
-``max_cost`` could be passed, and saves every image into ``destination/<date>``. The manifest
+``max_cost`` could be passed, and saves every image into ``destination/<date>`` (the day the
+run was due: a manual trigger files under the day it was triggered). The manifest
 (one JSON row per prompt: task id, status, cost, files, error) is written beside the images;
 XCom holds only the summary. One event for the day's folder goes to the
 ``mindvideo-daily-media`` asset alias: schedule a publishing DAG on it.
@@ -68,8 +69,11 @@ def mindvideo_daily_batch() -> None:
         task_id="generate",
         model="gpt-image-2",
         inputs_path="{{ params.prompts_csv }}",
-        download_to="{{ params.destination }}/{{ ds }}",
-        result_path="{{ params.destination }}/{{ ds }}/manifest.jsonl",
+        # The day the run was due, not `ds`: a manual run (UI, `airflow dags trigger`, the REST API)
+        # has no logical date in Airflow 3, and `ds` is undefined for it. For a scheduled run
+        # run_after is the 06:00 slot itself, so both kinds file under the same day.
+        download_to="{{ params.destination }}/{{ dag_run.run_after | ds }}",
+        result_path="{{ params.destination }}/{{ dag_run.run_after | ds }}/manifest.jsonl",
         max_cost=MAX_COST,
         # A catalogue tolerates a few misses: the task succeeds and the manifest names them.
         max_failed=0.1,

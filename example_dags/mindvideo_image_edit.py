@@ -7,7 +7,7 @@ Replace ``reference_url`` with an image MindVideo can download.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag
 
@@ -24,6 +24,10 @@ SMALL_PNG = (
     schedule=None,
     start_date=datetime(2026, 1, 1),
     catchup=False,
+    # Retries are free: the Idempotency-Key is derived from the DAG run, so a retry gets the
+    # same remote task back. They also recover the rare task Airflow fails at a quick resume
+    # (docs/troubleshooting.md, "finished with state success, but ... is queued").
+    default_args={"retries": 1, "retry_delay": timedelta(seconds=10)},
     params={
         "reference_url": Param("https://example.com/reference/living-room.png", type="string", format="uri"),
         "instruction": Param("Repaint the wall in warm terracotta, keep the furniture", type="string"),

@@ -20,7 +20,8 @@ import shutil
 from datetime import datetime, timedelta
 from typing import Any
 
-from airflow.sdk import Asset, AssetAlias, ObjectStoragePath, Param, dag, get_current_context, task
+from airflow.sdk import Asset, AssetAlias, ObjectStoragePath, dag, get_current_context, task
+from mindvideo_example_prompts import build_inputs, prompt_params
 
 from airflow_provider_mindvideo.operators import MindVideoGenerateOperator, review_rounds
 
@@ -41,22 +42,15 @@ PUBLISHED_MEDIA = AssetAlias("mindvideo-published-media")
     catchup=False,
     max_active_runs=1,
     default_args={"retries": 2, "retry_delay": timedelta(seconds=10)},
-    params={
-        "prompts": Param(DEFAULT_PROMPTS, type="array", minItems=1, description="One image per prompt"),
-        "size": Param("1:1", type="string", description="Aspect ratio, e.g. 16:9, 1:1, 9:16"),
-        "destination": Param(
-            "file:///tmp/mindvideo-review",
-            type="string",
-            description="Folder for generated/ and published/: file:///..., s3://bucket/prefix, ...",
-        ),
-    },
+    params=prompt_params(
+        DEFAULT_PROMPTS,
+        size="1:1",
+        destination="file:///tmp/mindvideo-review",
+        destination_help="Folder for generated/ and published/: file:///..., s3://bucket/prefix, ...",
+    ),
     tags=["mindvideo", "example", "review"],
 )
 def mindvideo_review_pipeline() -> None:
-    @task
-    def build_inputs(params: dict[str, Any]) -> list[dict[str, Any]]:
-        return [{"prompt": prompt, "size": params["size"]} for prompt in params["prompts"]]
-
     inputs = build_inputs()
     generated = MindVideoGenerateOperator.partial(
         task_id="generate",

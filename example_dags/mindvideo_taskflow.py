@@ -6,7 +6,7 @@ slots while MindVideo works. Each returns its output URLs; ``collect`` gets them
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from airflow.sdk import dag, task
@@ -19,6 +19,10 @@ from airflow_provider_mindvideo.operators import MindVideoGenerateOperator
     schedule=None,
     start_date=datetime(2026, 1, 1),
     catchup=False,
+    # Retries are free: the Idempotency-Key is derived from the DAG run, so a retry gets the
+    # same remote task back. They also recover the rare task Airflow fails at a quick resume
+    # (docs/troubleshooting.md, "finished with state success, but ... is queued").
+    default_args={"retries": 1, "retry_delay": timedelta(seconds=10)},
     tags=["mindvideo", "example"],
 )
 def mindvideo_taskflow() -> None:

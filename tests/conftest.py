@@ -6,6 +6,7 @@ import asyncio
 import functools
 import logging
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from typing import Any
@@ -24,9 +25,15 @@ for _folder in ("tests/dags", "example_dags"):
         if _name.endswith(".py") and not _name.startswith("_"):
             os.symlink(os.path.join(_ROOT, _folder, _name), os.path.join(_DAGS_FOLDER, _name))
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = _DAGS_FOLDER
+# Airflow's DAG processor and workers put the DAGs folder on sys.path (DAG files import helpers
+# beside them by name, as the examples do mindvideo_example_prompts); tests importing the DAGs do too.
+sys.path.append(_DAGS_FOLDER)
 # The emulator serves output files on 127.0.0.1, which downloads refuse unless allowed. Tests of
 # the refusal pass allow_private_urls=False (or set this to false) themselves.
 os.environ["AIRFLOW__MINDVIDEO__ALLOW_PRIVATE_URLS"] = "true"
+# dag.test() runs triggers in line, where Airflow's fast-resume race cannot happen: no hold
+# (tests of the hold set it themselves; the real-Airflow clusters in tests/e2e drop this).
+os.environ["AIRFLOW__MINDVIDEO__RESUME_NOT_BEFORE"] = "0"
 # Test DAGs that save outputs to a folder fixed at parse time (so that it can be an asset) use this one.
 os.environ["MINDVIDEO_TEST_DOWNLOADS"] = os.path.join(_AIRFLOW_HOME, "downloads")
 

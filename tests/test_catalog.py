@@ -201,3 +201,9 @@ def test_values_that_are_not_json_are_named(model: str, value: Any, says: str) -
     with pytest.raises(InputValidationError) as info:
         validate_input(model, value)
     assert says in str(info.value)
+
+
+def test_a_field_with_listed_values_is_told_the_list_once() -> None:
+    from airflow_provider_mindvideo.catalog import input_problems
+
+    assert input_problems("gpt-image-2", {"prompt": "x", "n": 2}) == ["input.n = 2: must be one of 1"]

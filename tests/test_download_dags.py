@@ -8,6 +8,7 @@ This suite allows it (``tests/conftest.py``); these tests turn it off where they
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,9 @@ import pytest
 
 from airflow_provider_mindvideo import get_provider_info
 from airflow_provider_mindvideo.emulator import MindVideoEmulator
+from airflow_provider_mindvideo.errors import InputValidationError
 from airflow_provider_mindvideo.hooks import MindVideoHook
+from airflow_provider_mindvideo.operators import MindVideoDownloadOperator, MindVideoGenerateOperator
 from tests.dags.mindvideo_download_dags import DAGS
 from tests.test_dags import Run
 
@@ -92,3 +95,36 @@ def test_generate_refuses_a_private_download_once_and_pays_once(run: Any, emulat
 def test_the_option_is_declared_for_airflow() -> None:
     option = get_provider_info()["config"]["mindvideo"]["options"]["allow_private_urls"]
     assert (option["type"], option["default"]) == ("boolean", "False")
+
+
+@dataclass
+class _Ti:
+    task_id: str = "generate"
+    dag_id: str = "unwritable"
+    run_id: str = "manual__one"
+    map_index: int = -1
+    try_number: int = 1
+
+
+@pytest.mark.parametrize("deferrable", [True, False])
+def test_generate_refuses_a_folder_it_cannot_write_before_creating_anything(
+    emulator: MindVideoEmulator, deferrable: bool
+) -> None:
+    # It used to generate, pay, then fail with fsspec's FileNotFoundError (no word of
+    # download_to) and retry; now the folder is made first, as the batch operator does.
+    operator = MindVideoGenerateOperator(
+        task_id="generate",
+        model="gpt-image-2",
+        input={"prompt": "a fox"},
+        download_to="file:///proc/x",
+        deferrable=deferrable,
+    )
+    with pytest.raises(InputValidationError, match=r"download_to = 'file:///proc/x': cannot be used as the folder"):
+        operator.execute({"ti": _Ti()})  # type: ignore[arg-type]
+    assert emulator.state.requests["create"] == 0 and emulator.state.charged_tasks == 0
+
+
+def test_download_names_its_destination_when_it_cannot_be_a_folder(urls: list[str]) -> None:
+    operator = MindVideoDownloadOperator(task_id="save", urls=urls, destination="file:///proc/x")
+    with pytest.raises(InputValidationError, match=r"destination = 'file:///proc/x': cannot be used as the folder"):
+        operator.execute({"ti": _Ti(task_id="save")})  # type: ignore[arg-type]

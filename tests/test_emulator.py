@@ -336,3 +336,26 @@ def test_held_tasks_are_released_on_demand(mindvideo_emulator: MindVideoEmulator
         assert all(body["output"]["images"] for body in bodies)
         assert finish(http, other)["status"] == "succeeded"
     assert mindvideo_emulator.state.charged_tasks == 3
+
+
+def test_the_command_help_starts_with_plain_text() -> None:
+    import subprocess
+    import sys
+
+    shown = subprocess.run(
+        [sys.executable, "-m", "airflow_provider_mindvideo.emulator", "--help"], capture_output=True, text=True
+    ).stdout
+    description = shown.split("\n\n")[1]
+    assert "``" not in shown and description.startswith("Serve the MindVideo emulator"), description
+
+
+def test_image_text_breaks_between_words() -> None:
+    from airflow_provider_mindvideo.emulator.media import text_lines
+
+    assert text_lines("A red fox in fresh snow at sunrise, watercolour", 12) == [
+        "A RED FOX IN",
+        "FRESH SNOW",
+        "AT SUNRISE,",
+        "WATERCOLOUR",
+    ]
+    assert text_lines("supercalifragilistic", 8) == ["SUPERCAL", "IFRAGILI", "STIC"]  # only a too-long word is cut

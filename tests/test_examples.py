@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,20 @@ def test_daily_batch_generates_every_csv_row_saves_them_and_emits_one_asset_even
     assert len(events) == 1
     ((uri, extra),) = events
     assert uri == day.as_uri() and json.loads(extra)["files"] == 6
+
+
+@pytest.mark.parametrize("logical_date", ["scheduled", None], ids=["scheduled", "manual"])
+def test_daily_batch_files_a_run_under_its_day_with_or_without_a_logical_date(
+    airflow_db: str, emulator: MindVideoEmulator, tmp_path: Path, logical_date: str | None
+) -> None:
+    # Airflow 3 gives a manual run (UI, `airflow dags trigger`, REST with logical_date null) no
+    # logical date, and so no `ds`: the day comes from when the run was due instead.
+    due = datetime(2026, 3, 4, 6, tzinfo=UTC)
+    dag = fast(mindvideo_daily_batch())
+    when: dict[str, Any] = {"run_after": due, "logical_date": due if logical_date else None}
+    run = Run(airflow_db, dag.test(run_conf={"destination": tmp_path.as_uri()}, **when))
+    assert run.state == "success"
+    assert run.xcom[("generate", -1, "return_value")]["manifest"] == f"{tmp_path.as_uri()}/2026-03-04/manifest.jsonl"
 
 
 def test_image_edit_sends_references_and_mask(airflow_db: str, emulator: MindVideoEmulator) -> None:

@@ -80,6 +80,7 @@ def test_bad_key_is_an_authentication_error_without_retries(
     with pytest.raises(AuthenticationError, match="refused the API key") as info:
         api.create_task("gpt-image-2", PROMPT)
     assert info.value.http_status == 401
+    assert "connection 'mindvideo_default'" in str(info.value)  # which password to fix
     assert "mv_live_wrong" not in str(info.value)
     assert emulator.state.requests["create"] == 1
     assert emulator.state.charged_tasks == 0

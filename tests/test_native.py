@@ -55,6 +55,31 @@ def test_a_broken_input_file_fails_at_once_naming_the_field_and_charges_nothing(
     assert "input = " in logged and "is not JSON" in logged and "line 1, column" in logged
 
 
+@pytest.mark.parametrize(
+    ("dag_id", "cause"),
+    [("mv_input_file_bad_filter", "No filter named"), ("mv_input_file_bad_syntax", "line 2")],
+)
+def test_an_input_file_whose_jinja_does_not_render_fails_at_once(
+    run: Any, emulator: MindVideoEmulator, debug_logs: list[dict[str, Any]], dag_id: str, cause: str
+) -> None:
+    # docs/operators/submit.md: a file that does not render fails at once. A Jinja error used to
+    # spend the task's retries: it renders the same way every time.
+    result = run(dag_id)
+    assert result.state == "failed"
+    assert result.tries("submit") == 1
+    assert emulator.state.requests["create"] == 0
+    logged = "\n".join(str(e) for e in debug_logs)
+    assert "input: its template does not render" in logged and cause in logged
+
+
+def test_links_log_no_error_for_records_not_pushed_yet(run: Any, debug_logs: list[dict[str, Any]]) -> None:
+    # Airflow computes the extra links when a task stops (fails, defers, succeeds): reading an
+    # XCom not pushed yet logged an error-level "XCom not found" that read like a second failure.
+    assert run("mv_input_file_broken").state == "failed"
+    assert run("mv_input_file").state == "success"  # defers, then resumes
+    assert not [e for e in debug_logs if "XCom not found" in str(e.get("event"))]
+
+
 def test_a_prompt_ending_in_json_is_text_not_a_file(run: Any, emulator: MindVideoEmulator) -> None:
     result = run("mv_input_text_ending_in_json")
     assert result.state == "success"

@@ -199,3 +199,19 @@ def test_declared_tested_and_checked_floors_are_one() -> None:
     # The release `make test` builds its second environment with, read from pyproject.toml.
     tested = subprocess.run(["make", "-s", "airflow-floor"], cwd=ROOT, check=True, capture_output=True, text=True)
     assert tested.stdout.strip() == FLOOR
+
+
+def test_make_setup_keeps_the_editable_installation_banner_out_and_pips_own_errors_in() -> None:
+    # `make demo` printed setuptools' boxed "Editable installation" warning on a fresh machine.
+    makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
+    definition = makefile.split("QUIET_PIP := ", 1)[1].split("\n\n", 1)[0].replace("\\\n", "\n").replace("$$", "$")
+    pip_output = (
+        "WARNING: Location '/wheels' is ignored: it is neither a file nor a directory.\n"
+        "  /tmp/pip-build-env-x/overlay/lib/python3.11/site-packages/setuptools/command/editable_wheel.py:354: "
+        "BuildBackendWarning: Editable installation.\n"
+        "  !!\n\n          ****\n          Please be careful with folders in your working directory\n          ****\n\n"
+        "  !!\n"
+        "ERROR: No matching distribution found for nothing-such\n"
+    )
+    shown = subprocess.run(["bash", "-c", definition], input=pip_output, capture_output=True, text=True, check=True)
+    assert shown.stdout == "ERROR: No matching distribution found for nothing-such\n"

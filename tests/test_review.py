@@ -60,12 +60,32 @@ def test_an_output_that_is_no_http_url_is_not_linked() -> None:
     assert body.count("no http(s) URL to show") == 2
 
 
-def test_form_has_a_choice_and_a_comment_per_item_preset_to_what_a_timeout_decides() -> None:
+def test_form_has_a_choice_and_a_comment_per_item_and_presets_no_choice_that_costs() -> None:
+    # approve_none used to pre-set every item to "reject": a reviewer who only pressed Submit
+    # regenerated, and paid for, every image. Now the reviewer must choose each.
     none = review_params([item(1), item(2)], "approve_none")
     assert sorted(none) == ["item_1", "item_1_comment", "item_2", "item_2_comment"]
-    assert none["item_1"]["enum"] == [APPROVE, REJECT] and none["item_1"]["default"] == REJECT
+    assert none["item_1"]["enum"] == [APPROVE, REJECT] and none["item_1"]["default"] is None
+    assert none["item_1"]["type"] == "string"  # no null: the form requires a choice
     assert none["item_1_comment"]["default"] is None
-    assert review_params([item(1)], "approve_all")["item_1"]["default"] == APPROVE
+    assert review_params([item(1)], "approve_all")["item_1"]["default"] == APPROVE  # approving costs nothing
+
+
+def test_the_comment_field_says_whether_it_reaches_the_regeneration() -> None:
+    assert "added to the prompt" in review_params([item(1)], "approve_none")["item_1_comment"]["description"]
+    silent = review_params([item(1)], "approve_none", append_comment=False)["item_1_comment"]["description"]
+    assert "not sent to the model" in silent
+
+
+def test_a_comment_reaches_the_regeneration_by_default() -> None:
+    from airflow.sdk import DAG
+
+    result = MindVideoReviewResultOperator(task_id="r", previous={}, review_task_id="review")
+    assert result.append_comment is True
+    # append_comment=False reaches both the result (no comment sent) and the page (whose field says so).
+    with DAG("comments", schedule=None, start_date=datetime(2026, 1, 1)):
+        _, page, merged = review_rounds(generate_task_id="g", inputs=[], append_comment=False)
+    assert page.partial_kwargs["append_comment"] is False and merged.append_comment is False
 
 
 # -- pages -----------------------------------------------------------------------------------
@@ -205,12 +225,13 @@ def test_approving_two_and_rejecting_one_pays_once_more_for_the_rejected_only(
     assert len(emulator.state.snapshot()["tasks"]) == 4
 
 
-def test_the_comment_stays_out_of_the_prompt_unless_opted_in(emulator: MindVideoEmulator) -> None:
+def test_the_comment_stays_out_of_the_prompt_when_opted_out(emulator: MindVideoEmulator) -> None:
     items = generated_items(MindVideoHook(), ["fox"])
     run_round(
         ReviewState(round=0, max_rounds=2, pending=items),
         {"item_1": "reject", "item_1_comment": "bluer"},
         regenerate_rejected=True,
+        append_comment=False,
         poll_interval=0.05,
     )
     assert [t["prompt"] for t in emulator.state.snapshot()["tasks"]] == ["fox", "fox"]
@@ -302,7 +323,7 @@ def test_a_page_asks_once_with_its_items_and_resumes_with_the_answer(monkeypatch
     assert request["options"] == ["Submit review"] and request["defaults"] == ["Submit review"]
     assert request["body"].startswith("Brand check\n\nRound 1 of 1: 2 item(s)")
     assert "![item 2, output 1](https://cdn.example/task_2/0.png)" in request["body"]
-    assert request["params"]["item_1"]["value"] == "reject"
+    assert request["params"]["item_1"]["value"] is None  # nothing pre-set that would cost
     assert request["params"]["item_1"]["schema"]["enum"] == ["approve", "reject"]
 
     ti.xcoms[("review", "mindvideo_review_page")] = ti.pushed["mindvideo_review_page"]

@@ -10,7 +10,10 @@ from airflow_provider_mindvideo.emulator.state import DEFAULT_API_KEY, EmulatorC
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mindvideo-emulator", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="mindvideo-emulator",
+        description="Serve the MindVideo emulator (a local MindVideo API, no charges) until interrupted.",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")
     parser.add_argument(

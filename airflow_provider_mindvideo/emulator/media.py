@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import re
 import struct
+import textwrap
 import unicodedata
 import zlib
 from collections.abc import Mapping
@@ -123,12 +124,16 @@ def drawable_text(text: str) -> str:
     return re.sub(r" {2,}", " ", kept).strip().lstrip(",.:; ")
 
 
+def text_lines(text: str, per_line: int) -> list[str]:
+    """The drawable text in lines of at most ``per_line`` characters, broken between words (a longer word is cut)."""
+    return textwrap.wrap(drawable_text(text), per_line, break_on_hyphens=False)
+
+
 def _draw_text(pixels: list[bytearray], width: int, height: int, text: str, ink: tuple[int, int, int]) -> None:
     cell_w, cell_h = 6 * _SCALE, 9 * _SCALE
     margin = 8
     per_line = max(1, (width - 2 * margin) // cell_w)
-    text = drawable_text(text)
-    lines = [text[i : i + per_line] for i in range(0, len(text), per_line)][: (height - 2 * margin) // cell_h]
+    lines = text_lines(text, per_line)[: (height - 2 * margin) // cell_h]
     colour = bytes(ink)
     for line_no, line in enumerate(lines):
         for col, char in enumerate(line):

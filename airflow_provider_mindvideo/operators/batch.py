@@ -52,7 +52,7 @@ from airflow_provider_mindvideo.errors import (
     ResultPathError,
 )
 from airflow_provider_mindvideo.links import MindVideoModelDocsLink
-from airflow_provider_mindvideo.operators.download import outlets_for, private_urls_allowed
+from airflow_provider_mindvideo.operators.download import check_folder, outlets_for, private_urls_allowed
 from airflow_provider_mindvideo.polling import check_poll_settings
 
 if TYPE_CHECKING:
@@ -243,7 +243,7 @@ class MindVideoBatchGenerateOperator(BaseOperator):
         result_path = self.result_path or default_result_path(ti)
         self._claim(result_path, ti)
         if self.download_to:
-            self._check_download_folder(self.download_to)
+            check_folder(self.download_to, self.download_conn_id)
         work_path = work_list_path(result_path)
         storage.replace_text(self._storage(work_path), dump_work_list(items))
         self.log.info(
@@ -381,16 +381,6 @@ class MindVideoBatchGenerateOperator(BaseOperator):
             )
         if claimed is None:
             write_owner(result_path, self.storage_conn_id, owner)
-
-    def _check_download_folder(self, url: str) -> None:
-        """Make ``download_to`` now: a folder that cannot be made fails before anything is paid, not after."""
-        folder = ObjectStoragePath(url, conn_id=self.download_conn_id)
-        try:
-            folder.fs.makedirs(folder.path, exist_ok=True)
-        except OSError as exc:
-            raise InputValidationError(
-                f"download_to = {url!r}: cannot be used as the folder for the outputs ({exc!r}). Nothing was sent"
-            ) from None
 
     def _storage(self, url: str) -> ObjectStoragePath:
         return ObjectStoragePath(url, conn_id=self.storage_conn_id)

@@ -16,7 +16,7 @@ from airflow_provider_mindvideo.downloads import (
     manifest_summary,
     store_outputs,
 )
-from airflow_provider_mindvideo.links import MindVideoOutputLink
+from airflow_provider_mindvideo.links import MindVideoOutputLink, remember_push
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -95,6 +95,7 @@ class MindVideoDownloadOperator(BaseOperator):
         self.allow_private_urls = allow_private_urls
 
     def execute(self, context: Context) -> list[str]:
+        check_folder(self.destination, self.conn_id, "destination")
         files = save_outputs(
             self,
             context,
@@ -121,6 +122,23 @@ class MindVideoDownloadOperator(BaseOperator):
 def outlets_for(destination: str) -> list[Asset]:
     """The asset a download into ``destination`` updates, if it is known before templating."""
     return [] if "{{" in destination or "{%" in destination else [Asset(destination)]
+
+
+def check_folder(url: str, conn_id: str | None, field: str = "download_to") -> None:
+    """Make the folder outputs go into now: one that cannot be made fails before anything is paid, not after.
+
+    Raises :class:`~airflow_provider_mindvideo.errors.InputValidationError` (no retry) naming
+    ``field`` and the URL. On object stores without folders this is a no-op.
+    """
+    from airflow_provider_mindvideo.errors import InputValidationError
+
+    folder = ObjectStoragePath(url, conn_id=conn_id)
+    try:
+        folder.fs.makedirs(folder.path, exist_ok=True)
+    except OSError as exc:
+        raise InputValidationError(
+            f"{field} = {url!r}: cannot be used as the folder for the outputs ({exc!r}). Nothing was sent"
+        ) from None
 
 
 def private_urls_allowed(parameter: bool | None) -> bool:
@@ -151,7 +169,7 @@ def save_outputs(
         files = store_outputs(
             client, urls, folder, mindvideo_task_id=mindvideo_task_id, pattern=pattern, overwrite=overwrite
         )
-    context["ti"].xcom_push(key=XCOM_FILES_KEY, value=[stored.to_xcom() for stored in files])
+    remember_push(context["ti"], XCOM_FILES_KEY, [stored.to_xcom() for stored in files])
     summary = dict(manifest_summary(files))
     for stored in files:
         operator.log.info(

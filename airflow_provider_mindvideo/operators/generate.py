@@ -12,9 +12,9 @@ from airflow.sdk import BaseOperator, conf
 
 from airflow_provider_mindvideo import DEFAULT_CONN_ID
 from airflow_provider_mindvideo.budget import check_max_cost
-from airflow_provider_mindvideo.links import MindVideoModelDocsLink, MindVideoOutputLink
+from airflow_provider_mindvideo.links import MindVideoModelDocsLink, MindVideoOutputLink, remember_push
 from airflow_provider_mindvideo.polling import check_poll_settings, next_poll_delay
-from airflow_provider_mindvideo.templating import TEMPLATE_EXT, input_from_template
+from airflow_provider_mindvideo.templating import TEMPLATE_EXT, input_from_template, template_error
 
 # What only a running task needs (the hook, its HTTP client and models, the trigger, the
 # submission rules) is imported where it is used: DAG files import this module at every parse.
@@ -106,6 +106,21 @@ class MindVideoSubmitOperator(BaseOperator):
 
         return MindVideoHook(self.mindvideo_conn_id)
 
+    def render_template_fields(self, context: Context, jinja_env: jinja2.Environment | None = None) -> None:
+        """Render field by field; a template that does not render fails the task at once, naming the field.
+
+        A retry would render it the same way: a syntax error, an unknown filter or an undefined
+        name (e.g. ``ds`` in a run without a logical date) spends no retries.
+        """
+        import jinja2
+
+        env = jinja_env or self.get_template_env()
+        for field in self.template_fields:
+            try:
+                self._do_render_template_fields(self, [field], context, env, set())
+            except jinja2.TemplateError as exc:
+                raise template_error(field, exc) from None
+
     def execute(self, context: Context) -> str:
         task, _ = self.submit(context)
         return task.task_id
@@ -183,7 +198,7 @@ class MindVideoSubmitOperator(BaseOperator):
             "idempotency_key": key,
             "key_generation": submitted.generation,
         }
-        ti.xcom_push(key=XCOM_TASK_KEY, value=record)
+        remember_push(ti, XCOM_TASK_KEY, record)
         self._record = record
         self.log.info(
             "MindVideo task %s (%s) is %s; cost estimate %s",
@@ -269,6 +284,10 @@ class MindVideoGenerateOperator(MindVideoSubmitOperator):
         self.timeout = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
 
     def execute(self, context: Context) -> list[str]:  # type: ignore[override]
+        if self.download_to:
+            from airflow_provider_mindvideo.operators.download import check_folder
+
+            check_folder(self.download_to, self.download_conn_id)  # before paying, not after
         task, record = self.submit(context)
         if not task.is_terminal and self.deferrable:
             from airflow_provider_mindvideo.triggers import MindVideoTaskTrigger

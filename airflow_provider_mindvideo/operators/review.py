@@ -44,7 +44,8 @@ if TYPE_CHECKING:
 XCOM_REVIEW_PAGE_KEY = "mindvideo_review_page"
 # review_rounds: which of its keyword arguments go to which step (the rest go to every task).
 _SOURCE_ARGS = ("generate_task_id", "inputs", "save_task_id", "key_task_id", "batch_manifest", "storage_conn_id")
-_PAGE_ARGS = ("response_timeout", "on_timeout", "notifiers", "assigned_users", "subject", "body")
+# append_comment goes to both: the page's comment field says what the result task does with it.
+_PAGE_ARGS = ("response_timeout", "on_timeout", "notifiers", "assigned_users", "subject", "body", "append_comment")
 _RESULT_ARGS = (
     "regenerate_rejected", "append_comment", "max_cost", "download_to", "download_conn_id",
     "download_allow_private_urls", "regeneration_timeout", "poll_interval", "mindvideo_conn_id",
@@ -62,8 +63,11 @@ class MindVideoReviewOperator(HITLOperator):
 
     :param page: One page (``round``, ``max_rounds``, ``page``, ``pages``, ``items``).
     :param response_timeout: How long to wait for the reviewer; then ``on_timeout`` decides.
-    :param on_timeout: ``"approve_none"`` (default) or ``"approve_all"``; also what the form's
-        choices are pre-set to.
+    :param on_timeout: ``"approve_none"`` (default) or ``"approve_all"``. Under ``approve_all``
+        the form's choices are pre-set to approve; otherwise nothing is pre-set and the reviewer
+        chooses each item (Submit alone never rejects, and so never pays for, anything).
+    :param append_comment: Whether the result task adds a comment to the prompt it generates
+        again (as ``MindVideoReviewResultOperator``'s); the comment field says which.
     :param notifiers: HITL notifiers (e.g. to tell a reviewer), as for ``HITLOperator``.
     :param assigned_users: Who may respond, as for ``HITLOperator``.
 
@@ -82,6 +86,7 @@ class MindVideoReviewOperator(HITLOperator):
         on_timeout: OnTimeout = "approve_none",
         notifiers: Sequence[BaseNotifier] | BaseNotifier | None = None,
         subject: str = "Review generated media",
+        append_comment: bool = True,
         **kwargs: Any,
     ) -> None:
         if on_timeout not in ON_TIMEOUT_VALUES:
@@ -99,6 +104,7 @@ class MindVideoReviewOperator(HITLOperator):
         )
         self.page = page
         self.on_timeout: OnTimeout = on_timeout
+        self.append_comment = append_comment
 
     def execute(self, context: Context) -> Any:
         page = self.page
@@ -124,7 +130,10 @@ class MindVideoReviewOperator(HITLOperator):
         from airflow.sdk.definitions.param import ParamsDict
 
         return ParamsDict(
-            {name: Param(spec.pop("default"), **spec) for name, spec in review_params(items, self.on_timeout).items()}
+            {
+                name: Param(spec.pop("default"), **spec)
+                for name, spec in review_params(items, self.on_timeout, self.append_comment).items()
+            }
         )
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:

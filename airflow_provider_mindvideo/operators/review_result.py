@@ -49,7 +49,8 @@ class MindVideoReviewResultOperator(BaseOperator):
     :param regenerate_rejected: Generate each rejected item again -- one new MindVideo task
         each, the next generation of the key that made it; nothing for the approved -- for the
         next round (not after the last round).
-    :param append_comment: Append the reviewer's comment to the prompt of the new generation.
+    :param append_comment: Append the reviewer's comment to the prompt of the new generation
+        (default ``True``: a reviewer who writes "too dark" expects the next image to hear it).
     :param max_cost: The most that regenerations may cost across all rounds (see
         :class:`~airflow_provider_mindvideo.budget.Budget`: predicted from the highest of the
         items' recorded costs and the model's price, and held before each create; while no
@@ -79,7 +80,7 @@ class MindVideoReviewResultOperator(BaseOperator):
         previous: Any,
         review_task_id: str,
         regenerate_rejected: bool = False,
-        append_comment: bool = False,
+        append_comment: bool = True,
         max_cost: float | None = None,
         download_to: str | None = None,
         download_conn_id: str | None = None,

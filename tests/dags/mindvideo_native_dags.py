@@ -52,6 +52,10 @@ with _dag("mv_input_file", default_args={"retries": 2, "retry_delay": timedelta(
 with _dag("mv_input_file_broken", default_args={"retries": 2, "retry_delay": timedelta(0)}):
     MindVideoSubmitOperator(task_id="submit", model="gpt-image-2", input="mindvideo_input_broken.json")
 
+for _broken in ("bad_filter", "bad_syntax"):  # Jinja that does not render: an unknown filter, a brace missing
+    with _dag(f"mv_input_file_{_broken}", default_args={"retries": 2, "retry_delay": timedelta(0)}):
+        MindVideoSubmitOperator(task_id="submit", model="gpt-image-2", input=f"mindvideo_input_{_broken}.json.j2")
+
 with _dag("mv_input_text_ending_in_json"):
     MindVideoSubmitOperator(
         task_id="submit", model="gpt-image-2", input={"prompt": "{{ params.prompt }} saved as fox.json"}

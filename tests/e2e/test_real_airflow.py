@@ -112,3 +112,43 @@ def test_worker_killed_right_after_submit_retries_and_pays_once(cluster: tuple[L
     ((tries,),) = airflow.query("select try_number from task_instance where run_id = ? and task_id = 'submit'", run_id)
     assert tries == 2
     assert charged(emulator, prompts) == 1
+
+
+#: Each example's conf for the test: its own prompts where it takes any, and its files in the test's home.
+EXAMPLES: dict[str, dict[str, Any]] = {
+    "mindvideo_content_pipeline": {"prompts": ["a manual run's fox"], "destination": True},
+    "mindvideo_daily_batch": {"destination": True},
+    "mindvideo_image_edit": {},
+    "mindvideo_review_pipeline": {"prompts": ["a manual run's whale"], "destination": True},
+    "mindvideo_taskflow": {},
+    "mindvideo_video": {},
+}
+
+
+def test_every_example_runs_when_triggered_without_a_logical_date(cluster: tuple[LocalAirflow, str]) -> None:
+    # Airflow 3 gives a run triggered from the UI, `airflow dags trigger` or the REST API with
+    # `logical_date: null` no logical date, and so no `ds`: the daily batch failed to render on
+    # every manual trigger.
+    airflow, _ = cluster
+    api = f"http://127.0.0.1:{airflow.api_port}/api/v2/dags"
+    runs = {}
+    for dag_id, conf in EXAMPLES.items():
+        wait_for(lambda dag_id=dag_id: airflow.query("select 1 from dag where dag_id = ?", dag_id), f"{dag_id} parsed")
+        if conf.get("destination"):
+            conf = {**conf, "destination": (airflow.home / "media" / dag_id).as_uri()}
+        answer = httpx.post(f"{api}/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf}, timeout=30)
+        assert answer.status_code == 200, answer.text
+        runs[dag_id] = answer.json()["dag_run_id"]
+    review_run = runs.pop("mindvideo_review_pipeline")
+
+    def settled() -> bool:
+        review = airflow.query("select state from task_instance where run_id = ? and task_id = 'review'", review_run)
+        finished = all(run_state(airflow, run_id) in ("success", "failed") for run_id in runs.values())
+        return finished and review == [("awaiting_input",)]
+
+    wait_for(settled, "every example to finish (the review: to wait for a person)", timeout=300)
+    assert {dag_id: run_state(airflow, run_id) for dag_id, run_id in runs.items()} == dict.fromkeys(runs, "success")
+    dates = airflow.query(
+        f"select logical_date from dag_run where run_id in ({','.join('?' * 6)})", *runs.values(), review_run
+    )
+    assert dates == [(None,)] * 6

@@ -130,9 +130,13 @@ def test_a_reviewer_approves_two_rejects_one_and_only_the_approved_are_published
             widths = open_review(page, review_page(airflow, run_id, "review"), "Round 1 of 2")
             assert len(widths) == 3 and all(width > 0 for width in widths), widths
             page.screenshot(path=str(screenshot("review-page.png")))
+            # Nothing is pre-set (a pre-set "reject" would pay for a new image on Submit alone).
+            preset = page.locator("input[type=hidden][name^='element_item_']").evaluate_all("e => e.map(i => i.value)")
+            assert not any(preset), preset
             choose(page, "item_1", "approve")
+            choose(page, "item_2", "reject")
             choose(page, "item_3", "approve")
-            # Item 2 stays at its pre-set "reject" (on_timeout="approve_none"); the comment is recorded.
+            # The comment reaches the regeneration (append_comment, on by default).
             page.locator("#element_item_2_comment").fill("too dark")
             page.mouse.move(0, 0)
             page.screenshot(path=str(screenshot("review-form.png")))
@@ -140,7 +144,7 @@ def test_a_reviewer_approves_two_rejects_one_and_only_the_approved_are_published
             page.get_by_test_id("hitl-option-Submit review").click()
 
             # The rejected one is generated again (one charge) and shown in round 2, where it is
-            # rejected for good by submitting the pre-set choice.
+            # rejected for good.
             wait_for(
                 lambda: task_state(airflow, run_id, "review_round_2") == "awaiting_input" or "failed" in str(states()),
                 "round 2 to wait for a person",
@@ -148,6 +152,7 @@ def test_a_reviewer_approves_two_rejects_one_and_only_the_approved_are_published
             assert task_state(airflow, run_id, "review_round_2") == "awaiting_input", states()
             widths = open_review(page, review_page(airflow, run_id, "review_round_2"), "Round 2 of 2")
             assert len(widths) == 1 and widths[0] > 0, widths
+            choose(page, "item_2", "reject")
             wait_for(lambda: handed_over(airflow, run_id, "review_round_2"), "the scheduler to see round 2 parked")
             page.get_by_test_id("hitl-option-Submit review").click()
         finally:
@@ -165,6 +170,10 @@ def test_a_reviewer_approves_two_rejects_one_and_only_the_approved_are_published
     rows = {(row["round"], row["number"]): row for row in review["manifest"]}
     assert rows[(1, 2)]["decision"] == "reject" and rows[(1, 2)]["comment"] == "too dark"
     assert rows[(1, 2)]["regenerated_as"] and rows[(2, 2)]["decision"] == "reject"
+    regenerated = [
+        task for task in httpx.get(f"{emulator}/_emulator/state").json()["tasks"] if "too dark" in task["prompt"]
+    ]
+    assert [task["prompt"] for task in regenerated] == [f"{prompts[1]}\n\ntoo dark"]
     assert all(row["decided_by"] and row["decided_at"] and not row["timed_out"] for row in rows.values()), rows
 
 
