@@ -20,7 +20,10 @@ from typing import Any
 from airflow_provider_mindvideo.catalog import input_problems, unknown_model_problem
 from airflow_provider_mindvideo.errors import InputValidationError, MindVideoError
 from airflow_provider_mindvideo.idempotency import key_of_generation
-from airflow_provider_mindvideo.review_page import APPROVE, REJECT, comment_field, decision_field
+
+#: A reviewer's choice for one item: the value of its decision field on the page's form.
+APPROVE = "approve"
+REJECT = "reject"
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,16 @@ class ReviewItem:
             round=int(record.get("round") or 1),
             allow_unknown_model=record.get("allow_unknown_model"),
         )
+
+
+# The page asks by these form fields and decisions_from_response reads the answer by them:
+# they are the decisions' names, so they live here, beside the reading.
+def decision_field(item: ReviewItem) -> str:
+    return f"item_{item.number}"
+
+
+def comment_field(item: ReviewItem) -> str:
+    return f"item_{item.number}_comment"
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-if TYPE_CHECKING:
-    from airflow_provider_mindvideo.review import ReviewItem
+# The decisions' names are the decisions' own (review.py); kept importable from here.
+from airflow_provider_mindvideo.review import APPROVE as APPROVE
+from airflow_provider_mindvideo.review import REJECT as REJECT
+from airflow_provider_mindvideo.review import ReviewItem
+from airflow_provider_mindvideo.review import comment_field as comment_field
+from airflow_provider_mindvideo.review import decision_field as decision_field
 
-APPROVE = "approve"
-REJECT = "reject"
 #: The one option of the HITL request: the per-item choices are its form fields.
 SUBMIT = "Submit review"
 #: What a round decides for everything when nobody answers within ``response_timeout``.
@@ -98,14 +100,6 @@ def _url(url: str) -> str | None:
     if not re.match(r"^https?://[^\s()<>]+$", url):
         return None  # only what a browser fetches by http(s), with nothing that closes the Markdown link
     return url
-
-
-def decision_field(item: ReviewItem) -> str:
-    return f"item_{item.number}"
-
-
-def comment_field(item: ReviewItem) -> str:
-    return f"item_{item.number}_comment"
 
 
 def review_params(
