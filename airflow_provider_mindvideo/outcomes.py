@@ -15,13 +15,14 @@ from airflow_provider_mindvideo.links import remember_push
 from airflow_provider_mindvideo.models import MindVideoTask, TaskStatus
 from airflow_provider_mindvideo.triggers import SUCCESS, TIMEOUT
 
+# The record's key is the trigger's too (it pushes the record when a task ends in the triggerer).
+from airflow_provider_mindvideo.triggers import XCOM_TASK_KEY as XCOM_TASK_KEY
+
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_provider_mindvideo.hooks import MindVideoHook
 
-#: XCom key of the small JSON record describing the MindVideo task (never its input).
-XCOM_TASK_KEY = "mindvideo_task"
 _EVENTS_IN_ERRORS = 5
 # The events only explain a failure already known: never worth more than a few seconds of a task's time.
 _EVENTS_WITHIN = 10.0

@@ -96,6 +96,9 @@ def _event_task(task: MindVideoTask) -> dict[str, Any]:
     return record
 
 
+#: XCom key of the small JSON record describing the MindVideo task (never its input). The
+#: trigger pushes it when the task ends in the triggerer; :mod:`.outcomes` when it ends on a worker.
+XCOM_TASK_KEY = "mindvideo_task"
 #: Outcomes a MindVideoTaskTrigger event can carry, in ``event["status"]``.
 SUCCESS, FAILED, CANCELLED, TIMEOUT, ERROR = "success", "failed", "cancelled", "timeout", "error"
 _OUTCOME_OF = {TaskStatus.SUCCEEDED: SUCCESS, TaskStatus.FAILED: FAILED, TaskStatus.CANCELLED: CANCELLED}
@@ -263,7 +266,6 @@ class MindVideoTaskTrigger(BaseTrigger):
         error resumes on a worker, where retries, soft_fail and the pay-once rules apply.
         """
         from airflow_provider_mindvideo.links import MindVideoOutputLink, output_url
-        from airflow_provider_mindvideo.outcomes import XCOM_TASK_KEY
 
         # The task as the worker would see it: rebuilt from the event's own record of it, as
         # execute_complete rebuilds it (task_from_event), so that both paths store the same record.
