@@ -17,7 +17,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from airflow_provider_mindvideo.batch import (
     DOWNLOAD_FAILED,
@@ -64,13 +64,37 @@ if TYPE_CHECKING:
     import httpx
     from airflow.sdk import ObjectStoragePath
 
-    from airflow_provider_mindvideo.batch_trigger import MindVideoBatchTrigger
     from airflow_provider_mindvideo.hooks import MindVideoHook
 
 #: ``event["status"]`` of a batch that ran to its end (whatever became of its items).
 DONE = "done"
 #: ``event["status"]`` of a batch stopped as a whole (bad key, no connection, unreadable work list).
 ERROR_EVENT = "error"
+
+
+class BatchRunSettings(Protocol):
+    """What a run reads from its trigger (a ``MindVideoBatchTrigger``): the trigger uses the run, not the reverse."""
+
+    result_path: str
+    storage_conn_id: str | None
+    try_number: int
+    max_generations: int
+    max_active: int
+    max_cost: float | None
+    poll_interval: float
+    max_poll_interval: float
+    started_at: float
+    deadline: float | None
+    progress_interval: float
+    allow_unknown_model: bool
+    download_to: str | None
+    download_conn_id: str | None
+    download_allow_private_urls: bool
+
+    @property
+    def log(self) -> Any: ...
+
+
 # Errors about the account or the connection, not an item: every other item would meet them too.
 _STOPS_THE_BATCH = (AuthenticationError, ConnectionNotFoundError, InsecureConnectionError, TlsVerificationError)
 # A 429 without Retry-After still pauses the batch this long.
@@ -134,7 +158,7 @@ class _Saver:
     (stored after the last checkpoint of a run that died) is compared, not rewritten.
     """
 
-    def __init__(self, trigger: MindVideoBatchTrigger, log: Any) -> None:
+    def __init__(self, trigger: BatchRunSettings, log: Any) -> None:
         from airflow.sdk import ObjectStoragePath
 
         from airflow_provider_mindvideo.downloads import download_client
@@ -222,7 +246,7 @@ class _Stop(Exception):
 class _Batch:
     """One run of a batch trigger: the items, the budget, the rows, and the coroutines working them."""
 
-    def __init__(self, trigger: MindVideoBatchTrigger, hook: MindVideoHook, items: list[WorkItem]) -> None:
+    def __init__(self, trigger: BatchRunSettings, hook: MindVideoHook, items: list[WorkItem]) -> None:
         self.trigger = trigger
         self.hook = hook
         self.log = trigger.log
