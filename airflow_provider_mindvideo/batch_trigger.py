@@ -119,6 +119,8 @@ class MindVideoBatchTrigger(BaseTrigger):
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         # Stored in the metadata database: paths, ids and numbers; the work list stays in storage.
+        # The classpath is this public path wherever the class's module lives, on purpose: a trigger
+        # row written by this version still loads in an older one (a downgrade, a rolling upgrade).
         return (
             "airflow_provider_mindvideo.batch_trigger.MindVideoBatchTrigger",
             {
