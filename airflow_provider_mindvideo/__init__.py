@@ -25,7 +25,7 @@ class UnsupportedAirflowVersionError(ImportError):
     """
 
 
-def _installed_airflow_version() -> str | None:
+def installed_airflow_version() -> str | None:
     # A DAG file, worker or triggerer has imported Airflow already: its own version, for free.
     # Imported alone, this package must stay light (no second spent importing Airflow), so ask
     # the installed distribution instead.
@@ -43,7 +43,7 @@ def _installed_airflow_version() -> str | None:
 
 def _require_supported_airflow() -> None:
     """Fail here, naming both versions, rather than later on a missing ``airflow.sdk`` name."""
-    installed = _installed_airflow_version()
+    installed = installed_airflow_version()
     if installed is None:
         return
     from packaging.version import InvalidVersion, Version

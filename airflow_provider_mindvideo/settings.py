@@ -27,7 +27,7 @@ import httpx
 import pydantic
 from pydantic import BeforeValidator, Field
 
-from airflow_provider_mindvideo import DEFAULT_BASE_URL, __version__
+from airflow_provider_mindvideo import DEFAULT_BASE_URL, __version__, installed_airflow_version
 from airflow_provider_mindvideo.errors import AuthenticationError, InputValidationError, InsecureConnectionError
 from airflow_provider_mindvideo.redaction import url_without_password
 
@@ -424,8 +424,8 @@ def is_loopback(hostname: str) -> bool:
 
 
 def user_agent() -> str:
-    from airflow import __version__ as airflow_version
-
+    # Asked of the root package, not of an import of Airflow: the client core imports no Airflow.
+    airflow_version = installed_airflow_version() or "unknown"
     return f"airflow-provider-mindvideo/{__version__} apache-airflow/{airflow_version} httpx/{httpx.__version__}"
 
 
