@@ -132,7 +132,7 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {
                 "integration-name": "MindVideo",
-                "python-modules": ["airflow_provider_mindvideo.triggers", "airflow_provider_mindvideo.batch_trigger"],
+                "python-modules": ["airflow_provider_mindvideo.triggers", "airflow_provider_mindvideo.batch.trigger"],
             }
         ],
         "extra-links": [

@@ -20,12 +20,12 @@ from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
 from airflow_provider_mindvideo import CONN_TYPE, DEFAULT_CONN_ID, UI_FIELD_BEHAVIOUR
-from airflow_provider_mindvideo.catalog import validate_input
-from airflow_provider_mindvideo.deadlines import deadline_after, enforce_deadlines
-from airflow_provider_mindvideo.errors import AuthenticationError, ConnectionNotFoundError, MindVideoError
-from airflow_provider_mindvideo.limits import ConnectionLimits, limits_for
-from airflow_provider_mindvideo.models import MindVideoTask, TaskEvent
-from airflow_provider_mindvideo.protocol import (
+from airflow_provider_mindvideo.client.catalog import validate_input
+from airflow_provider_mindvideo.client.deadlines import deadline_after, enforce_deadlines
+from airflow_provider_mindvideo.client.errors import AuthenticationError, ConnectionNotFoundError, MindVideoError
+from airflow_provider_mindvideo.client.limits import ConnectionLimits, limits_for
+from airflow_provider_mindvideo.client.models import MindVideoTask, TaskEvent
+from airflow_provider_mindvideo.client.protocol import (
     ApiCall,
     Outcome,
     RetryPolicy,
@@ -39,8 +39,8 @@ from airflow_provider_mindvideo.protocol import (
     get_task_events_call,
     task_from_response,
 )
-from airflow_provider_mindvideo.redaction import redact
-from airflow_provider_mindvideo.settings import ClientSettings, settings_from_connection
+from airflow_provider_mindvideo.client.redaction import redact
+from airflow_provider_mindvideo.client.settings import ClientSettings, settings_from_connection
 from airflow_provider_mindvideo.transports import (
     CallingClient,
     PollingClient,

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_mindvideo import errors
-from airflow_provider_mindvideo.errors import (
+from airflow_provider_mindvideo.client import errors
+from airflow_provider_mindvideo.client.errors import (
     EmptyOutputError,
     MindVideoError,
     RemoteTaskFailedError,
     WaitTimeoutError,
 )
+from airflow_provider_mindvideo.client.models import MindVideoTask, TaskStatus
 from airflow_provider_mindvideo.links import remember_push
-from airflow_provider_mindvideo.models import MindVideoTask, TaskStatus
 from airflow_provider_mindvideo.triggers import SUCCESS, TIMEOUT
 
 # The record's key is the trigger's too (it pushes the record when a task ends in the triggerer).

@@ -11,11 +11,11 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
 from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout, AirflowSkipException
 
 from airflow_provider_mindvideo import DEFAULT_CONN_ID
-from airflow_provider_mindvideo.cancellation import is_unfinished, log_still_running
-from airflow_provider_mindvideo.errors import RemoteTaskFailedError, WaitTimeoutError
+from airflow_provider_mindvideo.client.cancellation import is_unfinished, log_still_running
+from airflow_provider_mindvideo.client.errors import RemoteTaskFailedError, WaitTimeoutError
+from airflow_provider_mindvideo.client.models import MindVideoTask
 from airflow_provider_mindvideo.hooks import MindVideoHook
 from airflow_provider_mindvideo.links import MindVideoOutputLink
-from airflow_provider_mindvideo.models import MindVideoTask
 from airflow_provider_mindvideo.outcomes import deliver, task_from_event
 from airflow_provider_mindvideo.triggers import MindVideoTaskTrigger
 

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     import aiohttp
     import yarl
 
-    from airflow_provider_mindvideo.settings import ClientSettings
+    from airflow_provider_mindvideo.client.settings import ClientSettings
 
 # Waits share connections; a wide fan-out should not open one per waiting task.
 MAX_CONNECTIONS = 64

@@ -12,18 +12,18 @@ from typing import TYPE_CHECKING, Any
 from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
 
 from airflow_provider_mindvideo import DEFAULT_CONN_ID
-from airflow_provider_mindvideo.cancellation import log_still_running
-from airflow_provider_mindvideo.errors import MindVideoError
-from airflow_provider_mindvideo.models import MindVideoTask, TaskStatus
-from airflow_provider_mindvideo.polling import (
+from airflow_provider_mindvideo.client.cancellation import log_still_running
+from airflow_provider_mindvideo.client.errors import MindVideoError
+from airflow_provider_mindvideo.client.models import MindVideoTask, TaskStatus
+from airflow_provider_mindvideo.client.polling import (
     FIRST_CHECKS_PER_SLICE,
     SLICE_SECONDS,
     FirstCheckSlots,
     check_poll_settings,
     next_poll_delay,
 )
+from airflow_provider_mindvideo.client.settings import ClientSettings, RecentSettings
 from airflow_provider_mindvideo.resume import hold_until_resumable
-from airflow_provider_mindvideo.settings import ClientSettings, RecentSettings
 
 if TYPE_CHECKING:
     from airflow_provider_mindvideo.hooks import MindVideoHook

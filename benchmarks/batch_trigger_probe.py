@@ -79,8 +79,8 @@ class Peak:
 
 
 async def run_batch(folder: Path, name: str, items: int, download: bool, peak: Peak | None) -> dict[str, Any]:
-    from airflow_provider_mindvideo.batch import dump_work_list, entries_from_list, work_list
-    from airflow_provider_mindvideo.batch_trigger import MindVideoBatchTrigger
+    from airflow_provider_mindvideo.batch.plan import dump_work_list, entries_from_list, work_list
+    from airflow_provider_mindvideo.batch.trigger import MindVideoBatchTrigger
 
     prompts = [{"prompt": f"probe {name} picture {i}", "size": "16:9"} for i in range(items)]
     work = work_list(entries_from_list(prompts), "gpt-image-2", Ti(run_id=f"manual__{name}"))

@@ -42,9 +42,9 @@ import structlog  # noqa: E402
 from airflow.sdk.execution_time import supervisor as _supervisor  # noqa: E402
 from structlog.testing import capture_logs  # noqa: E402
 
+from airflow_provider_mindvideo.client.protocol import RetryPolicy  # noqa: E402
 from airflow_provider_mindvideo.emulator import MindVideoEmulator  # noqa: E402
 from airflow_provider_mindvideo.hooks import MindVideoHook  # noqa: E402
-from airflow_provider_mindvideo.protocol import RetryPolicy  # noqa: E402
 
 pytest_plugins = ["airflow_provider_mindvideo.emulator.pytest_plugin"]
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from airflow_provider_mindvideo.operators import MindVideoReviewOperator, MindVideoReviewResultOperator
-from airflow_provider_mindvideo.review import ReviewItem, ReviewState, review_pages
+from airflow_provider_mindvideo.review.items import ReviewItem, ReviewState, review_pages
 
 
 def item(number: int, prompt: str = "a red fox", **changes: Any) -> ReviewItem:

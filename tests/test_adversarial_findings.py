@@ -8,14 +8,14 @@ import time
 import pytest
 from airflow.sdk import Connection
 
-from airflow_provider_mindvideo.catalog import validate_input
-from airflow_provider_mindvideo.downloads import file_name
+from airflow_provider_mindvideo.client.catalog import validate_input
+from airflow_provider_mindvideo.client.errors import InputValidationError, MindVideoError, RemoteTaskFailedError
+from airflow_provider_mindvideo.client.protocol import RetryPolicy, get_task_call
+from airflow_provider_mindvideo.client.settings import settings_from_connection
 from airflow_provider_mindvideo.emulator import MindVideoEmulator
-from airflow_provider_mindvideo.errors import InputValidationError, MindVideoError, RemoteTaskFailedError
 from airflow_provider_mindvideo.hooks import MindVideoHook
 from airflow_provider_mindvideo.operators import MindVideoGenerateOperator
-from airflow_provider_mindvideo.protocol import RetryPolicy, get_task_call
-from airflow_provider_mindvideo.settings import settings_from_connection
+from airflow_provider_mindvideo.outputs.downloads import file_name
 from tests.reliability.test_pay_once_invariant import TaskInstance
 
 SLACK = 4.0

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from airflow_provider_mindvideo.batch import (
+from airflow_provider_mindvideo.batch.plan import (
     FAILED,
     OVER_BUDGET,
     SUCCEEDED,
@@ -27,8 +27,8 @@ from airflow_provider_mindvideo.batch import (
     too_many_failed,
     work_list,
 )
-from airflow_provider_mindvideo.errors import InputValidationError
-from airflow_provider_mindvideo.idempotency import idempotency_key
+from airflow_provider_mindvideo.client.errors import InputValidationError
+from airflow_provider_mindvideo.client.idempotency import idempotency_key
 
 
 @dataclass
@@ -178,7 +178,7 @@ def test_a_csv_header_naming_a_column_twice_is_refused_naming_it() -> None:
 def test_a_manifest_row_is_rendered_as_every_field_of_the_row_in_order() -> None:
     import dataclasses
 
-    from airflow_provider_mindvideo.batch import dump_manifest, manifest_chunk
+    from airflow_provider_mindvideo.batch.plan import dump_manifest, manifest_chunk
 
     row = ItemResult(line=3, position=2, model="gpt-image-2", status="succeeded", task_id="tsk_1", error="é")
     row.output_urls.append("https://cdn.example/1.png")

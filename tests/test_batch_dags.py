@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from airflow.sdk.exceptions import TaskDeferred
 
-from airflow_provider_mindvideo.batch import load_manifest
+from airflow_provider_mindvideo.batch.plan import load_manifest
 from airflow_provider_mindvideo.emulator import MindVideoEmulator
 from airflow_provider_mindvideo.operators import MindVideoBatchGenerateOperator
 from tests.dags.mindvideo_batch_dags import BUDGET, DAGS, IMAGE_COST

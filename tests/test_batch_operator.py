@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from airflow.sdk.exceptions import TaskDeferred
 
-from airflow_provider_mindvideo.batch import dump_work_list, entries_from_list, load_manifest, work_list
-from airflow_provider_mindvideo.batch_trigger import MindVideoBatchTrigger
+from airflow_provider_mindvideo.batch.plan import dump_work_list, entries_from_list, load_manifest, work_list
+from airflow_provider_mindvideo.batch.trigger import MindVideoBatchTrigger
+from airflow_provider_mindvideo.client.errors import MindVideoError
 from airflow_provider_mindvideo.emulator import MindVideoEmulator
-from airflow_provider_mindvideo.errors import MindVideoError
 from airflow_provider_mindvideo.operators import MindVideoBatchGenerateOperator
 
 
@@ -156,7 +156,7 @@ def test_a_kept_file_cut_short_since_is_not_reported_as_stored(emulator: MindVid
 def test_an_output_redirecting_to_a_data_url_fails_its_item_not_the_batch(
     emulator: MindVideoEmulator, tmp_path: Path
 ) -> None:
-    from airflow_provider_mindvideo.batch import dump_manifest
+    from airflow_provider_mindvideo.batch.plan import dump_manifest
     from tests.servers import scripted_server
 
     event, operator = run_batch(tmp_path, ["bad link", "good link"], max_failed=1)

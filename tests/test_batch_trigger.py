@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from airflow.sdk.module_loading import import_string
 
-from airflow_provider_mindvideo.batch import (
+from airflow_provider_mindvideo.batch.plan import (
     FAILED,
     OVER_BUDGET,
     SUCCEEDED,
@@ -26,7 +26,7 @@ from airflow_provider_mindvideo.batch import (
     load_manifest,
     work_list,
 )
-from airflow_provider_mindvideo.batch_trigger import DONE, ERROR_EVENT, MindVideoBatchTrigger
+from airflow_provider_mindvideo.batch.trigger import DONE, ERROR_EVENT, MindVideoBatchTrigger
 from airflow_provider_mindvideo.emulator import MindVideoEmulator
 
 IMAGE_COST = 0.0135
@@ -291,8 +291,8 @@ def test_a_429_met_by_one_request_pauses_every_request_of_the_batch() -> None:
     import random
     import time
 
-    from airflow_provider_mindvideo.batch_run import _BatchRetryPolicy, _Pause
-    from airflow_provider_mindvideo.errors import RateLimitedError, ServerError
+    from airflow_provider_mindvideo.batch.run import _BatchRetryPolicy, _Pause
+    from airflow_provider_mindvideo.client.errors import RateLimitedError, ServerError
 
     pause = _Pause()
     policy = _BatchRetryPolicy(max_retries=3, on_rate_limited=pause.pause)
@@ -415,7 +415,7 @@ def test_a_price_above_the_catalogue_s_does_not_pass_the_ceiling_with_many_in_fl
     import dataclasses
 
     import airflow_provider_mindvideo.emulator.state as emulated
-    from airflow_provider_mindvideo.catalog import known_models
+    from airflow_provider_mindvideo.client.catalog import known_models
 
     pricier = {
         slug: dataclasses.replace(spec, cost_estimate=spec.cost_estimate * 3) for slug, spec in known_models().items()
@@ -467,7 +467,7 @@ def _stored(folder: Path) -> dict[str, tuple[int, int]]:
 def test_outputs_are_saved_as_items_finish_while_the_others_generate(
     batch: Any, emulator: MindVideoEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from airflow_provider_mindvideo import batch_run
+    from airflow_provider_mindvideo.batch import run as batch_run
 
     creates_at_first_save: list[int] = []
     save = batch_run.save_item_outputs

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from airflow_provider_mindvideo.budget import Budget, catalogue_price
-from airflow_provider_mindvideo.errors import BudgetExceededError
+from airflow_provider_mindvideo.client.errors import BudgetExceededError
+from airflow_provider_mindvideo.spend.ceiling import Budget, catalogue_price
 
 
 def test_the_first_prediction_is_the_catalogue_price_then_the_highest_answer() -> None:

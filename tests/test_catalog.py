@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_mindvideo.catalog import closest_models, input_problems, known_models, validate_input
-from airflow_provider_mindvideo.errors import InputValidationError, UnknownModelError
+from airflow_provider_mindvideo.client.catalog import closest_models, input_problems, known_models, validate_input
+from airflow_provider_mindvideo.client.errors import InputValidationError, UnknownModelError
 
 # The API facts the catalogue is built from (shared/ beside the checkout, on developers' machines and CI).
 FACTS = Path(__file__).resolve().parents[2] / "shared" / "mindvideo-api" / "models.json"
@@ -204,6 +204,6 @@ def test_values_that_are_not_json_are_named(model: str, value: Any, says: str) -
 
 
 def test_a_field_with_listed_values_is_told_the_list_once() -> None:
-    from airflow_provider_mindvideo.catalog import input_problems
+    from airflow_provider_mindvideo.client.catalog import input_problems
 
     assert input_problems("gpt-image-2", {"prompt": "x", "n": 2}) == ["input.n = 2: must be one of 1"]

@@ -16,8 +16,8 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_provider_mindvideo import transports
+from airflow_provider_mindvideo.client.errors import AuthenticationError, ConnectionNotFoundError
 from airflow_provider_mindvideo.emulator import MindVideoEmulator
-from airflow_provider_mindvideo.errors import AuthenticationError, ConnectionNotFoundError
 from airflow_provider_mindvideo.hooks import MindVideoHook
 from tests.conftest import FAST_RETRIES, Api
 

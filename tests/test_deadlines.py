@@ -12,10 +12,10 @@ import time
 
 import pytest
 
+from airflow_provider_mindvideo.client.errors import TransportError
+from airflow_provider_mindvideo.client.protocol import RetryPolicy
 from airflow_provider_mindvideo.emulator import MindVideoEmulator
-from airflow_provider_mindvideo.errors import TransportError
 from airflow_provider_mindvideo.hooks import MindVideoHook
-from airflow_provider_mindvideo.protocol import RetryPolicy
 from airflow_provider_mindvideo.triggers import TIMEOUT, MindVideoTaskTrigger
 from tests.conftest import Api
 from tests.servers import trickling_server
@@ -86,7 +86,7 @@ def test_the_trigger_deadline_bounds_a_long_retry_after(
 
 
 def test_the_worker_side_wait_deadline_bounds_a_long_retry_after(emulator: MindVideoEmulator) -> None:
-    from airflow_provider_mindvideo.errors import MindVideoError
+    from airflow_provider_mindvideo.client.errors import MindVideoError
     from airflow_provider_mindvideo.operators import MindVideoGenerateOperator
     from tests.reliability.test_pay_once_invariant import TaskInstance
 

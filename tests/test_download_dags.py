@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from airflow_provider_mindvideo import get_provider_info
+from airflow_provider_mindvideo.client.errors import InputValidationError
 from airflow_provider_mindvideo.emulator import MindVideoEmulator
-from airflow_provider_mindvideo.errors import InputValidationError
 from airflow_provider_mindvideo.hooks import MindVideoHook
 from airflow_provider_mindvideo.operators import MindVideoDownloadOperator, MindVideoGenerateOperator
 from tests.dags.mindvideo_download_dags import DAGS

@@ -23,9 +23,9 @@ from airflow.sdk.lineage import HookLineageCollector, HookLineageReader
 from fsspec.implementations.memory import MemoryFile, MemoryFileSystem
 from fsspec.spec import AbstractBufferedFile
 
-from airflow_provider_mindvideo.downloads import StoredFile, download_client, store_outputs
+from airflow_provider_mindvideo.client.errors import OutputDownloadError, OutputExistsError
 from airflow_provider_mindvideo.emulator import MindVideoEmulator
-from airflow_provider_mindvideo.errors import OutputDownloadError, OutputExistsError
+from airflow_provider_mindvideo.outputs.downloads import StoredFile, download_client, store_outputs
 from tests.test_downloads import PNG, HeldBody, finished_task
 
 

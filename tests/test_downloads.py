@@ -18,24 +18,24 @@ from airflow.sdk import ObjectStoragePath
 from airflow.sdk.io import attach
 from fsspec.implementations.memory import MemoryFileSystem
 
-from airflow_provider_mindvideo.deadlines import Deadline
-from airflow_provider_mindvideo.downloads import (
-    StoredFile,
-    download_client,
-    file_name,
-    flatten_urls,
-    store_outputs,
-)
-from airflow_provider_mindvideo.emulator import MindVideoEmulator
-from airflow_provider_mindvideo.errors import (
+from airflow_provider_mindvideo.client.deadlines import Deadline
+from airflow_provider_mindvideo.client.errors import (
     InputValidationError,
     OutputDownloadError,
     OutputExistsError,
     OutputUnavailableError,
     PrivateAddressError,
 )
+from airflow_provider_mindvideo.emulator import MindVideoEmulator
 from airflow_provider_mindvideo.hooks import MindVideoHook
-from airflow_provider_mindvideo.network import GuardedNetworkBackend
+from airflow_provider_mindvideo.outputs.downloads import (
+    StoredFile,
+    download_client,
+    file_name,
+    flatten_urls,
+    store_outputs,
+)
+from airflow_provider_mindvideo.outputs.network import GuardedNetworkBackend
 from tests.servers import FakeInternet, scripted_server, trickling_server
 
 PNG = {"Content-Type": "image/png"}

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_mindvideo.errors import MindVideoError
+from airflow_provider_mindvideo.client.errors import MindVideoError
+from airflow_provider_mindvideo.client.protocol import RetryPolicy
 from airflow_provider_mindvideo.hooks import MindVideoHook
-from airflow_provider_mindvideo.protocol import RetryPolicy
 from tests.conftest import Api
 
 KEY = 'mv_live_Zq7Xk9PwLm3Rt5Yv8Bn2Hs6Qe"x'  # a quote: its JSON-escaped form differs

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from airflow.dag_processing.dagbag import DagBag
 
-from airflow_provider_mindvideo.batch import load_manifest
+from airflow_provider_mindvideo.batch.plan import load_manifest
 from airflow_provider_mindvideo.emulator import MindVideoEmulator
 from example_dags.mindvideo_content_pipeline import DEFAULT_PROMPTS, mindvideo_content_pipeline
 from example_dags.mindvideo_daily_batch import DEFAULT_PROMPTS_CSV, mindvideo_daily_batch

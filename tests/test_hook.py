@@ -9,8 +9,7 @@ import time
 import httpx
 import pytest
 
-from airflow_provider_mindvideo.emulator import MindVideoEmulator
-from airflow_provider_mindvideo.errors import (
+from airflow_provider_mindvideo.client.errors import (
     AuthenticationError,
     IdempotencyConflictError,
     InputValidationError,
@@ -20,9 +19,10 @@ from airflow_provider_mindvideo.errors import (
     TransportError,
     UnexpectedResponseError,
 )
+from airflow_provider_mindvideo.client.models import TaskStatus
+from airflow_provider_mindvideo.client.protocol import RetryPolicy
+from airflow_provider_mindvideo.emulator import MindVideoEmulator
 from airflow_provider_mindvideo.hooks import MindVideoHook
-from airflow_provider_mindvideo.models import TaskStatus
-from airflow_provider_mindvideo.protocol import RetryPolicy
 from tests.conftest import FAST_RETRIES, Api
 
 PROMPT = {"prompt": "an orange cat on a windowsill", "size": "16:9"}

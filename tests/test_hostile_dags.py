@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_mindvideo.models import STORED_ANSWER_LIMIT
+from airflow_provider_mindvideo.client.models import STORED_ANSWER_LIMIT
 from tests.dags.mindvideo_hostile_dags import HOSTILE
 from tests.hostile_api import KEY, HostileApi, forms, hostile_api, leaks
 

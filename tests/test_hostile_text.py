@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
-from airflow_provider_mindvideo.batch import (
+from airflow_provider_mindvideo.batch.plan import (
     ItemResult,
     dump_manifest,
     dump_work_list,
@@ -23,9 +23,9 @@ from airflow_provider_mindvideo.batch import (
     load_manifest,
     work_list,
 )
-from airflow_provider_mindvideo.batch_trigger import DONE, MindVideoBatchTrigger
+from airflow_provider_mindvideo.batch.trigger import DONE, MindVideoBatchTrigger
+from airflow_provider_mindvideo.client.errors import InputValidationError
 from airflow_provider_mindvideo.emulator import MindVideoEmulator
-from airflow_provider_mindvideo.errors import InputValidationError
 from airflow_provider_mindvideo.operators import MindVideoBatchGenerateOperator
 from tests.dags.mindvideo_batch_dags import DAGS
 from tests.test_dags import Run
@@ -120,7 +120,7 @@ def trigger_events(folder: Path, try_number: int = 1) -> list[dict[str, Any]]:
 
 def refused_for_good(event: dict[str, Any]) -> str:
     """The event's error, checked to be one the operator raises as a failure no retry repeats."""
-    from airflow_provider_mindvideo import errors
+    from airflow_provider_mindvideo.client import errors
 
     assert event["status"] != DONE, event
     error_class = getattr(errors, event["error_type"])

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import re
 
-from airflow_provider_mindvideo.idempotency import idempotency_key, request_fingerprint
+from airflow_provider_mindvideo.client.idempotency import idempotency_key, request_fingerprint
 
 TI = ("content_dag", "generate", "scheduled__2026-11-24T00:00:00+00:00", 3)
 

@@ -20,12 +20,12 @@ import httpx
 import pytest
 from airflow.triggers.base import TaskSuccessEvent, TriggerEvent
 
-from airflow_provider_mindvideo.batch import dump_work_list, entries_from_list, load_manifest, work_list
-from airflow_provider_mindvideo.batch_trigger import DONE, MindVideoBatchTrigger
-from airflow_provider_mindvideo.errors import MindVideoError, UnexpectedResponseError
+from airflow_provider_mindvideo.batch.plan import dump_work_list, entries_from_list, load_manifest, work_list
+from airflow_provider_mindvideo.batch.trigger import DONE, MindVideoBatchTrigger
+from airflow_provider_mindvideo.client.errors import MindVideoError, UnexpectedResponseError
+from airflow_provider_mindvideo.client.models import STORED_ANSWER_LIMIT, MindVideoTask
+from airflow_provider_mindvideo.client.protocol import RetryPolicy, task_from_response
 from airflow_provider_mindvideo.hooks import MindVideoHook
-from airflow_provider_mindvideo.models import STORED_ANSWER_LIMIT, MindVideoTask
-from airflow_provider_mindvideo.protocol import RetryPolicy, task_from_response
 from airflow_provider_mindvideo.triggers import MindVideoTaskTrigger
 from tests.conftest import Api
 from tests.hostile_api import KEY, HostileApi, hostile_api, leaks

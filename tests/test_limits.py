@@ -16,9 +16,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from airflow_provider_mindvideo import limits
+from airflow_provider_mindvideo.client import limits
+from airflow_provider_mindvideo.client.errors import MindVideoError
 from airflow_provider_mindvideo.emulator import MindVideoEmulator
-from airflow_provider_mindvideo.errors import MindVideoError
 from airflow_provider_mindvideo.hooks import MindVideoHook
 from tests.conftest import FAST_RETRIES
 
@@ -111,7 +111,7 @@ def test_a_hook_polling_thousands_of_tasks_keeps_a_bounded_number_of_built_reque
 
     import httpx
 
-    from airflow_provider_mindvideo.errors import TaskNotFoundError
+    from airflow_provider_mindvideo.client.errors import TaskNotFoundError
 
     async def poll_many() -> int:
         hook = MindVideoHook(retry_policy=FAST_RETRIES, shared_client=False)

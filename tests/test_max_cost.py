@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_mindvideo.client.errors import BudgetExceededError, RemoteTaskFailedError
 from airflow_provider_mindvideo.emulator import MindVideoEmulator
-from airflow_provider_mindvideo.errors import BudgetExceededError, RemoteTaskFailedError
 from airflow_provider_mindvideo.operators import MindVideoGenerateOperator, MindVideoSubmitOperator
 
 IMAGE_COST = 0.0135

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_provider_mindvideo.models import MindVideoTask, TaskEvent, TaskStatus
+from airflow_provider_mindvideo.client.models import MindVideoTask, TaskEvent, TaskStatus
 
 
 @pytest.mark.parametrize(

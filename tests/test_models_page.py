@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from airflow_provider_mindvideo.catalog import ModelSpec, known_models
+from airflow_provider_mindvideo.client.catalog import ModelSpec, known_models
 
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "models.md"
 

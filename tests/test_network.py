@@ -10,8 +10,8 @@ import httpcore
 import httpx
 import pytest
 
-from airflow_provider_mindvideo.errors import PrivateAddressError
-from airflow_provider_mindvideo.network import (
+from airflow_provider_mindvideo.client.errors import PrivateAddressError
+from airflow_provider_mindvideo.outputs.network import (
     AsyncGuardedNetworkBackend,
     GuardedNetworkBackend,
     address_class,

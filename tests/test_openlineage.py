@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_mindvideo.emulator import MindVideoEmulator
-from airflow_provider_mindvideo.lineage import (
+from airflow_provider_mindvideo.outputs.lineage import (
     RUN_FACET_NAME,
     dataset_id,
     operator_lineage,

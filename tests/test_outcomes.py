@@ -7,7 +7,7 @@ import pickle
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
-from airflow_provider_mindvideo.errors import (
+from airflow_provider_mindvideo.client.errors import (
     AuthenticationError,
     MindVideoError,
     RateLimitedError,

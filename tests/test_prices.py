@@ -22,13 +22,13 @@ from starlette.responses import JSONResponse
 
 import airflow_provider_mindvideo.emulator.app as emulated_app
 import airflow_provider_mindvideo.emulator.state as emulated_state
-from airflow_provider_mindvideo.batch import OVER_BUDGET, SUCCEEDED
-from airflow_provider_mindvideo.budget import Budget, readable_cost
-from airflow_provider_mindvideo.catalog import known_models
+from airflow_provider_mindvideo.batch.plan import OVER_BUDGET, SUCCEEDED
+from airflow_provider_mindvideo.client.catalog import known_models
+from airflow_provider_mindvideo.client.errors import BudgetExceededError, RemoteTaskFailedError
+from airflow_provider_mindvideo.client.models import MindVideoTask
 from airflow_provider_mindvideo.emulator import MindVideoEmulator
-from airflow_provider_mindvideo.errors import BudgetExceededError, RemoteTaskFailedError
-from airflow_provider_mindvideo.models import MindVideoTask
 from airflow_provider_mindvideo.operators import MindVideoSubmitOperator
+from airflow_provider_mindvideo.spend.ceiling import Budget, readable_cost
 from tests.test_batch_trigger import _events, batch  # noqa: F401  (the fixture)
 from tests.test_max_cost import Ti as SubmitTi
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from airflow.sdk import Connection
 
-from airflow_provider_mindvideo.errors import (
+from airflow_provider_mindvideo.client.errors import (
     AuthenticationError,
     InputValidationError,
     InsecureConnectionError,
@@ -19,7 +19,7 @@ from airflow_provider_mindvideo.errors import (
     TlsVerificationError,
     UnexpectedResponseError,
 )
-from airflow_provider_mindvideo.protocol import (
+from airflow_provider_mindvideo.client.protocol import (
     RetryPolicy,
     Send,
     error_from_response,
@@ -270,7 +270,7 @@ def test_a_huge_remote_error_is_capped_in_the_task() -> None:
 
 
 def test_redact_cuts_the_key_whole_escaped_or_cut_short_and_url_credentials() -> None:
-    from airflow_provider_mindvideo.protocol import redact
+    from airflow_provider_mindvideo.client.protocol import redact
 
     key = 'mv_live_Zq7Xk9PwLm3Rt5Yv8Bn2"Hs'
     text = (
@@ -286,7 +286,7 @@ def test_redact_cuts_the_key_whole_escaped_or_cut_short_and_url_credentials() ->
 def test_redact_cuts_a_key_echoed_percent_encoded_whole_or_cut_short() -> None:
     from urllib.parse import quote, quote_plus
 
-    from airflow_provider_mindvideo.protocol import redact
+    from airflow_provider_mindvideo.client.protocol import redact
 
     key = 'mv_live_Ab"c\\d<e>&f%g/h+i=j~k'
     for encoded in (quote(key, safe=""), quote(key), quote_plus(key)):

@@ -19,11 +19,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from airflow_provider_mindvideo.client.errors import TlsVerificationError, TransportError
+from airflow_provider_mindvideo.client.models import MindVideoTask
+from airflow_provider_mindvideo.client.protocol import RetryPolicy
 from airflow_provider_mindvideo.emulator import MindVideoEmulator
-from airflow_provider_mindvideo.errors import TlsVerificationError, TransportError
 from airflow_provider_mindvideo.hooks import MindVideoHook
-from airflow_provider_mindvideo.models import MindVideoTask
-from airflow_provider_mindvideo.protocol import RetryPolicy
 from tests.tls import https_task_server
 
 # The worker's client, a deferred wait's own client, and the triggers' shared (aiohttp) client.

@@ -12,9 +12,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from airflow_provider_mindvideo import protocol
-from airflow_provider_mindvideo.models import STORED_ANSWER_LIMIT, AnswerTooLargeError, MindVideoTask
-from airflow_provider_mindvideo.redaction import may_hold, url_without_password, without_secret, without_secret_in
+from airflow_provider_mindvideo.client import protocol
+from airflow_provider_mindvideo.client.models import STORED_ANSWER_LIMIT, AnswerTooLargeError, MindVideoTask
+from airflow_provider_mindvideo.client.redaction import (
+    may_hold,
+    url_without_password,
+    without_secret,
+    without_secret_in,
+)
 
 KEY = 'mv_live_Zq7X/k9+Pw=Lm3"Rt5Yv8<Bn2Hs6Qe'
 

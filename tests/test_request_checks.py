@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_mindvideo.client.errors import InputValidationError
+from airflow_provider_mindvideo.client.protocol import create_task_call, get_task_call, get_task_events_call
 from airflow_provider_mindvideo.emulator import MindVideoEmulator
-from airflow_provider_mindvideo.errors import InputValidationError
-from airflow_provider_mindvideo.protocol import create_task_call, get_task_call, get_task_events_call
 from tests.conftest import Api
 
 

@@ -8,17 +8,17 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_mindvideo.client.errors import MindVideoError
+from airflow_provider_mindvideo.client.idempotency import key_of_generation, split_key
 from airflow_provider_mindvideo.emulator import MindVideoEmulator
-from airflow_provider_mindvideo.errors import MindVideoError
 from airflow_provider_mindvideo.hooks import MindVideoHook
-from airflow_provider_mindvideo.idempotency import key_of_generation, split_key
 from airflow_provider_mindvideo.operators import (
     MindVideoReviewItemsOperator,
     MindVideoReviewOperator,
     MindVideoReviewResultOperator,
     review_rounds,
 )
-from airflow_provider_mindvideo.review import (
+from airflow_provider_mindvideo.review.items import (
     ReviewItem,
     ReviewState,
     decisions_from_response,
@@ -27,7 +27,7 @@ from airflow_provider_mindvideo.review import (
     regeneration_key,
     review_pages,
 )
-from airflow_provider_mindvideo.review_page import APPROVE, REJECT, review_body, review_params
+from airflow_provider_mindvideo.review.page import APPROVE, REJECT, review_body, review_params
 from tests.review_helpers import FakeTI, answer, item, run_round
 
 # -- the page --------------------------------------------------------------------------------

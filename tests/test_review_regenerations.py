@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_mindvideo.client.errors import InputValidationError
+from airflow_provider_mindvideo.client.idempotency import key_of_generation
 from airflow_provider_mindvideo.emulator import MindVideoEmulator
-from airflow_provider_mindvideo.errors import InputValidationError
 from airflow_provider_mindvideo.hooks import MindVideoHook
-from airflow_provider_mindvideo.idempotency import key_of_generation
-from airflow_provider_mindvideo.review import ReviewItem, ReviewState
+from airflow_provider_mindvideo.review.items import ReviewItem, ReviewState
 from tests.review_helpers import item, run_round
 
 

@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_mindvideo.batch import load_manifest, load_work_list
-from airflow_provider_mindvideo.batch_trigger import MindVideoBatchTrigger
+from airflow_provider_mindvideo.batch.plan import load_manifest, load_work_list
+from airflow_provider_mindvideo.batch.trigger import MindVideoBatchTrigger
+from airflow_provider_mindvideo.client.idempotency import key_of_generation, key_stem
 from airflow_provider_mindvideo.emulator import MindVideoEmulator
 from airflow_provider_mindvideo.hooks import MindVideoHook
-from airflow_provider_mindvideo.idempotency import key_of_generation, key_stem
 from airflow_provider_mindvideo.operators import MindVideoReviewItemsOperator
-from airflow_provider_mindvideo.review import ReviewState
+from airflow_provider_mindvideo.review.items import ReviewState
 from tests.dags.mindvideo_review_dags import REVIEW_BATCH
 from tests.review_helpers import FakeTI, run_round
 from tests.test_dags import Run
@@ -141,7 +141,7 @@ def test_a_real_batch_manifest_regenerates_under_the_batch_items_own_keys(
 
 
 def test_a_batch_manifest_without_its_work_list_is_refused_naming_it(tmp_path: Path) -> None:
-    from airflow_provider_mindvideo.errors import InputValidationError
+    from airflow_provider_mindvideo.client.errors import InputValidationError
 
     manifest = tmp_path / "manifest.jsonl"
     manifest.write_text('{"line": 1, "position": 0, "status": "succeeded", "output_urls": ["https://x/a.png"]}\n')

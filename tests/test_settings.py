@@ -12,8 +12,8 @@ import pytest
 from airflow.sdk import Connection
 
 from airflow_provider_mindvideo import CONN_FIELDS
-from airflow_provider_mindvideo.errors import AuthenticationError, InputValidationError, MindVideoError
-from airflow_provider_mindvideo.settings import (
+from airflow_provider_mindvideo.client.errors import AuthenticationError, InputValidationError, MindVideoError
+from airflow_provider_mindvideo.client.settings import (
     ClientSettings,
     bypasses_proxy,
     environment_proxy,

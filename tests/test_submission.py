@@ -15,9 +15,9 @@ from airflow.sdk.exceptions import AirflowFailException
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from airflow_provider_mindvideo.errors import RemoteTaskFailedError
-from airflow_provider_mindvideo.models import MindVideoTask, TaskStatus
-from airflow_provider_mindvideo.submission import find_or_create, replay_explicit_key
+from airflow_provider_mindvideo.client.errors import RemoteTaskFailedError
+from airflow_provider_mindvideo.client.models import MindVideoTask, TaskStatus
+from airflow_provider_mindvideo.client.submission import find_or_create, replay_explicit_key
 
 LOG = logging.getLogger(__name__)
 

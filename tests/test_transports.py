@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from airflow_provider_mindvideo import transports
+from airflow_provider_mindvideo.client.errors import TransportError, UnexpectedResponseError
 from airflow_provider_mindvideo.emulator import MindVideoEmulator
-from airflow_provider_mindvideo.errors import TransportError, UnexpectedResponseError
 from airflow_provider_mindvideo.hooks import MindVideoHook
 from airflow_provider_mindvideo.transports import AiohttpTransport, PollingClient
 from tests.conftest import FAST_RETRIES

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from airflow.sdk.module_loading import import_string
 
+from airflow_provider_mindvideo.client.polling import FirstCheckSlots
+from airflow_provider_mindvideo.client.settings import ClientSettings, RecentSettings
 from airflow_provider_mindvideo.emulator import MindVideoEmulator
 from airflow_provider_mindvideo.hooks import MindVideoHook
-from airflow_provider_mindvideo.polling import FirstCheckSlots
-from airflow_provider_mindvideo.settings import ClientSettings, RecentSettings
 from airflow_provider_mindvideo.triggers import SETTINGS_REUSE_SECONDS, MindVideoTaskTrigger
 
 

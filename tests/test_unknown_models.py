@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_mindvideo.client.errors import InputValidationError, UnknownModelError
 from airflow_provider_mindvideo.emulator import MindVideoEmulator
-from airflow_provider_mindvideo.errors import InputValidationError, UnknownModelError
 from tests.conftest import Api
 from tests.dags.mindvideo_model_dags import MODEL_DAGS
 from tests.test_dags import Run

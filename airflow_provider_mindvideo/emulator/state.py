@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from airflow_provider_mindvideo.catalog import input_problems, known_models, unknown_model_problem
+from airflow_provider_mindvideo.client.catalog import input_problems, known_models, unknown_model_problem
 
 DEFAULT_API_KEY = "mv_test_emulator"
 #: What a task of an ``extra_models`` model costs (nothing documents newer models' prices).

@@ -15,8 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset, AssetAlias, BaseOperator, ObjectStoragePath, conf
 
-from airflow_provider_mindvideo import DEFAULT_CONN_ID, errors, storage
-from airflow_provider_mindvideo.batch import (
+from airflow_provider_mindvideo import DEFAULT_CONN_ID
+from airflow_provider_mindvideo.batch.outputs import (
+    DOWNLOAD_CONCURRENCY,
+    files_summary,
+    save_item_outputs,
+    still_stored,
+)
+from airflow_provider_mindvideo.batch.plan import (
     DOWNLOAD_FAILED,
     SUCCEEDED,
     BatchSummary,
@@ -34,26 +40,22 @@ from airflow_provider_mindvideo.batch import (
     too_many_failed,
     work_list,
 )
-from airflow_provider_mindvideo.batch_outputs import (
-    DOWNLOAD_CONCURRENCY,
-    files_summary,
-    save_item_outputs,
-    still_stored,
-)
-from airflow_provider_mindvideo.batch_records import folder_problem, read_owner, write_owner
-from airflow_provider_mindvideo.budget import check_max_cost
-from airflow_provider_mindvideo.deadlines import Deadline
-from airflow_provider_mindvideo.downloads import download_client, record_output
-from airflow_provider_mindvideo.errors import (
+from airflow_provider_mindvideo.batch.records import folder_problem, read_owner, write_owner
+from airflow_provider_mindvideo.client import errors
+from airflow_provider_mindvideo.client.deadlines import Deadline
+from airflow_provider_mindvideo.client.errors import (
     BatchItemsFailedError,
     BatchItemsFailedForGoodError,
     InputValidationError,
     MindVideoError,
     ResultPathError,
 )
+from airflow_provider_mindvideo.client.polling import check_poll_settings
 from airflow_provider_mindvideo.links import MindVideoModelDocsLink
 from airflow_provider_mindvideo.operators.download import check_folder, outlets_for, private_urls_allowed
-from airflow_provider_mindvideo.polling import check_poll_settings
+from airflow_provider_mindvideo.outputs import storage
+from airflow_provider_mindvideo.outputs.downloads import download_client, record_output
+from airflow_provider_mindvideo.spend.ceiling import check_max_cost
 
 if TYPE_CHECKING:
     import httpx
@@ -72,7 +74,7 @@ class MindVideoBatchGenerateOperator(BaseOperator):
     For thousands of prompts, where a mapped :class:`MindVideoGenerateOperator` would cost three
     task instances per prompt and stops at ``[core] max_map_length``. The operator checks every
     input, writes the work list to object storage and defers; the trigger
-    (:class:`~airflow_provider_mindvideo.batch_trigger.MindVideoBatchTrigger`) creates the
+    (:class:`~airflow_provider_mindvideo.batch.trigger.MindVideoBatchTrigger`) creates the
     tasks and waits for them in the triggerer, without a worker slot, and writes the manifest.
 
     **Pays once per item.** Each item's Idempotency-Key derives from the task instance, the
@@ -153,9 +155,9 @@ class MindVideoBatchGenerateOperator(BaseOperator):
     ``cost_estimate`` and ``cost_actual`` totals, ``max_cost`` and ``manifest`` (its URL). Never
     the rows: they are in the manifest.
 
-    Fails with :class:`~airflow_provider_mindvideo.errors.BatchItemsFailedError` (retryable)
+    Fails with :class:`~airflow_provider_mindvideo.client.errors.BatchItemsFailedError` (retryable)
     when more items failed than ``max_failed`` allows, or
-    :class:`~airflow_provider_mindvideo.errors.BatchItemsFailedForGoodError` when no retry
+    :class:`~airflow_provider_mindvideo.client.errors.BatchItemsFailedForGoodError` when no retry
     could change that.
     """
 
@@ -251,7 +253,7 @@ class MindVideoBatchGenerateOperator(BaseOperator):
         )
         # Imported here: the trigger's machinery (hooks, protocol, models) would otherwise weigh on
         # every DAG file that names this operator, parsed far more often than it runs.
-        from airflow_provider_mindvideo.batch_trigger import MindVideoBatchTrigger
+        from airflow_provider_mindvideo.batch.trigger import MindVideoBatchTrigger
 
         started = time.time()
         self.defer(
@@ -280,7 +282,7 @@ class MindVideoBatchGenerateOperator(BaseOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Save outputs (``download_to``), record the summary, and judge it against ``max_failed``."""
-        from airflow_provider_mindvideo.batch_trigger import DONE
+        from airflow_provider_mindvideo.batch.trigger import DONE
 
         if event.get("status") != DONE or not event.get("summary"):
             error_class = getattr(errors, str(event.get("error_type")), MindVideoError)

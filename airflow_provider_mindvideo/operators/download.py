@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset, AssetAlias, BaseOperator, ObjectStoragePath, conf
 
-from airflow_provider_mindvideo.downloads import (
+from airflow_provider_mindvideo.links import MindVideoOutputLink, remember_push
+from airflow_provider_mindvideo.outputs.downloads import (
     DEFAULT_FILE_NAME,
     XCOM_FILES_KEY,
     StoredFile,
@@ -16,12 +17,11 @@ from airflow_provider_mindvideo.downloads import (
     manifest_summary,
     store_outputs,
 )
-from airflow_provider_mindvideo.links import MindVideoOutputLink, remember_push
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from airflow_provider_mindvideo.lineage import Lineage
+    from airflow_provider_mindvideo.outputs.lineage import Lineage
 
 
 class MindVideoDownloadOperator(BaseOperator):
@@ -114,7 +114,7 @@ class MindVideoDownloadOperator(BaseOperator):
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Lineage:
         """OpenLineage: the links downloaded in, the stored files (final names) out."""
-        from airflow_provider_mindvideo.lineage import operator_lineage, web_urls
+        from airflow_provider_mindvideo.outputs.lineage import operator_lineage, web_urls
 
         return operator_lineage(inputs=web_urls(self.urls), outputs=self._outputs)
 
@@ -127,10 +127,10 @@ def outlets_for(destination: str) -> list[Asset]:
 def check_folder(url: str, conn_id: str | None, field: str = "download_to") -> None:
     """Make the folder outputs go into now: one that cannot be made fails before anything is paid, not after.
 
-    Raises :class:`~airflow_provider_mindvideo.errors.InputValidationError` (no retry) naming
+    Raises :class:`~airflow_provider_mindvideo.client.errors.InputValidationError` (no retry) naming
     ``field`` and the URL. On object stores without folders this is a no-op.
     """
-    from airflow_provider_mindvideo.errors import InputValidationError
+    from airflow_provider_mindvideo.client.errors import InputValidationError
 
     folder = ObjectStoragePath(url, conn_id=conn_id)
     try:

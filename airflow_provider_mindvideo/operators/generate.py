@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator, conf
 
 from airflow_provider_mindvideo import DEFAULT_CONN_ID
-from airflow_provider_mindvideo.budget import check_max_cost
+from airflow_provider_mindvideo.client.polling import check_poll_settings, next_poll_delay
 from airflow_provider_mindvideo.links import MindVideoModelDocsLink, MindVideoOutputLink, remember_push
-from airflow_provider_mindvideo.polling import check_poll_settings, next_poll_delay
-from airflow_provider_mindvideo.templating import TEMPLATE_EXT, input_from_template, template_error
+from airflow_provider_mindvideo.operators.templating import TEMPLATE_EXT, input_from_template, template_error
+from airflow_provider_mindvideo.spend.ceiling import check_max_cost
 
 # What only a running task needs (the hook, its HTTP client and models, the trigger, the
 # submission rules) is imported where it is used: DAG files import this module at every parse.
@@ -22,9 +22,9 @@ if TYPE_CHECKING:
     import jinja2
     from airflow.sdk import BaseOperatorLink, Context
 
+    from airflow_provider_mindvideo.client.models import MindVideoTask
     from airflow_provider_mindvideo.hooks import MindVideoHook
-    from airflow_provider_mindvideo.lineage import Lineage
-    from airflow_provider_mindvideo.models import MindVideoTask
+    from airflow_provider_mindvideo.outputs.lineage import Lineage
 
 # The trigger enforces the deadline itself; Airflow's own deferral timeout is only a backstop.
 _DEFERRAL_GRACE = timedelta(minutes=5)
@@ -55,10 +55,10 @@ class MindVideoSubmitOperator(BaseOperator):
         documented price and the costs the replayed earlier tasks of this task instance
         reported, estimates and actual costs) and counted with what earlier tries spent, each at
         that price or more; a create that could pass the ceiling is not sent and the task fails
-        at once with :class:`~airflow_provider_mindvideo.errors.BudgetExceededError`, naming
+        at once with :class:`~airflow_provider_mindvideo.client.errors.BudgetExceededError`, naming
         ``max_cost`` and the prediction -- also when an earlier try's task of the model ended
         without a readable ``cost_actual`` while no answer ever told one (the server never said
-        what the model costs). None: no ceiling. See :mod:`airflow_provider_mindvideo.budget`.
+        what the model costs). None: no ceiling. See :mod:`airflow_provider_mindvideo.spend.ceiling`.
 
     XCom: ``return_value`` is the MindVideo task id; ``mindvideo_task`` holds task id, request
     id, model, status, cost estimate and the idempotency key used (never the input).
@@ -145,12 +145,12 @@ class MindVideoSubmitOperator(BaseOperator):
 
     def submit(self, context: Context) -> tuple[MindVideoTask, dict[str, Any]]:
         """Validate, find or create this task instance's remote task, and record it in XCom."""
-        from airflow_provider_mindvideo.budget import Budget
-        from airflow_provider_mindvideo.catalog import validate_input
-        from airflow_provider_mindvideo.errors import MindVideoError
-        from airflow_provider_mindvideo.idempotency import task_instance_key
+        from airflow_provider_mindvideo.client.catalog import validate_input
+        from airflow_provider_mindvideo.client.errors import MindVideoError
+        from airflow_provider_mindvideo.client.idempotency import task_instance_key
+        from airflow_provider_mindvideo.client.submission import find_or_create, replay_explicit_key
         from airflow_provider_mindvideo.outcomes import XCOM_TASK_KEY
-        from airflow_provider_mindvideo.submission import find_or_create, replay_explicit_key
+        from airflow_provider_mindvideo.spend.ceiling import Budget
 
         # A .json / .json.j2 file (or a template) renders to JSON text: the key and the
         # request are derived from what it says, not from its spelling.
@@ -216,7 +216,7 @@ class MindVideoSubmitOperator(BaseOperator):
         the MindVideo task, its cost estimate (and actual cost once finished) and the key
         generation; outputs are the stored files with ``download_to``, else the output URLs.
         """
-        from airflow_provider_mindvideo.lineage import operator_lineage, reference_urls
+        from airflow_provider_mindvideo.outputs.lineage import operator_lineage, reference_urls
 
         return operator_lineage(
             inputs=reference_urls(self.input),
@@ -305,7 +305,7 @@ class MindVideoGenerateOperator(MindVideoSubmitOperator):
 
     def _wait(self, task: MindVideoTask, started_at: float, deadline: float) -> MindVideoTask:
         """Poll on the worker (``deferrable=False``) with the trigger's schedule."""
-        from airflow_provider_mindvideo.errors import WaitTimeoutError
+        from airflow_provider_mindvideo.client.errors import WaitTimeoutError
 
         while not task.is_terminal:
             now = time.time()
@@ -346,7 +346,7 @@ class MindVideoGenerateOperator(MindVideoSubmitOperator):
 
     def on_kill(self) -> None:
         """Say which remote task outlives this one: MindVideo has no cancel endpoint."""
-        from airflow_provider_mindvideo.cancellation import is_unfinished, log_still_running
+        from airflow_provider_mindvideo.client.cancellation import is_unfinished, log_still_running
 
         record = self._record
         if record and is_unfinished(record.get("status")):

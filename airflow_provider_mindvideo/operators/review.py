@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import Param, XComArg
 
-from airflow_provider_mindvideo.errors import InputValidationError
+from airflow_provider_mindvideo.client.errors import InputValidationError
 from airflow_provider_mindvideo.operators.review_result import MindVideoReviewResultOperator
 from airflow_provider_mindvideo.operators.review_steps import XCOM_REVIEW_STATE_KEY, MindVideoReviewItemsOperator
-from airflow_provider_mindvideo.review import Decision, ReviewItem, decisions_from_response, responder_name
-from airflow_provider_mindvideo.review_page import (
+from airflow_provider_mindvideo.review.items import Decision, ReviewItem, decisions_from_response, responder_name
+from airflow_provider_mindvideo.review.page import (
     APPROVE,
     DEFAULT_PAGE_SIZE,
     ON_TIMEOUT_VALUES,

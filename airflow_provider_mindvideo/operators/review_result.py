@@ -10,11 +10,10 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator, ObjectStoragePath
 
 from airflow_provider_mindvideo import DEFAULT_CONN_ID
-from airflow_provider_mindvideo.budget import Budget, Charge
-from airflow_provider_mindvideo.errors import InputValidationError, MindVideoError
+from airflow_provider_mindvideo.client.errors import InputValidationError, MindVideoError
+from airflow_provider_mindvideo.client.polling import next_poll_delay
 from airflow_provider_mindvideo.operators.review_steps import XCOM_REVIEW_STATE_KEY, as_list
-from airflow_provider_mindvideo.polling import next_poll_delay
-from airflow_provider_mindvideo.review import (
+from airflow_provider_mindvideo.review.items import (
     Decision,
     ReviewState,
     decisions_of_pages,
@@ -25,13 +24,14 @@ from airflow_provider_mindvideo.review import (
     regeneration_problems,
     review_pages,
 )
-from airflow_provider_mindvideo.review_page import DEFAULT_PAGE_SIZE
+from airflow_provider_mindvideo.review.page import DEFAULT_PAGE_SIZE
+from airflow_provider_mindvideo.spend.ceiling import Budget, Charge
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from airflow_provider_mindvideo.client.models import MindVideoTask
     from airflow_provider_mindvideo.hooks import MindVideoHook
-    from airflow_provider_mindvideo.models import MindVideoTask
 
 #: XCom key of the review manifest: one row per decision, with who decided and when.
 XCOM_REVIEW_MANIFEST_KEY = "mindvideo_review_manifest"
@@ -52,7 +52,7 @@ class MindVideoReviewResultOperator(BaseOperator):
     :param append_comment: Append the reviewer's comment to the prompt of the new generation
         (default ``True``: a reviewer who writes "too dark" expects the next image to hear it).
     :param max_cost: The most that regenerations may cost across all rounds (see
-        :class:`~airflow_provider_mindvideo.budget.Budget`: predicted from the highest of the
+        :class:`~airflow_provider_mindvideo.spend.ceiling.Budget`: predicted from the highest of the
         items' recorded costs and the model's price, and held before each create; while no
         regeneration of a model has ended with its ``cost_actual``, the model's next one waits for
         it). A rejected item that could pass it is not generated again, and the manifest says why.
@@ -213,7 +213,7 @@ class MindVideoReviewResultOperator(BaseOperator):
     def _collect(
         self, state: ReviewState, decision: Decision, finished: MindVideoTask, request: dict[str, Any], generation: int
     ) -> None:
-        from airflow_provider_mindvideo.models import TaskStatus
+        from airflow_provider_mindvideo.client.models import TaskStatus
 
         item = decision.item
         if finished.status is not TaskStatus.SUCCEEDED or not finished.output_urls:
@@ -251,8 +251,8 @@ class MindVideoReviewResultOperator(BaseOperator):
     def _save(self, task: MindVideoTask) -> list[str]:
         if not self.download_to:
             return []
-        from airflow_provider_mindvideo.downloads import download_client, store_outputs
         from airflow_provider_mindvideo.operators.download import private_urls_allowed
+        from airflow_provider_mindvideo.outputs.downloads import download_client, store_outputs
 
         folder = ObjectStoragePath(self.download_to, conn_id=self.download_conn_id)
         with download_client(allow_private_urls=private_urls_allowed(self.download_allow_private_urls)) as client:

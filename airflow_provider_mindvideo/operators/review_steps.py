@@ -7,12 +7,13 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, ObjectStoragePath
 
-from airflow_provider_mindvideo import jsonl, storage
-from airflow_provider_mindvideo.downloads import XCOM_FILES_KEY
-from airflow_provider_mindvideo.errors import InputValidationError
-from airflow_provider_mindvideo.review import ReviewItem, ReviewState, review_pages
-from airflow_provider_mindvideo.review_page import DEFAULT_PAGE_SIZE
-from airflow_provider_mindvideo.review_sources import items_from_batch_manifest, items_from_generated
+from airflow_provider_mindvideo.client import jsonl
+from airflow_provider_mindvideo.client.errors import InputValidationError
+from airflow_provider_mindvideo.outputs import storage
+from airflow_provider_mindvideo.outputs.downloads import XCOM_FILES_KEY
+from airflow_provider_mindvideo.review.items import ReviewItem, ReviewState, review_pages
+from airflow_provider_mindvideo.review.page import DEFAULT_PAGE_SIZE
+from airflow_provider_mindvideo.review.sources import items_from_batch_manifest, items_from_generated
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

@@ -153,8 +153,8 @@ with _dag("mv_hook_in_task", default_args={"retries": 2, "retry_delay": timedelt
     def generate_with_the_hook() -> str:
         from airflow.sdk import get_current_context
 
+        from airflow_provider_mindvideo.client.idempotency import task_instance_key
         from airflow_provider_mindvideo.hooks import MindVideoHook
-        from airflow_provider_mindvideo.idempotency import task_instance_key
 
         request = {"prompt": "a fox made of paper"}
         key = task_instance_key(get_current_context()["ti"], "gpt-image-2", request)

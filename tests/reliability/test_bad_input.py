@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from airflow_provider_mindvideo.catalog import input_problems
+from airflow_provider_mindvideo.client.catalog import input_problems
+from airflow_provider_mindvideo.client.errors import InputValidationError
 from airflow_provider_mindvideo.emulator import MindVideoEmulator
-from airflow_provider_mindvideo.errors import InputValidationError
 from airflow_provider_mindvideo.hooks import MindVideoHook
 from tests.conftest import FAST_RETRIES
 

@@ -30,8 +30,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
-from airflow_provider_mindvideo.batch import dump_work_list, entries_from_list, work_list
-from airflow_provider_mindvideo.batch_trigger import MindVideoBatchTrigger
+from airflow_provider_mindvideo.batch.plan import dump_work_list, entries_from_list, work_list
+from airflow_provider_mindvideo.batch.trigger import MindVideoBatchTrigger
 from airflow_provider_mindvideo.emulator import EmulatorConfig, MindVideoEmulator
 
 ITEMS = 4

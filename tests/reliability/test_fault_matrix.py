@@ -341,7 +341,7 @@ def test_the_reliability_page_is_current() -> None:
 
 
 def bad_input_section() -> list[str]:
-    from airflow_provider_mindvideo.catalog import input_problems
+    from airflow_provider_mindvideo.client.catalog import input_problems
     from tests.reliability.test_bad_input import NAMED
 
     lines = [

@@ -43,14 +43,14 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 from structlog.testing import capture_logs
 
-from airflow_provider_mindvideo.batch import dump_work_list, entries_from_list, work_list
-from airflow_provider_mindvideo.batch_trigger import MindVideoBatchTrigger
+from airflow_provider_mindvideo.batch.plan import dump_work_list, entries_from_list, work_list
+from airflow_provider_mindvideo.batch.trigger import MindVideoBatchTrigger
+from airflow_provider_mindvideo.client.errors import BudgetExceededError
+from airflow_provider_mindvideo.client.protocol import RetryPolicy
 from airflow_provider_mindvideo.emulator import EmulatorConfig
 from airflow_provider_mindvideo.emulator.state import Script
-from airflow_provider_mindvideo.errors import BudgetExceededError
 from airflow_provider_mindvideo.hooks import MindVideoHook
 from airflow_provider_mindvideo.operators import MindVideoGenerateOperator, MindVideoSubmitOperator
-from airflow_provider_mindvideo.protocol import RetryPolicy
 from tests.hostile import HostileServer, hostile_server, leaks, plans
 
 ITEMS = 4

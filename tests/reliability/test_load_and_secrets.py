@@ -14,13 +14,13 @@ import httpx
 import pytest
 import respx
 
-from airflow_provider_mindvideo.emulator import EmulatorConfig, MindVideoEmulator
-from airflow_provider_mindvideo.errors import (
+from airflow_provider_mindvideo.client.errors import (
     InputValidationError,
     InsecureConnectionError,
     TaskNotFoundError,
     UnexpectedResponseError,
 )
+from airflow_provider_mindvideo.emulator import EmulatorConfig, MindVideoEmulator
 from airflow_provider_mindvideo.hooks import MindVideoHook
 from tests.conftest import FAST_RETRIES
 from tests.dags.mindvideo_reliability_dags import LOAD, load_dag
@@ -226,8 +226,8 @@ def test_settings_refuse_bad_limits(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_limits_do_not_slow_an_unlimited_connection(emulator_b: MindVideoEmulator) -> None:
     # httpx keeps its own pool, so an unlimited connection gets no semaphore or pacing at all.
-    from airflow_provider_mindvideo.limits import limits_for
-    from airflow_provider_mindvideo.protocol import ClientSettings
+    from airflow_provider_mindvideo.client.limits import limits_for
+    from airflow_provider_mindvideo.client.protocol import ClientSettings
 
     unlimited = limits_for(ClientSettings(base_url="https://a.example", api_key="k"))
     assert unlimited.pacer is None and unlimited.max_concurrency is None

@@ -26,11 +26,11 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
+from airflow_provider_mindvideo.client.errors import MindVideoError
+from airflow_provider_mindvideo.client.protocol import RetryPolicy
 from airflow_provider_mindvideo.emulator import EmulatorConfig, MindVideoEmulator
-from airflow_provider_mindvideo.errors import MindVideoError
 from airflow_provider_mindvideo.hooks import MindVideoHook
 from airflow_provider_mindvideo.operators import MindVideoGenerateOperator
-from airflow_provider_mindvideo.protocol import RetryPolicy
 
 MAX_GENERATIONS = 4
 RETRIES = RetryPolicy(max_retries=2, deadline=5.0, backoff=0.01, max_backoff=0.02)

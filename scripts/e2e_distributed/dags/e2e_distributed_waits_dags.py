@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 from airflow.sdk import DAG, BaseOperator, Param
 
+from airflow_provider_mindvideo.client.idempotency import task_instance_key
 from airflow_provider_mindvideo.hooks import MindVideoHook
-from airflow_provider_mindvideo.idempotency import task_instance_key
 from airflow_provider_mindvideo.sensors import MindVideoTaskSensor
 
 if TYPE_CHECKING:

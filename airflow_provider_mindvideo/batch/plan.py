@@ -14,9 +14,9 @@ and a cell of a field the model's schema types as a number, boolean, array or ob
 as JSON (``1``, ``true``, ``["https://..."]``).
 
 An item's keys derive from the task instance, the item's position and its content (see
-:func:`airflow_provider_mindvideo.idempotency.key_stem`): a retry, a clear or a restarted
+:func:`airflow_provider_mindvideo.client.idempotency.key_stem`): a retry, a clear or a restarted
 triggerer sends the same keys and MindVideo answers with the tasks already created, free. The
-generation suffix is walked as for a single task (:mod:`airflow_provider_mindvideo.submission`).
+generation suffix is walked as for a single task (:mod:`airflow_provider_mindvideo.client.submission`).
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from airflow_provider_mindvideo import jsonl
-from airflow_provider_mindvideo.catalog import input_problems, known_models, unknown_model_problem
-from airflow_provider_mindvideo.errors import CorruptRecordError, InputValidationError
-from airflow_provider_mindvideo.idempotency import TaskInstanceLike, key_of_generation, key_stem
+from airflow_provider_mindvideo.client import jsonl
+from airflow_provider_mindvideo.client.catalog import input_problems, known_models, unknown_model_problem
+from airflow_provider_mindvideo.client.errors import CorruptRecordError, InputValidationError
+from airflow_provider_mindvideo.client.idempotency import TaskInstanceLike, key_of_generation, key_stem
 
 #: Outcomes of an item, the ``status`` of its manifest row.
 SUCCEEDED = "succeeded"

@@ -17,9 +17,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from airflow_provider_mindvideo.catalog import input_problems, unknown_model_problem
-from airflow_provider_mindvideo.errors import InputValidationError, MindVideoError
-from airflow_provider_mindvideo.idempotency import key_of_generation
+from airflow_provider_mindvideo.client.catalog import input_problems, unknown_model_problem
+from airflow_provider_mindvideo.client.errors import InputValidationError, MindVideoError
+from airflow_provider_mindvideo.client.idempotency import key_of_generation
 
 #: A reviewer's choice for one item: the value of its decision field on the page's form.
 APPROVE = "approve"
