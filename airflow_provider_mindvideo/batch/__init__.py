@@ -1,6 +1,6 @@
 """Batches: plan (work list, keys, manifest rows: pure), records (journal, intents), run (the loop),
 trigger (its Airflow face), outputs (saves while items generate).
-May import client/, outputs/, spend/ and the hook; never operators/. Re-exports batch.plan's names.
+May import client/, outputs/, spend/, the hook and the resume hold; never operators/. Re-exports batch.plan's names.
 """
 
 # airflow_provider_mindvideo.batch was one module, now batch.plan: its names stay importable from here.

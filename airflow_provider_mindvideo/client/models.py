@@ -6,6 +6,7 @@ import enum
 import json
 import logging
 import math
+import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -71,6 +72,31 @@ def _urls_only(output: dict[str, Any] | None) -> dict[str, Any] | None:
         if urls:
             kept[media] = urls if isinstance(items, list) else urls[0]
     return kept
+
+
+# A plain amount as text ("0.5"); anything else in a cost string ("0.50 USD", "1e5") is no amount.
+_PLAIN_NUMBER = re.compile(r"\s*(\d+(\.\d*)?|\.\d+)\s*")
+
+
+def readable_cost(value: object) -> float | None:
+    """A cost as the server sent it, as a number; None (unknown) unless it is a finite number >= 0.
+
+    A plain numeric string (``"0.5"``) is read as its number; ``"0.50 USD"``, ``"NaN"``, bools,
+    negative and infinite numbers are unknown.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        if len(value) > 64 or not _PLAIN_NUMBER.fullmatch(value):
+            return None
+        value = float(value)
+    if not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond any float
+        return None
+    return number if math.isfinite(number) and number >= 0 else None
 
 
 class TaskStatus(str, enum.Enum):
@@ -143,8 +169,6 @@ class MindVideoTask(_ApiRecord):
                 or (type(value) is int and 0 <= value < 2**53)
             ):
                 continue  # what every answer of a sound server holds: no more work on the poll path
-            from airflow_provider_mindvideo.spend.ceiling import readable_cost  # budget imports Airflow's errors
-
             cost = readable_cost(value)
             if cost is None:
                 _warn_unreadable_cost(name, value, data.get("model"))

@@ -37,40 +37,18 @@ from __future__ import annotations
 
 import itertools
 import math
-import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from airflow_provider_mindvideo.client.catalog import known_models
 from airflow_provider_mindvideo.client.errors import BudgetExceededError
+from airflow_provider_mindvideo.client.models import readable_cost as readable_cost
 
 # Float sums of prices such as 0.0135 must not refuse a create that fits exactly.
 _SLACK = 1e-9
-_PLAIN_NUMBER = re.compile(r"\s*(\d+(\.\d*)?|\.\d+)\s*")
 # What a charge is: waiting for its create's answer, held for good (answer lost), or counted.
 _HELD, _ABANDONED, _COUNTED = "held", "abandoned", "counted"
-
-
-def readable_cost(value: object) -> float | None:
-    """A cost as the server sent it, as a number; None (unknown) unless it is a finite number >= 0.
-
-    A plain numeric string (``"0.5"``) is read as its number; ``"0.50 USD"``, ``"NaN"``, bools,
-    negative and infinite numbers are unknown.
-    """
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, str):
-        if len(value) > 64 or not _PLAIN_NUMBER.fullmatch(value):
-            return None
-        value = float(value)
-    if not isinstance(value, int | float):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:  # an int beyond any float
-        return None
-    return number if math.isfinite(number) and number >= 0 else None
 
 
 def catalogue_price(model: str) -> float | None:
