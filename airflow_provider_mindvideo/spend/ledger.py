@@ -107,6 +107,9 @@ class Ledger:
             estimated_micros = _first_known(estimated, found.estimated)
             actual_micros = _first_known(actual, found.actual)
             known = [m for m in (estimated_micros, actual_micros) if m is not None]
+            if found.state == "released" and not known:
+                # Refused by the API, and nothing since says a task exists: still nothing charged.
+                return spend_row(found)
             cost = max(known) if known else found.reserved
             was_held = found.reserved if found.state == "reserved" else 0
             was_spent = found.cost if found.state == "settled" else 0

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from airflow.sdk import BaseHook, conf
 from airflow.sdk.exceptions import AirflowFailException
@@ -24,6 +24,8 @@ from airflow_provider_mindvideo.spend.budgets import BudgetConfig, budgets_from_
 from airflow_provider_mindvideo.spend.engines import engine_for_url
 from airflow_provider_mindvideo.spend.ledger import Ledger
 from airflow_provider_mindvideo.spend.records import BudgetRefusal, CreateRecord, SpendRow
+
+T = TypeVar("T")
 
 # Executors whose tasks all run on the scheduler's machine; any other may run them elsewhere.
 _LOCAL_EXECUTORS = {"LocalExecutor", "SequentialExecutor", "DebugExecutor"}
@@ -132,7 +134,7 @@ class SpendBooks:
         """The API refused the create: nothing was charged, its reservation is given back."""
         return None if self.ledger is None else self._guarded(self.ledger.release, idempotency_key)
 
-    def _guarded(self, call: Any, *args: Any, **kwargs: Any) -> Any:
+    def _guarded(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         try:
             return call(*args, **kwargs)
         except (DBAPIError, SQLAlchemyError) as error:

@@ -23,7 +23,9 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.dialects.postgresql.psycopg2 import PGDialect_psycopg2
+from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
+from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from airflow_provider_mindvideo.errors import MindVideoError
@@ -131,18 +133,13 @@ def ensure_schema(engine: Engine) -> None:
 
 def schema_sql(dialect_name: str = "postgresql") -> str:
     """The DDL of the ledger's tables for ``postgresql`` or ``sqlite``, as ``ensure_schema`` creates them."""
-    if dialect_name == "postgresql":
-        from sqlalchemy.dialects import postgresql
-
-        dialect = postgresql.dialect()
-    elif dialect_name == "sqlite":
-        from sqlalchemy.dialects import sqlite
-
-        dialect = sqlite.dialect()
-    else:
+    dialects: dict[str, type[Dialect]] = {"postgresql": PGDialect_psycopg2, "sqlite": SQLiteDialect_pysqlite}
+    if dialect_name not in dialects:
         raise ValueError(f"dialect = {dialect_name!r}: use postgresql or sqlite")
+    dialect = dialects[dialect_name]()
     statements = []
     for table in metadata.sorted_tables:
         statements.append(str(CreateTable(table).compile(dialect=dialect)).strip() + ";")
-        statements.extend(str(CreateIndex(index).compile(dialect=dialect)).strip() + ";" for index in table.indexes)
-    return "\n\n".join(statements) + "\n"
+        indexes = sorted(table.indexes, key=lambda index: str(index.name))
+        statements.extend(str(CreateIndex(index).compile(dialect=dialect)).strip() + ";" for index in indexes)
+    return "\n".join(line.rstrip() for line in "\n\n".join(statements).splitlines()) + "\n"

@@ -62,7 +62,9 @@ def postgres_cluster() -> Iterator[int]:
     finally:
         with suppress(ProcessLookupError):
             os.kill(postmaster, signal.SIGQUIT)  # the postmaster's immediate shutdown
-        subprocess.run(_as_postgres(str(bin_dir / "pg_ctl"), "-D", str(data), "-w", "stop"), check=False, capture_output=True)
+        subprocess.run(
+            _as_postgres(str(bin_dir / "pg_ctl"), "-D", str(data), "-w", "stop"), check=False, capture_output=True
+        )
         shutil.rmtree(data, ignore_errors=True)
 
 

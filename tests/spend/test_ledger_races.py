@@ -52,7 +52,9 @@ def test_threads_racing_on_sqlite_never_pass_the_budget(tmp_path: Path) -> None:
 
 
 def _race_processes(url: str) -> list[tuple[str, bool]]:
-    context = multiprocessing.get_context("spawn")
+    # Forked, not spawned: each child would spend seconds importing Airflow again. The parent
+    # opens no connection to the ledger before the race, so no child inherits one.
+    context = multiprocessing.get_context("fork")
     barrier = context.Barrier(WORKERS)
     results: multiprocessing.Queue[list[tuple[str, bool]]] = context.Queue()
     processes = [

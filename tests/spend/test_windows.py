@@ -70,16 +70,46 @@ def test_a_day_starts_at_local_midnight_or_when_the_clock_jumps_past_it(day: dt.
     ("period", "instant", "zone", "start", "resets"),
     [
         # Berlin's month ends at 22:00 UTC in summer, 23:00 in winter.
-        (Period.MONTH, "2026-05-31T21:59:59+00:00", "Europe/Berlin", "2026-04-30T22:00:00+00:00", "2026-05-31T22:00:00+00:00"),
-        (Period.MONTH, "2026-05-31T22:00:00+00:00", "Europe/Berlin", "2026-05-31T22:00:00+00:00", "2026-06-30T22:00:00+00:00"),
+        (
+            Period.MONTH,
+            "2026-05-31T21:59:59+00:00",
+            "Europe/Berlin",
+            "2026-04-30T22:00:00+00:00",
+            "2026-05-31T22:00:00+00:00",
+        ),
+        (
+            Period.MONTH,
+            "2026-05-31T22:00:00+00:00",
+            "Europe/Berlin",
+            "2026-05-31T22:00:00+00:00",
+            "2026-06-30T22:00:00+00:00",
+        ),
         # The day of the spring change in Berlin is 23 hours long.
-        (Period.DAY, "2026-03-29T12:00:00+00:00", "Europe/Berlin", "2026-03-28T23:00:00+00:00", "2026-03-29T22:00:00+00:00"),
+        (
+            Period.DAY,
+            "2026-03-29T12:00:00+00:00",
+            "Europe/Berlin",
+            "2026-03-28T23:00:00+00:00",
+            "2026-03-29T22:00:00+00:00",
+        ),
         # ISO week: Monday 00:00 UTC.
         (Period.WEEK, "2026-12-06T20:00:00+00:00", "UTC", "2026-11-30T00:00:00+00:00", "2026-12-07T00:00:00+00:00"),
         # Havana skips 00:00-01:00 on 2026-03-08: the day starts at 01:00 local (05:00 UTC).
-        (Period.DAY, "2026-03-08T12:00:00+00:00", "America/Havana", "2026-03-08T05:00:00+00:00", "2026-03-09T04:00:00+00:00"),
+        (
+            Period.DAY,
+            "2026-03-08T12:00:00+00:00",
+            "America/Havana",
+            "2026-03-08T05:00:00+00:00",
+            "2026-03-09T04:00:00+00:00",
+        ),
         # Apia skipped 30 December 2011: the 29th's window runs into the 31st.
-        (Period.DAY, "2011-12-30T09:59:59+00:00", "Pacific/Apia", "2011-12-29T10:00:00+00:00", "2011-12-30T10:00:00+00:00"),
+        (
+            Period.DAY,
+            "2011-12-30T09:59:59+00:00",
+            "Pacific/Apia",
+            "2011-12-29T10:00:00+00:00",
+            "2011-12-30T10:00:00+00:00",
+        ),
     ],
 )
 def test_windows_at_known_clock_changes(period: Period, instant: str, zone: str, start: str, resets: str) -> None:
