@@ -1,4 +1,4 @@
-"""What a task instance may spend: the ceiling (max_cost: predict, reserve, settle); the ledger and
-budgets come here too.
-May import client/ only.
+"""What money may be spent: the ceiling of one task instance (max_cost), the ledger of every create
+across DAGs (reserved, settled, released) and the budgets over it with their calendar windows.
+May import client/ only, SQLAlchemy and the standard library; Airflow config and connections only in spend.location.
 """

@@ -1,0 +1,178 @@
+"""Where the ledger lives and the books an operator writes to: the one module here that reads Airflow's settings.
+
+``[mindvideo] ledger_conn_id`` names an Airflow connection to a SQL database (``postgres`` for a
+deployment on several machines); empty, the ledger is a SQLite file,
+``$AIRFLOW_HOME/mindvideo_ledger.db``, which only processes on this machine can share. Never
+Airflow's metadata database: Airflow 3 gives task code no session to it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from airflow.sdk import BaseHook, conf
+from airflow.sdk.exceptions import AirflowFailException
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+from airflow_provider_mindvideo.client.errors import MindVideoError
+from airflow_provider_mindvideo.spend.budgets import BudgetConfig, budgets_from_extras
+from airflow_provider_mindvideo.spend.engines import engine_for_url
+from airflow_provider_mindvideo.spend.ledger import Ledger
+from airflow_provider_mindvideo.spend.records import BudgetRefusal, CreateRecord, SpendRow
+
+T = TypeVar("T")
+
+# Executors whose tasks all run on the scheduler's machine; any other may run them elsewhere.
+_LOCAL_EXECUTORS = {"LocalExecutor", "SequentialExecutor", "DebugExecutor"}
+
+
+class LedgerUnavailableError(MindVideoError):
+    """The spend ledger could not be reached or written; a budget depends on it, so nothing was sent."""
+
+
+class LedgerMisconfiguredError(MindVideoError, AirflowFailException):
+    """The ledger cannot keep this budget: a machine-local SQLite file under a distributed executor, or a bad URL."""
+
+    retryable = False
+
+
+def is_distributed(executor: str) -> bool:
+    """Whether ``[core] executor`` may run tasks on other machines (anything but the local executors)."""
+    names = [part.strip().split(":")[-1].rsplit(".", 1)[-1] for part in executor.split(",") if part.strip()]
+    return any(name not in _LOCAL_EXECUTORS for name in names)
+
+
+def ledger_url() -> str:
+    """The SQLAlchemy URL of the ledger, from ``[mindvideo] ledger_conn_id`` (default: SQLite under $AIRFLOW_HOME)."""
+    conn_id = conf.get("mindvideo", "ledger_conn_id", fallback="") or ""
+    if not conn_id.strip():
+        home = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
+        return f"sqlite:///{os.path.abspath(os.path.join(home, 'mindvideo_ledger.db'))}"
+    conn = BaseHook.get_connection(conn_id.strip())
+    return url_from_connection(
+        conn.conn_type, conn.host, conn.login, conn.password, conn.port, conn.schema, conn.extra_dejson
+    )
+
+
+def url_from_connection(
+    conn_type: str | None,
+    host: str | None,
+    login: str | None,
+    password: str | None,
+    port: int | None,
+    schema: str | None,
+    extras: Mapping[str, Any] | None = None,
+) -> str:
+    """An Airflow connection's fields as a SQLAlchemy URL: ``postgres`` -> ``postgresql+psycopg2``, ``sqlite``."""
+    if conn_type in ("postgres", "postgresql"):
+        driver = "postgresql+psycopg2" if importlib.util.find_spec("psycopg2") else "postgresql+psycopg"
+        # libpq options (sslmode, sslrootcert, ...) come from the connection's extras.
+        query = {
+            str(k): str(v) for k, v in (extras or {}).items() if isinstance(v, str | int) and not isinstance(v, bool)
+        }
+        url = URL.create(driver, login, password, host, port, schema or "postgres", query)
+        return url.render_as_string(hide_password=False)
+    if conn_type == "sqlite":
+        if not host:
+            raise LedgerMisconfiguredError(
+                "The ledger's sqlite connection has no host: set it to the database file's path"
+            )
+        return f"sqlite:///{os.path.abspath(host)}"
+    raise LedgerMisconfiguredError(
+        f"[mindvideo] ledger_conn_id names a connection of type {conn_type!r}: the ledger runs on postgres or sqlite"
+    )
+
+
+@dataclass
+class SpendBooks:
+    """The ledger as one operator sees it: one MindVideo connection's budgets and its own named budget.
+
+    Without budgets it does nothing and touches no database (``counting`` is False).
+    """
+
+    config: BudgetConfig
+    budget: str | None = None
+    ledger: Ledger | None = None
+
+    @property
+    def counting(self) -> bool:
+        return self.ledger is not None
+
+    def reserve(self, create: CreateRecord, amount: float) -> SpendRow | None:
+        """Reserve before sending; ``BudgetWindowExceededError`` (an ``AirflowFailException``) when it does not fit."""
+        if self.ledger is None:
+            return None
+        return self._guarded(self.ledger.reserve, create, amount, self.config, self.budget)
+
+    def try_reserve(self, create: CreateRecord, amount: float) -> SpendRow | BudgetRefusal | None:
+        """As :meth:`reserve`, returning the :class:`BudgetRefusal` instead of raising it (for a batch's items)."""
+        if self.ledger is None:
+            return None
+        return self._guarded(self.ledger.try_reserve, create, amount, self.config, self.budget)
+
+    def settle(
+        self,
+        idempotency_key: str,
+        *,
+        estimated: float | None = None,
+        actual: float | None = None,
+        mindvideo_task_id: str | None = None,
+    ) -> SpendRow | None:
+        """The create's answer told its cost (``max(estimated, actual)``); idempotent, by key."""
+        if self.ledger is None:
+            return None
+        return self._guarded(
+            self.ledger.settle, idempotency_key, estimated=estimated, actual=actual, mindvideo_task_id=mindvideo_task_id
+        )
+
+    def release(self, idempotency_key: str) -> SpendRow | None:
+        """The API refused the create: nothing was charged, its reservation is given back."""
+        return None if self.ledger is None else self._guarded(self.ledger.release, idempotency_key)
+
+    def _guarded(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        try:
+            return call(*args, **kwargs)
+        except (DBAPIError, SQLAlchemyError) as error:
+            assert self.ledger is not None
+            where = self.ledger.engine.url.render_as_string(hide_password=True)
+            raise LedgerUnavailableError(
+                f"The MindVideo spend ledger at {where} could not be written ({type(error).__name__}): budgets of "
+                f"connection {self.config.account!r} depend on it, so nothing was sent"
+            ) from error
+
+
+def spend_books(account: str, extras: Mapping[str, Any] | None, budget: str | None = None) -> SpendBooks:
+    """The books for creates through MindVideo connection ``account`` (its ``extras`` hold the budgets).
+
+    No budgets on the connection: books that do nothing (and ``budget`` must then be None).
+    Blocking (reads a connection, opens the database): from a trigger, call it in a thread.
+
+    :raises InputValidationError: the extras' budgets are malformed, or ``budget`` is not one of them.
+    :raises LedgerMisconfiguredError: budgets are configured, the executor is distributed and the
+        ledger is a machine-local SQLite file.
+    """
+    config = budgets_from_extras(extras, account)
+    config.applicable(budget)
+    if not config.budgets:
+        return SpendBooks(config, budget)
+    url = ledger_url()
+    executor = conf.get("core", "executor", fallback="LocalExecutor") or "LocalExecutor"
+    if url.startswith("sqlite") and is_distributed(executor):
+        raise LedgerMisconfiguredError(
+            f"MindVideo connection {account!r} has budgets, but the spend ledger is the SQLite file {url[10:]} on this "
+            f"machine and [core] executor = {executor} runs tasks on several machines: each would count alone. "
+            "Set [mindvideo] ledger_conn_id to a postgres connection that every worker and triggerer reaches."
+        )
+    try:
+        ledger = Ledger(engine_for_url(url))
+    except (DBAPIError, SQLAlchemyError) as error:
+        raise LedgerUnavailableError(
+            f"The MindVideo spend ledger at {make_url(url).render_as_string(hide_password=True)} could not be opened "
+            f"({type(error).__name__}): budgets of connection {account!r} depend on it, so nothing was sent"
+        ) from error
+    return SpendBooks(config, budget, ledger)

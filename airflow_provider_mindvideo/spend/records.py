@@ -1,0 +1,113 @@
+"""What the ledger reads and writes, as its callers see them: a create, its row, a refusal."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.engine import Row
+
+from airflow_provider_mindvideo.client.errors import BudgetExceededError
+from airflow_provider_mindvideo.spend.budgets import from_micros
+from airflow_provider_mindvideo.spend.windows import UTC, Window
+
+
+@dataclass(frozen=True)
+class CreateRecord:
+    """What a create is for: the ledger row's identity. Only the key and the model are required."""
+
+    idempotency_key: str
+    model: str
+    dag_id: str | None = None
+    run_id: str | None = None
+    task_id: str | None = None
+    map_index: int | None = None
+    try_number: int | None = None
+
+
+@dataclass(frozen=True)
+class SpendRow:
+    """One create as the ledger knows it; amounts in the API's cost unit, times in UTC."""
+
+    idempotency_key: str
+    account: str
+    model: str
+    state: str  # reserved | settled | released
+    reserved: float
+    estimated: float | None
+    actual: float | None
+    cost: float
+    budgets: tuple[str, ...]
+    mindvideo_task_id: str | None
+    dag_id: str | None
+    run_id: str | None
+    task_id: str | None
+    map_index: int | None
+    try_number: int | None
+    created_at: dt.datetime
+    settled_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class BudgetRefusal:
+    """Why a reservation was refused: the first budget window it would have passed."""
+
+    account: str
+    budget: str
+    window: Window
+    timezone: str
+    limit: float
+    spent: float
+    reserved: float
+    amount: float
+
+    @property
+    def could_ever_fit(self) -> bool:
+        """Whether the create fits an empty window of this budget (waiting for the reset may help)."""
+        return self.amount <= self.limit
+
+    def message(self) -> str:
+        local_reset = self.window.resets_at.astimezone(ZoneInfo(self.timezone))
+        return (
+            f"Budget {self.budget!r} of MindVideo connection {self.account!r} for {self.window.period.value} "
+            f"{self.window.first_date.isoformat()} ({self.timezone}) would pass its limit: spent {self.spent:g}, "
+            f"reserved for creates in flight {self.reserved:g}, this create {self.amount:g}, limit {self.limit:g}. "
+            f"The window resets at {local_reset:%Y-%m-%d %H:%M} {self.timezone} "
+            f"({self.window.resets_at:%Y-%m-%dT%H:%MZ}). Nothing was sent."
+        )
+
+
+class BudgetWindowExceededError(BudgetExceededError):
+    """A create was not sent: it would pass a budget window's limit. ``refusal`` says which and when it resets."""
+
+    def __init__(self, refusal: BudgetRefusal) -> None:
+        self.refusal = refusal
+        super().__init__(refusal.message())
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.refusal,))
+
+
+def spend_row(found: Row[Any]) -> SpendRow:
+    """A ``mindvideo_spend`` row, in the API's cost unit."""
+    return SpendRow(
+        idempotency_key=found.idempotency_key,
+        account=found.account,
+        model=found.model,
+        state=found.state,
+        reserved=from_micros(found.reserved),
+        estimated=None if found.estimated is None else from_micros(found.estimated),
+        actual=None if found.actual is None else from_micros(found.actual),
+        cost=from_micros(found.cost),
+        budgets=tuple(found.budgets.split()),
+        mindvideo_task_id=found.mindvideo_task_id,
+        dag_id=found.dag_id,
+        run_id=found.run_id,
+        task_id=found.task_id,
+        map_index=found.map_index,
+        try_number=found.try_number,
+        created_at=found.created_at.replace(tzinfo=UTC),
+        settled_at=None if found.settled_at is None else found.settled_at.replace(tzinfo=UTC),
+    )

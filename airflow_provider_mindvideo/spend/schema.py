@@ -1,0 +1,145 @@
+"""The ledger's tables (SQLAlchemy Core), created and versioned by the provider itself.
+
+Three tables and a version row. Amounts are whole micro-units (BIGINT, 1e-6 of the API's cost
+unit) so that sums are exact; times are UTC. ``mindvideo-spend schema`` prints the DDL.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    insert,
+    select,
+    text,
+)
+from sqlalchemy.dialects.postgresql.psycopg2 import PGDialect_psycopg2
+from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
+from sqlalchemy.engine import Dialect, Engine
+from sqlalchemy.schema import CreateIndex, CreateTable
+
+from airflow_provider_mindvideo.client.errors import MindVideoError
+
+#: The version of the tables this provider writes; a ledger at a newer one is refused.
+SCHEMA_VERSION = 1
+
+metadata = MetaData()
+
+schema_version = Table(
+    "mindvideo_ledger_version",
+    metadata,
+    Column("version", Integer, nullable=False),
+)
+
+#: One row per create: what it was for, what it held and what it cost.
+spend = Table(
+    "mindvideo_spend",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    # The create's Idempotency-Key: a replay of the key is the same create, never a second row.
+    Column("idempotency_key", String(255), nullable=False, unique=True),
+    Column("account", String(250), nullable=False),
+    Column("dag_id", String(250)),
+    Column("run_id", String(250)),
+    Column("task_id", String(250)),
+    Column("map_index", Integer),
+    Column("try_number", Integer),
+    Column("model", String(250), nullable=False),
+    Column("mindvideo_task_id", String(250)),
+    # Space-separated names of the budgets the create counts against ('' for none).
+    Column("budgets", Text, nullable=False, default=""),
+    Column("reserved", BigInteger, nullable=False),
+    Column("estimated", BigInteger),
+    Column("actual", BigInteger),
+    # What the create counts for: its reservation until settled, max(estimated, actual) once
+    # settled (the reservation when neither is known), 0 once released.
+    Column("cost", BigInteger, nullable=False),
+    # reserved | settled | released
+    Column("state", String(16), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("settled_at", DateTime),
+    Index("mindvideo_spend_created", "created_at"),
+    Index("mindvideo_spend_dag", "dag_id", "created_at"),
+)
+
+#: Per budget and window: what is spent (settled costs) and reserved (creates in flight).
+budget_window = Table(
+    "mindvideo_budget_window",
+    metadata,
+    Column("account", String(250), primary_key=True),
+    Column("budget", String(100), primary_key=True),
+    Column("period", String(8), primary_key=True),
+    Column("window_start", DateTime, primary_key=True),
+    Column("window_end", DateTime, nullable=False),
+    Column("timezone", String(64), nullable=False),
+    # The limit in force at the last reservation (a limit raised mid-month applies at once).
+    Column("limit_amount", BigInteger, nullable=False),
+    Column("spent", BigInteger, nullable=False, default=0),
+    Column("reserved", BigInteger, nullable=False, default=0),
+)
+
+#: Which windows a create holds money in: the ones of its creation time, whenever it settles.
+spend_hold = Table(
+    "mindvideo_spend_hold",
+    metadata,
+    Column("spend_id", Integer, ForeignKey("mindvideo_spend.id"), primary_key=True),
+    Column("budget", String(100), primary_key=True),
+    Column("period", String(8), primary_key=True),
+    Column("window_start", DateTime, nullable=False),
+)
+
+
+class LedgerSchemaError(MindVideoError):
+    """The ledger's tables are of a version this provider does not know."""
+
+    retryable = False
+
+
+_checked: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Create the tables if missing; refuse a ledger written by a newer provider. Once per engine and process."""
+    if engine in _checked:
+        return
+    with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            # Two processes starting at once must not both create the tables.
+            connection.execute(text("SELECT pg_advisory_xact_lock(7263542001)"))
+        metadata.create_all(connection, checkfirst=True)
+        found = connection.execute(select(schema_version.c.version)).scalars().all()
+        if not found:
+            connection.execute(insert(schema_version).values(version=SCHEMA_VERSION))
+            found = [SCHEMA_VERSION]
+    version = max(found)
+    if version > SCHEMA_VERSION:
+        raise LedgerSchemaError(
+            f"The MindVideo spend ledger at {engine.url.render_as_string(hide_password=True)} has schema version "
+            f"{version}; this provider knows up to {SCHEMA_VERSION}. Upgrade airflow-provider-mindvideo on this "
+            "machine (a newer one wrote the ledger)."
+        )
+    _checked.add(engine)
+
+
+def schema_sql(dialect_name: str = "postgresql") -> str:
+    """The DDL of the ledger's tables for ``postgresql`` or ``sqlite``, as ``ensure_schema`` creates them."""
+    dialects: dict[str, type[Dialect]] = {"postgresql": PGDialect_psycopg2, "sqlite": SQLiteDialect_pysqlite}
+    if dialect_name not in dialects:
+        raise ValueError(f"dialect = {dialect_name!r}: use postgresql or sqlite")
+    dialect = dialects[dialect_name]()
+    statements = []
+    for table in metadata.sorted_tables:
+        statements.append(str(CreateTable(table).compile(dialect=dialect)).strip() + ";")
+        indexes = sorted(table.indexes, key=lambda index: str(index.name))
+        statements.extend(str(CreateIndex(index).compile(dialect=dialect)).strip() + ";" for index in indexes)
+    return "\n".join(line.rstrip() for line in "\n\n".join(statements).splitlines()) + "\n"

@@ -1,0 +1,236 @@
+"""A stateful hypothesis test of the ledger: reservations, replays, settlements, releases, crashes, window
+rollovers and concurrent reservers, checked against a model and against the books' own sums.
+
+Invariants after every step, per budget window:
+- the counters equal the model's (exact micro-units), and equal the sums of the rows holding in
+  the window: ``spent`` = settled costs, ``reserved`` = open reservations (the totals are the rows);
+- ``spent + reserved <= limit``, except by what settlements above their reservation added (a
+  price rising past what anything had shown): money is never held past a limit by the ledger.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import tempfile
+import threading
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hypothesis import Phase, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
+from sqlalchemy import select
+
+from airflow_provider_mindvideo.spend.budgets import budgets_from_extras, to_micros
+from airflow_provider_mindvideo.spend.engines import engine_for_url
+from airflow_provider_mindvideo.spend.ledger import Ledger, _Refused, _reserve
+from airflow_provider_mindvideo.spend.records import BudgetRefusal, CreateRecord
+from airflow_provider_mindvideo.spend.schema import budget_window, spend, spend_hold
+from airflow_provider_mindvideo.spend.windows import UTC, window_at
+
+EXTRAS = {
+    "budgets": {"account": {"day": 3, "week": 8}, "marketing": {"month": 5}},
+    "budget_timezone": "Europe/Berlin",
+}
+# Two days before Berlin's spring clock change and the month's end: rollovers come early.
+START = dt.datetime(2026, 3, 27, 20, 0, tzinfo=UTC)
+
+amounts = st.sampled_from([0, 0.25, 0.5, 1, 1.5, 2.5, 0.0135])
+costs = st.one_of(st.none(), amounts, st.sampled_from([0.1, 3.2]))
+budget_names = st.sampled_from([None, "marketing"])
+
+WindowKey = tuple[str, str, dt.datetime]  # budget, period, window start (naive UTC)
+
+
+@dataclass
+class ModelRow:
+    state: str
+    reserved: int
+    cost: int
+    estimated: int | None = None
+    actual: int | None = None
+    windows: list[WindowKey] = field(default_factory=list)
+    held: int = 0  # what the ledger held for it in its windows (0 once released)
+
+
+class LedgerMachine(RuleBasedStateMachine):
+    keys = Bundle("keys")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.folder = tempfile.mkdtemp(prefix="ledger-stateful-")
+        self.url = f"sqlite:///{Path(self.folder) / 'ledger.db'}"
+        self.now = START
+        self.ledger = Ledger(engine_for_url(self.url), clock=lambda: self.now)
+        self.config = budgets_from_extras(EXTRAS, "acct")
+        self.rows: dict[str, ModelRow] = {}
+        self.counters: dict[WindowKey, list[int]] = defaultdict(lambda: [0, 0])  # spent, reserved
+        self.overrun: dict[WindowKey, int] = defaultdict(int)
+        self.numbers = iter(range(10**9))
+
+    # -- the model ------------------------------------------------------------------------------
+
+    def _windows(self, budget: str | None) -> list[tuple[WindowKey, int]]:
+        found = []
+        for b in sorted(self.config.applicable(budget), key=lambda b: (b.name, b.period.value)):
+            window = window_at(b.period, self.now, self.config.timezone)
+            found.append(((b.name, b.period.value, window.start.replace(tzinfo=None)), b.limit))
+        return found
+
+    def _first_full(self, budget: str | None, micros: int) -> WindowKey | None:
+        for key, limit in self._windows(budget):
+            spent, reserved = self.counters[key]
+            if spent + reserved + micros > limit:
+                return key
+        return None
+
+    def _model_reserve(self, key: str, micros: int, budget: str | None) -> None:
+        windows = [w for w, _ in self._windows(budget)]
+        for window in windows:
+            self.counters[window][1] += micros
+        self.rows[key] = ModelRow("reserved", micros, micros, windows=windows, held=micros)
+
+    def _reserve(self, key: str, amount: float, budget: str | None) -> None:
+        micros = to_micros(amount)
+        existing = self.rows.get(key)
+        outcome = self.ledger.try_reserve(CreateRecord(key, "gpt-image-2"), amount, self.config, budget)
+        if existing is not None and existing.state != "released":
+            assert not isinstance(outcome, BudgetRefusal), "a replay was refused"
+            return
+        full = self._first_full(budget, micros)
+        if full is None:
+            assert not isinstance(outcome, BudgetRefusal), f"refused though it fits: {outcome}"
+            self._model_reserve(key, micros, budget)
+        else:
+            assert isinstance(outcome, BudgetRefusal), f"reserved past the limit of {full}"
+            assert (outcome.budget, outcome.window.period.value) == full[:2]
+            assert outcome.window.start <= self.now < outcome.window.resets_at
+
+    # -- rules ----------------------------------------------------------------------------------
+
+    @rule(target=keys, amount=amounts, budget=budget_names)
+    def reserve(self, amount: float, budget: str | None) -> str:
+        key = f"k{next(self.numbers)}"
+        self._reserve(key, amount, budget)
+        return key
+
+    @rule(key=keys, amount=amounts, budget=budget_names)
+    def replay(self, key: str, amount: float, budget: str | None) -> None:
+        self._reserve(key, amount, budget)
+
+    @rule(key=keys, estimated=costs, actual=costs)
+    def settle(self, key: str, estimated: float | None, actual: float | None) -> None:
+        found = self.ledger.settle(key, estimated=estimated, actual=actual)
+        row = self.rows.get(key)
+        if row is None:
+            assert found is None
+            return
+        row.estimated = row.estimated if estimated is None else to_micros(estimated)
+        row.actual = row.actual if actual is None else to_micros(actual)
+        known = [m for m in (row.estimated, row.actual) if m is not None]
+        if row.state == "released" and not known:
+            assert found is not None and found.state == "released"
+            return
+        cost = max(known) if known else row.reserved
+        held = row.reserved if row.state == "reserved" else 0
+        was = row.cost if row.state == "settled" else 0
+        # Money the ledger did not hold: a cost above its reservation, or any cost of a create
+        # the API had refused (its hold was given back).
+        held_for = row.held
+        was_over = max(0, was - held_for) if row.state == "settled" else 0
+        for window in row.windows:
+            self.counters[window][0] += cost - was
+            self.counters[window][1] -= held
+            self.overrun[window] += max(0, cost - held_for) - was_over
+        row.state, row.cost = "settled", cost
+        assert found is not None and to_micros(found.cost) == cost
+
+    @rule(key=keys)
+    def release(self, key: str) -> None:
+        self.ledger.release(key)
+        row = self.rows.get(key)
+        if row is not None and row.state == "reserved":
+            for window in row.windows:
+                self.counters[window][1] -= row.reserved
+            row.state, row.cost, row.held = "released", 0, 0
+
+    @rule(amount=amounts)
+    def crash_mid_reservation(self, amount: float) -> None:
+        """A process killed inside its reservation's transaction leaves nothing behind."""
+
+        class Killed(Exception):
+            pass
+
+        engine = self.ledger.engine
+        try:
+            with engine.begin() as connection:
+                windows = [
+                    (b, window_at(b.period, self.now, self.config.timezone)) for b in self.config.applicable(None)
+                ]
+                _reserve(
+                    connection, CreateRecord("killed", "gpt-image-2"), to_micros(amount), self.config, windows, self.now
+                )
+                raise Killed
+        except (Killed, _Refused):
+            pass
+        assert self.ledger.row("killed") is None
+
+    @rule(hours=st.integers(min_value=1, max_value=200))
+    def time_passes(self, hours: int) -> None:
+        self.now += dt.timedelta(hours=hours)
+
+    @rule(count=st.integers(min_value=2, max_value=6), amount=st.sampled_from([0.5, 1, 1.5]), budget=budget_names)
+    def concurrent_reservers(self, count: int, amount: float, budget: str | None) -> None:
+        micros = to_micros(amount)
+        fitting = min((limit - sum(self.counters[key])) // micros for key, limit in self._windows(budget))
+        keys = [f"k{next(self.numbers)}" for _ in range(count)]
+        barrier = threading.Barrier(count)
+
+        def reserve(key: str) -> bool:
+            barrier.wait()
+            outcome = self.ledger.try_reserve(CreateRecord(key, "gpt-image-2"), amount, self.config, budget)
+            return not isinstance(outcome, BudgetRefusal)
+
+        with ThreadPoolExecutor(count) as pool:
+            accepted = [key for key, ok in zip(keys, pool.map(reserve, keys), strict=True) if ok]
+        assert len(accepted) == max(0, min(count, fitting))
+        for key in accepted:
+            self._model_reserve(key, micros, budget)
+
+    # -- invariants -----------------------------------------------------------------------------
+
+    @invariant()
+    def books_match_the_model_and_their_rows(self) -> None:
+        with self.ledger.engine.connect() as connection:
+            counters = {
+                (r.budget, r.period, r.window_start): (r.spent, r.reserved, r.limit_amount)
+                for r in connection.execute(select(budget_window))
+            }
+            rows = {r.id: r for r in connection.execute(select(spend))}
+            holds = connection.execute(select(spend_hold)).all()
+        sums: dict[WindowKey, list[int]] = defaultdict(lambda: [0, 0])
+        for hold in holds:
+            row = rows[hold.spend_id]
+            window = (hold.budget, hold.period, hold.window_start)
+            if row.state == "settled":
+                sums[window][0] += row.cost
+            elif row.state == "reserved":
+                sums[window][1] += row.reserved
+        for window, (spent, reserved, limit) in counters.items():
+            assert [spent, reserved] == self.counters[window], window
+            assert [spent, reserved] == sums[window], window
+            assert spent + reserved <= limit + self.overrun[window], window
+        assert {k for k, r in self.rows.items()} == {r.idempotency_key for r in rows.values()}
+
+
+LedgerMachine.TestCase.settings = settings(
+    max_examples=int(os.environ.get("LEDGER_EXAMPLES", "30")),
+    stateful_step_count=25,
+    deadline=None,
+    # The explain phase traces every line SQLAlchemy runs: minutes, for little.
+    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
+)
+TestLedger = LedgerMachine.TestCase
