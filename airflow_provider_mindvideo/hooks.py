@@ -405,6 +405,8 @@ def _send(client: httpx.Client, limits: ConnectionLimits, step: Send) -> Outcome
                 return client.send(step.request)
         except httpx.RequestError as exc:
             return exc
+        finally:
+            limits.finish()
 
 
 async def _asend(client: httpx.AsyncClient, limits: ConnectionLimits, step: Send) -> Outcome:
@@ -422,6 +424,8 @@ async def _asend(client: httpx.AsyncClient, limits: ConnectionLimits, step: Send
             return exc
         except TimeoutError:
             return httpx.ReadTimeout(f"no complete answer within {step.seconds:.1f} s", request=step.request)
+        finally:
+            limits.finish()
 
 
 def _no_turn(step: Send) -> httpx.PoolTimeout:

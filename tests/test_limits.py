@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import heapq
 import itertools
 import json
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
+from fractions import Fraction
 from typing import Any
 
 import pytest
@@ -62,14 +64,33 @@ def test_coroutines_waiting_for_pacing_turns_wait_in_line_not_in_a_herd(
     assert asked <= 3 * requests, f"{asked} pacing answers for {requests} requests"
 
 
-def _turns(pacer: limits.Pacer, lateness: list[float]) -> list[float]:
-    """When a sender that wakes ``lateness[i]`` seconds after each promised turn gets its turns."""
-    now, sent = 0.0, []
-    for late in lateness:
+def _turns(pacer: limits.Pacer, lateness: list[float], latency: list[float] | None = None) -> list[float]:
+    """When a sender that wakes ``lateness[i]`` seconds after each promised turn gets its turns.
+
+    Request ``i`` is answered ``latency[i]`` seconds after its turn (default: at once).
+    """
+    return _turns_and_ends(pacer, lateness, latency)[0]
+
+
+def _turns_and_ends(
+    pacer: limits.Pacer, lateness: list[float], latency: list[float] | None = None
+) -> tuple[list[float], list[float]]:
+    now, sent, ends = 0.0, [], []
+    answers: list[float] = []  # a heap of the answers still to come
+
+    def answered_by(time: float) -> None:
+        while answers and answers[0] <= time:
+            pacer.finish(heapq.heappop(answers))
+
+    for index, late in enumerate(lateness):
+        answered_by(now)
         while delay := pacer.reserve(now):
             now += delay + late  # it sleeps until the turn, and wakes late
+            answered_by(now)
         sent.append(now)
-    return sent
+        ends.append(now + (latency[index] if latency else 0.0))
+        heapq.heappush(answers, ends[-1])
+    return sent, ends
 
 
 def test_a_sender_late_for_its_turns_keeps_the_rate_not_its_own_lateness() -> None:
@@ -93,6 +114,27 @@ def test_no_second_ever_holds_more_sends_than_the_rate(rate: float, lateness: li
     assert sent == sorted(sent)
     most = max(bisect.bisect_left(sent, t + 1.0) - i for i, t in enumerate(sent))
     assert most <= math.ceil(rate)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rate=st.sampled_from([0.5, 1.0, 2.5, 15.0, 95.0]),
+    timing=st.lists(st.tuples(st.floats(0.0, 2.0), st.floats(0.0, 1.5)), min_size=1, max_size=60),
+)
+def test_no_second_of_the_servers_clock_can_hold_more_requests_than_the_rate(
+    rate: float, timing: list[tuple[float, float]]
+) -> None:
+    """Wherever in [turn, answer] each request reaches the server, no half-open second holds more than ceil(rate).
+
+    Request j's turn at t_j and request i's arrival in one half-open second [x, x + 1) means i's
+    answer came after t_j - 1. So it suffices that at no turn ceil(rate) others are answered
+    later than a second before it (or not yet).
+    """
+    lateness = [late / rate for late, _ in timing]
+    sent, ends = _turns_and_ends(limits.Pacer(rate), lateness, [latency for _, latency in timing])
+    for j, turn in enumerate(sent):
+        overlapping = sum(1 for i in range(max(0, j - 200), j) if Fraction(turn) - Fraction(ends[i]) < 1)
+        assert overlapping <= math.ceil(rate) - 1, (j, turn, overlapping)
 
 
 @given(lateness=st.lists(st.floats(0.0, 30.0), min_size=2, max_size=20))

@@ -23,22 +23,35 @@ if TYPE_CHECKING:
     from airflow_provider_mindvideo.client.protocol import ClientSettings
 
 
+# How often to ask again while every turn of the second is in flight (their answers are not timed).
+_IN_FLIGHT_POLL = 0.01
+_SECOND = 1.0 + 1e-6
+
+
 @dataclass
 class Pacer:
-    """Turns every ``1 / rate`` seconds, taken only once due, and never more than ``rate`` in one second.
+    r"""Turns every ``1 / rate`` seconds, taken only once due, and never more than ``rate`` in one second.
 
     A turn is never booked ahead: a request whose sender was held up (a busy event loop) must
     not go out right behind the next one. But a sender that takes its turn a little late (a
     timer's millisecond, a busy loop) does not push the turns after it back: they keep the
     cadence, up to one interval of lateness. Counting each interval from the late send instead
     lost the lateness at every turn: 86 requests a second of the 95 allowed, in the batch probe.
-    Turns that bunch after a late one are bounded by the window: no second (of the times the
-    turns were taken) holds more than ``ceil(rate)`` of them.
+    The promise is the server's: no second of its clock holds more than ``ceil(rate)`` of the
+    requests. A request reaches the server some time after its turn, at the latest by the moment
+    its answer (or its failure) is back: it may arrive late, the next one early. So a turn counts
+    from when it is taken until a second after it is :meth:`finish`\ ed; a new turn is due only
+    while fewer than ``ceil(rate)`` count. Counting turns from when they were taken let a
+    request delayed on its way (a busy machine) arrive within a second of the R-th after it:
+    R + 1 in one second at the server.
     """
 
     rate: float
     _next_free: float = 0.0
-    _recent: collections.deque[float] = field(default_factory=collections.deque, repr=False)
+    #: Turns taken and not finished yet.
+    _in_flight: int = 0
+    #: When the finished turns finished, oldest first; only those of the last second matter.
+    _ended: collections.deque[float] = field(default_factory=collections.deque, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def reserve(self, now: float) -> float:
@@ -46,19 +59,28 @@ class Pacer:
         with self._lock:
             if now < self._next_free:
                 return self._next_free - now
-            per_second = math.ceil(self.rate)
-            if len(self._recent) >= per_second and (wait := self._recent[0] + 1.0 - now) > 0.0:
-                return wait  # (computed once: 0.0 is "take it", so a rounding must not say both)
+            # A second and a microsecond: the subtraction rounds, and the promise must hold exactly.
+            while self._ended and now - self._ended[0] >= _SECOND:
+                self._ended.popleft()
+            if self._in_flight + len(self._ended) >= math.ceil(self.rate):
+                if self._ended:
+                    # At least a microsecond: a wait below the clock's resolution would not move it.
+                    return max(_SECOND - (now - self._ended[0]), 1e-6)
+                return min(1.0 / self.rate, _IN_FLIGHT_POLL)  # all in flight: an answer frees a turn
             interval = 1.0 / self.rate
             due = self._next_free
             # Below one a second the window (one second) is shorter than the interval: no cadence
             # to keep there, every two turns are a full interval apart.
             on_time = self.rate >= 1.0 and now - due < interval
             self._next_free = (due if on_time else now) + interval
-            self._recent.append(now)
-            if len(self._recent) > per_second:
-                self._recent.popleft()
+            self._in_flight += 1
             return 0.0
+
+    def finish(self, now: float) -> None:
+        """The request of a turn is answered, or failed: from a second after ``now`` it no longer counts."""
+        with self._lock:
+            self._in_flight -= 1
+            self._ended.append(now)
 
 
 class ConnectionLimits:
@@ -76,6 +98,11 @@ class ConnectionLimits:
     def delay(self) -> float:
         """0.0 when a request may be sent now (and it is counted), else seconds to wait before asking again."""
         return self.pacer.reserve(time.monotonic()) if self.pacer else 0.0
+
+    def finish(self) -> None:
+        """The request of a turn :meth:`delay` or :meth:`await_turn` gave is answered, or failed."""
+        if self.pacer is not None:
+            self.pacer.finish(time.monotonic())
 
     async def await_turn(self, within: float) -> bool:
         """Wait for a pacing turn in an event loop (it is then counted); False if none comes within ``within`` s.
