@@ -87,3 +87,153 @@ def test_an_inputs_encoding_that_is_no_text_encoding_is_refused_when_the_dag_is_
     # codecs.lookup knows 'hex' and 'rot13', but bytes.decode refuses them with a raw LookupError
     with pytest.raises(ValueError, match="inputs_encoding = 'hex'"):
         _batch(tmp_path, inputs_path=f"file://{tmp_path}/in.csv", inputs_encoding="hex")
+
+
+def test_a_lone_surrogate_in_a_prompt_is_refused_clearly_or_round_trips(emulator: MindVideoEmulator, tmp_path: Path) -> None:
+    # Valid JSON (an escaped lone surrogate) that no UTF-8 writer can write back raw.
+    (tmp_path / "in.jsonl").write_text('{"prompt": "a fox \\ud800 in snow"}\n', encoding="utf-8")
+    try:
+        summary = run_batch(_batch(tmp_path, inputs_path=f"file://{tmp_path}/in.jsonl"), Ti())
+    except MindVideoError as exc:
+        assert "line 1" in str(exc), exc
+        assert emulator.state.requests["create"] == 0
+    else:
+        assert summary["counts"]["succeeded"] == 1
+
+
+def test_a_lone_surrogate_in_an_inputs_list_is_refused_clearly_or_round_trips(
+    emulator: MindVideoEmulator, tmp_path: Path
+) -> None:
+    try:
+        summary = run_batch(_batch(tmp_path, inputs=[{"prompt": "a fox \udc80 in snow"}]), Ti())
+    except MindVideoError as exc:
+        assert "1" in str(exc), exc
+        assert emulator.state.requests["create"] == 0
+    else:
+        assert summary["counts"]["succeeded"] == 1
+
+
+# -- hostile HTTP: the key in headers, error bodies, redirects ----------------------------------------
+
+
+class _KeyEcho(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, answer: Any) -> None:
+        super().__init__(("127.0.0.1", 0), _KeyEchoHandler)
+        self.answer = answer  # (key) -> (status, headers, body)
+        self.requests = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _KeyEchoHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _KeyEcho
+
+    def _reply(self) -> None:
+        length = int(self.headers.get("Content-Length", 0) or 0)
+        if length:
+            self.rfile.read(length)
+        self.server.requests += 1
+        key = self.headers.get("Authorization", "").partition(" ")[2]
+        status, headers, body = self.server.answer(key)
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _reply
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def key_echo(answer: Any) -> Iterator[_KeyEcho]:
+    server = _KeyEcho(answer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+#: A key with characters whose escaped forms differ (as the repository's hostile tests use).
+ODD_KEY = "mv_live_Qx7H/s2+Lk9=Pw4&Zr6<Tn8>"
+SECRET_PART = ODD_KEY[8:]
+
+
+def _html_numeric(text: str) -> str:
+    # OWASP-style encoders write every non-alphanumeric character as a hex entity
+    return "".join(c if c.isalnum() else f"&#x{ord(c):x};" for c in text)
+
+
+def _lower_percent(text: str) -> str:
+    from urllib.parse import quote
+
+    return quote(text, safe="").replace("%2F", "%2f").replace("%2B", "%2b").replace("%3D", "%3d").replace("%3C", "%3c").replace("%3E", "%3e")
+
+
+def _leaks(text: str) -> list[str]:
+    # The secret part of the key, or its alphanumeric run after the first escaped character.
+    pieces = [SECRET_PART, "Lk9", "Pw4", "Zr6", "Tn8"]
+    return [piece for piece in pieces if piece in text]
+
+
+ECHOES: dict[str, Any] = {
+    "redirect Location": lambda key: (302, {"Location": f"http://127.0.0.1:1/login?token={key}"}, b""),
+    "401 WWW-Authenticate": lambda key: (
+        401,
+        {"WWW-Authenticate": f'Bearer error="invalid_token" token="{key}"', "Content-Type": "text/plain"},
+        f"bad token {key}".encode(),
+    ),
+    "503 html numeric entities": lambda key: (
+        503,
+        {"Content-Type": "text/html"},
+        f"<html><body>Authorization: Bearer {_html_numeric(key)}</body></html>".encode(),
+    ),
+    "500 lowercase percent": lambda key: (
+        500,
+        {"Content-Type": "application/json"},
+        json.dumps({"error": {"message": f"GET /?k={_lower_percent(key)}"}}).encode(),
+    ),
+    "400 request id header": lambda key: (
+        400,
+        {"Content-Type": "application/json", "X-Request-Id": f"req {key}"},
+        json.dumps({"error": {"message": "bad"}}).encode(),
+    ),
+    "422 json list": lambda key: (
+        422,
+        {"Content-Type": "application/json"},
+        json.dumps({"detail": [{"loc": ["header", "authorization"], "input": f"Bearer {key}"}]}).encode(),
+    ),
+}
+
+
+@pytest.mark.parametrize("echo", list(ECHOES))
+def test_the_key_echoed_in_an_error_answer_is_in_no_exception_or_log(
+    echo: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    with key_echo(ECHOES[echo]) as server:
+        conn = {"conn_type": "mindvideo", "host": server.base_url, "password": ODD_KEY, "extra": {"timeout": 2}}
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("AIRFLOW_CONN_MV_ECHO", json.dumps(conn))
+            hook = MindVideoHook("mv_echo", retry_policy=FAST)
+            with pytest.raises(MindVideoError) as raised:
+                hook.create_task("gpt-image-2", {"prompt": "a fox"}, idempotency_key="k" * 20)
+            hook.close()
+    error = raised.value
+    seen = f"{error} {error!r} {error.args!r} {vars(error)!r} " + " ".join(
+        f"{r.getMessage()} {r.exc_text or ''}" for r in caplog.records if not r.name.startswith(("httpcore", "httpx"))
+    )
+    assert not _leaks(seen), (echo, _leaks(seen), seen[:2000])
