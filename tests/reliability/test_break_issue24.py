@@ -89,7 +89,9 @@ def test_an_inputs_encoding_that_is_no_text_encoding_is_refused_when_the_dag_is_
         _batch(tmp_path, inputs_path=f"file://{tmp_path}/in.csv", inputs_encoding="hex")
 
 
-def test_a_lone_surrogate_in_a_prompt_is_refused_clearly_or_round_trips(emulator: MindVideoEmulator, tmp_path: Path) -> None:
+def test_a_lone_surrogate_in_a_prompt_is_refused_clearly_or_round_trips(
+    emulator: MindVideoEmulator, tmp_path: Path
+) -> None:
     # Valid JSON (an escaped lone surrogate) that no UTF-8 writer can write back raw.
     (tmp_path / "in.jsonl").write_text('{"prompt": "a fox \\ud800 in snow"}\n', encoding="utf-8")
     try:
@@ -178,7 +180,14 @@ def _html_numeric(text: str) -> str:
 def _lower_percent(text: str) -> str:
     from urllib.parse import quote
 
-    return quote(text, safe="").replace("%2F", "%2f").replace("%2B", "%2b").replace("%3D", "%3d").replace("%3C", "%3c").replace("%3E", "%3e")
+    return (
+        quote(text, safe="")
+        .replace("%2F", "%2f")
+        .replace("%2B", "%2b")
+        .replace("%3D", "%3d")
+        .replace("%3C", "%3c")
+        .replace("%3E", "%3e")
+    )
 
 
 def _leaks(text: str) -> list[str]:
@@ -203,6 +212,11 @@ ECHOES: dict[str, Any] = {
         500,
         {"Content-Type": "application/json"},
         json.dumps({"error": {"message": f"GET /?k={_lower_percent(key)}"}}).encode(),
+    ),
+    "502 php json_encode (escaped slashes) in html": lambda key: (
+        502,
+        {"Content-Type": "text/html"},
+        ("<pre>" + json.dumps({"auth": key}).replace("/", "\\/") + "</pre>").encode(),
     ),
     "400 request id header": lambda key: (
         400,
