@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,9 +22,10 @@ from airflow.sdk.exceptions import TaskDeferred
 
 from airflow_provider_mindvideo.client.errors import InputValidationError, MindVideoError
 from airflow_provider_mindvideo.client.protocol import RetryPolicy
-from airflow_provider_mindvideo.emulator import MindVideoEmulator
+from airflow_provider_mindvideo.emulator import EmulatorConfig, MindVideoEmulator
 from airflow_provider_mindvideo.hooks import MindVideoHook
 from airflow_provider_mindvideo.operators import MindVideoBatchGenerateOperator
+from tests.hostile import HostileAnswers, hostile_server
 
 KEY = "mv_live_Qx7Hs2Lk9Pw4Zr6Tn8Vb"
 FAST = RetryPolicy(max_retries=2, deadline=5.0, backoff=0.01, max_backoff=0.02)
@@ -242,3 +244,35 @@ def test_the_key_echoed_in_an_error_answer_is_in_no_exception_or_log(
         f"{r.getMessage()} {r.exc_text or ''}" for r in caplog.records if not r.name.startswith(("httpcore", "httpx"))
     )
     assert not _leaks(seen), (echo, _leaks(seen), seen[:2000])
+
+
+# -- cost fields the server sends -------------------------------------------------------------------
+
+
+class _BigCost(HostileAnswers):
+    """Every get answer's cost_actual is an integer of 5,000 digits: valid JSON past Python's int limit."""
+
+    def _rewritten(self, route: str, raw: bytes) -> bytes:
+        body = super()._rewritten(route, raw)
+        if route != "get":
+            return body
+        return re.sub(rb'"cost_actual":\s*[^,}]+', b'"cost_actual": 1' + b"0" * 5000, body)
+
+
+def test_a_cost_actual_of_5000_digits_is_an_unknown_cost_not_an_unreadable_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from airflow_provider_mindvideo.operators import MindVideoGenerateOperator
+
+    config = EmulatorConfig(queued_seconds=0.01, processing_seconds={"image": 0.02, "video": 0.02})
+    with hostile_server(config) as server:
+        server.answers.__class__ = _BigCost
+        monkeypatch.setenv("AIRFLOW_CONN_MINDVIDEO_DEFAULT", server.connection(timeout=2, max_retries=2))
+        operator = MindVideoGenerateOperator(
+            task_id="generate", model="gpt-image-2", input={"prompt": "a fox"}, poll_interval=0.02, timeout=20
+        )
+        operator.__dict__["hook"] = MindVideoHook(retry_policy=FAST)
+        urls = operator.execute({"ti": Ti()})  # type: ignore[arg-type]
+        operator.hook.close()
+    assert urls, "a succeeded task was not delivered"
+    assert server.state.charged_tasks == 1
