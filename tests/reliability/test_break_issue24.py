@@ -276,3 +276,22 @@ def test_a_cost_actual_of_5000_digits_is_an_unknown_cost_not_an_unreadable_answe
         operator.hook.close()
     assert urls, "a succeeded task was not delivered"
     assert server.state.charged_tasks == 1
+
+
+def test_a_manifest_corrupt_in_its_middle_fails_the_next_try_naming_file_and_line(
+    emulator: MindVideoEmulator, tmp_path: Path
+) -> None:
+    emulator.script("doomed", "failed", error="GPU fell over", times=1)
+    inputs = [{"prompt": "a fox"}, {"prompt": "doomed whale"}, {"prompt": "an owl"}]
+    with pytest.raises(MindVideoError):
+        run_batch(_batch(tmp_path, inputs=inputs), Ti(try_number=1))
+    manifest = tmp_path / "out" / "manifest.jsonl"
+    rows = manifest.read_text(encoding="utf-8").split("\n")
+    rows[1] = rows[1][: len(rows[1]) // 2]  # torn in the middle of the file: no crash tore it there
+    manifest.write_text("\n".join(rows), encoding="utf-8")
+    charged = emulator.state.charged_tasks
+    with pytest.raises(MindVideoError) as refused:
+        run_batch(_batch(tmp_path, inputs=inputs), Ti(try_number=2))
+    message = str(refused.value)
+    assert "manifest.jsonl" in message and "line 2" in message, message
+    assert emulator.state.charged_tasks == charged  # nothing paid while the record of what was paid is unread
