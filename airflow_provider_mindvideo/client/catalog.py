@@ -19,12 +19,15 @@ import difflib
 import functools
 import json
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 from airflow_provider_mindvideo.client.errors import InputValidationError, UnknownModelError
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 _VALUE_PREVIEW_CHARS = 80
 
@@ -142,15 +145,31 @@ def _json_problems(value: Any, path: str) -> list[str]:
         for key, item in value.items():
             if not isinstance(key, str):
                 problems.append(f"{path} key {_preview(key)}: field names must be strings")
+            else:
+                problems.extend(_not_utf8(key, f"{path} key {_preview(key)}"))
             problems.extend(_json_problems(item, f"{path}.{key}"))
         return problems
     if isinstance(value, list | tuple):
         return [p for i, item in enumerate(value) for p in _json_problems(item, f"{path}[{i}]")]
     if isinstance(value, float) and not math.isfinite(value):
         return [f"{path} = {value!r}: not a JSON number (NaN and infinities cannot be sent)"]
-    if value is None or isinstance(value, str | int | float | bool):
+    if isinstance(value, str):
+        return _not_utf8(value, f"{path} = {_preview(value)}")
+    if value is None or isinstance(value, int | float | bool):
         return []
     return [f"{path} = {_preview(value)}: a {type(value).__name__} is not JSON (use str, number, list or dict)"]
+
+
+def _not_utf8(text: str, where: str) -> list[str]:
+    # A lone surrogate ("\\ud800" in a JSON file, or from Python) is valid JSON but no UTF-8:
+    # neither the request body nor the work list and manifest could be written.
+    found = _SURROGATE.search(text)
+    if found is None:
+        return []
+    return [
+        f"{where}: character {found.start() + 1} is a lone surrogate (U+{ord(found.group()):04X}), "
+        "not text that can be sent"
+    ]
 
 
 def _describe(error: Any, model: str) -> str:

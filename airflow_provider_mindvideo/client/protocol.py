@@ -434,9 +434,18 @@ _NOT_JSON = object()
 def _decoded(response: httpx.Response) -> Any:
     """The body as JSON, or ``_NOT_JSON``: nothing a server sends may raise past this point."""
     try:
-        return json.loads(response.content)
+        return json.loads(response.content, parse_int=_json_int)
     except (ValueError, RecursionError):
         return _NOT_JSON
+
+
+def _json_int(digits: str) -> int | float:
+    # An integer past Python's digit limit (4,300) is valid JSON: read it as the (infinite) float
+    # it is, so that one absurd field (a cost) is unknown rather than the whole answer unreadable.
+    try:
+        return int(digits)
+    except ValueError:
+        return float(digits)
 
 
 def _json_body(response: httpx.Response) -> Any:

@@ -22,6 +22,7 @@ from urllib.parse import quote, quote_plus, urlsplit, urlunsplit
 REDACTED = "***"
 # A cut-off echo is still a secret: text starting like the key (this many characters) goes too.
 _HEAD = 10
+_PERCENT_ESCAPE = re.compile(r"%[0-9A-F]{2}")
 _URL_CREDENTIALS = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
 
 
@@ -30,22 +31,29 @@ class _Forms:
     texts: tuple[str, ...]
     heads: tuple[str, ...]
     raw_heads: tuple[bytes, ...]
+    #: Every character of every form, and the backslash of escapes none of them foresaw.
+    chars: frozenset[str]
 
 
 @functools.lru_cache(maxsize=64)
 def _forms(secret: str) -> _Forms:
     # Every form a server or a gateway may echo it in: escaped for JSON, HTML, repr, or a URL.
+    percent = {quote(secret, safe=""), quote(secret), quote_plus(secret)}
     texts = {
         secret,
         json.dumps(secret)[1:-1],
         html.escape(secret),
         repr(secret)[1:-1],
-        quote(secret, safe=""),
-        quote(secret),
-        quote_plus(secret),
+        *percent,
+        *(_lower_hex(text) for text in percent),
+        # HTML numeric character references, as OWASP-style encoders write every non-alphanumeric one
+        "".join(char if char.isalnum() else f"&#x{ord(char):x};" for char in secret),
+        "".join(char if char.isalnum() else f"&#x{ord(char):X};" for char in secret),
+        "".join(char if char.isalnum() else f"&#{ord(char)};" for char in secret),
     }
     heads = tuple({text[:_HEAD] for text in texts})
-    return _Forms(tuple(sorted(texts, key=len, reverse=True)), heads, tuple(head.encode() for head in heads))
+    chars = frozenset("".join(texts)) | {"\\"}
+    return _Forms(tuple(sorted(texts, key=len, reverse=True)), heads, tuple(head.encode() for head in heads), chars)
 
 
 def without_secret(text: str, secret: str | None) -> str:
@@ -57,7 +65,7 @@ def without_secret(text: str, secret: str | None) -> str:
         return text  # every form starts with one of the heads: nothing to cut
     for form in forms.texts:
         text = text.replace(form, REDACTED)
-    return _without_heads(text, forms.texts)
+    return _without_heads(text, forms.texts, forms.chars)
 
 
 def redact(text: str, secret: str | None) -> str:
@@ -111,17 +119,27 @@ def url_without_password(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def _without_heads(text: str, forms: tuple[str, ...]) -> str:
+def _without_heads(text: str, forms: tuple[str, ...], chars: frozenset[str]) -> str:
     # A capped message or a preview can end inside the key: its start is a secret too. Where a
-    # start is found, the longest form that goes on matching there decides how much is cut.
+    # start is found, the longest form that goes on matching there decides how much is cut, and
+    # the cut goes on over every character a form of the key is made of: an escape no form
+    # foresaw (PHP's "\/", "%2f") must not leave the rest of the key behind.
     heads = {form[:_HEAD] for form in forms}
     start = 0
     while found := [at for head in heads if (at := text.find(head, start)) != -1]:
         start = min(found)
-        end = max(start + _matching(text, start, form) for form in forms if text.startswith(form[:_HEAD], start))
+        candidates = [form for form in forms if text.startswith(form[:_HEAD], start)]
+        end = max(start + _matching(text, start, form) for form in candidates)
+        if not any(text.startswith(form, start) for form in candidates):
+            while end < len(text) and text[end] in chars:
+                end += 1
         text = text[:start] + REDACTED + text[end:]
         start += len(REDACTED)
     return text
+
+
+def _lower_hex(text: str) -> str:
+    return _PERCENT_ESCAPE.sub(lambda found: found.group().lower(), text)
 
 
 def _matching(text: str, start: int, form: str) -> int:

@@ -217,9 +217,12 @@ class MindVideoBatchGenerateOperator(BaseOperator):
         self.inputs = inputs
         self.inputs_path = inputs_path
         try:
-            codecs.lookup(inputs_encoding)
-        except LookupError:
-            raise ValueError(f"inputs_encoding = {inputs_encoding!r}: not a text encoding Python knows") from None
+            # 'hex', 'rot13', 'zlib' are codecs too, but no text encoding: bytes.decode refuses them.
+            text_encoding = codecs.lookup(inputs_encoding)._is_text_encoding
+        except (LookupError, TypeError):
+            text_encoding = False
+        if not text_encoding:
+            raise ValueError(f"inputs_encoding = {inputs_encoding!r}: not a text encoding Python knows")
         self.inputs_encoding = inputs_encoding
         self.result_path = result_path
         self.storage_conn_id = storage_conn_id
