@@ -23,6 +23,9 @@ model serves Submit, Generate, the batch and review regenerations:
   told the model's price: later creates of it are refused
   (:meth:`Budget.unpriced`). So the ceiling holds to within one create's true price per model
   whose price was not yet known.
+- **What no client can see**: a price that depends on the input (a longer video) or rises after
+  it was learnt is counted at the old bound until a task tells it, so it can pass the ceiling by
+  that rise times the creates in flight (``max_active`` in a batch, one for Submit/Generate).
 
 A create that does not fit only because money is held for unanswered creates, or because its
 model goes alone, *waits* (:meth:`Budget.try_reserve` gives None, :meth:`Budget.refuses`
