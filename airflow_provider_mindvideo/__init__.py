@@ -183,6 +183,19 @@ def get_provider_info() -> dict[str, Any]:
                         "example": "s3://my-bucket/mindvideo/batches",
                         "default": "",
                     },
+                    "ledger_conn_id": {
+                        "description": (
+                            "The Airflow connection (postgres, or sqlite with host = the file) of the spend "
+                            "ledger that counts every create against the budgets in a MindVideo connection's "
+                            "'budgets' extra. Every worker and triggerer connects to it itself; use postgres "
+                            "when tasks run on several machines. Empty: the SQLite file "
+                            "$AIRFLOW_HOME/mindvideo_ledger.db. Not opened while no connection has budgets."
+                        ),
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "mindvideo_ledger",
+                        "default": "",
+                    },
                 },
             }
         },

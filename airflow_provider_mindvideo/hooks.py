@@ -12,7 +12,7 @@ from asyncio import sleep as async_sleep
 from collections.abc import Callable, Iterator, Mapping
 from time import monotonic, sleep
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -48,6 +48,9 @@ from airflow_provider_mindvideo.transports import (
     forget_closed_loop,
     give_back_async_client,
 )
+
+if TYPE_CHECKING:
+    from airflow_provider_mindvideo.spend.location import SpendBooks
 
 T = TypeVar("T")
 
@@ -98,6 +101,7 @@ class MindVideoHook(BaseHook):
         self.retry_policy = retry_policy
         self.shared_client = shared_client
         self._settings: ClientSettings | None = None
+        self._extras: Mapping[str, Any] | None = None
         self._client: httpx.Client | None = None
         self._async_client: httpx.AsyncClient | None = None
         self._async_loop: Callable[[], asyncio.AbstractEventLoop | None] = _no_loop
@@ -120,6 +124,8 @@ class MindVideoHook(BaseHook):
         if proxy_password:
             mask_secret(proxy_password)
         self._settings = settings
+        # The budgets live in the extras too: the spend ledger reads them from here, no second read.
+        self._extras = conn.extra_dejson
         return settings
 
     @property
@@ -142,6 +148,27 @@ class MindVideoHook(BaseHook):
         except AirflowNotFoundException:
             raise self._no_such_connection() from None
         return self._adopt_settings(conn)
+
+    def spend_books(self, budget: str | None = None) -> SpendBooks:
+        """The spend ledger's books for creates through this connection (its ``budgets`` extra), and ``budget``'s.
+
+        Without budgets in the extras: books that do nothing, and no database is opened.
+        """
+        from airflow_provider_mindvideo.spend.location import spend_books
+
+        self.settings  # noqa: B018 -- reads the connection (and its extras) once
+        if self._extras is None:  # settings reused from another hook: their extras were not kept
+            self._extras = self.get_connection(self.mindvideo_conn_id).extra_dejson
+        return spend_books(self.mindvideo_conn_id, self._extras, budget)
+
+    async def aspend_books(self, budget: str | None = None) -> SpendBooks:
+        """:meth:`spend_books` without blocking the event loop (the ledger is opened in a thread)."""
+        from airflow_provider_mindvideo.spend.location import spend_books
+
+        await self.asettings()
+        if self._extras is None:  # settings reused from another hook: their extras were not kept
+            self._extras = (await self.aget_connection(self.mindvideo_conn_id)).extra_dejson
+        return await asyncio.to_thread(spend_books, self.mindvideo_conn_id, self._extras, budget)
 
     def reuse_settings(self, settings: ClientSettings) -> None:
         """Use settings another hook read from this connection moments ago (waits started together share one)."""

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol
 
+from airflow_provider_mindvideo.batch.ledger import BatchBooks, seconds_until
 from airflow_provider_mindvideo.batch.outputs import DOWNLOAD_CONCURRENCY, save_item_outputs, still_stored
 from airflow_provider_mindvideo.batch.plan import (
     DOWNLOAD_FAILED,
@@ -59,6 +60,8 @@ from airflow_provider_mindvideo.client.polling import next_poll_delay
 from airflow_provider_mindvideo.client.protocol import RetryPolicy
 from airflow_provider_mindvideo.client.submission import Step, exhausted_message, generations_to_walk, next_step
 from airflow_provider_mindvideo.spend.ceiling import Budget, Charge, readable_cost
+from airflow_provider_mindvideo.spend.location import LedgerMisconfiguredError, LedgerUnavailableError
+from airflow_provider_mindvideo.spend.records import BudgetRefusal
 
 if TYPE_CHECKING:
     import httpx
@@ -90,13 +93,23 @@ class BatchRunSettings(Protocol):
     download_to: str | None
     download_conn_id: str | None
     download_allow_private_urls: bool
+    budget: str | None
+    on_budget_exhausted: str
+    creator: dict[str, Any] | None
 
     @property
     def log(self) -> Any: ...
 
 
 # Errors about the account or the connection, not an item: every other item would meet them too.
-_STOPS_THE_BATCH = (AuthenticationError, ConnectionNotFoundError, InsecureConnectionError, TlsVerificationError)
+_STOPS_THE_BATCH = (
+    AuthenticationError,
+    ConnectionNotFoundError,
+    InsecureConnectionError,
+    TlsVerificationError,
+    LedgerUnavailableError,  # budgets depend on the ledger: nothing more is sent
+    LedgerMisconfiguredError,
+)
 # A 429 without Retry-After still pauses the batch this long.
 _DEFAULT_PAUSE = 1.0
 # After the deadline, calls still running (a hung connection) are cancelled this much later.
@@ -269,6 +282,8 @@ class _Batch:
         #: What the ceiling counts for each create (this run's and earlier ones), by key.
         self.charges: dict[str, Charge] = {}
         self.saver = _Saver(trigger, self.log) if trigger.download_to else None
+        #: The spend ledger (the connection's budgets); opened by run().
+        self.books = BatchBooks(None, None, trigger.try_number)
 
     def _adopt_earlier(
         self, earlier: list[ItemResult], kept: list[dict[str, Any]], intents: list[dict[str, Any]]
@@ -335,6 +350,9 @@ class _Batch:
 
     async def run(self) -> BatchSummary:
         settings = await self.hook.asettings()
+        # Before anything is sent: an unknown budget name or an unreachable ledger ends the batch here.
+        books = await self.hook.aspend_books(getattr(self.trigger, "budget", None))
+        self.books = BatchBooks(books, getattr(self.trigger, "creator", None), self.trigger.try_number)
         self.hook.retry_policy = _BatchRetryPolicy(
             max_retries=settings.max_retries, on_rate_limited=self.pause.pause, batch_deadline=self.trigger.deadline
         )
@@ -389,6 +407,8 @@ class _Batch:
         await self._write_manifest()
         # Every create is in the manifest now, answered or not.
         await asyncio.to_thread(clear_intents, self.intents.folder, self.trigger.storage_conn_id)
+        # A settle not written leaves its create counted at its reservation; the error says the ledger failed.
+        await self.books.drain()
         return summary
 
     def _hard_stop(self) -> float | None:
@@ -473,10 +493,17 @@ class _Batch:
                 charge = self.charges.get(key)
                 if charge is not None:
                     self.budget.settle(charge, task.cost_estimate, task.cost_actual)
+                self.books.settle(key, task)  # a create reserved by a run that died: its answer is in now
             else:
                 reservation = await self._reserve(item.model)
                 if reservation is None:
                     row.status, row.error, row.retryable = OVER_BUDGET, self.budget.refusal(item.model), False
+                    return None
+                refusal = await self._reserve_in_ledger(key, item.model, reservation)
+                if refusal is not None:
+                    self.budget.release(reservation)
+                    self._budget_moved()
+                    row.status, row.error, row.retryable = OVER_BUDGET, refusal.message(), False
                     return None
                 intent = row.note_task(
                     generation,
@@ -500,6 +527,7 @@ class _Batch:
                     refused = exc.http_status is not None and 400 <= exc.http_status < 500 and exc.http_status != 429
                     if not sent or refused:  # nothing was charged
                         self.budget.release(reservation)
+                        self.books.release(key)
                         row.tasks.remove(intent)
                         del self.known[key]
                     else:  # it may have charged: its money stays held, and no one waits for its answer
@@ -508,6 +536,7 @@ class _Batch:
                     raise
                 self.charges[key] = reservation
                 self.budget.settle(reservation, task.cost_estimate, task.cost_actual)
+                self.books.settle(key, task)
                 self._budget_moved()
                 row.note_task(generation, key, task.task_id, task.cost_estimate, try_number=trigger.try_number)
             if task.is_terminal:
@@ -540,9 +569,24 @@ class _Batch:
             await self._budget_change.wait()
         return reservation
 
+    async def _reserve_in_ledger(self, key: str, model: str, reservation: Charge) -> BudgetRefusal | None:
+        """Reserve the create in the spend ledger at what the ceiling holds it at; the refusal, if a budget is full.
+
+        ``on_budget_exhausted="wait"``: wait (in this loop, no worker slot) until the refusing
+        window resets and try again, unless the create is dearer than the whole limit.
+        """
+        while True:
+            refusal = await self.books.try_reserve(key, model, self.budget.counted(reservation))
+            wait = getattr(self.trigger, "on_budget_exhausted", "fail") == "wait"
+            if refusal is None or not wait or not refusal.could_ever_fit:
+                return refusal
+            self.log.info("%s Waiting for the reset (on_budget_exhausted='wait').", refusal.message())
+            await asyncio.sleep(seconds_until(refusal.window.resets_at.timestamp()))
+
     def _ended(self, row: ItemResult, key: str, task: MindVideoTask) -> None:
         """``task`` (``key``'s) ended: what it cost settles, and the items waiting for its model's price wake."""
         row.note_end(key, task.cost_actual)
+        self.books.settle(key, task)
         charge = self.charges.get(key)
         if charge is not None and charge.open:
             self.budget.finish(charge, task.cost_estimate, task.cost_actual, task=task.task_id)

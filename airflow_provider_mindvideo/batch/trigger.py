@@ -72,6 +72,10 @@ class MindVideoBatchTrigger(BaseTrigger):
         None: the operator saves them, if at all. Files an earlier run stored are kept.
     :param download_conn_id: The storage connection for ``download_to``.
     :param download_allow_private_urls: Let downloads reach loopback and private addresses.
+    :param budget: The operator's named budget in the spend ledger, besides the account's.
+    :param on_budget_exhausted: ``"fail"``: an item a budget refuses is ``over_budget``;
+        ``"wait"``: it waits in this loop until the window resets.
+    :param creator: What the ledger's rows name: ``dag_id``, ``run_id``, ``task_id``, ``map_index``.
     """
 
     def __init__(
@@ -94,6 +98,9 @@ class MindVideoBatchTrigger(BaseTrigger):
         download_to: str | None = None,
         download_conn_id: str | None = None,
         download_allow_private_urls: bool = False,
+        budget: str | None = None,
+        on_budget_exhausted: str = "fail",
+        creator: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         check_poll_settings(poll_interval, max_poll_interval)
@@ -116,6 +123,9 @@ class MindVideoBatchTrigger(BaseTrigger):
         self.download_to = download_to
         self.download_conn_id = download_conn_id
         self.download_allow_private_urls = download_allow_private_urls
+        self.budget = budget
+        self.on_budget_exhausted = on_budget_exhausted
+        self.creator = creator
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         # Stored in the metadata database: paths, ids and numbers; the work list stays in storage.
@@ -141,6 +151,9 @@ class MindVideoBatchTrigger(BaseTrigger):
                 "download_to": self.download_to,
                 "download_conn_id": self.download_conn_id,
                 "download_allow_private_urls": self.download_allow_private_urls,
+                "budget": self.budget,
+                "on_budget_exhausted": self.on_budget_exhausted,
+                "creator": self.creator,
             },
         )
 

@@ -171,6 +171,9 @@ class ConnectionExtras(pydantic.BaseModel):
     allow_insecure_http: Annotated[bool | None, _Text] = None
     proxy: Annotated[str | None, _Text] = None
     ca_bundle: Annotated[str | None, _Text] = None
+    # The spend ledger's budgets (read and checked by spend.budgets, not by the client).
+    budgets: Any = None
+    budget_timezone: Any = None
 
 
 def settings_from_connection(

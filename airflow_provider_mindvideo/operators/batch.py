@@ -55,6 +55,7 @@ from airflow_provider_mindvideo.links import MindVideoModelDocsLink
 from airflow_provider_mindvideo.operators.download import check_folder, outlets_for, private_urls_allowed
 from airflow_provider_mindvideo.outputs import storage
 from airflow_provider_mindvideo.outputs.downloads import download_client, record_output
+from airflow_provider_mindvideo.spend.budgets import check_budget_arguments
 from airflow_provider_mindvideo.spend.ceiling import check_max_cost
 
 if TYPE_CHECKING:
@@ -126,6 +127,14 @@ class MindVideoBatchGenerateOperator(BaseOperator):
         earlier tries created counts, whatever the inputs say now. None: no ceiling. What
         remains: a price that depends on the input and rises above every earlier answer can
         pass the ceiling by at most that rise times the creates in flight (``max_active``).
+    :param budget: A budget of the connection's ``budgets`` extra the items count against,
+        besides the account's (settable in ``default_args``). Each create is reserved in the
+        spend ledger at what ``max_cost`` holds it at before it is sent; an item a budget window
+        refuses is ``over_budget`` (its error names the budget, window, spent, reserved, limit and
+        reset) and the batch goes on with what fits. See :doc:`/spend`.
+    :param on_budget_exhausted: ``"fail"`` (default): refused items are ``over_budget``.
+        ``"wait"``: they wait in the triggerer (no worker slot) until the window resets, within
+        ``timeout``.
     :param download_to: Also save each succeeded item's outputs into this folder (an
         ``ObjectStoragePath`` URL), as :class:`MindVideoDownloadOperator` does (default file
         names, ``overwrite=False``), :data:`DOWNLOAD_CONCURRENCY` at a time. The trigger saves
@@ -197,6 +206,8 @@ class MindVideoBatchGenerateOperator(BaseOperator):
         progress_interval: float = 60.0,
         mindvideo_conn_id: str = DEFAULT_CONN_ID,
         allow_unknown_model: bool = False,
+        budget: str | None = None,
+        on_budget_exhausted: str = "fail",
         **kwargs: Any,
     ) -> None:
         if download_to is not None:
@@ -208,6 +219,7 @@ class MindVideoBatchGenerateOperator(BaseOperator):
             raise ValueError(f"max_active = {max_active!r}: must be a whole number >= 1")
         check_max_failed(max_failed)
         check_max_cost(max_cost)
+        check_budget_arguments(budget, on_budget_exhausted)
         if max_generations is not None and (isinstance(max_generations, bool) or max_generations < 1):
             raise ValueError(f"max_generations = {max_generations!r}: must be a whole number >= 1, or None")
         check_poll_settings(poll_interval, max_poll_interval)
@@ -239,6 +251,8 @@ class MindVideoBatchGenerateOperator(BaseOperator):
         self.progress_interval = progress_interval
         self.mindvideo_conn_id = mindvideo_conn_id
         self.allow_unknown_model = allow_unknown_model
+        self.budget = budget
+        self.on_budget_exhausted = on_budget_exhausted
 
     def execute(self, context: Context) -> None:
         """Read and check every input, write the work list, and hand the batch to the triggerer."""
@@ -249,6 +263,10 @@ class MindVideoBatchGenerateOperator(BaseOperator):
         self._claim(result_path, ti)
         if self.download_to:
             check_folder(self.download_to, self.download_conn_id)
+        # The budget's name and the ledger, checked before the batch is handed on (nothing opened without budgets).
+        from airflow_provider_mindvideo.hooks import MindVideoHook
+
+        MindVideoHook(self.mindvideo_conn_id).spend_books(self.budget)
         work_path = work_list_path(result_path)
         storage.replace_text(self._storage(work_path), dump_work_list(items))
         self.log.info(
@@ -278,6 +296,9 @@ class MindVideoBatchGenerateOperator(BaseOperator):
                 download_to=self.download_to,
                 download_conn_id=self.download_conn_id,
                 download_allow_private_urls=private_urls_allowed(self.download_allow_private_urls),
+                budget=self.budget,
+                on_budget_exhausted=self.on_budget_exhausted,
+                creator={"dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id, "map_index": ti.map_index},
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout) + _DEFERRAL_GRACE,

@@ -14,6 +14,7 @@ from airflow_provider_mindvideo import DEFAULT_CONN_ID
 from airflow_provider_mindvideo.client.polling import check_poll_settings, next_poll_delay
 from airflow_provider_mindvideo.links import MindVideoModelDocsLink, MindVideoOutputLink, remember_push
 from airflow_provider_mindvideo.operators.templating import TEMPLATE_EXT, input_from_template, template_error
+from airflow_provider_mindvideo.spend.budgets import check_budget_arguments
 from airflow_provider_mindvideo.spend.ceiling import check_max_cost
 
 # What only a running task needs (the hook, its HTTP client and models, the trigger, the
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from airflow_provider_mindvideo.client.models import MindVideoTask
     from airflow_provider_mindvideo.hooks import MindVideoHook
     from airflow_provider_mindvideo.outputs.lineage import Lineage
+    from airflow_provider_mindvideo.spend.location import SpendBooks
+    from airflow_provider_mindvideo.spend.records import BudgetWindowExceededError
 
 # The trigger enforces the deadline itself; Airflow's own deferral timeout is only a backstop.
 _DEFERRAL_GRACE = timedelta(minutes=5)
@@ -59,6 +62,14 @@ class MindVideoSubmitOperator(BaseOperator):
         ``max_cost`` and the prediction -- also when an earlier try's task of the model ended
         without a readable ``cost_actual`` while no answer ever told one (the server never said
         what the model costs). None: no ceiling. See :mod:`airflow_provider_mindvideo.spend.ceiling`.
+    :param budget: A budget of the connection's ``budgets`` extra this task's creates count
+        against, besides the account's (settable in ``default_args``). Each create is reserved in
+        the spend ledger at the amount ``max_cost`` holds it at before it is sent; one that would
+        pass a budget window is not sent. See :doc:`/spend`.
+    :param on_budget_exhausted: ``"fail"`` (default): a create refused by a budget fails the task
+        at once with :class:`~airflow_provider_mindvideo.spend.records.BudgetWindowExceededError`
+        (naming the budget, window, spent, reserved, limit and reset). ``"wait"``: the task defers
+        (holding no worker slot) until the window resets, then tries again.
 
     XCom: ``return_value`` is the MindVideo task id; ``mindvideo_task`` holds task id, request
     id, model, status, cost estimate and the idempotency key used (never the input).
@@ -74,6 +85,7 @@ class MindVideoSubmitOperator(BaseOperator):
     ui_color = "#e8dcff"
     # What this try learned, for lineage and on_kill (the operator object of one try).
     _record: dict[str, Any] | None = None
+    _books: SpendBooks | None = None
     _outputs: Sequence[str] = ()
 
     def __init__(
@@ -86,9 +98,12 @@ class MindVideoSubmitOperator(BaseOperator):
         max_generations: int | None = None,
         allow_unknown_model: bool = False,
         max_cost: float | None = None,
+        budget: str | None = None,
+        on_budget_exhausted: str = "fail",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        check_budget_arguments(budget, on_budget_exhausted)
         if max_generations is not None and (isinstance(max_generations, bool) or max_generations < 1):
             raise ValueError(f"max_generations = {max_generations!r}: must be a whole number >= 1, or None")
         check_max_cost(max_cost)
@@ -99,6 +114,8 @@ class MindVideoSubmitOperator(BaseOperator):
         self.max_generations = max_generations
         self.allow_unknown_model = allow_unknown_model
         self.max_cost = max_cost
+        self.budget = budget
+        self.on_budget_exhausted = on_budget_exhausted
 
     @cached_property
     def hook(self) -> MindVideoHook:
@@ -124,6 +141,20 @@ class MindVideoSubmitOperator(BaseOperator):
     def execute(self, context: Context) -> str:
         task, _ = self.submit(context)
         return task.task_id
+
+    def execute_after_budget_wait(self, context: Context, event: Any = None) -> Any:
+        """The budget window that refused the create has reset: try again, from the start."""
+        return self.execute(context)
+
+    def _wait_for_budget(self, error: BudgetWindowExceededError) -> None:
+        """``on_budget_exhausted="wait"``: defer until the refusing window resets (no worker slot held)."""
+        from airflow.providers.standard.triggers.temporal import DateTimeTrigger
+
+        refusal = error.refusal
+        if self.on_budget_exhausted != "wait" or not refusal.could_ever_fit:
+            raise error  # a create dearer than the whole limit never fits: waiting would not help
+        self.log.warning("%s Waiting for the reset (on_budget_exhausted='wait').", error)
+        self.defer(trigger=DateTimeTrigger(moment=refusal.window.resets_at), method_name="execute_after_budget_wait")
 
     def render_template(
         self,
@@ -151,6 +182,7 @@ class MindVideoSubmitOperator(BaseOperator):
         from airflow_provider_mindvideo.client.submission import find_or_create, replay_explicit_key
         from airflow_provider_mindvideo.outcomes import XCOM_TASK_KEY
         from airflow_provider_mindvideo.spend.ceiling import Budget
+        from airflow_provider_mindvideo.spend.records import BudgetWindowExceededError, CreateRecord
 
         # A .json / .json.j2 file (or a template) renders to JSON text: the key and the
         # request are derived from what it says, not from its spelling.
@@ -160,9 +192,17 @@ class MindVideoSubmitOperator(BaseOperator):
         ti = context["ti"]
         # Counts what this try's creates and replays report: replays tell what earlier tries spent.
         budget = Budget(self.max_cost)
+        # The connection's budgets (none: books that do nothing); an unknown budget name fails here, before any create.
+        books = self._books = self.hook.spend_books(self.budget)
 
         def create(key: str) -> MindVideoTask:
             reservation = budget.reserve(self.model)  # raises before anything is sent
+            try:
+                # In the ledger at what the ceiling holds it at; a replayed key is the same row, never counted twice.
+                books.reserve(CreateRecord.of(ti, key, self.model), budget.counted(reservation))
+            except BudgetWindowExceededError:
+                budget.release(reservation)
+                raise
             try:
                 task = self.hook.create_task(
                     self.model, request, idempotency_key=key, allow_unknown_model=self.allow_unknown_model
@@ -170,24 +210,30 @@ class MindVideoSubmitOperator(BaseOperator):
             except MindVideoError as exc:
                 if exc.http_status is not None and 400 <= exc.http_status < 500 and exc.http_status != 429:
                     budget.release(reservation)  # refused: nothing was charged
+                    books.release(key)
                 raise
             # Unless the API said it created it, it may be an earlier try's task: counted at the most
             # any answer says the model costs, whatever this one says.
             budget.settle(reservation, task.cost_estimate, task.cost_actual, earlier=not task.created)
             if task.is_terminal:  # an earlier try's task that ended tells what it was charged, or that no one said
                 budget.finish(reservation, task.cost_estimate, task.cost_actual, task=task.task_id)
+            settle_in(books, key, task)
             return task
 
-        if self.idempotency_key is not None:  # an explicit key is checked, never silently replaced
-            submitted = replay_explicit_key(create, self.idempotency_key)
-        else:
-            submitted = find_or_create(
-                create,
-                lambda generation: task_instance_key(ti, self.model, request, generation),
-                try_number=ti.try_number,
-                max_generations=self.max_generations or (self.retries or 0) + 1,
-                log=self.log,
-            )
+        try:
+            if self.idempotency_key is not None:  # an explicit key is checked, never silently replaced
+                submitted = replay_explicit_key(create, self.idempotency_key)
+            else:
+                submitted = find_or_create(
+                    create,
+                    lambda generation: task_instance_key(ti, self.model, request, generation),
+                    try_number=ti.try_number,
+                    max_generations=self.max_generations or (self.retries or 0) + 1,
+                    log=self.log,
+                )
+        except BudgetWindowExceededError as refused:
+            self._wait_for_budget(refused)
+            raise
         task, key = submitted.task, submitted.idempotency_key
         record = {
             "task_id": task.task_id,
@@ -329,6 +375,11 @@ class MindVideoGenerateOperator(MindVideoSubmitOperator):
         from airflow_provider_mindvideo.outcomes import deliver
 
         self._record = {**(record or {}), **task.summary()}
+        if record and record.get("idempotency_key"):
+            # Ended: it counts max(estimate, actual) from now on. After a deferral this is a new
+            # operator object: the books are opened again (nothing is opened without budgets).
+            books = self._books or self.hook.spend_books(self.budget)
+            settle_in(books, record["idempotency_key"], task)
         urls = deliver(context, self.hook, task, self.log, record)
         self._outputs = urls
         if self.download_to:
@@ -351,3 +402,15 @@ class MindVideoGenerateOperator(MindVideoSubmitOperator):
         record = self._record
         if record and is_unfinished(record.get("status")):
             log_still_running(self.log, [record["task_id"]], f"Task {self.task_id} was killed while it waited")
+
+
+def settle_in(books: SpendBooks, key: str, task: MindVideoTask) -> None:
+    """The create's answer (or its ended task) told what it costs: the ledger counts ``max(estimate, actual)``."""
+    from airflow_provider_mindvideo.client.models import readable_cost
+
+    books.settle(
+        key,
+        estimated=readable_cost(task.cost_estimate),
+        actual=readable_cost(task.cost_actual),
+        mindvideo_task_id=task.task_id,
+    )

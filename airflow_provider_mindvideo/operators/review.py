@@ -47,7 +47,7 @@ _SOURCE_ARGS = ("generate_task_id", "inputs", "save_task_id", "key_task_id", "ba
 # append_comment goes to both: the page's comment field says what the result task does with it.
 _PAGE_ARGS = ("response_timeout", "on_timeout", "notifiers", "assigned_users", "subject", "body", "append_comment")
 _RESULT_ARGS = (
-    "regenerate_rejected", "append_comment", "max_cost", "download_to", "download_conn_id",
+    "regenerate_rejected", "append_comment", "max_cost", "budget", "download_to", "download_conn_id",
     "download_allow_private_urls", "regeneration_timeout", "poll_interval", "mindvideo_conn_id",
 )  # fmt: skip
 

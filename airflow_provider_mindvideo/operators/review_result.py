@@ -12,6 +12,7 @@ from airflow.sdk import BaseOperator, ObjectStoragePath
 from airflow_provider_mindvideo import DEFAULT_CONN_ID
 from airflow_provider_mindvideo.client.errors import InputValidationError, MindVideoError
 from airflow_provider_mindvideo.client.polling import next_poll_delay
+from airflow_provider_mindvideo.operators.generate import settle_in
 from airflow_provider_mindvideo.operators.review_steps import XCOM_REVIEW_STATE_KEY, as_list
 from airflow_provider_mindvideo.review.items import (
     Decision,
@@ -25,7 +26,9 @@ from airflow_provider_mindvideo.review.items import (
     review_pages,
 )
 from airflow_provider_mindvideo.review.page import DEFAULT_PAGE_SIZE
+from airflow_provider_mindvideo.spend.budgets import check_budget_arguments
 from airflow_provider_mindvideo.spend.ceiling import Budget, Charge
+from airflow_provider_mindvideo.spend.records import BudgetRefusal, CreateRecord
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -56,6 +59,9 @@ class MindVideoReviewResultOperator(BaseOperator):
         items' recorded costs and the model's price, and held before each create; while no
         regeneration of a model has ended with its ``cost_actual``, the model's next one waits for
         it). A rejected item that could pass it is not generated again, and the manifest says why.
+    :param budget: A budget of the connection's ``budgets`` extra the regenerations count against,
+        besides the account's (see :doc:`/spend`). Each regeneration is reserved in the spend ledger
+        first; one a budget window refuses is not generated again, and the manifest says why.
     :param download_to: Save regenerated outputs into this folder (an ``ObjectStoragePath``
         URL), so that approved items of later rounds have files too. (templated)
     :param download_conn_id: The storage connection for ``download_to``.
@@ -82,6 +88,7 @@ class MindVideoReviewResultOperator(BaseOperator):
         regenerate_rejected: bool = False,
         append_comment: bool = True,
         max_cost: float | None = None,
+        budget: str | None = None,
         download_to: str | None = None,
         download_conn_id: str | None = None,
         download_allow_private_urls: bool | None = None,
@@ -94,6 +101,8 @@ class MindVideoReviewResultOperator(BaseOperator):
         kwargs.setdefault("trigger_rule", "none_failed")
         super().__init__(**kwargs)
         Budget(max_cost)  # refuses a bad ceiling when the DAG is parsed
+        check_budget_arguments(budget, "fail")
+        self.budget = budget
         self.previous = previous
         self.review_task_id = review_task_id
         self.regenerate_rejected = regenerate_rejected
@@ -114,8 +123,11 @@ class MindVideoReviewResultOperator(BaseOperator):
 
         return MindVideoHook(self.mindvideo_conn_id)
 
+    # The task instance whose creates the ledger's rows name (set by execute).
+    _ti: Any = None
+
     def execute(self, context: Context) -> Any:
-        ti = context["ti"]
+        ti = self._ti = context["ti"]
         previous = ReviewState.from_xcom(self.previous)
         state = ReviewState(
             round=previous.round + 1,
@@ -162,6 +174,7 @@ class MindVideoReviewResultOperator(BaseOperator):
             budget.learn(decision.item.model, decision.item.cost)
         created: list[tuple[Decision, MindVideoTask, dict[str, Any], int, Charge]] = []
         ended: dict[str, MindVideoTask] = {}
+        books = self.hook.spend_books(self.budget) if again else None  # none: nothing to count
         for decision in decisions:
             item = decision.item
             if decision.approved or not again:
@@ -182,6 +195,14 @@ class MindVideoReviewResultOperator(BaseOperator):
                 continue
             request = regeneration_input(item, decision.comment, self.append_comment)
             key, generation = regeneration_key(item)
+            assert books is not None
+            refusal = books.try_reserve(CreateRecord.of(self._ti, key, item.model), budget.counted(reservation))
+            if isinstance(refusal, BudgetRefusal):
+                budget.release(reservation)
+                state.rejected.append(item)
+                note = f"not generated again: {refusal.message()}"
+                state.manifest.append(manifest_row(decision, state.round, note=note))
+                continue
             try:
                 task = self.hook.create_task(
                     item.model, request, idempotency_key=key, allow_unknown_model=bool(item.allow_unknown_model)
@@ -189,8 +210,10 @@ class MindVideoReviewResultOperator(BaseOperator):
             except MindVideoError as exc:
                 if exc.http_status is not None and 400 <= exc.http_status < 500 and exc.http_status != 429:
                     budget.release(reservation)  # refused: nothing was charged
+                    books.release(key)
                 raise
             budget.settle(reservation, task.cost_estimate, task.cost_actual, earlier=not task.created)
+            settle_in(books, key, task)
             self.log.info(
                 "Item %d rejected: generating it again as MindVideo task %s (key generation %d)",
                 item.number,
@@ -200,6 +223,8 @@ class MindVideoReviewResultOperator(BaseOperator):
             created.append((decision, task, request, generation, reservation))
         for decision, task, request, generation, charge in created:
             finished = ended.get(task.task_id) or self._ended(budget, charge, task)
+            assert books is not None
+            settle_in(books, regeneration_key(decision.item)[0], finished)
             self._collect(state, decision, finished, request, generation)
         state.spent = budget.committed + budget.abandoned
         return state

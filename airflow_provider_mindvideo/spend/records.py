@@ -26,6 +26,20 @@ class CreateRecord:
     map_index: int | None = None
     try_number: int | None = None
 
+    @classmethod
+    def of(cls, ti: Any, idempotency_key: str, model: str) -> CreateRecord:
+        """The create a task instance (``context["ti"]``) makes under ``idempotency_key``."""
+        map_index = getattr(ti, "map_index", None)
+        return cls(
+            idempotency_key,
+            model,
+            dag_id=getattr(ti, "dag_id", None),
+            run_id=getattr(ti, "run_id", None),
+            task_id=getattr(ti, "task_id", None),
+            map_index=map_index if isinstance(map_index, int) else None,
+            try_number=getattr(ti, "try_number", None),
+        )
+
 
 @dataclass(frozen=True)
 class SpendRow:
