@@ -89,10 +89,18 @@ def input_problems(model: str, input: Mapping[str, Any]) -> list[str]:
     if validator.is_valid(record):  # half the work of collecting errors, for the usual valid input
         return []
     errors = sorted(validator.iter_errors(record), key=lambda e: list(e.absolute_path))
-    # A field whose values are listed is told the list once: its other rules say less ("n = 2:
-    # must be one of 1" and not again "must be <= 1").
-    listed = {tuple(e.absolute_path) for e in errors if e.validator == "enum"}
-    errors = [e for e in errors if e.validator == "enum" or tuple(e.absolute_path) not in listed]
+    # One message a field: a value of the wrong type is told its type ("n = '1': must be of type
+    # integer", where "must be one of 1" would read as a riddle); else a field whose values are
+    # listed is told the list, not again its range ("n = 2: must be one of 1", not "must be <= 1").
+    typed = {tuple(e.absolute_path) for e in errors if e.validator == "type"}
+    listed = {tuple(e.absolute_path) for e in errors if e.validator == "enum"} - typed
+    errors = [
+        e
+        for e in errors
+        if (tuple(e.absolute_path) in typed and e.validator == "type")
+        or (tuple(e.absolute_path) in listed and e.validator == "enum")
+        or tuple(e.absolute_path) not in typed | listed
+    ]
     return [_describe(error, model) for error in errors]
 
 
