@@ -54,7 +54,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "mindvideo_video": {},
 }
 RACE = re.compile(r"finished with state success, but the task instance's state attribute is (\w+)")
-RACE_TI = re.compile(r"<TaskInstance: ([\w.-]+)\.([\w-]+) (\S+) ")
+RACE_TI = re.compile(r"<TaskInstance: ([\w.-]+)\.([\w-]+) (\S+)(?: map_index=(-?\d+))? \[")
 HELD = re.compile(r"Holding the event ([0-9.]+) s")
 
 
@@ -214,7 +214,7 @@ def main() -> int:
             stop(process)
         stop(emulator)
 
-    raced: set[tuple[str, str, str]] = set()
+    raced: set[tuple[str, ...]] = set()
     states: dict[str, int] = {}
     for line in (home / "standalone.log").read_text(errors="replace").splitlines():
         if found := RACE.search(line):
@@ -230,7 +230,7 @@ def main() -> int:
         "load_average_after": [round(x, 1) for x in os.getloadavg()],
         "tasks_failed_by_the_scheduler": len(raced),
         "their_state_when_failed": states,
-        "runs_with_such_a_task": len({(dag, run) for dag, _, run in raced}),
+        "runs_with_such_a_task": len({(dag, run) for dag, _, run, _ in raced}),
         "runs_failed": len(failed_runs),
         "task_tries_beyond_the_first": len(retried),
         "events_held": len(held),
