@@ -54,7 +54,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "mindvideo_video": {},
 }
 RACE = re.compile(r"finished with state success, but the task instance's state attribute is (\w+)")
-RACE_TI = re.compile(r"<TaskInstance: ([\w.-]+)\.([\w-]+) (\S+) ")
+RACE_TI = re.compile(r"<TaskInstance: ([\w.-]+)\.([\w-]+) (\S+)(?: map_index=(-?\d+))? \[")
 HELD = re.compile(r"Holding the event ([0-9.]+) s")
 
 
@@ -140,7 +140,7 @@ def main() -> int:
         env, home / "emulator.log",
     )  # fmt: skip
     airflow: subprocess.Popen[bytes] | None = None
-    spare: list[subprocess.Popen[bytes]] = []
+    spare: dict[str, subprocess.Popen[bytes]] = {}
     started = time.monotonic()
     try:
         emulator_url = (
@@ -165,16 +165,19 @@ def main() -> int:
             with sqlite3.connect(home / "airflow.db", timeout=60) as db:
                 return db.execute(sql, params).fetchall()
 
-        def keep_a_triggerer() -> None:
-            # SQLite on a busy machine: standalone's triggerer can die of "database is locked", and
-            # standalone does not restart it. Start one of our own then (and again if it dies).
-            log = (home / "standalone.log").read_text(errors="replace")
-            standalones_died = any(
-                line.startswith("triggerer") and "Finished server process" in line for line in log.splitlines()
-            )
-            if standalones_died and (not spare or spare[-1].poll() is not None):
-                print("starting a triggerer (the previous one died)", flush=True)
-                spare.append(start([str(BIN / "airflow"), "triggerer"], env, home / f"triggerer-{len(spare)}.log"))
+        #: How standalone's log says a component of its own ended.
+        ended = {"triggerer": "Finished server process", "scheduler": "Exited execute loop"}
+
+        def keep_components() -> None:
+            # SQLite on a busy machine: standalone's triggerer or scheduler can die of "database is
+            # locked", and standalone does not restart them. Start one of our own then (and again).
+            log = (home / "standalone.log").read_text(errors="replace").splitlines()
+            for name, last_words in ended.items():
+                died = any(line.startswith(name) and last_words in line for line in log)
+                mine = spare.get(name)
+                if died and (mine is None or mine.poll() is not None):
+                    print(f"starting a {name} (the previous one died)", flush=True)
+                    spare[name] = start([str(BIN / "airflow"), name], env, home / f"{name}-{time.time_ns()}.log")
 
         def settle_reviews() -> None:
             # A review waits for a person; once it does, its run is done for this count.
@@ -199,7 +202,7 @@ def main() -> int:
                 runs.append((dag_id, run_id))
 
             def round_done() -> bool:
-                keep_a_triggerer()
+                keep_components()
                 settle_reviews()
                 states = query("select state from dag_run")
                 return len(states) == len(runs) and all(state in ("success", "failed") for (state,) in states)
@@ -210,11 +213,11 @@ def main() -> int:
         failed_runs = query("select dag_id, run_id from dag_run where state = 'failed'")
         retried = query("select dag_id, task_id, run_id, map_index, try_number from task_instance where try_number > 1")
     finally:
-        for process in [*spare, *([airflow] if airflow else [])]:
+        for process in [*spare.values(), *([airflow] if airflow else [])]:
             stop(process)
         stop(emulator)
 
-    raced: set[tuple[str, str, str]] = set()
+    raced: set[tuple[str, ...]] = set()
     states: dict[str, int] = {}
     for line in (home / "standalone.log").read_text(errors="replace").splitlines():
         if found := RACE.search(line):
@@ -230,7 +233,7 @@ def main() -> int:
         "load_average_after": [round(x, 1) for x in os.getloadavg()],
         "tasks_failed_by_the_scheduler": len(raced),
         "their_state_when_failed": states,
-        "runs_with_such_a_task": len({(dag, run) for dag, _, run in raced}),
+        "runs_with_such_a_task": len({(dag, run) for dag, _, run, _ in raced}),
         "runs_failed": len(failed_runs),
         "task_tries_beyond_the_first": len(retried),
         "events_held": len(held),
