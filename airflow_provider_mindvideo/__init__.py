@@ -168,7 +168,7 @@ def get_provider_info() -> dict[str, Any]:
                         "version_added": "0.1.0",
                         "type": "float",
                         "example": "5",
-                        "default": "30",
+                        "default": "20",
                     },
                     "batch_folder": {
                         "description": (

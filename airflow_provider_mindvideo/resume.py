@@ -18,7 +18,7 @@ from typing import Any
 
 #: Seconds between a deferral and the event that resumes its task, at least (the default of
 #: ``[mindvideo] resume_not_before``). See docs/troubleshooting.md for how it was measured.
-DEFAULT_RESUME_NOT_BEFORE = 30.0
+DEFAULT_RESUME_NOT_BEFORE = 20.0
 
 
 def resume_not_before() -> float:
