@@ -292,7 +292,10 @@ def waits_section(run: Run) -> Section:
         "instead of a file per trigger. The connections come from `AIRFLOW_CONN_*` variables.",
         "",
         f"- **ours**: `MindVideoTaskTrigger` (`poll_interval={w['poll_interval']:.0f}`, "
-        f"`max_poll_interval={w['max_poll_interval']:.0f}`), each run until its event.",
+        f"`max_poll_interval={w['max_poll_interval']:.0f}`), each run until its event. Its hold against "
+        "Airflow's fast-resume race (`[mindvideo] resume_not_before`, which delays only an event due sooner "
+        "than that after the deferral; see troubleshooting.md) is off here: this measures when a wait sees "
+        "the end, and the waits are handed over long after their tasks were created.",
         f"- **ours at the baseline's schedule**: the same trigger with `max_poll_interval={w['poll_interval']:.0f}`: "
         "a poll every "
         f"{w['poll_interval']:.0f} s, like the baseline, so that cost per request is compared schedule aside "

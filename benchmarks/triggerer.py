@@ -521,6 +521,8 @@ def child_env(base_url: str) -> dict[str, str]:
     host, port = base_url.removeprefix("http://").split(":")
     return {
         "MINDVIDEO_BENCH_URL": base_url,
+        # Detection is measured, not the hold against Airflow's fast-resume race (the page says so).
+        "AIRFLOW__MINDVIDEO__RESUME_NOT_BEFORE": "0",
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         "AIRFLOW_CONN_MINDVIDEO_DEFAULT": json.dumps({"conn_type": "mindvideo", "host": base_url, "password": API_KEY}),
         "AIRFLOW_CONN_MINDVIDEO_HTTP": json.dumps(
