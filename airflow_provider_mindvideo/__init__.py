@@ -135,6 +135,7 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_provider_mindvideo.triggers", "airflow_provider_mindvideo.batch.trigger"],
             }
         ],
+        "plugins": [{"name": "mindvideo", "plugin-class": "airflow_provider_mindvideo.ui.plugin.MindVideoPlugin"}],
         "extra-links": [
             "airflow_provider_mindvideo.links.MindVideoOutputLink",
             "airflow_provider_mindvideo.links.MindVideoModelDocsLink",
@@ -169,6 +170,17 @@ def get_provider_info() -> dict[str, Any]:
                         "type": "float",
                         "example": "5",
                         "default": "10",
+                    },
+                    "ui_enabled": {
+                        "description": (
+                            "Whether the API server serves the MindVideo pages (the spend page on the nav bar, "
+                            "the generated-media gallery on each run and task instance) under /mindvideo. "
+                            "False: the plugin adds no app and no links."
+                        ),
+                        "version_added": "0.1.0",
+                        "type": "boolean",
+                        "example": "False",
+                        "default": "True",
                     },
                     "batch_folder": {
                         "description": (
