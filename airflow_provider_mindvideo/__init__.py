@@ -135,7 +135,6 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_provider_mindvideo.triggers", "airflow_provider_mindvideo.batch.trigger"],
             }
         ],
-        "plugins": [{"name": "mindvideo", "plugin-class": "airflow_provider_mindvideo.ui.plugin.MindVideoPlugin"}],
         "extra-links": [
             "airflow_provider_mindvideo.links.MindVideoOutputLink",
             "airflow_provider_mindvideo.links.MindVideoModelDocsLink",
