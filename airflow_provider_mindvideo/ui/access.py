@@ -12,8 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, status
 from airflow.api_fastapi.core_api.security import get_user
+from fastapi import Depends, HTTPException, status
 
 
 @dataclass(frozen=True)

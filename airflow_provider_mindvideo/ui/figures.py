@@ -109,7 +109,9 @@ def totals(engine: Engine, scope: Scope, by: By, limit: int = 10) -> list[dict[s
 
 def overall(engine: Engine, scope: Scope) -> dict[str, Any]:
     """The whole scope in one line: creates, settled, held, failed (released) creates."""
-    query = select(func.count().label("creates"), _SETTLED.label("settled"), _HELD.label("held"), _FAILED.label("failed"))
+    query = select(
+        func.count().label("creates"), _SETTLED.label("settled"), _HELD.label("held"), _FAILED.label("failed")
+    )
     with reading(engine) as connection:
         r = connection.execute(query.where(scope.where())).one()
     settled, held = from_micros(int(r.settled or 0)), from_micros(int(r.held or 0))

@@ -117,9 +117,7 @@ def _ledger_rows(engine: Engine | None, dag_id: str, run_id: str) -> list[dict[s
     if engine is None:
         return []
     query = (
-        select(spend)
-        .where(spend.c.dag_id == dag_id, spend.c.run_id == run_id)
-        .order_by(spend.c.created_at, spend.c.id)
+        select(spend).where(spend.c.dag_id == dag_id, spend.c.run_id == run_id).order_by(spend.c.created_at, spend.c.id)
     )
     with reading(engine) as connection:
         found = connection.execute(query).all()

@@ -31,9 +31,7 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, airflow_db: str) -> It
     monkeypatch.setenv("AIRFLOW__MINDVIDEO__LEDGER_CONN_ID", "ui_ledger")
     ledger_file = tmp_path / "ledger.db"
     monkeypatch.setenv("AIRFLOW_CONN_UI_LEDGER", json.dumps({"conn_type": "sqlite", "host": str(ledger_file)}))
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_MINDVIDEO_DEFAULT", json.dumps({"conn_type": "mindvideo", "password": API_KEY})
-    )
+    monkeypatch.setenv("AIRFLOW_CONN_MINDVIDEO_DEFAULT", json.dumps({"conn_type": "mindvideo", "password": API_KEY}))
     batches = tmp_path / "batches"
     monkeypatch.setenv("AIRFLOW__MINDVIDEO__BATCH_FOLDER", f"file://{batches}")
     filled_ledger(str(ledger_file), NOW)
@@ -127,13 +125,21 @@ def test_the_gallery_joins_manifest_work_list_and_ledger(site: dict[str, Any]) -
 
 def test_ledger_rows_without_a_manifest_are_items_too(site: dict[str, Any]) -> None:
     items = get(site, "bob", "/api/items", dag_id="videos", run_id="run_9").json()["items"]
-    assert [(i["status"], i["cost"], i["model"]) for i in items] == [("settled", 3.333333, "kling-2"), ("in_flight", 4.0, "kling-2")]
+    assert [(i["status"], i["cost"], i["model"]) for i in items] == [
+        ("settled", 3.333333, "kling-2"),
+        ("in_flight", 4.0, "kling-2"),
+    ]
 
 
 def test_a_generate_record_gives_its_outputs_and_the_ledgers_cost(
     site: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    record = {"task_id": "mv_3", "status": "succeeded", "output_urls": ["https://cdn.example/v.mp4"], "cost_estimate": 9}
+    record = {
+        "task_id": "mv_3",
+        "status": "succeeded",
+        "output_urls": ["https://cdn.example/v.mp4"],
+        "cost_estimate": 9,
+    }
     monkeypatch.setattr(records, "run_records", lambda dag, run: {("clip", -1, records.TASK_KEY): record})
     items = get(site, "bob", "/api/items", dag_id="videos", run_id="run_9", task_id="clip").json()["items"]
     assert items[0]["source"] == "task" and items[0]["cost"] == 3.333333
@@ -144,7 +150,10 @@ def test_a_generate_record_gives_its_outputs_and_the_ledgers_cost(
 def test_a_ten_thousand_item_run_is_paged_on_the_server(site: dict[str, Any]) -> None:
     folder = site["batches"] / "videos" / "run_big" / "many"
     folder.mkdir(parents=True)
-    rows = [ItemResult(line=n + 2, position=n, model="kling-2", status="succeeded", cost_estimate=0.01) for n in range(10_000)]
+    rows = [
+        ItemResult(line=n + 2, position=n, model="kling-2", status="succeeded", cost_estimate=0.01)
+        for n in range(10_000)
+    ]
     (folder / "manifest.jsonl").write_text(dump_manifest(rows))
     # No ledger row names the task instance; its XCom does (the batch summary's manifest).
     summary = {"manifest": f"file://{folder}/manifest.jsonl"}
@@ -171,7 +180,7 @@ def test_a_stored_file_is_served_only_through_the_manifest_naming_it(site: dict[
 
 
 @pytest.mark.parametrize(
-    "field, value",
+    ("field", "value"),
     [
         ("run_id", "../../../../etc"),
         ("run_id", "..%2F..%2F..%2Fetc"),
@@ -208,7 +217,7 @@ def test_no_answer_carries_the_api_key_and_nothing_loads_from_the_internet(site:
     for name in sorted(STATIC_FILES):
         text = get(site, "boss", f"/static/{name}").text
         # Links the page builds at run time are fine; nothing it loads names a host.
-        assert "<script src=\"http" not in text and "@import" not in text and "href=\"http" not in text
+        assert '<script src="http' not in text and "@import" not in text and 'href="http' not in text
 
 
 def test_airflow_discovers_the_plugin_with_its_app_and_views(tmp_path: Path) -> None:
