@@ -74,13 +74,8 @@ def _spend_figures(viewer: Any, days: int, by: figures.By, dag_id: str | None, m
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"No spend of DAG {dag_id!r} that you may read")
     since = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0) - dt.timedelta(days=days - 1)
     scope = figures.Scope(dags, include_dagless=every, dag=dag_id, model=model, since=since)
-    answer |= {
+    answer |= figures.summary(engine, scope, by) | {
         "since": since.isoformat(),
-        "choices": figures.choices(engine, figures.Scope(dags, include_dagless=every, since=since)),
-        "overall": figures.overall(engine, scope),
-        "daily": figures.daily_spend(engine, scope, by),
-        "top_dags": figures.totals(engine, scope, "dag"),
-        "top_models": figures.totals(engine, scope, "model"),
         "recent": figures.recent(engine, scope),
         "failed": figures.recent(engine, scope, state="released"),
         "windows": _windows(engine) if every else [],

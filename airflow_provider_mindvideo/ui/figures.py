@@ -50,72 +50,83 @@ class Scope:
         return and_(*conditions)
 
 
-def _key(by: By) -> Any:
-    return func.coalesce(spend.c.dag_id, "") if by == "dag" else spend.c.model
-
-
 _DAY = func.substr(cast(spend.c.created_at, String), 1, 10)
 _SETTLED = func.sum(case((spend.c.state == "settled", spend.c.cost), else_=0))
 _HELD = func.sum(case((spend.c.state == "reserved", spend.c.cost), else_=0))
 _FAILED = func.sum(case((spend.c.state == "released", 1), else_=0))
 
 
-def daily_spend(engine: Engine, scope: Scope, by: By) -> list[dict[str, Any]]:
-    """Per UTC day and DAG (or model): what counts (settled + held), in the cost unit."""
-    key = _key(by)
-    query = (
-        select(_DAY.label("day"), key.label("key"), func.sum(spend.c.cost).label("counted"))
-        .where(scope.where())
-        .group_by(_DAY, key)
-        .order_by(_DAY, key)
-    )
-    with reading(engine) as connection:
-        rows = connection.execute(query).all()
-    return [{"day": r.day, "key": str(r.key), "counted": from_micros(int(r.counted))} for r in rows]
+@dataclass
+class _Sums:
+    creates: int = 0
+    settled: int = 0  # micro-units
+    held: int = 0
+    failed: int = 0
+
+    def add(self, other: _Sums) -> None:
+        self.creates += other.creates
+        self.settled += other.settled
+        self.held += other.held
+        self.failed += other.failed
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "creates": self.creates,
+            "settled": from_micros(self.settled),
+            "held": from_micros(self.held),
+            "failed": self.failed,
+            "counted": from_micros(self.settled + self.held),
+        }
 
 
-def totals(engine: Engine, scope: Scope, by: By, limit: int = 10) -> list[dict[str, Any]]:
-    """The DAGs (or models) that counted most: creates, settled, held, failed (released) creates."""
-    key = _key(by)
-    counted = func.sum(spend.c.cost)
+def summary(engine: Engine, scope: Scope, by: By, top: int = 10) -> dict[str, Any]:
+    """The page's totals in one scan of the ledger: per (UTC day, DAG, model), then added up here.
+
+    ``overall``, ``daily`` (counted per day and DAG or model), ``top_dags``, ``top_models`` and the
+    ``choices`` the filters offer (every DAG and model in scope, whatever is filtered).
+    """
+    dag = func.coalesce(spend.c.dag_id, "")
     query = (
         select(
-            key.label("key"),
+            _DAY.label("day"),
+            dag.label("dag"),
+            spend.c.model,
             func.count().label("creates"),
             _SETTLED.label("settled"),
             _HELD.label("held"),
             _FAILED.label("failed"),
-            counted.label("counted"),
         )
-        .where(scope.where())
-        .group_by(key)
-        .order_by(counted.desc(), key)
-        .limit(limit)
+        .where(Scope(scope.dags, scope.include_dagless, since=scope.since).where())
+        .group_by(_DAY, dag, spend.c.model)
     )
     with reading(engine) as connection:
-        rows = connection.execute(query).all()
-    return [
-        {
-            "key": str(r.key),
-            "creates": int(r.creates),
-            "settled": from_micros(int(r.settled)),
-            "held": from_micros(int(r.held)),
-            "failed": int(r.failed),
-            "counted": from_micros(int(r.counted)),
-        }
-        for r in rows
-    ]
+        groups = connection.execute(query).all()
+    overall, daily = _Sums(), dict[tuple[str, str], int]()
+    per: dict[str, dict[str, _Sums]] = {"dag": {}, "model": {}}
+    choices: dict[str, set[str]] = {"dags": set(), "models": set()}
+    for g in groups:
+        choices["dags"].add(g.dag)
+        choices["models"].add(g.model)
+        if (scope.dag is not None and g.dag != scope.dag) or (scope.model is not None and g.model != scope.model):
+            continue
+        sums = _Sums(int(g.creates), int(g.settled), int(g.held), int(g.failed))
+        overall.add(sums)
+        per["dag"].setdefault(g.dag, _Sums()).add(sums)
+        per["model"].setdefault(g.model, _Sums()).add(sums)
+        key = (g.day, g.dag if by == "dag" else g.model)
+        daily[key] = daily.get(key, 0) + sums.settled + sums.held
 
+    def ranked(found: dict[str, _Sums]) -> list[dict[str, Any]]:
+        order = sorted(found.items(), key=lambda kv: (-(kv[1].settled + kv[1].held), kv[0]))
+        return [{"key": key, **sums.as_json()} for key, sums in order[:top]]
 
-def overall(engine: Engine, scope: Scope) -> dict[str, Any]:
-    """The whole scope in one line: creates, settled, held, failed (released) creates."""
-    query = select(
-        func.count().label("creates"), _SETTLED.label("settled"), _HELD.label("held"), _FAILED.label("failed")
-    )
-    with reading(engine) as connection:
-        r = connection.execute(query.where(scope.where())).one()
-    settled, held = from_micros(int(r.settled or 0)), from_micros(int(r.held or 0))
-    return {"creates": int(r.creates), "settled": settled, "held": held, "failed": int(r.failed or 0)}
+    return {
+        "overall": {k: v for k, v in overall.as_json().items() if k != "counted"},
+        "daily": [{"day": day, "key": key, "counted": from_micros(m)} for (day, key), m in sorted(daily.items())],
+        "top_dags": ranked(per["dag"]),
+        "top_models": ranked(per["model"]),
+        "choices": {"dags": sorted(d for d in choices["dags"] if d), "models": sorted(choices["models"])},
+    }
 
 
 def recent(engine: Engine, scope: Scope, *, state: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
@@ -127,14 +138,6 @@ def recent(engine: Engine, scope: Scope, *, state: str | None = None, limit: int
     with reading(engine) as connection:
         rows = [spend_row(r) for r in connection.execute(query).all()]
     return [_jsonable(asdict(row)) for row in rows]
-
-
-def choices(engine: Engine, scope: Scope) -> dict[str, list[str]]:
-    """The DAGs and models the filters offer: those with rows in scope."""
-    with reading(engine) as connection:
-        dags = connection.execute(select(spend.c.dag_id).where(scope.where()).distinct()).scalars().all()
-        models = connection.execute(select(spend.c.model).where(scope.where()).distinct()).scalars().all()
-    return {"dags": sorted(d for d in dags if d), "models": sorted(models)}
 
 
 def ledger_dags(engine: Engine) -> list[str]:

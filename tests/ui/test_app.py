@@ -27,7 +27,7 @@ NOW = dt.datetime.now(dt.UTC).replace(hour=12, minute=0, second=0, microsecond=0
 
 @pytest.fixture
 def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, airflow_db: str) -> Iterator[dict[str, Any]]:
-    monkeypatch.setenv("AIRFLOW__API_AUTH__JWT_SECRET", "ui-test-secret")
+    monkeypatch.setenv("AIRFLOW__API_AUTH__JWT_SECRET", "ui-test-secret-" + "x" * 64)
     monkeypatch.setenv("AIRFLOW__MINDVIDEO__LEDGER_CONN_ID", "ui_ledger")
     ledger_file = tmp_path / "ledger.db"
     monkeypatch.setenv("AIRFLOW_CONN_UI_LEDGER", json.dumps({"conn_type": "sqlite", "host": str(ledger_file)}))
