@@ -170,6 +170,17 @@ def get_provider_info() -> dict[str, Any]:
                         "example": "5",
                         "default": "20",
                     },
+                    "ui_enabled": {
+                        "description": (
+                            "Whether the API server serves the MindVideo pages (the spend page on the nav bar, "
+                            "the generated-media gallery on each run and task instance) under /mindvideo. "
+                            "False: the plugin adds no app and no links."
+                        ),
+                        "version_added": "0.1.0",
+                        "type": "boolean",
+                        "example": "False",
+                        "default": "True",
+                    },
                     "batch_folder": {
                         "description": (
                             "Where MindVideoBatchGenerateOperator keeps work lists and manifests when a task "

@@ -28,6 +28,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "review": {"client"},
     "outputs": {"client"},
     "batch": {"client", "outputs", "spend", "hooks", "resume"},
+    "ui": {"client", "spend", "review", "outputs", "batch"},
 }
 #: The one part of Airflow the client core imports: the base classes of its errors, so that
 #: Airflow fails a task at once on a permanent error (AirflowFailException) instead of retrying.

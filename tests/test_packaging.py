@@ -44,6 +44,11 @@ def test_wheel_carries_schemas_and_py_typed(tmp_path: Path) -> None:
     entry_points = zipfile.ZipFile(wheel).read(metadata).decode()
     assert "[apache_airflow_provider]" in entry_points
     assert "provider_info = airflow_provider_mindvideo:get_provider_info" in entry_points
+    # The UI plugin and every file its pages load (nothing comes from the internet).
+    assert "mindvideo = airflow_provider_mindvideo.ui.plugin:MindVideoPlugin" in entry_points
+    from airflow_provider_mindvideo.ui.app import STATIC_FILES
+
+    assert {f"airflow_provider_mindvideo/ui/static/{name}" for name in STATIC_FILES} <= names
 
 
 def test_license_is_an_spdx_expression_and_the_build_warns_about_nothing(tmp_path: Path) -> None:

@@ -1,0 +1,161 @@
+"""The plugin's FastAPI app, mounted by Airflow's API server under ``/mindvideo``.
+
+Pages (HTML shells whose script calls the JSON routes) and JSON routes; every one needs an
+Airflow user (:mod:`.access`) and answers only about DAGs that user may read. The run is named
+in query parameters, never in the path: a run id may hold any character, ``/`` too.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import mimetypes
+import os
+from importlib import resources
+from typing import Annotated, Any, Literal
+
+from fastapi import FastAPI, HTTPException, Query, Response, status
+from fastapi.responses import FileResponse, HTMLResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from airflow_provider_mindvideo.ui import figures, gallery, manifests
+from airflow_provider_mindvideo.ui.access import ViewerDep
+from airflow_provider_mindvideo.ui.ledger import ledger_engine
+
+#: The files under ui/static the pages load; nothing else is served from there.
+STATIC_FILES = frozenset({"spend.html", "gallery.html", "common.js", "spend.js", "gallery.js", "style.css"})
+_NO_STORE = {"Cache-Control": "no-store"}
+
+app = FastAPI(title="MindVideo", docs_url=None, redoc_url=None, openapi_url=None)
+
+
+def _static(name: str) -> bytes:
+    return (resources.files("airflow_provider_mindvideo.ui") / "static" / name).read_bytes()
+
+
+@app.get("/", response_class=HTMLResponse)
+async def spend_page(viewer: ViewerDep) -> HTMLResponse:
+    return HTMLResponse(_static("spend.html"), headers=_NO_STORE)
+
+
+@app.get("/gallery", response_class=HTMLResponse)
+async def gallery_page(viewer: ViewerDep, dag_id: str) -> HTMLResponse:
+    await run_in_threadpool(viewer.require_dag, dag_id)
+    return HTMLResponse(_static("gallery.html"), headers=_NO_STORE)
+
+
+@app.get("/static/{name}")
+async def static_file(viewer: ViewerDep, name: str) -> Response:
+    if name not in STATIC_FILES:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "No such file")
+    media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    return Response(_static(name), media_type=media_type, headers={"Cache-Control": "private, max-age=300"})
+
+
+@app.get("/api/spend")
+async def spend_figures(
+    viewer: ViewerDep,
+    days: Annotated[int, Query(ge=1, le=366)] = 30,
+    by: Literal["dag", "model"] = "dag",
+    dag_id: str | None = None,
+    model: str | None = None,
+) -> dict[str, Any]:
+    """Everything the MindVideo page shows, for the last ``days`` days (UTC), within the viewer's DAGs."""
+    return await run_in_threadpool(_spend_figures, viewer, days, by, dag_id, model)
+
+
+def _spend_figures(viewer: Any, days: int, by: figures.By, dag_id: str | None, model: str | None) -> dict[str, Any]:
+    engine = ledger_engine()
+    every = viewer.reads_every_dag
+    answer: dict[str, Any] = {"days": days, "by": by, "ledger": engine is not None, "budgets_visible": every}
+    if engine is None:
+        return answer | {"daily": [], "top_dags": [], "top_models": [], "overall": None, "recent": [], "failed": []}
+    dags = viewer.readable(figures.ledger_dags(engine))
+    if dag_id is not None and dag_id not in dags:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"No spend of DAG {dag_id!r} that you may read")
+    since = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0) - dt.timedelta(days=days - 1)
+    scope = figures.Scope(dags, include_dagless=every, dag=dag_id, model=model, since=since)
+    answer |= figures.summary(engine, scope, by) | {
+        "since": since.isoformat(),
+        "recent": figures.recent(engine, scope),
+        "failed": figures.recent(engine, scope, state="released"),
+        "windows": _windows(engine) if every else [],
+    }
+    return answer
+
+
+def _windows(engine: Any) -> list[dict[str, Any]]:
+    from airflow_provider_mindvideo.spend.reading import budget_windows
+
+    return [
+        {
+            "account": w.account,
+            "budget": w.budget,
+            "period": w.period,
+            "timezone": w.timezone,
+            "start": w.start.isoformat(),
+            "resets_at": w.resets_at.isoformat(),
+            "limit": w.limit,
+            "spent": w.spent,
+            "reserved": w.reserved,
+            "left": w.left,
+        }
+        for w in budget_windows(engine)
+    ]
+
+
+@app.get("/api/items")
+async def run_items(
+    viewer: ViewerDep,
+    dag_id: str,
+    run_id: str,
+    task_id: str | None = None,
+    map_index: int = -1,
+    mindvideo_task_id: str | None = None,
+    page: Annotated[int, Query(ge=1)] = 1,
+    per_page: Annotated[int, Query(ge=1, le=500)] = 60,
+) -> dict[str, Any]:
+    """One page of the run's outputs (of one task instance with ``task_id``), with the run's totals."""
+    await run_in_threadpool(viewer.require_dag, dag_id)
+
+    def read() -> dict[str, Any]:
+        only = gallery.TaskInstance(task_id, map_index) if task_id is not None else None
+        items = gallery.run_items(ledger_engine(), dag_id, run_id, only=only)
+        if mindvideo_task_id is not None:
+            items = [item for item in items if item["mindvideo_task_id"] == mindvideo_task_id]
+        return gallery.page(items, page, per_page) | {"dag_id": dag_id, "run_id": run_id, "task_id": task_id}
+
+    return await run_in_threadpool(read)
+
+
+@app.get("/api/file")
+async def stored_file(
+    viewer: ViewerDep,
+    dag_id: str,
+    run_id: str,
+    task_id: str,
+    position: int,
+    n: int = 0,
+    map_index: int = -1,
+) -> Response:
+    """A stored output file, found only through the manifest that names it: no path is taken from the request."""
+    await run_in_threadpool(viewer.require_dag, dag_id)
+    ti = gallery.TaskInstance(task_id, map_index)
+    found = await run_in_threadpool(gallery.stored_file, dag_id, run_id, ti, position, n)
+    path = str(found.get("path")) if found else None
+    if not path:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "No stored file of that item")
+    media_type = str(found.get("content_type") or "") or None if found else None
+    local = manifests.local_path(path)
+    if local is not None:
+        if not os.path.isfile(local):
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "The stored file is gone")
+        return FileResponse(local, media_type=media_type, headers={"Cache-Control": "private, max-age=3600"})
+    return StreamingResponse(_stream(path), media_type=media_type)
+
+
+def _stream(url: str) -> Any:
+    from airflow.sdk import ObjectStoragePath
+
+    with ObjectStoragePath(url).open("rb") as source:
+        while chunk := source.read(1 << 16):
+            yield chunk

@@ -1,0 +1,153 @@
+"""The MindVideo page's figures, read from the ledger and limited to the DAGs the viewer may read.
+
+The ledger core (:mod:`airflow_provider_mindvideo.spend.reading`) reads across every DAG; a page
+must never count a DAG its viewer may not read, so these queries take the readable DAGs and filter
+in SQL. Sums are taken over whole micro-units (exact) and turned into the cost unit once, as the
+core does: what the page shows is the ledger's figure to the micro-unit, rounded to the cent only
+on screen. A create counts for its ``cost`` column: settled, what it cost; reserved, what it holds;
+released (the API refused it: nothing charged), 0.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from sqlalchemy import String, and_, case, cast, func, or_, select
+from sqlalchemy.engine import Engine
+
+from airflow_provider_mindvideo.spend.budgets import from_micros
+from airflow_provider_mindvideo.spend.engines import reading
+from airflow_provider_mindvideo.spend.records import spend_row
+from airflow_provider_mindvideo.spend.schema import spend
+from airflow_provider_mindvideo.spend.windows import UTC
+
+By = Literal["dag", "model"]
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which ledger rows a page may count: readable DAGs (and DAG-less rows for who reads every DAG), filters."""
+
+    dags: frozenset[str]
+    include_dagless: bool = False
+    dag: str | None = None
+    model: str | None = None
+    since: dt.datetime | None = None
+
+    def where(self) -> Any:
+        allowed = spend.c.dag_id.in_(sorted(self.dags)) if self.dags else spend.c.id < 0
+        if self.include_dagless:
+            allowed = or_(allowed, spend.c.dag_id.is_(None))
+        conditions = [allowed]
+        if self.dag is not None:
+            conditions.append(spend.c.dag_id == self.dag)
+        if self.model is not None:
+            conditions.append(spend.c.model == self.model)
+        if self.since is not None:
+            conditions.append(spend.c.created_at >= self.since.astimezone(UTC).replace(tzinfo=None))
+        return and_(*conditions)
+
+
+_DAY = func.substr(cast(spend.c.created_at, String), 1, 10)
+_SETTLED = func.sum(case((spend.c.state == "settled", spend.c.cost), else_=0))
+_HELD = func.sum(case((spend.c.state == "reserved", spend.c.cost), else_=0))
+_FAILED = func.sum(case((spend.c.state == "released", 1), else_=0))
+
+
+@dataclass
+class _Sums:
+    creates: int = 0
+    settled: int = 0  # micro-units
+    held: int = 0
+    failed: int = 0
+
+    def add(self, other: _Sums) -> None:
+        self.creates += other.creates
+        self.settled += other.settled
+        self.held += other.held
+        self.failed += other.failed
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "creates": self.creates,
+            "settled": from_micros(self.settled),
+            "held": from_micros(self.held),
+            "failed": self.failed,
+            "counted": from_micros(self.settled + self.held),
+        }
+
+
+def summary(engine: Engine, scope: Scope, by: By, top: int = 10) -> dict[str, Any]:
+    """The page's totals in one scan of the ledger: per (UTC day, DAG, model), then added up here.
+
+    ``overall``, ``daily`` (counted per day and DAG or model), ``top_dags``, ``top_models`` and the
+    ``choices`` the filters offer (every DAG and model in scope, whatever is filtered).
+    """
+    dag = func.coalesce(spend.c.dag_id, "")
+    query = (
+        select(
+            _DAY.label("day"),
+            dag.label("dag"),
+            spend.c.model,
+            func.count().label("creates"),
+            _SETTLED.label("settled"),
+            _HELD.label("held"),
+            _FAILED.label("failed"),
+        )
+        .where(Scope(scope.dags, scope.include_dagless, since=scope.since).where())
+        .group_by(_DAY, dag, spend.c.model)
+    )
+    with reading(engine) as connection:
+        groups = connection.execute(query).all()
+    overall, daily = _Sums(), dict[tuple[str, str], int]()
+    per: dict[str, dict[str, _Sums]] = {"dag": {}, "model": {}}
+    choices: dict[str, set[str]] = {"dags": set(), "models": set()}
+    for g in groups:
+        choices["dags"].add(g.dag)
+        choices["models"].add(g.model)
+        if (scope.dag is not None and g.dag != scope.dag) or (scope.model is not None and g.model != scope.model):
+            continue
+        sums = _Sums(int(g.creates), int(g.settled), int(g.held), int(g.failed))
+        overall.add(sums)
+        per["dag"].setdefault(g.dag, _Sums()).add(sums)
+        per["model"].setdefault(g.model, _Sums()).add(sums)
+        key = (g.day, g.dag if by == "dag" else g.model)
+        daily[key] = daily.get(key, 0) + sums.settled + sums.held
+
+    def ranked(found: dict[str, _Sums]) -> list[dict[str, Any]]:
+        order = sorted(found.items(), key=lambda kv: (-(kv[1].settled + kv[1].held), kv[0]))
+        return [{"key": key, **sums.as_json()} for key, sums in order[:top]]
+
+    return {
+        "overall": {k: v for k, v in overall.as_json().items() if k != "counted"},
+        "daily": [{"day": day, "key": key, "counted": from_micros(m)} for (day, key), m in sorted(daily.items())],
+        "top_dags": ranked(per["dag"]),
+        "top_models": ranked(per["model"]),
+        "choices": {"dags": sorted(d for d in choices["dags"] if d), "models": sorted(choices["models"])},
+    }
+
+
+def recent(engine: Engine, scope: Scope, *, state: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+    """The newest creates first (``state='released'``: the failed ones), as JSON-safe dicts."""
+    query = select(spend).where(scope.where())
+    if state is not None:
+        query = query.where(spend.c.state == state)
+    query = query.order_by(spend.c.created_at.desc(), spend.c.id.desc()).limit(limit)
+    with reading(engine) as connection:
+        rows = [spend_row(r) for r in connection.execute(query).all()]
+    return [_jsonable(asdict(row)) for row in rows]
+
+
+def ledger_dags(engine: Engine) -> list[str]:
+    """Every DAG the ledger has rows of (the viewer's auth manager then says which they may read)."""
+    with reading(engine) as connection:
+        found = connection.execute(select(spend.c.dag_id).distinct()).scalars().all()
+    return [dag for dag in found if dag]
+
+
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    # The idempotency key says nothing a viewer needs, and keys derive from inputs: leave it out.
+    row.pop("idempotency_key", None)
+    return {k: v.isoformat() if isinstance(v, dt.datetime) else v for k, v in row.items()}

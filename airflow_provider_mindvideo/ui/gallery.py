@@ -1,0 +1,234 @@
+"""A run's outputs, one item per generation: batch manifest rows, Submit/Generate records and ledger rows, joined.
+
+Sources, in the order an item takes its fields from them:
+
+- the batch manifests of the run's batch task instances (:mod:`.manifests`): model, status,
+  MindVideo task id, output URLs, stored files, error; the prompt from the work list beside it;
+- the run's ``mindvideo_task`` XComs (:mod:`.records`): one item per Submit/Generate task instance;
+- the ledger: the cost of every create (its ``cost`` column, summed over the item's key
+  generations), and an item of its own for a create neither of the above knows (still running,
+  or its task failed before recording).
+
+Without budgets there are no ledger rows: the costs are then the manifests' and records'
+(``max(cost_estimate, cost_actual)``), and ``cost_source`` says which.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+
+from airflow_provider_mindvideo.batch.plan import ItemResult
+from airflow_provider_mindvideo.spend.budgets import from_micros
+from airflow_provider_mindvideo.spend.engines import reading
+from airflow_provider_mindvideo.spend.schema import spend
+from airflow_provider_mindvideo.ui import manifests, records
+
+_VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".m4v", ".ogv")
+
+
+@dataclass(frozen=True)
+class TaskInstance:
+    task_id: str
+    map_index: int
+
+    @classmethod
+    def of(cls, task_id: str, map_index: int | None) -> TaskInstance:
+        return cls(task_id, -1 if map_index is None else map_index)
+
+
+def run_items(
+    engine: Engine | None, dag_id: str, run_id: str, *, only: TaskInstance | None = None
+) -> list[dict[str, Any]]:
+    """Every output item of the run (or of one task instance of it), in task then item order."""
+    ledger = _ledger_rows(engine, dag_id, run_id)
+    xcoms = records.run_records(dag_id, run_id)
+    instances = {TaskInstance.of(r["task_id"], r["map_index"]) for r in ledger if r["task_id"]}
+    instances |= {TaskInstance(task, index) for task, index, _ in xcoms}
+    if only is not None:
+        instances &= {only}
+    cost_by_key = {r["key"]: r["micros"] for r in ledger}
+    used: set[str] = set()
+    items: list[dict[str, Any]] = []
+    for ti in sorted(instances, key=lambda t: (t.task_id, t.map_index)):
+        url = batch_manifest_url(dag_id, run_id, ti, xcoms)
+        rows = manifests.manifest_rows(url) if url else None
+        if rows:
+            prompts = manifests.prompts(url) if url else {}
+            items.extend(_batch_item(ti, row, prompts.get(row.position), cost_by_key, used) for row in rows)
+        record = xcoms.get((ti.task_id, ti.map_index, records.TASK_KEY))
+        if isinstance(record, Mapping):
+            items.append(_record_item(ti, record, ledger, used))
+    for row in ledger:
+        if row["key"] in used or (only is not None and TaskInstance.of(row["task_id"], row["map_index"]) != only):
+            continue
+        items.append(_ledger_item(row))
+    for number, item in enumerate(items):
+        item["number"] = number
+    return items
+
+
+def batch_manifest_url(
+    dag_id: str, run_id: str, ti: TaskInstance, xcoms: Mapping[tuple[str, int, str], Any] | None = None
+) -> str | None:
+    """The manifest this batch task instance wrote: the one its XCom names, else its default place."""
+    if xcoms is None:
+        xcoms = records.run_records(dag_id, run_id)
+    summary = xcoms.get((ti.task_id, ti.map_index, records.BATCH_KEY))
+    if isinstance(summary, Mapping) and isinstance(summary.get("manifest"), str):
+        return str(summary["manifest"])
+    return manifests.default_manifest_url(dag_id, run_id, ti.task_id, ti.map_index)
+
+
+def stored_file(dag_id: str, run_id: str, ti: TaskInstance, position: int, n: int) -> dict[str, Any] | None:
+    """The ``n``-th stored file of item ``position`` of a batch, as its manifest names it; else None."""
+    url = batch_manifest_url(dag_id, run_id, ti)
+    rows = manifests.manifest_rows(url) if url else None
+    for row in rows or ():
+        if row.position == position:
+            return row.files[n] if 0 <= n < len(row.files) else None
+    return None
+
+
+def page(items: list[dict[str, Any]], number: int, size: int) -> dict[str, Any]:
+    """One page of ``items`` and what the whole run adds up to."""
+    statuses: dict[str, int] = {}
+    total_micros = 0
+    for item in items:
+        statuses[item["status"]] = statuses.get(item["status"], 0) + 1
+        total_micros += round((item["cost"] or 0) * 1_000_000)
+    start = (number - 1) * size
+    return {
+        "total": len(items),
+        "page": number,
+        "per_page": size,
+        "pages": max(1, -(-len(items) // size)),
+        "statuses": statuses,
+        "cost": from_micros(total_micros),
+        "items": items[start : start + size],
+    }
+
+
+def _ledger_rows(engine: Engine | None, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+    if engine is None:
+        return []
+    query = (
+        select(spend).where(spend.c.dag_id == dag_id, spend.c.run_id == run_id).order_by(spend.c.created_at, spend.c.id)
+    )
+    with reading(engine) as connection:
+        found = connection.execute(query).all()
+    return [
+        {
+            "key": r.idempotency_key,
+            "task_id": r.task_id,
+            "map_index": r.map_index,
+            "model": r.model,
+            "state": r.state,
+            "micros": int(r.cost),
+            "cost": from_micros(r.cost),
+            "mindvideo_task_id": r.mindvideo_task_id,
+            "created_at": r.created_at.isoformat() + "Z",
+        }
+        for r in found
+    ]
+
+
+def _batch_item(
+    ti: TaskInstance, row: ItemResult, prompt: str | None, cost_by_key: Mapping[str, int], used: set[str]
+) -> dict[str, Any]:
+    keys = {t.get("idempotency_key") for t in row.tasks} | {row.idempotency_key}
+    in_ledger = [key for key in keys if isinstance(key, str) and key in cost_by_key]
+    used.update(in_ledger)
+    if in_ledger:
+        cost: float | None = from_micros(sum(cost_by_key[key] for key in in_ledger))
+        source = "ledger"
+    else:
+        cost, source = _known_cost(row.cost_estimate, row.cost_actual), "manifest"
+    stored = {str(f.get("url")): n for n, f in enumerate(row.files)}
+    media = [
+        {
+            "url": url,
+            "kind": _kind(url, row.files[stored[url]].get("content_type") if url in stored else None),
+            "stored": {"position": row.position, "n": stored[url]} if url in stored else None,
+        }
+        for url in row.output_urls
+    ]
+    return {
+        "task": ti.task_id,
+        "map_index": ti.map_index,
+        "source": "batch",
+        "position": row.position,
+        "line": row.line,
+        "model": row.model,
+        "status": row.status,
+        "mindvideo_task_id": row.task_id,
+        "cost": cost,
+        "cost_source": source,
+        "prompt": prompt,
+        "error": row.error,
+        "media": media,
+    }
+
+
+def _record_item(
+    ti: TaskInstance, record: Mapping[str, Any], ledger: Iterable[dict[str, Any]], used: set[str]
+) -> dict[str, Any]:
+    remote = record.get("task_id")
+    mine = [r for r in ledger if TaskInstance.of(r["task_id"], r["map_index"]) == ti]
+    matching = [r for r in mine if r["mindvideo_task_id"] == remote] or mine
+    used.update(r["key"] for r in matching)
+    if matching:
+        cost: float | None = from_micros(sum(r["micros"] for r in matching))
+        source = "ledger"
+    else:
+        cost, source = _known_cost(record.get("cost_estimate"), record.get("cost_actual")), "record"
+    urls = [u for u in record.get("output_urls") or () if isinstance(u, str)]
+    return {
+        "task": ti.task_id,
+        "map_index": ti.map_index,
+        "source": "task",
+        "position": None,
+        "line": None,
+        "model": record.get("model") or (matching[0]["model"] if matching else None),
+        "status": str(record.get("status") or "unknown"),
+        "mindvideo_task_id": remote,
+        "cost": cost,
+        "cost_source": source,
+        "prompt": record.get("prompt") if isinstance(record.get("prompt"), str) else None,
+        "error": record.get("error") if isinstance(record.get("error"), str) else None,
+        "media": [{"url": url, "kind": _kind(url, None), "stored": None} for url in urls],
+    }
+
+
+def _ledger_item(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "task": row["task_id"],
+        "map_index": -1 if row["map_index"] is None else row["map_index"],
+        "source": "ledger",
+        "position": None,
+        "line": None,
+        "model": row["model"],
+        # reserved: no answer recorded yet; released: the API refused the create.
+        "status": {"reserved": "in_flight", "released": "refused_by_api"}.get(row["state"], row["state"]),
+        "mindvideo_task_id": row["mindvideo_task_id"],
+        "cost": row["cost"],
+        "cost_source": "ledger",
+        "prompt": None,
+        "error": None,
+        "media": [],
+    }
+
+
+def _known_cost(estimate: Any, actual: Any) -> float | None:
+    known = [float(v) for v in (estimate, actual) if isinstance(v, int | float) and v == v and abs(v) != float("inf")]
+    return max(known) if known else None
+
+
+def _kind(url: str, content_type: Any) -> str:
+    if isinstance(content_type, str):
+        return "video" if content_type.startswith("video/") else "image"
+    return "video" if url.split("?", 1)[0].lower().endswith(_VIDEO_SUFFIXES) else "image"

@@ -1,0 +1,137 @@
+"""The batch manifests (and work lists) a run wrote, found and read for the gallery; parsed once per version.
+
+A batch task instance writes its manifest where its ``result_path`` says, by default
+``<[mindvideo] batch_folder>/<dag_id>/<run_id>/<task_id>[-<map_index>]/manifest.jsonl``; the
+operator's XCom ``mindvideo_batch`` names it either way. The gallery looks in both places and
+nowhere else: the paths come from the run's identity and its records, never from a request.
+A 10,000-item manifest is a few MB of JSON: parsing it for every page would cost the page its
+speed, so a parsed copy is kept while the file's size and modification time stay the same.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from airflow_provider_mindvideo.batch.plan import ItemResult, WorkItem, load_manifest, load_work_list
+
+T = TypeVar("T")
+
+# As the batch operator names its default folders (operators.batch.default_result_path): the UI
+# may not import operators/, and the folder layout is a stored format, so it cannot drift silently.
+_UNSAFE_IN_PATHS = re.compile(r"[^A-Za-z0-9._=-]+")
+_CACHE_SIZE = 16
+
+
+def default_manifest_url(dag_id: str, run_id: str, task_id: str, map_index: int | None) -> str:
+    """Where a batch task instance without ``result_path`` writes its manifest."""
+    from airflow.sdk import conf
+
+    folder = conf.get("mindvideo", "batch_folder", fallback=None) or _home_folder()
+    task = task_id if map_index is None or map_index < 0 else f"{task_id}-{map_index}"
+    parts = [_UNSAFE_IN_PATHS.sub("_", part) for part in (dag_id, run_id, task)]
+    return "/".join([folder.rstrip("/"), *parts, "manifest.jsonl"])
+
+
+def work_list_url(manifest_url: str) -> str:
+    stem = manifest_url[: -len(".jsonl")] if manifest_url.endswith(".jsonl") else manifest_url
+    return f"{stem}.work.jsonl"
+
+
+def _home_folder() -> str:
+    home = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
+    return f"file://{os.path.abspath(home)}/mindvideo/batches"
+
+
+def local_path(url: str) -> str | None:
+    """The file of a ``file://`` URL or plain path; None for object storage."""
+    if url.startswith("file://"):
+        return url[len("file://") :]
+    if "://" in url:
+        return None
+    return url
+
+
+class _Parsed:
+    """Parsed files by URL, kept while the file's (size, mtime) stays the same."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[str, tuple[tuple[int, int], Any]] = OrderedDict()
+
+    def get(self, url: str, parse: Callable[[str, str], T]) -> T | None:
+        version = _version(url)
+        if version is None:
+            return None
+        with self._lock:
+            found = self._entries.get(url)
+            if found is not None and found[0] == version:
+                self._entries.move_to_end(url)
+                return found[1]  # type: ignore[no-any-return]
+        text = _read(url)
+        if text is None:
+            return None
+        parsed = parse(text, url)
+        with self._lock:
+            self._entries[url] = (version, parsed)
+            while len(self._entries) > _CACHE_SIZE:
+                self._entries.popitem(last=False)
+        return parsed
+
+
+def _version(url: str) -> tuple[int, int] | None:
+    path = local_path(url)
+    if path is not None:
+        try:
+            stat = os.stat(path)
+        except OSError:
+            return None
+        return (stat.st_size, stat.st_mtime_ns)
+    from airflow_provider_mindvideo.outputs import storage
+
+    target = _storage_path(url)
+    size = storage.size_of(target)
+    return None if size is None else (size, 0)
+
+
+def _read(url: str) -> str | None:
+    path = local_path(url)
+    if path is not None:
+        try:
+            with open(path, encoding="utf-8") as file:
+                return file.read()
+        except OSError:
+            return None
+    from airflow_provider_mindvideo.outputs import storage
+
+    return storage.read_text(_storage_path(url))
+
+
+def _storage_path(url: str) -> Any:
+    from airflow.sdk import ObjectStoragePath
+
+    return ObjectStoragePath(url)
+
+
+_manifests = _Parsed()
+_work_lists = _Parsed()
+
+
+def manifest_rows(url: str) -> list[ItemResult] | None:
+    """The rows of the manifest at ``url``; None when there is none. :raises CorruptRecordError:."""
+    return _manifests.get(url, load_manifest)
+
+
+def prompts(manifest_url: str) -> dict[int, str]:
+    """The prompt of each item (by position) from the work list beside the manifest, where it is still there."""
+    items: list[WorkItem] | None = _work_lists.get(work_list_url(manifest_url), load_work_list)
+    found: dict[int, str] = {}
+    for item in items or ():
+        prompt = item.input.get("prompt")
+        if isinstance(prompt, str):
+            found[item.position] = prompt
+    return found
