@@ -81,9 +81,16 @@ def key_forms(key: str = KEY) -> set[str]:
     return forms | {form[:12] for form in forms}
 
 
+#: The secret part of the key, apart from its public prefix: any 10 characters of it in a row
+#: are a leak too (a redaction that cut the key's start but left its rest would pass the forms).
+FRAGMENT = 10
+
+
 def leaks(text: str, key: str = KEY) -> list[str]:
-    """The forms of ``key`` found in ``text``."""
-    return sorted(form for form in key_forms(key) if form in text)
+    """The forms of ``key``, and the pieces of its secret part, found in ``text``."""
+    secret = key.removeprefix("mv_")
+    pieces = {secret[at : at + FRAGMENT] for at in range(len(secret) - FRAGMENT + 1)}
+    return sorted(form for form in key_forms(key) | pieces if form in text)
 
 
 def readable_number(value: Any) -> bool:

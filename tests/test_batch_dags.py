@@ -116,7 +116,11 @@ def test_a_csv_inputs_file_runs(run: Any, emulator: MindVideoEmulator, tmp_path:
     assert sorted(charges_by_prompt(emulator)) == ["a fox, at dawn", "a quiet harbour"]
 
 
-def test_trigger_kwargs_stay_small_at_ten_thousand_items(tmp_path: Path) -> None:
+def test_trigger_kwargs_stay_small_at_ten_thousand_items(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The operator reads the connection before deferring (its budgets, if any); nothing is sent.
+    connection = {"conn_type": "mindvideo", "host": "http://127.0.0.1:9", "password": "mv_test_unused"}
+    monkeypatch.setenv("AIRFLOW_CONN_MINDVIDEO_DEFAULT", json.dumps(connection))
+
     @dataclass
     class Ti:
         dag_id: str = "mv_big"

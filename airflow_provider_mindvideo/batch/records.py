@@ -17,6 +17,8 @@ import asyncio
 import itertools
 import json
 import logging
+import os
+import re
 import uuid
 from collections.abc import Iterable
 from contextlib import suppress
@@ -27,6 +29,30 @@ from airflow_provider_mindvideo.client import jsonl
 from airflow_provider_mindvideo.client.errors import CorruptRecordError, MindVideoError, ResultPathError
 
 log = logging.getLogger(__name__)
+
+
+# A run id holds ':' and '+', a task id may hold anything Airflow allows: folder names keep the safe part.
+_UNSAFE_IN_PATHS = re.compile(r"[^A-Za-z0-9._=-]+")
+
+
+def default_manifest_url(folder: str | None, dag_id: str, run_id: str, task_id: str, map_index: int | None) -> str:
+    """``<folder>/<dag_id>/<run_id>/<task_id>[-<map_index>]/manifest.jsonl``: a batch without ``result_path``.
+
+    :param folder: ``[mindvideo] batch_folder``; None: ``$AIRFLOW_HOME/mindvideo/batches``. A stored
+        layout: the batch operator writes here and the UI reads here.
+    """
+    if not folder:
+        home = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
+        folder = f"file://{os.path.abspath(home)}/mindvideo/batches"
+    task = task_id if map_index is None or map_index < 0 else f"{task_id}-{map_index}"
+    parts = [_UNSAFE_IN_PATHS.sub("_", part) for part in (dag_id, run_id, task)]
+    return "/".join([folder.rstrip("/"), *parts, "manifest.jsonl"])
+
+
+def work_list_url(manifest_url: str) -> str:
+    """Where the work list goes: beside the manifest (``manifest.jsonl`` -> ``manifest.work.jsonl``)."""
+    stem = manifest_url[: -len(".jsonl")] if manifest_url.endswith(".jsonl") else manifest_url
+    return f"{stem}.work.jsonl"
 
 
 def _stem(result_path: str) -> str:

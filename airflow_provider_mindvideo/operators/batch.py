@@ -5,8 +5,6 @@ from __future__ import annotations
 import codecs
 import contextlib
 import json
-import os
-import re
 import time
 from collections.abc import Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -40,7 +38,13 @@ from airflow_provider_mindvideo.batch.plan import (
     too_many_failed,
     work_list,
 )
-from airflow_provider_mindvideo.batch.records import folder_problem, read_owner, write_owner
+from airflow_provider_mindvideo.batch.records import (
+    default_manifest_url,
+    folder_problem,
+    read_owner,
+    work_list_url,
+    write_owner,
+)
 from airflow_provider_mindvideo.client import errors
 from airflow_provider_mindvideo.client.deadlines import Deadline
 from airflow_provider_mindvideo.client.errors import (
@@ -66,7 +70,6 @@ if TYPE_CHECKING:
 XCOM_BATCH_KEY = "mindvideo_batch"
 # The trigger enforces the batch's deadline itself; Airflow's own deferral timeout is only a backstop.
 _DEFERRAL_GRACE = timedelta(minutes=10)
-_UNSAFE_IN_PATHS = re.compile(r"[^A-Za-z0-9._=-]+")
 
 
 class MindVideoBatchGenerateOperator(BaseOperator):
@@ -496,18 +499,9 @@ def _cancelled_on_exit(deadline: Deadline) -> Iterator[None]:
 
 def default_result_path(ti: Any) -> str:
     """``<[mindvideo] batch_folder>/<dag_id>/<run_id>/<task_id>[-<map_index>]/manifest.jsonl``."""
-    folder = conf.get("mindvideo", "batch_folder", fallback=None) or _home_folder()
-    task = ti.task_id if ti.map_index is None or ti.map_index < 0 else f"{ti.task_id}-{ti.map_index}"
-    parts = [_UNSAFE_IN_PATHS.sub("_", part) for part in (ti.dag_id, ti.run_id, task)]
-    return "/".join([folder.rstrip("/"), *parts, "manifest.jsonl"])
+    folder = conf.get("mindvideo", "batch_folder", fallback=None)
+    return default_manifest_url(folder, ti.dag_id, ti.run_id, ti.task_id, ti.map_index)
 
 
-def work_list_path(result_path: str) -> str:
-    """Where the work list goes: beside the manifest (``manifest.jsonl`` -> ``manifest.work.jsonl``)."""
-    stem = result_path[: -len(".jsonl")] if result_path.endswith(".jsonl") else result_path
-    return f"{stem}.work.jsonl"
-
-
-def _home_folder() -> str:
-    home = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
-    return f"file://{os.path.abspath(home)}/mindvideo/batches"
+#: Where the work list goes: beside the manifest (``manifest.jsonl`` -> ``manifest.work.jsonl``).
+work_list_path = work_list_url

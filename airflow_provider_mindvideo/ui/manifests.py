@@ -11,40 +11,26 @@ speed, so a parsed copy is kept while the file's size and modification time stay
 from __future__ import annotations
 
 import os
-import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from airflow_provider_mindvideo.batch import records
 from airflow_provider_mindvideo.batch.plan import ItemResult, WorkItem, load_manifest, load_work_list
+from airflow_provider_mindvideo.batch.records import work_list_url
 
 T = TypeVar("T")
 
-# As the batch operator names its default folders (operators.batch.default_result_path): the UI
-# may not import operators/, and the folder layout is a stored format, so it cannot drift silently.
-_UNSAFE_IN_PATHS = re.compile(r"[^A-Za-z0-9._=-]+")
 _CACHE_SIZE = 16
 
 
 def default_manifest_url(dag_id: str, run_id: str, task_id: str, map_index: int | None) -> str:
-    """Where a batch task instance without ``result_path`` writes its manifest."""
+    """Where a batch task instance without ``result_path`` writes its manifest (as the batch operator names it)."""
     from airflow.sdk import conf
 
-    folder = conf.get("mindvideo", "batch_folder", fallback=None) or _home_folder()
-    task = task_id if map_index is None or map_index < 0 else f"{task_id}-{map_index}"
-    parts = [_UNSAFE_IN_PATHS.sub("_", part) for part in (dag_id, run_id, task)]
-    return "/".join([folder.rstrip("/"), *parts, "manifest.jsonl"])
-
-
-def work_list_url(manifest_url: str) -> str:
-    stem = manifest_url[: -len(".jsonl")] if manifest_url.endswith(".jsonl") else manifest_url
-    return f"{stem}.work.jsonl"
-
-
-def _home_folder() -> str:
-    home = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
-    return f"file://{os.path.abspath(home)}/mindvideo/batches"
+    folder = conf.get("mindvideo", "batch_folder", fallback=None)
+    return records.default_manifest_url(folder, dag_id, run_id, task_id, map_index)
 
 
 def local_path(url: str) -> str | None:
