@@ -207,6 +207,17 @@ def get_provider_info() -> dict[str, Any]:
                         "example": "mindvideo_ledger",
                         "default": "",
                     },
+                    "ledger_price_wait": {
+                        "description": (
+                            "Seconds a Submit, Generate or review regeneration waits for the one create in "
+                            "flight of a model whose price no task has told yet (such a model goes alone under "
+                            "a budget) before failing with a retryable ModelPriceUnknownError."
+                        ),
+                        "version_added": "0.1.0",
+                        "type": "float",
+                        "example": "60",
+                        "default": "60",
+                    },
                 },
             }
         },

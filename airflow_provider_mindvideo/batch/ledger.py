@@ -1,5 +1,6 @@
 """A batch's creates in the spend ledger, from the triggerer's event loop: every call to the books in a thread,
 and calls made while one is running go together in the next, so 10,000 items are not 10,000 thread hops.
+The reservations of a group are one transaction (:meth:`Ledger.reserve_many`), not one each.
 
 Without budgets the books do nothing (:attr:`SpendBooks.counting` is False) and nothing here goes to a thread.
 """
@@ -13,9 +14,13 @@ from typing import Any
 
 from airflow_provider_mindvideo.client.models import MindVideoTask, readable_cost
 from airflow_provider_mindvideo.spend.location import SpendBooks
-from airflow_provider_mindvideo.spend.records import BudgetRefusal, CreateRecord
+from airflow_provider_mindvideo.spend.records import BudgetRefusal, CreateRecord, PriceUnknownWait
 
 _Call = tuple[Callable[[], Any], "asyncio.Future[Any]"]
+_Reservation = tuple[CreateRecord, float, "asyncio.Future[Any]"]
+
+#: How often an item whose model goes alone (its price not known, another create of it in flight) asks again.
+PRICE_POLL = 0.5
 
 
 class BatchBooks:
@@ -29,6 +34,7 @@ class BatchBooks:
         self.creator = dict(creator or {})
         self.try_number = try_number
         self._queued: list[_Call] = []
+        self._reservations: list[_Reservation] = []
         self._flushing: asyncio.Task[None] | None = None
         self._settles: set[asyncio.Future[Any]] = set()
 
@@ -59,8 +65,15 @@ class BatchBooks:
         """
         if not self.counting:
             return None
-        outcome = await self._call(lambda: self._books.try_reserve(self.record(key, model), amount))
-        return outcome if isinstance(outcome, BudgetRefusal) else None
+        while True:
+            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            self._reservations.append((self.record(key, model), amount, future))
+            self._start()
+            outcome = await future
+            if not isinstance(outcome, PriceUnknownWait):
+                return outcome if isinstance(outcome, BudgetRefusal) else None
+            # Its model goes alone: the item waits in this loop (the batch's timeout ends the wait).
+            await asyncio.sleep(PRICE_POLL)
 
     def settle(self, key: str, task: MindVideoTask) -> None:
         """The create's answer, or its ended task, told its cost: settled in the background (:meth:`drain` waits)."""
@@ -87,39 +100,60 @@ class BatchBooks:
         future = self._enqueue(call)
         self._settles.add(future)
 
-    async def _call(self, call: Callable[[], Any]) -> Any:
-        return await self._enqueue(call)
-
     def _enqueue(self, call: Callable[[], Any]) -> asyncio.Future[Any]:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queued.append((call, future))
+        self._start()
+        return future
+
+    def _start(self) -> None:
         if self._flushing is None or self._flushing.done():
             self._flushing = asyncio.create_task(self._flush())
-        return future
 
     async def _flush(self) -> None:
         # Calls queued while one group is in its thread wait for the next group: one hop each.
-        while self._queued:
+        while self._queued or self._reservations:
             group, self._queued = self._queued, []
-            outcomes = await asyncio.to_thread(_run_all, [call for call, _ in group])
-            for (_, future), (value, error) in zip(group, outcomes, strict=True):
-                if future.cancelled():
-                    continue
-                if error is not None:
-                    future.set_exception(error)
-                else:
-                    future.set_result(value)
+            reservations, self._reservations = self._reservations, []
+            creates = [(create, amount) for create, amount, _ in reservations]
+            outcomes, reserved = await asyncio.to_thread(self._run_group, [call for call, _ in group], creates)
+            for (_, future), outcome in zip(group, outcomes, strict=True):
+                _resolve(future, outcome)
+            for (_, _, future), outcome in zip(reservations, reserved, strict=True):
+                _resolve(future, outcome)
+
+    def _run_group(
+        self, calls: list[Callable[[], Any]], creates: list[tuple[CreateRecord, float]]
+    ) -> tuple[list[_Outcome], list[_Outcome]]:
+        """In a thread: settles and releases first, each its own transaction (what they free and tell is
+        then seen by the reservations), then every reservation in one transaction."""
+        outcomes = [_outcome(call) for call in calls]
+        if not creates:
+            return outcomes, []
+        value, error = _outcome(lambda: self._books.reserve_many(creates))
+        if error is not None:  # the ledger failed: no reservation of the group was written
+            return outcomes, [(None, error)] * len(creates)
+        return outcomes, [(v, None) for v in value]
 
 
-def _run_all(calls: list[Callable[[], Any]]) -> list[tuple[Any, BaseException | None]]:
-    """In a thread: each call in order (each its own transaction), its value or its error."""
-    outcomes: list[tuple[Any, BaseException | None]] = []
-    for call in calls:
-        try:
-            outcomes.append((call(), None))
-        except Exception as error:
-            outcomes.append((None, error))
-    return outcomes
+_Outcome = tuple[Any, BaseException | None]
+
+
+def _outcome(call: Callable[[], Any]) -> _Outcome:
+    try:
+        return call(), None
+    except Exception as error:
+        return None, error
+
+
+def _resolve(future: asyncio.Future[Any], outcome: _Outcome) -> None:
+    if future.cancelled():
+        return
+    value, error = outcome
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(value)
 
 
 def seconds_until(instant_epoch: float) -> float:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -23,7 +24,14 @@ from airflow_provider_mindvideo.client.errors import MindVideoError
 from airflow_provider_mindvideo.spend.budgets import BudgetConfig, budgets_from_extras
 from airflow_provider_mindvideo.spend.engines import engine_for_url
 from airflow_provider_mindvideo.spend.ledger import Ledger
-from airflow_provider_mindvideo.spend.records import BudgetRefusal, CreateRecord, SpendRow
+from airflow_provider_mindvideo.spend.records import (
+    BudgetRefusal,
+    BudgetWindowExceededError,
+    CreateRecord,
+    ModelPriceUnknownError,
+    PriceUnknownWait,
+    SpendRow,
+)
 
 T = TypeVar("T")
 
@@ -98,22 +106,53 @@ class SpendBooks:
     config: BudgetConfig
     budget: str | None = None
     ledger: Ledger | None = None
+    #: How long a create waits in this process for its model's lone create in flight to tell the price.
+    price_wait: float = 60.0
+    price_poll: float = 0.5
 
     @property
     def counting(self) -> bool:
         return self.ledger is not None
 
     def reserve(self, create: CreateRecord, amount: float) -> SpendRow | None:
-        """Reserve before sending; ``BudgetWindowExceededError`` (an ``AirflowFailException``) when it does not fit."""
-        if self.ledger is None:
-            return None
-        return self._guarded(self.ledger.reserve, create, amount, self.config, self.budget)
+        """Reserve before sending; ``BudgetWindowExceededError`` (an ``AirflowFailException``) when it does not fit.
+
+        :raises ModelPriceUnknownError: its model, whose price is not known, goes alone and another
+            create of it stayed in flight for ``price_wait`` seconds (retried by Airflow).
+        """
+        outcome = self.try_reserve(create, amount)
+        if isinstance(outcome, BudgetRefusal):
+            raise BudgetWindowExceededError(outcome)
+        return outcome
 
     def try_reserve(self, create: CreateRecord, amount: float) -> SpendRow | BudgetRefusal | None:
-        """As :meth:`reserve`, returning the :class:`BudgetRefusal` instead of raising it (for a batch's items)."""
+        """As :meth:`reserve`, returning the :class:`BudgetRefusal` instead of raising it (a review's regenerations).
+
+        While another create of the model is in flight and its price is not known, waits for it (polling
+        the ledger every ``price_poll`` s, ``price_wait`` s at most): a short wait in this process, as a
+        lone create's answer usually tells the price within seconds.
+        """
         if self.ledger is None:
             return None
-        return self._guarded(self.ledger.try_reserve, create, amount, self.config, self.budget)
+        started = time.monotonic()
+        while True:
+            outcome = self._guarded(self.ledger.try_reserve, create, amount, self.config, self.budget)
+            if not isinstance(outcome, PriceUnknownWait):
+                return outcome
+            waited = time.monotonic() - started
+            if waited >= self.price_wait:
+                raise ModelPriceUnknownError(outcome, round(waited, 1))
+            time.sleep(self.price_poll)
+
+    def reserve_many(
+        self, creates: Sequence[tuple[CreateRecord, float]]
+    ) -> list[SpendRow | BudgetRefusal | PriceUnknownWait]:
+        """Reserve a group in one transaction, each accepted, refused or told to wait on its own (a batch's items)."""
+        if self.ledger is None:
+            return []
+        return self._guarded(
+            self.ledger.reserve_many, [(create, amount, self.budget) for create, amount in creates], self.config
+        )
 
     def settle(
         self,
@@ -175,4 +214,5 @@ def spend_books(account: str, extras: Mapping[str, Any] | None, budget: str | No
             f"The MindVideo spend ledger at {make_url(url).render_as_string(hide_password=True)} could not be opened "
             f"({type(error).__name__}): budgets of connection {account!r} depend on it, so nothing was sent"
         ) from error
-    return SpendBooks(config, budget, ledger)
+    price_wait = conf.getfloat("mindvideo", "ledger_price_wait", fallback=60.0)
+    return SpendBooks(config, budget, ledger, price_wait=price_wait)

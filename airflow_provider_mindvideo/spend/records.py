@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.engine import Row
 
-from airflow_provider_mindvideo.client.errors import BudgetExceededError
+from airflow_provider_mindvideo.client.errors import BudgetExceededError, MindVideoError
 from airflow_provider_mindvideo.spend.budgets import from_micros
 from airflow_provider_mindvideo.spend.windows import UTC, Window
 
@@ -102,6 +102,47 @@ class BudgetWindowExceededError(BudgetExceededError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.refusal,))
+
+
+@dataclass(frozen=True)
+class PriceUnknownWait:
+    """A create not reserved yet: another create of its model, whose price is not known, is in flight.
+
+    Under a budget a model whose price no settled create told goes alone (per account), so that
+    a true price above its reservation passes a limit at most once. It fits once ``holder`` settles.
+    """
+
+    account: str
+    model: str
+    holder: str
+    dag_id: str | None = None
+    task_id: str | None = None
+    map_index: int | None = None
+
+    def message(self) -> str:
+        where = ", ".join(
+            f"{name} {value}"
+            for name, value in (("DAG", self.dag_id), ("task", self.task_id), ("map index", self.map_index))
+            if value not in (None, -1)
+        )
+        return (
+            f"No task of model {self.model!r} was created yet: its price is not known (no create of it has told "
+            f"a readable cost_actual), and under MindVideo connection {self.account!r}'s budgets such a model goes "
+            f"alone. The create under key {self.holder!r}" + (f" ({where})" if where else "") + " is in flight "
+            "and has not told its price. Nothing was sent."
+        )
+
+
+class ModelPriceUnknownError(MindVideoError):
+    """A create waited for its model's lone create in flight to tell the price, in vain; retried by Airflow."""
+
+    def __init__(self, wait: PriceUnknownWait, waited: float) -> None:
+        self.wait = wait
+        self.waited = waited
+        super().__init__(f"{wait.message()} Waited {waited:g} s; the next try waits again.")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.wait, self.waited))
 
 
 def spend_row(found: Row[Any]) -> SpendRow:

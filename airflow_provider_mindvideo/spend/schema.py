@@ -1,6 +1,6 @@
 """The ledger's tables (SQLAlchemy Core), created and versioned by the provider itself.
 
-Three tables and a version row. Amounts are whole micro-units (BIGINT, 1e-6 of the API's cost
+Four tables and a version row. Amounts are whole micro-units (BIGINT, 1e-6 of the API's cost
 unit) so that sums are exact; times are UTC. ``mindvideo-spend schema`` prints the DDL.
 """
 
@@ -19,19 +19,20 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    func,
     insert,
     select,
     text,
 )
 from sqlalchemy.dialects.postgresql.psycopg2 import PGDialect_psycopg2
 from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
-from sqlalchemy.engine import Dialect, Engine
+from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from airflow_provider_mindvideo.client.errors import MindVideoError
 
 #: The version of the tables this provider writes; a ledger at a newer one is refused.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 metadata = MetaData()
 
@@ -70,6 +71,8 @@ spend = Table(
     Column("settled_at", DateTime),
     Index("mindvideo_spend_created", "created_at"),
     Index("mindvideo_spend_dag", "dag_id", "created_at"),
+    # The creates of a model still in flight, found in one probe while its price is unknown.
+    Index("mindvideo_spend_model", "account", "model", "state"),
 )
 
 #: Per budget and window: what is spent (settled costs) and reserved (creates in flight).
@@ -99,6 +102,17 @@ spend_hold = Table(
 )
 
 
+#: Per model: the highest cost any settled create of it told, and the highest ``actual`` (its price
+#: is known once there is one). One row per model, so a reservation reads its price in one probe.
+model_price = Table(
+    "mindvideo_model_price",
+    metadata,
+    Column("model", String(250), primary_key=True),
+    Column("highest", BigInteger),
+    Column("charged", BigInteger),
+)
+
+
 class LedgerSchemaError(MindVideoError):
     """The ledger's tables are of a version this provider does not know."""
 
@@ -117,10 +131,14 @@ def ensure_schema(engine: Engine) -> None:
             # Two processes starting at once must not both create the tables.
             connection.execute(text("SELECT pg_advisory_xact_lock(7263542001)"))
         metadata.create_all(connection, checkfirst=True)
+        for index in spend.indexes:  # an index added since the table was created
+            index.create(connection, checkfirst=True)
         found = connection.execute(select(schema_version.c.version)).scalars().all()
-        if not found:
+        if found and max(found) < SCHEMA_VERSION:
+            _upgrade(connection)
+        if not found or max(found) < SCHEMA_VERSION:
             connection.execute(insert(schema_version).values(version=SCHEMA_VERSION))
-            found = [SCHEMA_VERSION]
+            found = [*found, SCHEMA_VERSION]
     version = max(found)
     if version > SCHEMA_VERSION:
         raise LedgerSchemaError(
@@ -129,6 +147,24 @@ def ensure_schema(engine: Engine) -> None:
             "machine (a newer one wrote the ledger)."
         )
     _checked.add(engine)
+
+
+def _upgrade(connection: Connection) -> None:
+    """Version 1 to 2: what the settled creates told of each model's price, into ``mindvideo_model_price``."""
+    connection.execute(model_price.delete())
+    told = (
+        select(
+            spend.c.model,
+            func.max(func.coalesce(spend.c.estimated, spend.c.actual)),
+            func.max(func.coalesce(spend.c.actual, spend.c.estimated)),
+            func.max(spend.c.actual),
+        )
+        .where(spend.c.state == "settled")
+        .group_by(spend.c.model)
+    )
+    for model, estimated, actual, charged in connection.execute(told):
+        highest = max((m for m in (estimated, actual) if m is not None), default=None)
+        connection.execute(insert(model_price).values(model=model, highest=highest, charged=charged))
 
 
 def schema_sql(dialect_name: str = "postgresql") -> str:

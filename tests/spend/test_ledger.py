@@ -26,6 +26,7 @@ from airflow_provider_mindvideo.spend.location import (
 from airflow_provider_mindvideo.spend.records import BudgetWindowExceededError, CreateRecord
 from airflow_provider_mindvideo.spend.schema import LedgerSchemaError, schema_version
 from airflow_provider_mindvideo.spend.windows import UTC
+from tests.spend.helpers import know_price
 
 EXTRAS = {"budgets": {"account": {"day": 10}, "marketing": {"month": 4}}, "budget_timezone": "Europe/Berlin"}
 NOW = dt.datetime(2026, 5, 31, 12, 0, tzinfo=UTC)
@@ -33,7 +34,11 @@ NOW = dt.datetime(2026, 5, 31, 12, 0, tzinfo=UTC)
 
 @pytest.fixture
 def ledger(tmp_path: Path) -> Ledger:
-    return Ledger(engine_for_url(f"sqlite:///{tmp_path / 'ledger.db'}"), clock=lambda: NOW)
+    books = Ledger(engine_for_url(f"sqlite:///{tmp_path / 'ledger.db'}"), clock=lambda: NOW)
+    # Priced models: these tests hold several creates of one model in flight (the alone rule is tested apart).
+    know_price(books, "gpt-image-2")
+    know_price(books, "seedance", 0.1)
+    return books
 
 
 def create(key: str, **fields: object) -> CreateRecord:
@@ -80,11 +85,12 @@ def test_a_refusal_names_budget_window_spent_reserved_limit_and_reset(ledger: Le
         "'marketing'",
         "month 2026-05-01 (Europe/Berlin)",
         "spent 2",
-        "in flight 1",
-        "this create 1.5",
+        "in flight 2",  # b asked for 1, held at 2: the most a create of its model told
+        "this create 2",
         "limit 4",
     ]:
         assert words in message
+    assert ledger.row("b").reserved == 2.0  # type: ignore[union-attr]
     assert "resets at 2026-06-01 00:00 Europe/Berlin (2026-05-31T22:00Z)" in message
     assert ledger.row("c") is None  # nothing written for the refused create
     assert pickle.loads(pickle.dumps(error)).refusal == error.refusal
@@ -109,12 +115,12 @@ def test_a_replay_holds_nothing_twice_and_a_released_key_is_held_again(ledger: L
     ledger.reserve(create("a", try_number=2), 3.0, config)  # the next try replays the key
     ledger.settle("a", estimated=3.0)
     ledger.reserve(create("a", try_number=3), 3.0, config)
-    ledger.reserve(create("b"), 2.0, config)
+    ledger.reserve(CreateRecord("b", "seedance"), 2.0, config)
     assert ledger.release("b").state == "released"
     assert ledger.release("b").state == "released"
     [window] = reading.budget_windows(ledger.engine, at=NOW)
     assert (window.spent, window.reserved) == (3.0, 0.0)
-    assert ledger.reserve(create("b"), 2.0, config).state == "reserved"
+    assert ledger.reserve(CreateRecord("b", "seedance"), 2.0, config).state == "reserved"
     [window] = reading.budget_windows(ledger.engine, at=NOW)
     assert (window.spent, window.reserved, window.left) == (3.0, 2.0, 5.0)
 
@@ -126,7 +132,7 @@ def test_a_ledger_written_by_a_newer_provider_is_refused(tmp_path: Path) -> None
     with engine.begin() as connection:
         connection.execute(update(schema_version).values(version=99))
     schema._checked.discard(engine)  # as a process starting afresh
-    with pytest.raises(LedgerSchemaError, match="schema version 99; this provider knows up to 1"):
+    with pytest.raises(LedgerSchemaError, match="schema version 99; this provider knows up to 2"):
         Ledger(engine)
 
 

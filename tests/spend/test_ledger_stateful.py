@@ -5,7 +5,12 @@ Invariants after every step, per budget window:
 - the counters equal the model's (exact micro-units), and equal the sums of the rows holding in
   the window: ``spent`` = settled costs, ``reserved`` = open reservations (the totals are the rows);
 - ``spent + reserved <= limit``, except by what settlements above their reservation added (a
-  price rising past what anything had shown): money is never held past a limit by the ledger.
+  price rising past what anything had shown): money is never held past a limit by the ledger;
+- a create is held at no less than its model's bound (every cost a settle told), and never at 0
+  while nothing priced its model;
+- while no settle told a model's ``actual``, at most one create of it is in flight (reserved, or
+  settled without any cost) per account: the others wait (:class:`PriceUnknownWait`);
+- ``reserve_many`` accepts, refuses and defers exactly what the same reservations one by one would.
 """
 
 from __future__ import annotations
@@ -27,9 +32,11 @@ from sqlalchemy import select
 from airflow_provider_mindvideo.spend.budgets import budgets_from_extras, to_micros
 from airflow_provider_mindvideo.spend.engines import engine_for_url
 from airflow_provider_mindvideo.spend.ledger import Ledger, _Refused, _reserve
-from airflow_provider_mindvideo.spend.records import BudgetRefusal, CreateRecord
+from airflow_provider_mindvideo.spend.pricing import UNKNOWN_PRICE_HOLD
+from airflow_provider_mindvideo.spend.records import BudgetRefusal, CreateRecord, PriceUnknownWait
 from airflow_provider_mindvideo.spend.schema import budget_window, spend, spend_hold
 from airflow_provider_mindvideo.spend.windows import UTC, window_at
+from tests.spend.helpers import know_price
 
 EXTRAS = {
     "budgets": {"account": {"day": 3, "week": 8}, "marketing": {"month": 5}},
@@ -41,12 +48,17 @@ START = dt.datetime(2026, 3, 27, 20, 0, tzinfo=UTC)
 amounts = st.sampled_from([0, 0.25, 0.5, 1, 1.5, 2.5, 0.0135])
 costs = st.one_of(st.none(), amounts, st.sampled_from([0.1, 3.2]))
 budget_names = st.sampled_from([None, "marketing"])
+# A model priced from the start (at 0: it holds what is asked until a settle tells more), and one
+# no catalogue or settle priced: it goes alone until a settle tells its actual.
+PRICED, UNPRICED = "priced-model", "new-model"
+models = st.sampled_from([PRICED, PRICED, UNPRICED])
 
 WindowKey = tuple[str, str, dt.datetime]  # budget, period, window start (naive UTC)
 
 
 @dataclass
 class ModelRow:
+    model: str
     state: str
     reserved: int
     cost: int
@@ -70,6 +82,8 @@ class LedgerMachine(RuleBasedStateMachine):
         self.counters: dict[WindowKey, list[int]] = defaultdict(lambda: [0, 0])  # spent, reserved
         self.overrun: dict[WindowKey, int] = defaultdict(int)
         self.numbers = iter(range(10**9))
+        know_price(self.ledger, PRICED, 0)
+        self.prices: dict[str, list[int | None]] = {PRICED: [0, 0], UNPRICED: [None, None]}  # highest, charged
 
     # -- the model ------------------------------------------------------------------------------
 
@@ -87,35 +101,76 @@ class LedgerMachine(RuleBasedStateMachine):
                 return key
         return None
 
-    def _model_reserve(self, key: str, micros: int, budget: str | None) -> None:
+    def _model_reserve(self, key: str, micros: int, budget: str | None, model: str = PRICED) -> None:
         windows = [w for w, _ in self._windows(budget)]
         for window in windows:
             self.counters[window][1] += micros
-        self.rows[key] = ModelRow("reserved", micros, micros, windows=windows, held=micros)
+        self.rows[key] = ModelRow(model, "reserved", micros, micros, windows=windows, held=micros)
 
-    def _reserve(self, key: str, amount: float, budget: str | None) -> None:
-        micros = to_micros(amount)
+    def _holding(self, model: str, amount: float) -> int:
+        highest, charged = self.prices[model]
+        micros = max(to_micros(amount), highest or 0)
+        return max(micros, UNKNOWN_PRICE_HOLD) if highest is None and charged is None else micros
+
+    def _in_flight(self, model: str, key: str) -> list[str]:
+        return [
+            k
+            for k, r in self.rows.items()
+            if r.model == model
+            and k != key
+            and (r.state == "reserved" or (r.state == "settled" and r.estimated is None and r.actual is None))
+        ]
+
+    def _check(self, key: str, amount: float, budget: str | None, model: str, outcome: object) -> None:
+        """What one reservation must have come to, given the model; the model follows it."""
         existing = self.rows.get(key)
-        outcome = self.ledger.try_reserve(CreateRecord(key, "gpt-image-2"), amount, self.config, budget)
         if existing is not None and existing.state != "released":
-            assert not isinstance(outcome, BudgetRefusal), "a replay was refused"
+            assert not isinstance(outcome, BudgetRefusal | PriceUnknownWait), f"a replay was refused: {outcome}"
             return
+        if self.prices[model][1] is None and self._in_flight(model, key):
+            assert isinstance(outcome, PriceUnknownWait), f"{model} did not go alone: {outcome}"
+            assert outcome.holder in self._in_flight(model, key)
+            return
+        micros = self._holding(model, amount)
         full = self._first_full(budget, micros)
         if full is None:
-            assert not isinstance(outcome, BudgetRefusal), f"refused though it fits: {outcome}"
-            self._model_reserve(key, micros, budget)
+            assert not isinstance(outcome, BudgetRefusal | PriceUnknownWait), f"refused though it fits: {outcome}"
+            assert to_micros(outcome.reserved) == micros  # type: ignore[union-attr]
+            self._model_reserve(key, micros, budget, model)
         else:
-            assert isinstance(outcome, BudgetRefusal), f"reserved past the limit of {full}"
+            assert isinstance(outcome, BudgetRefusal), f"reserved past the limit of {full}: {outcome}"
             assert (outcome.budget, outcome.window.period.value) == full[:2]
             assert outcome.window.start <= self.now < outcome.window.resets_at
 
+    def _reserve(self, key: str, amount: float, budget: str | None, model: str = PRICED) -> None:
+        model = self.rows[key].model if key in self.rows else model
+        outcome = self.ledger.try_reserve(CreateRecord(key, model), amount, self.config, budget)
+        self._check(key, amount, budget, model, outcome)
+
     # -- rules ----------------------------------------------------------------------------------
 
-    @rule(target=keys, amount=amounts, budget=budget_names)
-    def reserve(self, amount: float, budget: str | None) -> str:
+    @rule(target=keys, amount=amounts, budget=budget_names, model=models)
+    def reserve(self, amount: float, budget: str | None, model: str) -> str:
         key = f"k{next(self.numbers)}"
-        self._reserve(key, amount, budget)
+        self._reserve(key, amount, budget, model)
         return key
+
+    @rule(group=st.lists(st.tuples(amounts, budget_names, models, st.booleans()), min_size=1, max_size=6))
+    def reserve_many(self, group: list[tuple[float, str | None, str, bool]]) -> None:
+        """One transaction, each create on its own against the totals the ones before it left (replays included)."""
+        known = list(self.rows)
+        keys = [
+            known[n % len(known)] if replay and known else f"k{next(self.numbers)}"
+            for n, (_, _, _, replay) in enumerate(group)
+        ]
+        keys = list(dict.fromkeys(keys))[: len(group)]
+        group = group[: len(keys)]
+        models_of = [self.rows[k].model if k in self.rows else m for k, (_, _, m, _) in zip(keys, group, strict=True)]
+        creates = [(CreateRecord(k, m), a, b) for k, m, (a, b, _, _) in zip(keys, models_of, group, strict=True)]
+        # One reserve_many per budget set is what BatchBooks sends; mixed budgets must work too.
+        outcomes = self.ledger.reserve_many(creates, self.config)
+        for (create, amount, budget), outcome in zip(creates, outcomes, strict=True):
+            self._check(create.idempotency_key, amount, budget, create.model, outcome)
 
     @rule(key=keys, amount=amounts, budget=budget_names)
     def replay(self, key: str, amount: float, budget: str | None) -> None:
@@ -134,6 +189,11 @@ class LedgerMachine(RuleBasedStateMachine):
         if row.state == "released" and not known:
             assert found is not None and found.state == "released"
             return
+        price = self.prices[row.model]
+        if known:
+            price[0] = max(price[0] or 0, *known)
+        if row.actual is not None:
+            price[1] = max(price[1] or 0, row.actual)
         cost = max(known) if known else row.reserved
         held = row.reserved if row.state == "reserved" else 0
         was = row.cost if row.state == "settled" else 0
@@ -170,9 +230,7 @@ class LedgerMachine(RuleBasedStateMachine):
                 windows = [
                     (b, window_at(b.period, self.now, self.config.timezone)) for b in self.config.applicable(None)
                 ]
-                _reserve(
-                    connection, CreateRecord("killed", "gpt-image-2"), to_micros(amount), self.config, windows, self.now
-                )
+                _reserve(connection, CreateRecord("killed", PRICED), to_micros(amount), self.config, windows, self.now)
                 raise Killed
         except (Killed, _Refused):
             pass
@@ -184,14 +242,14 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule(count=st.integers(min_value=2, max_value=6), amount=st.sampled_from([0.5, 1, 1.5]), budget=budget_names)
     def concurrent_reservers(self, count: int, amount: float, budget: str | None) -> None:
-        micros = to_micros(amount)
+        micros = self._holding(PRICED, amount)
         fitting = min((limit - sum(self.counters[key])) // micros for key, limit in self._windows(budget))
         keys = [f"k{next(self.numbers)}" for _ in range(count)]
         barrier = threading.Barrier(count)
 
         def reserve(key: str) -> bool:
             barrier.wait()
-            outcome = self.ledger.try_reserve(CreateRecord(key, "gpt-image-2"), amount, self.config, budget)
+            outcome = self.ledger.try_reserve(CreateRecord(key, PRICED), amount, self.config, budget)
             return not isinstance(outcome, BudgetRefusal)
 
         with ThreadPoolExecutor(count) as pool:
@@ -224,6 +282,8 @@ class LedgerMachine(RuleBasedStateMachine):
             assert [spent, reserved] == sums[window], window
             assert spent + reserved <= limit + self.overrun[window], window
         assert {k for k, r in self.rows.items()} == {r.idempotency_key for r in rows.values()}
+        if self.prices[UNPRICED][1] is None:  # goes alone: one in flight at most
+            assert len(self._in_flight(UNPRICED, "")) <= 1
 
 
 LedgerMachine.TestCase.settings = settings(

@@ -1,0 +1,158 @@
+"""One reservation, inside the caller's transaction: the create's row, its price, its alone rule, its windows.
+
+Called once per create by :meth:`Ledger.try_reserve`, and once per create inside one transaction
+(each under its own savepoint) by :meth:`Ledger.reserve_many`. Raises :class:`Refused` (a window
+is full) or :class:`Waiting` (its model goes alone); the caller rolls back what it wrote.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import and_, insert, select, update
+from sqlalchemy.engine import Connection, Row
+
+from airflow_provider_mindvideo.client.errors import InputValidationError
+from airflow_provider_mindvideo.spend.budgets import BudgetConfig, BudgetLimit, from_micros
+from airflow_provider_mindvideo.spend.pricing import create_in_flight, holding_amount, lock_price, price_of
+from airflow_provider_mindvideo.spend.records import BudgetRefusal, CreateRecord, PriceUnknownWait
+from airflow_provider_mindvideo.spend.schema import budget_window, spend, spend_hold
+from airflow_provider_mindvideo.spend.windows import UTC, Window
+
+
+class Refused(Exception):
+    def __init__(self, refusal: BudgetRefusal) -> None:
+        self.refusal = refusal
+
+
+class Waiting(Exception):
+    def __init__(self, wait: PriceUnknownWait) -> None:
+        self.wait = wait
+
+
+def reserve_one(
+    connection: Connection,
+    create: CreateRecord,
+    micros: int,
+    config: BudgetConfig,
+    windows: list[tuple[BudgetLimit, Window]],
+    now: dt.datetime,
+) -> None:
+    """Reserve ``create`` at no less than ``micros`` and its model's bound in the ledger, or raise.
+
+    A replay of a key reserved or settled changes nothing (no price, no alone rule: it is counted).
+    """
+    found = locked_row(connection, create.idempotency_key)
+    if found is not None and found.state != "released":
+        return
+    price = price_of(connection, create.model)
+    micros = holding_amount(micros, price)
+    if not price.known and windows:
+        # Goes alone: one create of an unpriced model in flight per account (PostgreSQL: under its price row's lock).
+        lock_price(connection, create.model)
+        waiting = create_in_flight(connection, config.account, create.model, create.idempotency_key)
+        if waiting is not None:
+            raise Waiting(waiting)
+    names = " ".join(sorted({b.name for b, _ in windows}))
+    values: dict[str, Any] = {
+        "account": config.account,
+        "dag_id": create.dag_id,
+        "run_id": create.run_id,
+        "task_id": create.task_id,
+        "map_index": create.map_index,
+        "try_number": create.try_number,
+        "model": create.model,
+        "budgets": names,
+        "reserved": micros,
+        "cost": micros,
+        "state": "reserved",
+        "created_at": naive(now),
+    }
+    if found is None:
+        row = values | {"idempotency_key": create.idempotency_key}
+        if insert_ignoring(connection, spend, row, ["idempotency_key"]):
+            spend_id = connection.execute(
+                select(spend.c.id).where(spend.c.idempotency_key == create.idempotency_key)
+            ).scalar_one()
+        else:  # written since we looked (PostgreSQL: another reserver of the key committed): counted
+            return
+    else:  # the API refused it before: held again
+        spend_id = found.id
+        connection.execute(spend_hold.delete().where(spend_hold.c.spend_id == spend_id))
+        connection.execute(update(spend).where(spend.c.id == spend_id).values(values | {"settled_at": None}))
+    for budget, window in windows:
+        _hold(connection, spend_id, micros, config, budget, window)
+
+
+def _hold(
+    connection: Connection, spend_id: int, micros: int, config: BudgetConfig, budget: BudgetLimit, window: Window
+) -> None:
+    key = {
+        "account": config.account,
+        "budget": budget.name,
+        "period": budget.period.value,
+        "window_start": naive(window.start),
+    }
+    counter = key | {"window_end": naive(window.resets_at), "timezone": config.timezone.key}
+    insert_ignoring(
+        connection, budget_window, counter | {"limit_amount": budget.limit, "spent": 0, "reserved": 0}, list(key)
+    )
+    held = connection.execute(
+        update(budget_window)
+        .where(counter_is(key), budget_window.c.spent + budget_window.c.reserved + micros <= budget.limit)
+        .values(reserved=budget_window.c.reserved + micros, limit_amount=budget.limit)
+    ).rowcount
+    if held == 0:
+        full = connection.execute(select(budget_window).where(counter_is(key))).one()
+        raise Refused(
+            BudgetRefusal(
+                account=config.account,
+                budget=budget.name,
+                window=window,
+                timezone=config.timezone.key,
+                limit=from_micros(budget.limit),
+                spent=from_micros(full.spent),
+                reserved=from_micros(full.reserved),
+                amount=from_micros(micros),
+            )
+        )
+    connection.execute(
+        insert(spend_hold).values(
+            spend_id=spend_id, budget=budget.name, period=budget.period.value, window_start=naive(window.start)
+        )
+    )
+
+
+def counter_is(key: dict[str, Any]) -> Any:
+    return and_(*(budget_window.c[name] == value for name, value in key.items()))
+
+
+def locked_row(connection: Connection, idempotency_key: str) -> Row[Any] | None:
+    query = select(spend).where(spend.c.idempotency_key == idempotency_key)
+    if connection.dialect.name == "postgresql":
+        query = query.with_for_update()
+    return connection.execute(query).first()
+
+
+def insert_ignoring(connection: Connection, table: Any, values: dict[str, Any], conflict: list[str]) -> int:
+    """INSERT, doing nothing when a row with the same ``conflict`` columns exists; the number of rows inserted."""
+    dialect = connection.dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert  # type: ignore[assignment]
+    else:
+        raise InputValidationError(f"The MindVideo spend ledger runs on PostgreSQL or SQLite, not {dialect}")
+    statement = dialect_insert(table).values(values).on_conflict_do_nothing(index_elements=conflict)
+    return int(connection.execute(statement).rowcount)
+
+
+def lock_order(budgets: tuple[BudgetLimit, ...]) -> list[BudgetLimit]:
+    # Every writer takes counter rows in the same order, so two transactions never wait on each other.
+    return sorted(budgets, key=lambda b: (b.name, b.period.value))
+
+
+def naive(instant: dt.datetime) -> dt.datetime:
+    # Stored as naive UTC: SQLite keeps no offset, and both databases compare these exactly.
+    return instant.astimezone(UTC).replace(tzinfo=None)
