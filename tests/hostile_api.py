@@ -18,6 +18,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import quote
 
+import pytest
+
+from tests.servers import send_answer, serving
+
 #: A key whose JSON, HTML, repr and URL forms all differ from it (``"``, ``<``, ``/``, ``+``, ``=``).
 KEY = 'mv_live_Zq7X/k9+Pw=Lm3"Rt5Yv8<Bn2Hs6Qe'
 #: 4 MiB: the extra field the issue found in ``output.images[0]``.
@@ -186,11 +190,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, body.encode(), "application/json")
 
     def _send(self, status: int, body: bytes, content_type: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        send_answer(self, status, {"Content-Type": content_type}, body)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -198,12 +198,14 @@ class _Handler(BaseHTTPRequestHandler):
 
 @contextmanager
 def hostile_api() -> Iterator[HostileApi]:
-    server = HostileApi()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(HostileApi()) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+
+
+@contextmanager
+def hostile_connection(monkeypatch: pytest.MonkeyPatch, conn_id: str = "mindvideo_default") -> Iterator[HostileApi]:
+    """The hostile API, served for the ``with`` block as Airflow connection ``conn_id`` with :data:`KEY`."""
+    with hostile_api() as api:
+        connection = {"conn_type": "mindvideo", "host": api.base_url, "password": KEY}
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(connection))
+        yield api

@@ -10,17 +10,44 @@ request was never made.
 from __future__ import annotations
 
 import socket
+import socketserver
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TypeVar
 
 import httpcore
 
 #: status, headers, body
 Answer = tuple[int, Mapping[str, str], bytes]
+
+Server = TypeVar("Server", bound=socketserver.BaseServer)
+
+
+@contextmanager
+def serving(server: Server) -> Iterator[Server]:
+    """Serves ``server`` on a daemon thread for the ``with`` block, then stops and closes it."""
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def send_answer(handler: BaseHTTPRequestHandler, status: int, headers: Mapping[str, str], body: bytes) -> None:
+    """Writes one answer as given, with a Content-Length unless ``headers`` frame the body themselves."""
+    handler.send_response(status)
+    for name, value in headers.items():
+        handler.send_header(name, value)
+    if not any(name.lower() in ("content-length", "transfer-encoding") for name in headers):
+        handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
 
 
 class ScriptedServer(ThreadingHTTPServer):
@@ -55,14 +82,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.requests.append(self.path)
         self.server.headers.append({name.lower(): value for name, value in self.headers.items()})
         status, headers, body = self.server.routes.get(self.path, (404, {}, b"not here"))
-        self.send_response(status)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        if not any(name.lower() in ("content-length", "transfer-encoding") for name in headers):
-            self.send_header("Content-Length", str(len(body)))
-        self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(body)
+        send_answer(self, status, {**headers, "Connection": "close"}, body)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -70,15 +90,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 @contextmanager
 def scripted_server(routes: Mapping[str, Answer] | None = None) -> Iterator[ScriptedServer]:
-    server = ScriptedServer(routes or {})
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(ScriptedServer(routes or {})) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 class FakeInternet(httpcore.NetworkBackend):

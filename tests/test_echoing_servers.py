@@ -8,7 +8,6 @@ JSON-escaped. Each answer here quotes the Authorization header in another way.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -19,6 +18,7 @@ from airflow_provider_mindvideo.client.errors import MindVideoError
 from airflow_provider_mindvideo.client.protocol import RetryPolicy
 from airflow_provider_mindvideo.hooks import MindVideoHook
 from tests.conftest import Api
+from tests.servers import send_answer, serving
 
 KEY = 'mv_live_Zq7Xk9PwLm3Rt5Yv8Bn2Hs6Qe"x'  # a quote: its JSON-escaped form differs
 
@@ -43,24 +43,13 @@ def echoing_server() -> Iterator[tuple[str, list[str]]]:
     class Echo(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             status, headers, body = answer_for(mode[0], self.headers.get("Authorization", ""))
-            self.send_response(status)
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            send_answer(self, status, headers, body)
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), Echo)) as server:
         yield f"http://127.0.0.1:{server.server_address[1]}", mode
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.mark.parametrize("mode", ["request_id", "body", "cut", "json_escaped"])
