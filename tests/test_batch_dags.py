@@ -19,16 +19,12 @@ from airflow_provider_mindvideo.batch.plan import load_manifest
 from airflow_provider_mindvideo.emulator import MindVideoEmulator
 from airflow_provider_mindvideo.operators import MindVideoBatchGenerateOperator
 from tests.dags.mindvideo_batch_dags import BUDGET, DAGS, IMAGE_COST
-from tests.test_dags import Run
+from tests.test_dags import dag_runner
 
 
 @pytest.fixture
 def run(airflow_db: str, emulator: MindVideoEmulator, tmp_path: Path) -> Any:
-    def run_dag(dag_id: str, **params: Any) -> Run:
-        conf = {"inputs_path": "", "result_path": f"file://{tmp_path}/manifest.jsonl", **params}
-        return Run(airflow_db, DAGS[dag_id].test(run_conf=conf))
-
-    return run_dag
+    return dag_runner(airflow_db, DAGS, inputs_path="", result_path=f"file://{tmp_path}/manifest.jsonl")
 
 
 def charges_by_prompt(emulator: MindVideoEmulator) -> Counter[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
@@ -21,11 +22,17 @@ from tests.dags.mindvideo_test_dags import DAGS
 @pytest.fixture
 def run(airflow_db: str, emulator: MindVideoEmulator) -> Any:
     """Run a test DAG; returns {(task_id, map_index): ti} and the run's XComs."""
+    return dag_runner(airflow_db, DAGS, prompt="a red fox")
+
+
+def dag_runner(home: str, dags: Mapping[str, Any], **conf: Any) -> Callable[..., Run]:
+    """Runs one of ``dags`` by id with ``conf`` under the params a test gives.
+
+    Always a full conf: dag.test() keeps an earlier run's conf on the DAG object.
+    """
 
     def run_dag(dag_id: str, **params: Any) -> Run:
-        # Always a full conf: dag.test() keeps an earlier run's conf on the DAG object.
-        dag_run = DAGS[dag_id].test(run_conf={"prompt": "a red fox", **params})
-        return Run(airflow_db, dag_run)
+        return Run(home, dags[dag_id].test(run_conf={**conf, **params}))
 
     return run_dag
 

@@ -8,7 +8,6 @@ This suite allows it (``tests/conftest.py``); these tests turn it off where they
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from airflow_provider_mindvideo.emulator import MindVideoEmulator
 from airflow_provider_mindvideo.hooks import MindVideoHook
 from airflow_provider_mindvideo.operators import MindVideoDownloadOperator, MindVideoGenerateOperator
 from tests.dags.mindvideo_download_dags import DAGS
+from tests.helpers import Ti
 from tests.test_dags import Run
 
 
@@ -97,15 +97,6 @@ def test_the_option_is_declared_for_airflow() -> None:
     assert (option["type"], option["default"]) == ("boolean", "False")
 
 
-@dataclass
-class _Ti:
-    task_id: str = "generate"
-    dag_id: str = "unwritable"
-    run_id: str = "manual__one"
-    map_index: int = -1
-    try_number: int = 1
-
-
 @pytest.mark.parametrize("deferrable", [True, False])
 def test_generate_refuses_a_folder_it_cannot_write_before_creating_anything(
     emulator: MindVideoEmulator, deferrable: bool
@@ -120,11 +111,11 @@ def test_generate_refuses_a_folder_it_cannot_write_before_creating_anything(
         deferrable=deferrable,
     )
     with pytest.raises(InputValidationError, match=r"download_to = 'file:///proc/x': cannot be used as the folder"):
-        operator.execute({"ti": _Ti()})  # type: ignore[arg-type]
+        operator.execute({"ti": Ti()})  # type: ignore[arg-type]
     assert emulator.state.requests["create"] == 0 and emulator.state.charged_tasks == 0
 
 
 def test_download_names_its_destination_when_it_cannot_be_a_folder(urls: list[str]) -> None:
     operator = MindVideoDownloadOperator(task_id="save", urls=urls, destination="file:///proc/x")
     with pytest.raises(InputValidationError, match=r"destination = 'file:///proc/x': cannot be used as the folder"):
-        operator.execute({"ti": _Ti(task_id="save")})  # type: ignore[arg-type]
+        operator.execute({"ti": Ti(task_id="save")})  # type: ignore[arg-type]

@@ -17,14 +17,12 @@ import pytest
 
 from airflow_provider_mindvideo.client.models import STORED_ANSWER_LIMIT
 from tests.dags.mindvideo_hostile_dags import HOSTILE
-from tests.hostile_api import KEY, HostileApi, forms, hostile_api, leaks
+from tests.hostile_api import HostileApi, forms, hostile_connection, leaks
 
 
 @pytest.fixture
 def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[HostileApi]:
-    with hostile_api() as api:
-        connection = {"conn_type": "mindvideo", "host": api.base_url, "password": KEY}
-        monkeypatch.setenv("AIRFLOW_CONN_MINDVIDEO_HOSTILE", json.dumps(connection))
+    with hostile_connection(monkeypatch, "mindvideo_hostile") as api:
         yield api
 
 

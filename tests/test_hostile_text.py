@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,8 @@ from airflow_provider_mindvideo.client.errors import InputValidationError
 from airflow_provider_mindvideo.emulator import MindVideoEmulator
 from airflow_provider_mindvideo.operators import MindVideoBatchGenerateOperator
 from tests.dags.mindvideo_batch_dags import DAGS
-from tests.test_dags import Run
+from tests.helpers import Ti
+from tests.test_dags import dag_runner
 
 #: Every character str.splitlines() splits at but JSON keeps raw in a string, and others that
 #: break naive tools: CR, NUL, right-to-left marks and overrides.
@@ -37,22 +37,9 @@ PROMPTS = [f"flaky {i}{ch}after" if i == 0 else f"prompt {i}{ch}after" for i, ch
 SERVER_ERROR = "model says\u2028no\u0085really\u2029no\r\x00\u202eevil"
 
 
-@dataclass
-class Ti:
-    dag_id: str = "batch_dag"
-    task_id: str = "generate"
-    run_id: str = "manual__hostile"
-    map_index: int = -1
-    try_number: int = 1
-
-
 @pytest.fixture
 def run(airflow_db: str, emulator: MindVideoEmulator, tmp_path: Path) -> Any:
-    def run_dag(dag_id: str, **params: Any) -> Run:
-        conf = {"inputs_path": "", "result_path": f"file://{tmp_path}/manifest.jsonl", **params}
-        return Run(airflow_db, DAGS[dag_id].test(run_conf=conf))
-
-    return run_dag
+    return dag_runner(airflow_db, DAGS, inputs_path="", result_path=f"file://{tmp_path}/manifest.jsonl")
 
 
 def manifest_rows(path: Path) -> list[ItemResult]:

@@ -11,7 +11,6 @@ import asyncio
 import json
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -28,16 +27,15 @@ from airflow_provider_mindvideo.client.protocol import RetryPolicy, task_from_re
 from airflow_provider_mindvideo.hooks import MindVideoHook
 from airflow_provider_mindvideo.triggers import MindVideoTaskTrigger
 from tests.conftest import Api
-from tests.hostile_api import KEY, HostileApi, hostile_api, leaks
+from tests.helpers import Ti
+from tests.hostile_api import KEY, HostileApi, hostile_connection, leaks
 
 QUICK = RetryPolicy(max_retries=1, backoff=0.01, max_backoff=0.01)
 
 
 @pytest.fixture
 def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[HostileApi]:
-    with hostile_api() as api:
-        connection = {"conn_type": "mindvideo", "host": api.base_url, "password": KEY}
-        monkeypatch.setenv("AIRFLOW_CONN_MINDVIDEO_DEFAULT", json.dumps(connection))
+    with hostile_connection(monkeypatch) as api:
         yield api
 
 
@@ -171,14 +169,6 @@ def test_a_small_answer_is_read_as_it_came() -> None:
     assert task.cut is None and "cut" not in task.summary()
     # The provider's note is its own: a server cannot write it.
     assert task_from_response(answer({**body, "cut": "fake"})).cut is None
-
-
-@dataclass
-class Ti:
-    dag_id: str = "batch_dag"
-    task_id: str = "generate"
-    run_id: str = "manual__hostile"
-    map_index: int = -1
 
 
 def test_the_batch_keeps_no_key_and_no_huge_row(server: HostileApi, tmp_path: Path) -> None:

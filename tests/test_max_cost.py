@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -10,21 +9,9 @@ import pytest
 from airflow_provider_mindvideo.client.errors import BudgetExceededError, RemoteTaskFailedError
 from airflow_provider_mindvideo.emulator import MindVideoEmulator
 from airflow_provider_mindvideo.operators import MindVideoGenerateOperator, MindVideoSubmitOperator
+from tests.helpers import Ti
 
 IMAGE_COST = 0.0135
-
-
-@dataclass
-class Ti:
-    try_number: int = 1
-    dag_id: str = "mv_cost"
-    task_id: str = "submit"
-    run_id: str = "manual__cost"
-    map_index: int = -1
-    xcom: dict[str, Any] = field(default_factory=dict)
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.xcom[key] = value
 
 
 def test_a_ceiling_below_the_price_refuses_before_anything_is_sent(emulator: MindVideoEmulator) -> None:

@@ -9,10 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -25,26 +23,12 @@ from airflow_provider_mindvideo.client.protocol import RetryPolicy
 from airflow_provider_mindvideo.emulator import EmulatorConfig, MindVideoEmulator
 from airflow_provider_mindvideo.hooks import MindVideoHook
 from airflow_provider_mindvideo.operators import MindVideoBatchGenerateOperator
+from tests.helpers import Ti
 from tests.hostile import HostileAnswers, hostile_server
+from tests.servers import send_answer, serving
 
 KEY = "mv_live_Qx7Hs2Lk9Pw4Zr6Tn8Vb"
 FAST = RetryPolicy(max_retries=2, deadline=5.0, backoff=0.01, max_backoff=0.02)
-
-
-@dataclass
-class Ti:
-    try_number: int = 1
-    dag_id: str = "mv_break"
-    task_id: str = "generate"
-    run_id: str = "manual__break"
-    map_index: int = -1
-    xcom: dict[str, Any] = field(default_factory=dict)
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.xcom[key] = value
-
-    def xcom_pull(self, task_ids: Any = None, key: str = "return_value", **_: Any) -> Any:
-        return self.xcom.get(key)
 
 
 def run_batch(operator: MindVideoBatchGenerateOperator, ti: Ti) -> dict[str, Any]:
@@ -135,12 +119,7 @@ class _KeyEchoHandler(BaseHTTPRequestHandler):
         self.server.requests += 1
         key = self.headers.get("Authorization", "").partition(" ")[2]
         status, headers, body = self.server.answer(key)
-        self.send_response(status)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        send_answer(self, status, headers, body)
 
     do_GET = do_POST = _reply
 
@@ -150,14 +129,8 @@ class _KeyEchoHandler(BaseHTTPRequestHandler):
 
 @contextmanager
 def key_echo(answer: Any) -> Iterator[_KeyEcho]:
-    server = _KeyEcho(answer)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(_KeyEcho(answer)) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 #: A key with characters whose escaped forms differ (as the repository's hostile tests use).

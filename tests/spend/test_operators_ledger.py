@@ -10,7 +10,6 @@ import asyncio
 import datetime as dt
 import json
 import multiprocessing
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,21 +32,9 @@ from airflow_provider_mindvideo.spend.engines import engine_for_url
 from airflow_provider_mindvideo.spend.location import LedgerUnavailableError
 from airflow_provider_mindvideo.spend.reading import budget_windows
 from airflow_provider_mindvideo.spend.records import BudgetWindowExceededError
+from tests.helpers import Ti
 
 IMAGE_COST = 0.0135
-
-
-@dataclass
-class Ti:
-    task_id: str = "generate"
-    try_number: int = 1
-    dag_id: str = "mv_spend"
-    run_id: str = "manual__spend"
-    map_index: int = -1
-    xcom: dict[str, Any] = field(default_factory=dict)
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.xcom[key] = value
 
 
 @pytest.fixture
