@@ -32,7 +32,6 @@ import logging
 import shutil
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +50,7 @@ from airflow_provider_mindvideo.emulator import EmulatorConfig
 from airflow_provider_mindvideo.emulator.state import Script
 from airflow_provider_mindvideo.hooks import MindVideoHook
 from airflow_provider_mindvideo.operators import MindVideoGenerateOperator, MindVideoSubmitOperator
+from tests.helpers import Ti
 from tests.hostile import HostileServer, hostile_server, leaks, plans
 
 ITEMS = 4
@@ -68,22 +68,6 @@ DEADLINE = 8.0
 HANG = 60.0
 FAST_RETRIES = RetryPolicy(max_retries=4, deadline=10.0, backoff=0.01, max_backoff=0.05)
 EPSILON = 1e-9
-
-
-@dataclass
-class Ti:
-    try_number: int = 0
-    dag_id: str = "mv_hostile"
-    task_id: str = "generate"
-    run_id: str = "manual__hostile"
-    map_index: int = -1
-    xcom: dict[str, Any] = field(default_factory=dict)
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.xcom[key] = value
-
-    def xcom_pull(self, task_ids: Any = None, key: str = "return_value", **_: Any) -> Any:
-        return self.xcom.get(key)
 
 
 def _text(value: Any) -> str:
@@ -304,7 +288,7 @@ class HostileSingle(_Checks):
     def a_task_instance(self, kind: str, price: float | None, max_cost: float | None, suffix: str) -> None:
         self._set_prices({MODELS[0]: price})
         self.kind, self.max_cost, self.prompt = kind, max_cost, f"#0# a lighthouse{suffix}"
-        self.ti = Ti()
+        self.ti = Ti(try_number=0)
 
     @rule(plan=plans(1), fate=FATES, restart_after=st.none() | st.integers(0, 3))
     def a_try(self, plan: Any, fate: str, restart_after: int | None) -> None:
