@@ -41,9 +41,14 @@ IMAGE_COST = 0.0135
 def ledger_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "ledger" / "spend.db"
     path.parent.mkdir()
+    use_ledger(monkeypatch, path)
+    return path
+
+
+def use_ledger(monkeypatch: pytest.MonkeyPatch, path: Path) -> None:
+    """The provider keeps its ledger in the SQLite file ``path`` (connection ``mindvideo_ledger``)."""
     monkeypatch.setenv("AIRFLOW_CONN_MINDVIDEO_LEDGER", json.dumps({"conn_type": "sqlite", "host": str(path)}))
     monkeypatch.setenv("AIRFLOW__MINDVIDEO__LEDGER_CONN_ID", "mindvideo_ledger")
-    return path
 
 
 def with_budgets(emulator: MindVideoEmulator, monkeypatch: pytest.MonkeyPatch, budgets: dict[str, Any]) -> None:
@@ -139,8 +144,7 @@ def test_without_budgets_no_ledger_is_opened_even_if_unreachable(
     emulator: MindVideoEmulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     unreachable = tmp_path / "missing-folder" / "spend.db"
-    monkeypatch.setenv("AIRFLOW_CONN_MINDVIDEO_LEDGER", json.dumps({"conn_type": "sqlite", "host": str(unreachable)}))
-    monkeypatch.setenv("AIRFLOW__MINDVIDEO__LEDGER_CONN_ID", "mindvideo_ledger")
+    use_ledger(monkeypatch, unreachable)
     generate("free")
     assert emulator.state.charged_tasks == 1
     assert not unreachable.parent.exists()
@@ -151,8 +155,7 @@ def test_with_budgets_an_unreachable_ledger_sends_nothing(
     emulator: MindVideoEmulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     unreachable = tmp_path / "missing-folder" / "spend.db"
-    monkeypatch.setenv("AIRFLOW_CONN_MINDVIDEO_LEDGER", json.dumps({"conn_type": "sqlite", "host": str(unreachable)}))
-    monkeypatch.setenv("AIRFLOW__MINDVIDEO__LEDGER_CONN_ID", "mindvideo_ledger")
+    use_ledger(monkeypatch, unreachable)
     with_budgets(emulator, monkeypatch, {"account": {"day": 1}})
     with pytest.raises(LedgerUnavailableError, match="nothing was sent"):
         generate("closed")
