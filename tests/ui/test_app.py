@@ -225,14 +225,19 @@ def test_airflow_discovers_the_plugin_with_its_app_and_views(tmp_path: Path) -> 
         "from airflow import plugins_manager as p;"
         "apps, _ = p.get_fastapi_plugins();"
         "views, _ = p._get_ui_plugins();"
-        "print([a['url_prefix'] for a in apps if a['name'] == 'MindVideo']);"
-        "print(sorted(v['destination'] for v in views if v['href'].startswith('/mindvideo')))"
+        "print('apps:', [a['url_prefix'] for a in apps if a['name'] == 'MindVideo']);"
+        "print('views:', sorted(v['destination'] for v in views if v['href'].startswith('/mindvideo')))"
     )
     env = os.environ.copy()
     # Not from the repository's root: its setuptools *.egg-info would be a second copy of the entry point.
     run = {"capture_output": True, "text": True, "env": env, "check": True, "cwd": tmp_path}
     found = subprocess.run([sys.executable, "-c", code], **run)
-    assert found.stdout.split("\n")[:2] == ["['/mindvideo']", "['dag_run', 'nav', 'task_instance']"]
+    assert ours(found.stdout) == ["apps: ['/mindvideo']", "views: ['dag_run', 'nav', 'task_instance']"]
     env["AIRFLOW__MINDVIDEO__UI_ENABLED"] = "False"
     off = subprocess.run([sys.executable, "-c", code], **run)
-    assert off.stdout.split("\n")[:2] == ["[]", "[]"]
+    assert ours(off.stdout) == ["apps: []", "views: []"]
+
+
+def ours(stdout: str) -> list[str]:
+    """The probe's lines: Airflow 3.2 prints its own on import too (alembic's plugin set-up)."""
+    return [line for line in stdout.splitlines() if line.startswith(("apps:", "views:"))]
