@@ -301,7 +301,8 @@ def _apply(body: Any, path: str, mutation: Mutation, truth: float) -> None:
         if media is not None and isinstance(media[0], dict):
             media[0]["x_extra"] = _value(mutation, truth)
     elif path == "events.message":
-        for event in body.get("events") or []:
+        events = body.get("events")  # an earlier rewrite of this answer may have made it anything
+        for event in events if isinstance(events, list) else []:
             if isinstance(event, dict):
                 event["message"] = _value(mutation, truth)
     elif mutation[0] == "drop":
