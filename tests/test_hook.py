@@ -241,15 +241,14 @@ def test_connection_refused_is_a_transport_error(
 def test_slow_server_times_out_then_succeeds(
     emulator: MindVideoEmulator, api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The delayed answer takes 10x the attempt budget; a busy machine may slow any later
-    # attempt past 1 s as well, so what is asserted is that the slow one was abandoned.
+    # The delayed answer takes 10x the attempt budget. Waited for, it would have been the one
+    # answer; a second request shows the slow one was abandoned (no wall-clock bound, which a
+    # busy machine would stretch).
     api.hook = MindVideoHook(timeout=1.0, retry_policy=FAST_RETRIES)
     created = api.create_task("gpt-image-2", PROMPT)
     emulator.add_fault("delay", route="get", seconds=10.0)
-    started = time.monotonic()
     assert api.get_task(created.task_id).task_id == created.task_id
     assert emulator.state.requests["get"] >= 2
-    assert time.monotonic() - started < 10.0
 
 
 def test_key_never_reaches_logs_or_errors(
