@@ -162,7 +162,7 @@ def test_scripted_outcomes(mindvideo_emulator: MindVideoEmulator, outcome: str, 
         assert events[-1]["message"] == error
 
 
-def test_never_finishing_and_empty_output(mindvideo_emulator: MindVideoEmulator) -> None:
+def test_never_finishing_and_empty_output(mindvideo_emulator: MindVideoEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
     mindvideo_emulator.script("forever", "never")
     mindvideo_emulator.script("empty", "no_output")
     with client(mindvideo_emulator) as http:
@@ -170,7 +170,9 @@ def test_never_finishing_and_empty_output(mindvideo_emulator: MindVideoEmulator)
         empty = finish(http, create(http, "empty room").json()["task_id"])
         assert empty["output"] == {"images": []}
         assert http.get(f"/files/{empty['task_id']}/0.png").status_code == 404
-        time.sleep(1.2)  # longer than every configured duration of the fixture's emulator
+        # An hour on, by the emulator's clock: far past every configured duration, with no sleep.
+        real_clock = mindvideo_emulator.state.clock
+        monkeypatch.setattr(mindvideo_emulator.state, "clock", lambda: real_clock() + 3600)
         assert http.get(f"/api/v1/tasks/{stuck['task_id']}").json()["status"] == "processing"
     assert [t["terminal_at"] is None for t in mindvideo_emulator.state.snapshot()["tasks"]] == [True, False]
 
