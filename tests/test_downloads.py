@@ -421,9 +421,9 @@ def test_a_trickling_download_ends_by_its_deadline(local: ObjectStoragePath) -> 
     with (
         trickling_server(b"x" * 100_000, content_type="image/png") as url,
         download_client(timeout=5, allow_private_urls=True) as client,
+        pytest.raises(OutputDownloadError, match="Timeout"),
     ):
-        with pytest.raises(OutputDownloadError, match="Timeout"):
-            store_outputs(client, [f"{url}/a.png"], local, mindvideo_task_id="t", deadline=deadline)
+        store_outputs(client, [f"{url}/a.png"], local, mindvideo_task_id="t", deadline=deadline)
     assert not [path for path in local.iterdir() if path.name.endswith(".png")]
 
 

@@ -162,7 +162,9 @@ def test_scripted_outcomes(mindvideo_emulator: MindVideoEmulator, outcome: str, 
         assert events[-1]["message"] == error
 
 
-def test_never_finishing_and_empty_output(mindvideo_emulator: MindVideoEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_never_finishing_and_empty_output(
+    mindvideo_emulator: MindVideoEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
     mindvideo_emulator.script("forever", "never")
     mindvideo_emulator.script("empty", "no_output")
     with client(mindvideo_emulator) as http:

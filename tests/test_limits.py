@@ -11,7 +11,6 @@ import itertools
 import json
 import math
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from typing import Any
