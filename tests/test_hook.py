@@ -5,10 +5,12 @@ from __future__ import annotations
 import email.utils
 import logging
 import time
+from datetime import UTC, datetime, tzinfo
 
 import httpx
 import pytest
 
+from airflow_provider_mindvideo.client import protocol
 from airflow_provider_mindvideo.client.errors import (
     AuthenticationError,
     IdempotencyConflictError,
@@ -108,12 +110,23 @@ def test_server_side_validation_error_is_not_retried(api: Api, emulator: MindVid
     assert emulator.state.requests["create"] == 1
 
 
+class _FrozenDatetime(datetime):
+    """``datetime`` as the protocol sees it: now is always the same instant."""
+
+    @classmethod
+    def now(cls, tz: tzinfo | None = None) -> _FrozenDatetime:
+        return cls(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+
+
 @pytest.mark.parametrize("retry_after", ["7", "http-date"])
 def test_429_waits_for_retry_after(
-    api: Api, emulator: MindVideoEmulator, sleeps: list[float], retry_after: str
+    api: Api, emulator: MindVideoEmulator, sleeps: list[float], retry_after: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if retry_after == "http-date":
-        retry_after = email.utils.formatdate(time.time() + 5, usegmt=True)
+        # A date 5 s after the protocol's (frozen) now: on the real clock a busy machine reading
+        # the answer late made the wait shorter than the test allowed.
+        monkeypatch.setattr(protocol, "datetime", _FrozenDatetime)
+        retry_after = email.utils.formatdate(_FrozenDatetime.now().timestamp() + 5, usegmt=True)
     emulator.add_fault("status", route="create", status=429, retry_after=retry_after, times=2)
     task = api.create_task("gpt-image-2", PROMPT)
     assert task.task_id
