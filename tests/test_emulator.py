@@ -121,11 +121,17 @@ def test_the_command_takes_extra_models() -> None:
     assert kinds == {"veo4-preview": "video", "img-x": "image"}
 
 
-def test_lifecycle_outputs_and_events(mindvideo_emulator: MindVideoEmulator) -> None:
+def test_lifecycle_outputs_and_events(mindvideo_emulator: MindVideoEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_clock = mindvideo_emulator.state.clock
+    created_at = real_clock()
+    # Stopped while it is created and first looked at: a busy machine may take longer than its
+    # 0.05 s queue between the create and the answer, or the next request.
+    monkeypatch.setattr(mindvideo_emulator.state, "clock", lambda: created_at)
     with client(mindvideo_emulator) as http:
         created = create(http, "a blue whale", size="9:16").json()
         assert created["status"] == "queued"
         assert http.get(f"/files/{created['task_id']}/0.png").status_code == 404  # not made yet
+        monkeypatch.setattr(mindvideo_emulator.state, "clock", real_clock)
         done = finish(http, created["task_id"])
         assert done["cost_actual"] == done["cost_estimate"] == 0.0135
         (image,) = done["output"]["images"]  # type: ignore[index]
