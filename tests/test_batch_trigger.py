@@ -262,9 +262,20 @@ def test_items_not_finished_by_the_deadline_time_out_and_can_be_waited_for_again
 
 
 def test_progress_is_a_line_per_interval_not_per_poll(
-    batch: Any, emulator: MindVideoEmulator, debug_logs: list[dict[str, Any]]
+    batch: Any, emulator: MindVideoEmulator, debug_logs: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    emulator.script("item", "succeeded", processing_seconds=0.6)
+    # The emulator's clock moves 0.04 s per poll: 0.65 s of queue and work take 16 polls or more,
+    # however slowly a busy machine sends them.
+    now = [1_000.0]
+    monkeypatch.setattr(emulator.state, "clock", lambda: now[0])
+    record = emulator.state.record_request
+
+    def stepping(route: str, client: tuple[str, int] | None) -> None:
+        now[0] += 0.04 if route == "get" else 0.0
+        record(route, client)
+
+    monkeypatch.setattr(emulator.state, "record_request", stepping)
+    emulator.script("item", "succeeded", queued_seconds=0.05, processing_seconds=0.6)
     batch(3).run(progress_interval=3600, poll_interval=0.02, max_poll_interval=0.05)
     assert emulator.state.requests["get"] >= 3 * 5  # many polls...
     progress = [log["event"] for log in debug_logs if str(log.get("event", "")).startswith("MindVideo batch: 3/3")]
