@@ -266,16 +266,17 @@ def test_the_command_serves_until_stopped(tmp_path: Path) -> None:
         env={**os.environ},
     )
     try:
-        deadline = time.monotonic() + 60
+        # Until it has started, however long a busy machine takes (a 60 s bound failed under load):
+        # one that never does is stopped by the test's timeout (pytest-timeout).
         while not (port_file.exists() and port_file.read_text()):
             assert process.poll() is None, "the emulator exited"
-            assert time.monotonic() < deadline, "the emulator did not start"
             time.sleep(0.05)
         base = f"http://127.0.0.1:{port_file.read_text()}"
         created = httpx.post(
             f"{base}/api/v1/tasks",
             json={"model": "gpt-image-2", "input": {"prompt": "x"}},
             headers={"Authorization": "Bearer mv_test_cli"},
+            timeout=120,  # a hang guard, not a speed target: the first answer of a fresh process
         )
         assert created.status_code == 201
     finally:
