@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 from airflow.sdk import Connection
@@ -17,8 +16,6 @@ from airflow_provider_mindvideo.hooks import MindVideoHook
 from airflow_provider_mindvideo.operators import MindVideoGenerateOperator
 from airflow_provider_mindvideo.outputs.downloads import file_name
 from tests.reliability.test_pay_once_invariant import TaskInstance
-
-SLACK = 4.0
 
 
 @pytest.mark.parametrize("task_id", ["a/b", "../x", "/", "task\n1", "task\x00"])
@@ -45,16 +42,17 @@ def test_a_base_url_that_is_not_a_url_is_a_clear_error() -> None:
 
 
 def test_a_pacing_turn_past_the_deadline_is_not_waited_for(
-    emulator: MindVideoEmulator, monkeypatch: pytest.MonkeyPatch
+    emulator: MindVideoEmulator, monkeypatch: pytest.MonkeyPatch, sleeps: list[float]
 ) -> None:
     conn = {"conn_type": "mindvideo", "host": emulator.base_url, "password": emulator.api_key}
     monkeypatch.setenv("AIRFLOW_CONN_MINDVIDEO_PACED", json.dumps({**conn, "extra": {"max_requests_per_second": 0.05}}))
     hook = MindVideoHook("mindvideo_paced", retry_policy=RetryPolicy(max_retries=3, deadline=3, backoff=0.01))
     task = hook.create_task("gpt-image-2", {"prompt": "a slow turn"})  # takes the only turn for 20 s
-    started = time.monotonic()
     with pytest.raises(MindVideoError, match="max_requests_per_second"):
         hook.get_task(task.task_id)
-    assert time.monotonic() - started < 3.0 + SLACK
+    # What the hook chose to wait (recorded, not slept), not how long a busy machine took.
+    assert sum(sleeps) < 3.0, sleeps
+    assert emulator.state.requests["get"] == 0
     hook.close()
 
 
@@ -70,8 +68,10 @@ def test_the_events_of_a_failed_task_cost_a_bounded_time(emulator: MindVideoEmul
         poll_interval=0.05,
         max_poll_interval=0.1,
     )
-    started = time.monotonic()
-    with pytest.raises(RemoteTaskFailedError):
+    with pytest.raises(RemoteTaskFailedError) as failed:
         operator.execute({"ti": TaskInstance(try_number=1)})  # type: ignore[arg-type]
-    assert time.monotonic() - started < 10.0 + 3.0 + SLACK
+    # Waited out, the events would have come (after 60 s) and been quoted: the fetch gave up by
+    # its own bound (10 s), whatever the machine's load.
+    assert "doomed" in str(failed.value) or "failed" in str(failed.value)
+    assert "recent events" not in str(failed.value)
     operator.hook.close()

@@ -6,7 +6,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -39,11 +38,12 @@ def closed_port() -> int:
 
 def test_a_real_key_offline_fails_fast_with_the_cause_and_keeps_earlier_images(home: Path) -> None:
     # Was: 189 s of retries, "No summary was produced", and the earlier demo's images deleted.
-    started = time.monotonic()
+    # The retries were Airflow's: that no Airflow database was made proves they never started,
+    # and the check before it is one try (test_connection has max_retries=0). No wall-clock
+    # bound, which a busy machine would stretch.
     result = demo(
         home, MINDVIDEO_API_KEY="mv_live_offline_secret", MINDVIDEO_BASE_URL=f"http://127.0.0.1:{closed_port()}"
     )
-    elapsed = time.monotonic() - started
     assert result.returncode == 1
     assert "Could not reach MindVideo" in result.stderr
     assert "Connection refused" in result.stderr
@@ -51,7 +51,6 @@ def test_a_real_key_offline_fails_fast_with_the_cause_and_keeps_earlier_images(h
     assert "mv_live_offline_secret" not in result.stdout + result.stderr
     assert (home / "demo-output" / "task_earlier_0.png").read_bytes() == b"\x89PNG earlier"
     assert not (home / ".airflow" / "airflow.db").exists()  # gave up before preparing Airflow
-    assert elapsed < 60, elapsed  # one refused connection, not Airflow's retries (bound with slack)
 
 
 def test_a_refused_key_fails_fast_too(home: Path, mindvideo_emulator: MindVideoEmulator) -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import email.utils
 import logging
 import time
+from datetime import UTC, datetime, tzinfo
 
 import httpx
 import pytest
 
+from airflow_provider_mindvideo.client import protocol
 from airflow_provider_mindvideo.client.errors import (
     AuthenticationError,
     IdempotencyConflictError,
@@ -37,9 +39,14 @@ def wait_until_terminal(api: Api, task_id: str) -> object:
         time.sleep(0.05)
 
 
-def test_create_get_and_events(api: Api, emulator: MindVideoEmulator) -> None:
+def test_create_get_and_events(api: Api, emulator: MindVideoEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_clock = emulator.state.clock
+    created_at = real_clock()
+    # The emulator's clock stopped for the create: its answer says queued however late it is sent.
+    monkeypatch.setattr(emulator.state, "clock", lambda: created_at)
     created = api.create_task("gpt-image-2", PROMPT)
-    assert created.status in (TaskStatus.QUEUED, TaskStatus.PROCESSING)
+    monkeypatch.setattr(emulator.state, "clock", real_clock)
+    assert created.status is TaskStatus.QUEUED
     assert created.cost_estimate == pytest.approx(0.0135)
     assert created.request_id
 
@@ -108,12 +115,23 @@ def test_server_side_validation_error_is_not_retried(api: Api, emulator: MindVid
     assert emulator.state.requests["create"] == 1
 
 
+class _FrozenDatetime(datetime):
+    """``datetime`` as the protocol sees it: now is always the same instant."""
+
+    @classmethod
+    def now(cls, tz: tzinfo | None = None) -> _FrozenDatetime:
+        return cls(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+
+
 @pytest.mark.parametrize("retry_after", ["7", "http-date"])
 def test_429_waits_for_retry_after(
-    api: Api, emulator: MindVideoEmulator, sleeps: list[float], retry_after: str
+    api: Api, emulator: MindVideoEmulator, sleeps: list[float], retry_after: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if retry_after == "http-date":
-        retry_after = email.utils.formatdate(time.time() + 5, usegmt=True)
+        # A date 5 s after the protocol's (frozen) now: on the real clock a busy machine reading
+        # the answer late made the wait shorter than the test allowed.
+        monkeypatch.setattr(protocol, "datetime", _FrozenDatetime)
+        retry_after = email.utils.formatdate(_FrozenDatetime.now().timestamp() + 5, usegmt=True)
     emulator.add_fault("status", route="create", status=429, retry_after=retry_after, times=2)
     task = api.create_task("gpt-image-2", PROMPT)
     assert task.task_id
@@ -241,15 +259,14 @@ def test_connection_refused_is_a_transport_error(
 def test_slow_server_times_out_then_succeeds(
     emulator: MindVideoEmulator, api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The delayed answer takes 10x the attempt budget; a busy machine may slow any later
-    # attempt past 1 s as well, so what is asserted is that the slow one was abandoned.
+    # The delayed answer takes 10x the attempt budget. Waited for, it would have been the one
+    # answer; a second request shows the slow one was abandoned (no wall-clock bound, which a
+    # busy machine would stretch).
     api.hook = MindVideoHook(timeout=1.0, retry_policy=FAST_RETRIES)
     created = api.create_task("gpt-image-2", PROMPT)
     emulator.add_fault("delay", route="get", seconds=10.0)
-    started = time.monotonic()
     assert api.get_task(created.task_id).task_id == created.task_id
     assert emulator.state.requests["get"] >= 2
-    assert time.monotonic() - started < 10.0
 
 
 def test_key_never_reaches_logs_or_errors(

@@ -6,13 +6,15 @@ import asyncio
 import bisect
 import contextlib
 import heapq
+import importlib
 import itertools
 import json
 import math
-import time
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 from hypothesis import given, settings
@@ -169,47 +171,91 @@ def test_a_hook_polling_thousands_of_tasks_keeps_a_bounded_number_of_built_reque
     assert asyncio.run(poll_many()) < 300
 
 
+class _Recording:
+    """A module (``asyncio``) as one module sees it, with one function wrapped to record its argument."""
+
+    def __init__(self, module: Any, name: str, record: Any) -> None:
+        self._module, self._name, self._record = module, name, record
+
+    def __getattr__(self, attribute: str) -> Any:
+        real = getattr(self._module, attribute)
+        if attribute != self._name:
+            return real
+
+        def recorded(seconds: float, *args: Any, **kwargs: Any) -> Any:
+            self._record(seconds)
+            return real(seconds, *args, **kwargs)
+
+        return recorded
+
+
 @pytest.mark.parametrize("shell", ["sync", "async"])
 def test_a_call_waiting_in_line_for_its_turn_still_ends_by_its_deadline(
     emulator: MindVideoEmulator, monkeypatch: pytest.MonkeyPatch, shell: str
 ) -> None:
     """The wait for a pacing turn is part of a call's time: ``within`` bounds turn and answer together.
 
-    One turn every 2 s, answers 3 s late, two calls with ``within=3.2``: the second gets its turn
-    at 2 s. Given a whole 3.2 s for its attempt after that, it ended at 5 s.
+    One turn every 4 s, and the create before took one: two calls with ``within=5`` wait in line,
+    the first gets its turn at about 4 s and may then try for what is left, about 1 s (given a
+    whole 5 s after its turn, it ended at 9 s); the second gets none before its end. What is
+    asserted is what the hook decided, recorded per call (the waits it slept, the time it then
+    gave the attempt): not the wall time, which a busy machine stretches.
     """
     conn = {"conn_type": "mindvideo", "host": emulator.base_url, "password": emulator.api_key}
-    monkeypatch.setenv("AIRFLOW_CONN_MV_LINE", json.dumps({**conn, "extra": {"max_requests_per_second": 0.5}}))
-    with MindVideoHook() as setup:
-        task = setup.create_task("gpt-image-2", {"prompt": "a slow line"})
-    emulator.add_fault("delay", route="get", seconds=3.0, times=2)
-    within = 3.2
-    ended: list[float] = []
+    monkeypatch.setenv("AIRFLOW_CONN_MV_LINE", json.dumps({**conn, "extra": {"max_requests_per_second": 0.25}}))
+    with MindVideoHook("mv_line") as setup:
+        task = setup.create_task("gpt-image-2", {"prompt": "a slow line"})  # takes a turn: the next is 4 s on
+    emulator.add_fault("delay", route="get", seconds=10.0, times=2)
+    within = 5.0
+    decided: dict[object, list[tuple[str, float]]] = {}
 
-    def timed_get(hook: MindVideoHook) -> None:
+    def call() -> object:
+        if shell == "sync":
+            return threading.get_ident()
+        return asyncio.current_task()
+
+    def note(what: str) -> Any:
+        return lambda seconds: decided.setdefault(call(), []).append((what, seconds))
+
+    hooks_module = importlib.import_module("airflow_provider_mindvideo.hooks")
+    if shell == "sync":
+        real_sleep, real_deadline_after = hooks_module.sleep, hooks_module.deadline_after
+        monkeypatch.setattr(hooks_module, "sleep", lambda seconds: (note("turn")(seconds), real_sleep(seconds)))
+        monkeypatch.setattr(
+            hooks_module, "deadline_after", lambda seconds: (note("attempt")(seconds), real_deadline_after(seconds))[1]
+        )
+    else:
+        monkeypatch.setattr(limits, "asyncio", _Recording(asyncio, "sleep", note("turn")))
+        monkeypatch.setattr(hooks_module, "asyncio", _Recording(asyncio, "timeout", note("attempt")))
+
+    def get(hook: MindVideoHook) -> None:
         with contextlib.suppress(MindVideoError):
             hook.get_task(task.task_id, within=within)
-        ended.append(time.monotonic() - started)
 
-    async def timed_aget(hook: MindVideoHook) -> None:
+    async def aget(hook: MindVideoHook) -> None:
         with contextlib.suppress(MindVideoError):
             await hook.aget_task(task.task_id, within=within)
-        ended.append(time.monotonic() - started)
 
     hook = MindVideoHook("mv_line", retry_policy=FAST_RETRIES, shared_client=False)
-    started = time.monotonic()
     if shell == "sync":
         with ThreadPoolExecutor(2) as pool:
-            list(pool.map(lambda _: timed_get(hook), range(2)))
+            list(pool.map(lambda _: get(hook), range(2)))
         hook.close()
     else:
 
         async def both() -> None:
             try:
-                await asyncio.gather(timed_aget(hook), timed_aget(hook))
+                await asyncio.gather(aget(hook), aget(hook))
             finally:
                 await hook.aclose()
 
         asyncio.run(both())
-    # A correctness bound with slack for a busy machine, not a speed target: 5 s before the fix.
-    assert max(ended) < within + 1.0, ended
+    # The case at stake happened: a call waited for its turn, then was given an attempt.
+    assert any(steps[0][0] == "turn" and ("attempt", ANY) in steps for steps in decided.values()), decided
+    for steps in decided.values():
+        spent = 0.0
+        for what, seconds in steps:
+            if what == "turn":
+                spent += seconds
+            else:  # the attempt may last only what the turn left of the call's time (9 s before the fix)
+                assert spent + seconds <= within + 1e-6, steps

@@ -70,6 +70,30 @@ def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     return recorded
 
 
+@pytest.fixture
+def task_clock(emulator: MindVideoEmulator, monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The trigger's sleeps, recorded; each moves the emulator's clock on by one step instead.
+
+    A task then progresses by the trigger's polls, not by wall time: what a poll sees does not
+    depend on how quickly a busy machine ran the previous one.
+    """
+    now = [1_000.0]
+    monkeypatch.setattr(emulator.state, "clock", lambda: now[0])
+    recorded: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def step(seconds: float) -> None:
+        recorded.append(seconds)
+        now[0] += TASK_CLOCK_STEP
+        await real_sleep(0)
+
+    monkeypatch.setattr("airflow_provider_mindvideo.triggers.sleep", step)
+    return recorded
+
+
+TASK_CLOCK_STEP = 0.4  # emulator seconds per poll of the trigger (task_clock)
+
+
 def test_serialize_round_trip_holds_no_secret(emulator: MindVideoEmulator) -> None:
     trigger = MindVideoTaskTrigger("task_1", "mindvideo_default", poll_interval=2, max_poll_interval=30, deadline=1e10)
     classpath, kwargs = trigger.serialize()
@@ -239,17 +263,19 @@ def test_bad_poll_settings_are_refused() -> None:
 
 
 def test_each_change_of_status_is_logged_once_with_the_time_it_took(
-    emulator: MindVideoEmulator, waits: list[float], debug_logs: list[dict[str, Any]]
+    emulator: MindVideoEmulator, task_clock: list[float], debug_logs: list[dict[str, Any]]
 ) -> None:
+    # Queued for polls 1-3, processing for polls 4-5, succeeded at poll 6 (task_clock's steps).
+    emulator.script("frog", "succeeded", queued_seconds=1.0, processing_seconds=0.8)
     task_id = submit()
     (event,) = events(MindVideoTaskTrigger(task_id, poll_interval=0.01, max_poll_interval=0.02))
     assert event["status"] == "success"
     lines = [str(e["event"]) for e in debug_logs if task_id in str(e["event"]) and " is " in str(e["event"])]
     statuses = [line.split(" is ")[1].split()[0].rstrip(",") for line in lines]
-    assert statuses == sorted(set(statuses), key=statuses.index)  # one line per status, never repeated
-    assert statuses[-1] == "succeeded"
-    assert len(waits) > len(statuses)  # more polls than lines: polls that saw no change stayed silent
-    assert "after processing for" in lines[-1] or "after queued for" in lines[-1]
+    assert statuses == ["processing", "succeeded"]  # one line per change; the first status seen is silent
+    assert len(task_clock) == 5  # six polls, two lines: polls that saw no change stayed silent
+    assert "after queued for" in lines[0]
+    assert "after processing for" in lines[1]
 
 
 def test_a_huge_error_stays_out_of_the_trigger_event(emulator: MindVideoEmulator, waits: list[float]) -> None:
@@ -345,10 +371,11 @@ def test_waits_starting_together_read_their_connection_once(
 
 
 def test_the_first_status_seen_is_not_logged_unless_terminal(
-    emulator: MindVideoEmulator, waits: list[float], debug_logs: list[dict[str, Any]]
+    emulator: MindVideoEmulator, task_clock: list[float], debug_logs: list[dict[str, Any]]
 ) -> None:
     # The operator logged the task and its status as it deferred: the wait logs what changes.
-    emulator.script("slow", "succeeded", queued_seconds=0, processing_seconds=0.3)
+    # The slow task is processing at the first poll and succeeded at the second (task_clock).
+    emulator.script("slow", "succeeded", queued_seconds=0, processing_seconds=TASK_CLOCK_STEP)
     emulator.script("quick", "succeeded", queued_seconds=0, processing_seconds=0)
     task_id = submit("a slow frog")
     (event,) = events(MindVideoTaskTrigger(task_id, poll_interval=0.05, max_poll_interval=0.1))

@@ -150,7 +150,10 @@ def create_app(state: EmulatorState) -> FastAPI:
 
     @app.get(TASKS + "/{task_id}/events")
     async def get_events(task_id: str, request: Request) -> Response:
-        key, _fault = await before(request, "events")
+        key, fault = await before(request, "events")
+        if fault is not None and fault.kind == "delay":
+            # A slow events answer: what a client waits for it is bounded by the client alone.
+            await asyncio.sleep(fault.seconds)
         task = state.find_task(key, task_id)
         if task is None:
             return _error(404, "not_found", f"Task {task_id} not found")
