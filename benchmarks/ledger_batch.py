@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import statistics
@@ -112,15 +113,21 @@ def connection_env(emulator: str, ledger_url: str | None, home: Path) -> dict[st
 
 
 def server_cpu(url: str | None) -> float | None:
-    """CPU of the PostgreSQL cluster's processes (postmaster and backends), if the ledger is on one."""
+    """CPU of the ledger's PostgreSQL cluster (its postmaster found by port), backends that ended included.
+
+    A backend ends with its connection: its times are then in the postmaster's ``children_*``.
+    """
     if url is None or not url.startswith("postgres"):
         return None
-    total = 0.0
+    port = url.rsplit(":", 1)[1].split("/")[0]
     for process in psutil.process_iter(["name", "cmdline"]):
-        if process.info["name"] == "postgres":
-            times = process.cpu_times()
-            total += times.user + times.system
-    return total
+        argv = process.info["cmdline"] or []
+        if process.info["name"] == "postgres" and any(a == "-p" and b == port for a, b in itertools.pairwise(argv)):
+            tree = [process, *process.children(recursive=True)]
+            own = sum(p.cpu_times().user + p.cpu_times().system for p in tree)
+            reaped = process.cpu_times()
+            return own + reaped.children_user + reaped.children_system
+    return None
 
 
 def measure(emulator: str, ledger: str, ledger_url: str | None, items: int, home: Path) -> Run:

@@ -262,7 +262,9 @@ def stand_up(deployment: Deployment) -> None:
     )  # fmt: skip
     dags = deployment.home / "dags"
     dags.mkdir()
-    shutil.copy(ROOT / "example_dags" / "mindvideo_content_pipeline.py", dags)
+    # The example pipeline imports its prompt helpers from the module beside it.
+    for example in ("mindvideo_content_pipeline.py", "mindvideo_example_prompts.py"):
+        shutil.copy(ROOT / "example_dags" / example, dags)
     for dag_file in (HERE / "dags").glob("*.py"):
         shutil.copy(dag_file, dags)
     # $AIRFLOW_HOME/config is on every Airflow process's sys.path.

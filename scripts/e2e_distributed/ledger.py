@@ -33,7 +33,7 @@ def scenario_ledger(deployment: Deployment, figures: dict[str, Any]) -> None:
     markers = {dag_id: f"{dag_id}-{secrets.token_hex(3)}" for dag_id in LEDGER_DAGS}
     for marker in markers.values():
         deployment.emulator_control("scripts", {"match": marker, "outcome": "succeeded", "processing_seconds": 3})
-    deployment.emulator_control("faults", {"kind": "delay", "route": "create", "seconds": CREATE_DELAY, "times": 12})
+    deployment.emulator_control("faults", {"kind": "delay", "route": "create", "seconds": CREATE_DELAY, "times": 30})
     started = time.monotonic()
     runs = {
         dag_id: trigger_dag(deployment, dag_id, {"prompts": [f"A {marker} harbour {i}" for i in range(LEDGER_ITEMS)]})
