@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from scripts.e2e_distributed.checks import run_state, running_on, trigger_dag
+from scripts.e2e_distributed.checks import run_state, trigger_dag
 from scripts.e2e_distributed.config import BUDGETED_CONN_ID, LEDGER_DATABASE, LEDGER_ITEMS, check, log
 from scripts.e2e_distributed.deployment import LEDGER_DAGS, Deployment, start_triggerer, start_worker
-from scripts.processes import BIN, wait_for
+from scripts.processes import BIN, process_tree, wait_for
 
 MICROS = 1_000_000
 # Creates answered this late (after the work is done, so charged): a worker killed then has sent a
@@ -42,7 +42,7 @@ def scenario_ledger(deployment: Deployment, figures: dict[str, Any]) -> None:
     limit = deployment.budget_limit
     log(f"scenario 5: 3 x {LEDGER_ITEMS} items against a day budget of {limit} ({deployment.budget_timezone})")
 
-    killed_worker = kill_worker_mid_submit(deployment, runs[generate_dag])
+    killed_worker = kill_worker_mid_submit(deployment, runs[generate_dag], markers[generate_dag])
     batches = {dag_id: (runs[dag_id], markers[dag_id]) for dag_id in batch_dags}
     batch_killed = kill_triggerer_mid_batch(deployment, batches)
 
@@ -108,23 +108,36 @@ def scenario_ledger(deployment: Deployment, figures: dict[str, Any]) -> None:
     )
 
 
-def kill_worker_mid_submit(deployment: Deployment, run_id: str) -> str:
-    """kill -9 a worker while it runs one of the run's Generate tasks and a create is in flight; start it again."""
+def kill_worker_mid_submit(deployment: Deployment, run_id: str, marker: str) -> str:
+    """kill -9 a worker running a Generate whose create MindVideo has charged but not yet answered; start it again.
 
-    def submitting() -> tuple[str, dict[str, int]] | None:
-        if not deployment.emulator_state()["in_flight_creates"]:
-            return None
+    The task is in its first run (not resumed from its deferral) and its remote task exists: the
+    answer is still on its way (delayed), so the reservation is open when the worker dies.
+    """
+
+    def submitting() -> tuple[str, list[int]] | None:
+        created = {
+            int(t["prompt"].rsplit(" ", 1)[1])
+            for t in deployment.emulator_state()["tasks"]
+            if marker in (t["prompt"] or "")
+        }
+        rows = deployment.query(
+            "select map_index, pid from task_instance where run_id = %s and task_id = 'generate'"
+            " and state = 'running' and next_method is null and pid is not null",
+            run_id,
+        )
         for worker in ("worker-1", "worker-2"):
-            mine = running_on(deployment, run_id, worker)
-            if mine.get("generate"):
-                return worker, mine
+            mine = process_tree(deployment.processes[worker].pid)
+            sent = sorted(int(index) for index, pid in rows if int(pid) in mine and int(index) in created)
+            if sent:
+                return worker, sent
         return None
 
-    worker, running = wait_for(submitting, "a worker submitting a Generate", timeout=600, every=0.2)
+    worker, sent = wait_for(submitting, "a worker waiting for a Generate's create answer", timeout=600, every=0.2)
     deployment.kill(worker)
-    log(f"scenario 5: kill -9 {worker} mid-submit, running {running}")
+    log(f"scenario 5: kill -9 {worker} while Generate {sent} waited for its create's answer")
     start_worker(deployment, worker)
-    return f"{worker} running {running.get('generate')} Generate task(s)"
+    return f"{worker} while Generate map index {sent} waited for its create's answer"
 
 
 def kill_triggerer_mid_batch(deployment: Deployment, batches: dict[str, tuple[str, str]]) -> str:
