@@ -190,9 +190,9 @@ def render(runs: list[Run], creates: dict[str, tuple[list[float], list[float]]],
     items = runs[0].items
     notes = [
         f"- {items:,} items per batch" + (
-            f" (reduced from 10,000: the machine was shared, load average {args.load:.1f} at the start)"
-            if items < 10_000 else ""
+            " (reduced from 10,000: the machine was shared)" if items < 10_000 else ""
         ),
+        f"- 1-minute load average {args.load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end",
         f"- {args.rounds} round(s) of every configuration, interleaved; medians of the rounds",
     ]  # fmt: skip
     lines = [
