@@ -116,10 +116,14 @@ docs: $(STAMP)
 # needs the machine to itself. Writes benchmarks/results.md; `make bench ARGS=--quick` is a
 # two-minute smoke run.
 # The batch benchmark (real Airflow processes, 1,000 and 10,000 prompts beside the mapped pipeline
-# at 200) writes benchmarks/batch-results.md; with ARGS=--quick it is a smoke run too.
+# at 200) writes benchmarks/batch-results.md; with ARGS=--quick it is a smoke run too. The spend
+# ledger's cost (a 10,000-item batch with and without a budget, SQLite and loopback PostgreSQL, and
+# the client time per create) writes benchmarks/ledger-results.md.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py $(ARGS)
 	$(BIN)/python benchmarks/batch.py $(filter --quick,$(ARGS))
+	bash scripts/install_distributed_deps.sh
+	$(BIN)/python benchmarks/ledger_batch.py $(filter --quick,$(ARGS))
 
 # Rewrites docs/reliability.md from the fault matrix's scenarios (make test checks it is current).
 reliability-report: $(STAMP)

@@ -17,17 +17,18 @@ Sizes come from the environment (defaults: the issue's figures):
   MINDVIDEO_DIST_POOL_SIZE         the `mindvideo` pool's slots (scenario 2)
   MINDVIDEO_DIST_POOL_PROMPTS      generations per run in scenario 2
   MINDVIDEO_DIST_WAITS             waits deferred during the rolling restart (scenario 3)
+  MINDVIDEO_DIST_LEDGER_ITEMS      items in each of the spend-ledger scenario's three DAGs (scenario 5)
   MINDVIDEO_DIST_KEEP=1            keep the temporary folder (logs, database) after the run
   MINDVIDEO_DIST_WRITE_DOCS=0      do not rewrite docs/deploying.md
   MINDVIDEO_DIST_ONLY=pool,rolling_restart   run only these scenarios (while developing; the
-                                   key scan always runs last)
+                                   key scan always runs last); also ``--only ledger``
 
 Run as root (CI, a developer machine), PostgreSQL's own programs run as the `postgres` user
 through runuser: PostgreSQL refuses to run as root.
 
 The package: ``config`` (sizes, settings), ``deployment`` (the processes: start, stop by group or
 pid), ``checks`` (what a scenario reads from the database and the emulator), one module per
-scenario (``crashes``, ``pool``, ``rolling_restart``, ``key_scan``), ``report`` (the figures'
+scenario (``crashes``, ``ledger``, ``pool``, ``rolling_restart``, ``key_scan``), ``report`` (the figures'
 page section) and ``__main__`` (the run's order and its teardown). ``dags/`` and
 ``celery_config.py`` are copied into the deployment, never imported here.
 """

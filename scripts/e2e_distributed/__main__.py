@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -16,6 +17,7 @@ from scripts.e2e_distributed.config import log
 from scripts.e2e_distributed.crashes import scenario_batch, scenario_pipeline
 from scripts.e2e_distributed.deployment import Deployment, stand_up
 from scripts.e2e_distributed.key_scan import scenario_no_key_anywhere
+from scripts.e2e_distributed.ledger import scenario_ledger
 from scripts.e2e_distributed.pool import scenario_pool
 from scripts.e2e_distributed.report import versions, write_figures
 from scripts.e2e_distributed.rolling_restart import scenario_rolling_restart
@@ -27,6 +29,13 @@ def _stop_on_sigterm(signum: int, frame: Any) -> None:
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m scripts.e2e_distributed", description=__doc__)
+    parser.add_argument(
+        "--only",
+        default=os.environ.get("MINDVIDEO_DIST_ONLY", ""),
+        help="only these scenarios, comma-separated: pipeline, batch, ledger, pool, rolling_restart (key scan: always)",
+    )
+    only = parser.parse_args().only
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     started = time.monotonic()
     home = Path(tempfile.mkdtemp(prefix="mindvideo-dist-"))
@@ -39,8 +48,7 @@ def main() -> int:
         stand_up(deployment)
         os.environ.update({k: v for k, v in deployment.env.items() if k.startswith("AIRFLOW")})
         figures.update(versions(deployment))
-        scenarios = [scenario_pipeline, scenario_batch, scenario_pool, scenario_rolling_restart]
-        only = os.environ.get("MINDVIDEO_DIST_ONLY")
+        scenarios = [scenario_pipeline, scenario_batch, scenario_ledger, scenario_pool, scenario_rolling_restart]
         if only:
             scenarios = [s for s in scenarios if s.__name__.removeprefix("scenario_") in only.split(",")]
         for scenario in scenarios:

@@ -21,8 +21,14 @@ import httpx
 import psycopg2
 
 from scripts.e2e_distributed.config import (
+    BUDGETED_CONN_ID,
     EMULATOR_RATE_LIMIT,
     IMAGE_SECONDS,
+    LEDGER_BUDGET_SHARE,
+    LEDGER_CONN_ID,
+    LEDGER_DATABASE,
+    LEDGER_ITEMS,
+    LEDGER_MODEL,
     POOL_SIZE,
     WAITS,
     WORKER_CONCURRENCY,
@@ -31,6 +37,8 @@ from scripts.e2e_distributed.config import (
 from scripts.processes import BIN, ROOT, ProcessGroups, alive, api_ready, free_port, wait_for
 
 HERE = Path(__file__).resolve().parent
+# Scenario 5's DAGs (dags/e2e_distributed_ledger_dags.py): a mapped Generate and two batches.
+LEDGER_DAGS = ("mindvideo_dist_ledger_generate", "mindvideo_dist_ledger_batch_a", "mindvideo_dist_ledger_batch_b")
 
 
 class Deployment(ProcessGroups):
@@ -51,6 +59,13 @@ class Deployment(ProcessGroups):
         # Read once started: teardown must not depend on files that may be gone by then.
         self._postmaster_pid: int | None = None
         self._redis_pid: int | None = None
+        # The ledger scenario's day must not end mid-run: its budget counts in a zone where it is midday.
+        self.budget_timezone = midday_zone()
+        from airflow_provider_mindvideo.client.catalog import known_models
+
+        price = known_models()[LEDGER_MODEL].cost_estimate
+        # Room for 60 % of the scenario's creates and half one more: a limit between two counts of creates.
+        self.budget_limit = round((int(3 * LEDGER_ITEMS * LEDGER_BUDGET_SHARE) + 0.5) * price, 6)
 
     @property
     def pg_data(self) -> Path:
@@ -84,6 +99,8 @@ class Deployment(ProcessGroups):
         db = psycopg2.connect(host="127.0.0.1", port=self.pg_port, user="airflow", dbname="postgres")
         db.autocommit = True  # CREATE DATABASE refuses to run in a transaction
         db.cursor().execute("create database airflow")
+        # The spend ledger's own database: never Airflow's metadata database.
+        db.cursor().execute(f"create database {LEDGER_DATABASE}")
         db.close()
 
     def stop_postgres(self) -> None:
@@ -171,6 +188,28 @@ class Deployment(ProcessGroups):
                     "extra": {"max_concurrency": POOL_SIZE},
                 }
             ),
+            # Scenario 5: the spend ledger on this PostgreSQL, one daily budget on a connection of its own.
+            "AIRFLOW__MINDVIDEO__LEDGER_CONN_ID": LEDGER_CONN_ID,
+            f"AIRFLOW_CONN_{LEDGER_CONN_ID.upper()}": json.dumps(
+                {
+                    "conn_type": "postgres",
+                    "host": "127.0.0.1",
+                    "port": self.pg_port,
+                    "login": "airflow",
+                    "schema": LEDGER_DATABASE,
+                }
+            ),
+            f"AIRFLOW_CONN_{BUDGETED_CONN_ID.upper()}": json.dumps(
+                {
+                    "conn_type": "mindvideo",
+                    "host": self.emulator,
+                    "password": self.api_key,
+                    "extra": {
+                        "budgets": {"account": {"day": self.budget_limit}},
+                        "budget_timezone": self.budget_timezone,
+                    },
+                }
+            ),
         }
 
     def airflow_process(self, name: str, *args: str) -> subprocess.Popen[bytes]:
@@ -181,8 +220,8 @@ class Deployment(ProcessGroups):
             [str(BIN / "airflow"), *args], env=self.env, check=True, capture_output=True, text=True
         ).stdout
 
-    def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-        with psycopg2.connect(host="127.0.0.1", port=self.pg_port, user="airflow", dbname="airflow") as db:
+    def query(self, sql: str, *params: Any, database: str = "airflow") -> list[tuple[Any, ...]]:
+        with psycopg2.connect(host="127.0.0.1", port=self.pg_port, user="airflow", dbname=database) as db:
             cursor = db.cursor()
             cursor.execute(sql, params)
             rows = cursor.fetchall() if cursor.description else []
@@ -206,6 +245,13 @@ class Deployment(ProcessGroups):
             self.stop_postgres()
 
 
+def midday_zone() -> str:
+    """A fixed-offset IANA zone where it is now about noon: a day window that ends hours from now."""
+    offset = (12 - time.gmtime().tm_hour + 12) % 24 - 12  # -12..11 hours ahead of UTC
+    # Etc/GMT's signs are POSIX's: Etc/GMT-3 is three hours ahead of UTC.
+    return "Etc/GMT" if offset == 0 else f"Etc/GMT{-offset:+d}"
+
+
 def stand_up(deployment: Deployment) -> None:
     started = time.monotonic()
     deployment.start_postgres()
@@ -216,7 +262,9 @@ def stand_up(deployment: Deployment) -> None:
     )  # fmt: skip
     dags = deployment.home / "dags"
     dags.mkdir()
-    shutil.copy(ROOT / "example_dags" / "mindvideo_content_pipeline.py", dags)
+    # The example pipeline imports its prompt helpers from the module beside it.
+    for example in ("mindvideo_content_pipeline.py", "mindvideo_example_prompts.py"):
+        shutil.copy(ROOT / "example_dags" / example, dags)
     for dag_file in (HERE / "dags").glob("*.py"):
         shutil.copy(dag_file, dags)
     # $AIRFLOW_HOME/config is on every Airflow process's sys.path.
@@ -236,7 +284,7 @@ def stand_up(deployment: Deployment) -> None:
         start_triggerer(deployment, triggerer)
     wait_for(lambda: api_ready(deployment.api_port), "the API server")
     dag_ids = ["mindvideo_content_pipeline", "mindvideo_dist_unpooled", "mindvideo_dist_pooled", "mindvideo_dist_waits"]
-    dag_ids.append("mindvideo_dist_batch")
+    dag_ids += ["mindvideo_dist_batch", *LEDGER_DAGS]
     wait_for(
         lambda: len(deployment.query("select 1 from dag where dag_id = any(%s)", dag_ids)) == len(dag_ids),
         "the DAGs to be parsed",

@@ -47,6 +47,17 @@ def figures_markdown(figures: dict[str, Any]) -> str:
             f" {figures['orphaned_triggers']}, {figures['takeover_seconds']:.0f} s |",
         ]
     lines.append(f"| batch | {figures.get('batch', 'not run')} |")
+    if "ledger_items" in figures:
+        lines += [
+            f"| spend ledger (PostgreSQL): a mapped Generate and two batches in three DAGs, {figures['ledger_items']}"
+            f" items, one day budget of {figures['ledger_limit']:g} (about 60 %) | {figures['ledger_charged']} charged"
+            f" for {figures['ledger_true_total']:g} by the emulator, ledger {figures['ledger_counted']:g};"
+            f" refused: {figures['ledger_refused_tasks']} Generate tasks (BudgetWindowExceededError),"
+            f" {figures['ledger_refused_items']} batch items (`over_budget`); none charged twice;"
+            f" {figures['ledger_seconds']:.0f} s |",
+            f"| the same runs' crashes | worker `kill -9` mid-submit: {figures['ledger_killed_worker']};"
+            f" triggerer `kill -9`: {figures['ledger_killed_triggerer']} |",
+        ]
     if "mindvideo_dist_pooled_peak_creates" in figures:
         lines += [
             f"| creates in flight at once, {POOL_PROMPTS} generations, connection `max_concurrency={POOL_SIZE}`:"
