@@ -469,7 +469,7 @@ def test_a_long_retry_after_does_not_keep_the_batch_past_its_timeout(
     emulator.add_fault("status", route=route, status=429, retry_after="36000", times=1)
     run = work.run(deadline=time.time() + 1.5)
     assert run.event["status"] == DONE and len(run.rows) == 2
-    assert all(row.status in (SUCCEEDED, "timed_out") for row in run.rows)
+    assert all(row.status in (SUCCEEDED, "timed_out") for row in run.rows), [(r.status, r.error) for r in run.rows]
     assert not (work.folder / "manifest.intents").exists()
 
 
