@@ -2,9 +2,11 @@
 
 Sources, in the order an item takes its fields from them:
 
-- the batch manifests of the run's batch task instances (:mod:`airflow_provider_mindvideo.ui.manifests`): model, status,
-  MindVideo task id, output URLs, stored files, error; the prompt from the work list beside it;
-- the run's ``mindvideo_task`` XComs (:mod:`airflow_provider_mindvideo.ui.records`): one item per Submit/Generate task instance;
+- the batch manifests of the run's batch task instances
+  (:mod:`airflow_provider_mindvideo.ui.manifests`): model, status, MindVideo task id, output URLs,
+  stored files, error; the prompt from the work list beside it;
+- the run's ``mindvideo_task`` XComs (:mod:`airflow_provider_mindvideo.ui.records`): one item per
+  Submit/Generate task instance;
 - the ledger: the cost of every create (its ``cost`` column, summed over the item's key
   generations), and an item of its own for a create neither of the above knows (still running,
   or its task failed before recording).
