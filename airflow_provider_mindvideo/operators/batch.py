@@ -59,7 +59,7 @@ from airflow_provider_mindvideo.links import MindVideoModelDocsLink
 from airflow_provider_mindvideo.operators.download import check_folder, outlets_for, private_urls_allowed
 from airflow_provider_mindvideo.outputs import storage
 from airflow_provider_mindvideo.outputs.downloads import download_client, record_output
-from airflow_provider_mindvideo.spend.budgets import check_budget_arguments
+from airflow_provider_mindvideo.spend.arguments import check_budget_arguments
 from airflow_provider_mindvideo.spend.ceiling import check_max_cost
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ from airflow_provider_mindvideo import DEFAULT_CONN_ID
 from airflow_provider_mindvideo.client.polling import check_poll_settings, next_poll_delay
 from airflow_provider_mindvideo.links import MindVideoModelDocsLink, MindVideoOutputLink, remember_push
 from airflow_provider_mindvideo.operators.templating import TEMPLATE_EXT, input_from_template, template_error
-from airflow_provider_mindvideo.spend.budgets import check_budget_arguments
+from airflow_provider_mindvideo.spend.arguments import check_budget_arguments
 from airflow_provider_mindvideo.spend.ceiling import check_max_cost
 
 # What only a running task needs (the hook, its HTTP client and models, the trigger, the

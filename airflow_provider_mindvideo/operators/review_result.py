@@ -26,7 +26,7 @@ from airflow_provider_mindvideo.review.items import (
     review_pages,
 )
 from airflow_provider_mindvideo.review.page import DEFAULT_PAGE_SIZE
-from airflow_provider_mindvideo.spend.budgets import check_budget_arguments
+from airflow_provider_mindvideo.spend.arguments import check_budget_arguments
 from airflow_provider_mindvideo.spend.ceiling import Budget, Charge
 from airflow_provider_mindvideo.spend.records import BudgetRefusal, CreateRecord
 

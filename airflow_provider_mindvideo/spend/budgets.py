@@ -20,10 +20,12 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from airflow_provider_mindvideo.client.errors import InputValidationError
-from airflow_provider_mindvideo.spend.windows import Period
 
-#: The budget every create through a connection counts against.
-ACCOUNT = "account"
+# Checked where DAG files are parsed, so kept in a module that imports nothing heavy (no zoneinfo).
+from airflow_provider_mindvideo.spend.arguments import ACCOUNT as ACCOUNT
+from airflow_provider_mindvideo.spend.arguments import ON_BUDGET_EXHAUSTED as ON_BUDGET_EXHAUSTED
+from airflow_provider_mindvideo.spend.arguments import check_budget_arguments as check_budget_arguments
+from airflow_provider_mindvideo.spend.windows import Period
 
 #: Amounts are kept as whole micro-units (1e-6 of the API's cost unit): sums in SQL are then exact
 #: on every database, and a create that fits a limit exactly is never refused for a rounding error.
@@ -74,27 +76,6 @@ class BudgetConfig:
                 f"'budgets' (named budgets there: {known})"
             )
         return tuple(b for b in self.budgets if b.name == ACCOUNT or b.name == budget)
-
-
-#: What a refused create does: fail the task (default), or wait for the window's reset (deferred).
-ON_BUDGET_EXHAUSTED = ("fail", "wait")
-
-
-def check_budget_arguments(budget: object, on_budget_exhausted: object) -> None:
-    """Refuse an operator's ``budget`` or ``on_budget_exhausted`` no connection could accept, when the DAG is parsed.
-
-    Whether the connection defines the name is known only when the task runs (it may be edited
-    in the UI): :meth:`BudgetConfig.applicable` checks it then, before anything is sent.
-    """
-    if budget is not None and (not isinstance(budget, str) or not budget.strip() or len(budget) > 100):
-        raise ValueError(
-            f"budget = {budget!r}: must be the name of a budget in the MindVideo connection's extra 'budgets' "
-            "(a non-empty text of at most 100 characters), or None for the account's budgets alone"
-        )
-    if budget == ACCOUNT:
-        raise ValueError(f"budget = {budget!r}: every create counts against {ACCOUNT!r} already; name another budget")
-    if on_budget_exhausted not in ON_BUDGET_EXHAUSTED:
-        raise ValueError(f"on_budget_exhausted = {on_budget_exhausted!r}: must be 'fail' or 'wait'")
 
 
 _EXAMPLE = '{"account": {"day": 50}}'
