@@ -456,9 +456,10 @@ def test_an_item_of_unknown_price_in_flight_makes_the_others_wait_not_fail(
     assert run.statuses() == {SUCCEEDED: 6}
 
 
+@pytest.mark.parametrize("left", [1.5, 0.2])
 @pytest.mark.parametrize("route", ["get", "create"])
 def test_a_long_retry_after_does_not_keep_the_batch_past_its_timeout(
-    batch: Any, emulator: MindVideoEmulator, route: str
+    batch: Any, emulator: MindVideoEmulator, route: str, left: float
 ) -> None:
     import time
 
@@ -467,7 +468,9 @@ def test_a_long_retry_after_does_not_keep_the_batch_past_its_timeout(
     # Honoured past the timeout, this Retry-After would hang the test until pytest-timeout fails
     # it: a run that ends is the proof (no wall-clock bound, which a busy machine stretches).
     emulator.add_fault("status", route=route, status=429, retry_after="36000", times=1)
-    run = work.run(deadline=time.time() + 1.5)
+    # Whether the 429 comes back before the deadline or after it (0.2 s: often after, on a busy
+    # machine always) must not change the outcome: both are the timeout's doing.
+    run = work.run(deadline=time.time() + left)
     assert run.event["status"] == DONE and len(run.rows) == 2
     assert all(row.status in (SUCCEEDED, "timed_out") for row in run.rows), [(r.status, r.error) for r in run.rows]
     assert not (work.folder / "manifest.intents").exists()

@@ -460,7 +460,11 @@ class _Batch:
             except _STOPS_THE_BATCH as exc:
                 raise _Stop(exc) from None
             except MindVideoError as exc:
-                row.status, row.error, row.retryable = ERROR, str(exc), exc.retryable
+                # Trouble the item would have waited out, had the timeout not come first: it timed out
+                # (whether the answer came just before the deadline or after it is the machine's luck).
+                timed_out = exc.retryable and self._past_deadline()
+                row.status, row.retryable = (TIMED_OUT if timed_out else ERROR), exc.retryable
+                row.error = f"no usable answer before the batch's timeout; the last: {exc}" if timed_out else str(exc)
             finally:
                 self._stop_watching(row)
                 self.in_flight -= 1
