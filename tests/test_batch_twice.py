@@ -1,0 +1,205 @@
+"""One batch trigger running twice at once (two triggerers after a lost heartbeat, a trigger
+re-assigned while the first still runs): it creates nothing twice, pays nothing twice, keeps one
+journal, and both runs end with the same event.
+
+Each run has its own thread and event loop, as two triggerers would; the emulator's books are
+the oracle. Tests hold the remote tasks (outcome ``"never"``) and release them when the runs
+are where the scenario wants them, so nothing depends on the machine's speed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_provider_mindvideo.batch.plan import PENDING, load_manifest
+from airflow_provider_mindvideo.batch.trigger import DONE, MindVideoBatchTrigger
+from airflow_provider_mindvideo.emulator import MindVideoEmulator
+from tests.test_batch_trigger import IMAGE_COST, Batch, batch  # noqa: F401  (the fixture)
+
+# Long enough that no run under test loses a lease it renews (the renewals go every quarter of it).
+LEASE_SECONDS = 6.0
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    """Until ``condition`` holds (a generous bound: it only turns a hang into a failure)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+class Runner:
+    """A trigger run in a thread of its own, with its own event loop: one triggerer."""
+
+    def __init__(self, trigger: MindVideoBatchTrigger, name: str) -> None:
+        self.trigger = trigger
+        self.events: list[dict[str, Any]] = []
+        self.error: BaseException | None = None
+        self.loop = asyncio.new_event_loop()
+        self.task: asyncio.Task[None] | None = None
+        self.thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self.thread.start()
+
+    def _main(self) -> None:
+        async def run() -> None:
+            async for event in self.trigger.run():
+                self.events.append(event.payload)
+
+        try:
+            self.task = self.loop.create_task(run())
+            self.loop.run_until_complete(self.task)
+        except BaseException as exc:  # noqa: BLE001 -- reported by join()
+            self.error = exc
+        finally:
+            self.loop.close()
+
+    def cancel(self) -> None:
+        """What Airflow does to a trigger its triggerer no longer owns (or whose task moved on)."""
+        wait_for(lambda: self.task is not None, "the runner's task")
+        assert self.task is not None
+        self.loop.call_soon_threadsafe(self.task.cancel)
+
+    def join(self) -> list[dict[str, Any]]:
+        self.thread.join(timeout=120)
+        assert not self.thread.is_alive(), "the run did not end"
+        if self.error is not None and not isinstance(self.error, asyncio.CancelledError):
+            raise self.error
+        return self.events
+
+
+@pytest.fixture(autouse=True)
+def short_lease(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("AIRFLOW__MINDVIDEO__BATCH_LEASE_SECONDS", str(LEASE_SECONDS))
+    yield
+
+
+def manifest_rows(work: Batch) -> list[Any]:
+    return load_manifest((work.folder / "manifest.jsonl").read_text())
+
+
+def check_the_journal(work: Batch, items: int) -> None:
+    rows = manifest_rows(work)
+    assert [row.position for row in rows] == list(range(items))
+    assert not [row for row in rows if row.status == PENDING]
+    assert not (work.folder / "manifest.intents").exists()
+
+
+@pytest.mark.parametrize("start", ["together", "staggered"])
+def test_two_runs_at_once_create_and_pay_once_and_end_with_the_same_event(
+    batch: Any, emulator: MindVideoEmulator, start: str
+) -> None:
+    work = batch(6)
+    emulator.script("item", "never")
+    trigger = work.trigger(max_active=3)
+    first = Runner(trigger, "triggerer-1")
+    if start == "staggered":
+        wait_for(lambda: emulator.state.charged_tasks == 3, "the first run's creates")
+    second = Runner(work.trigger(max_active=3), "triggerer-2")
+    wait_for(lambda: emulator.state.charged_tasks >= 3, "creates")
+    manifest = work.folder / "manifest.jsonl"
+    emulator.state.release("item")
+    emulator.state.scripts.clear()
+    wait_for(lambda: emulator.state.charged_tasks == 6, "every item's create")
+    emulator.state.release("item")
+    events = first.join() + second.join()
+    assert emulator.state.charged_tasks == 6
+    # The second run stood down: it neither replayed the creates nor polled the tasks.
+    assert emulator.state.requests["create"] == 6, emulator.state.requests
+    assert len(events) == 2 and events[0] == events[1], events
+    assert events[0]["status"] == DONE and events[0]["summary"]["counts"]["succeeded"] == 6
+    check_the_journal(work, 6)
+    assert manifest.exists()
+
+
+def test_the_manifest_is_not_written_again_once_the_first_event_fired(batch: Any, emulator: MindVideoEmulator) -> None:
+    work = batch(4)
+    emulator.script("item", "never")
+    trigger = work.trigger(max_active=4, progress_interval=0.05)
+    first = Runner(trigger, "triggerer-1")
+    wait_for(lambda: emulator.state.charged_tasks == 4, "the first run's creates")
+    second = Runner(work.trigger(max_active=4, progress_interval=0.05), "triggerer-2")
+    emulator.state.release("item")
+    wait_for(lambda: bool(first.events) or bool(second.events), "the first event")
+    manifest = work.folder / "manifest.jsonl"
+    written = manifest.stat().st_ino, manifest.read_bytes()
+    events = first.join() + second.join()
+    # The worker reads the manifest once the event resumed its task: nobody writes it after that.
+    assert (manifest.stat().st_ino, manifest.read_bytes()) == written
+    assert events[0] == events[1]
+    check_the_journal(work, 4)
+
+
+def test_a_run_cancelled_while_it_holds_the_batch_hands_it_to_the_other(
+    batch: Any, emulator: MindVideoEmulator
+) -> None:
+    """The triggerer that lost the trigger notices and cancels it: the other run goes on from its journal."""
+    work = batch(6)
+    emulator.script("item", "never")
+    first = Runner(work.trigger(max_active=3), "triggerer-1")
+    wait_for(lambda: emulator.state.charged_tasks == 3, "the first run's creates")
+    second = Runner(work.trigger(max_active=3), "triggerer-2")
+    first.cancel()
+    assert first.join() == []
+    emulator.state.scripts.clear()
+    emulator.state.release("item")
+    events = second.join()
+    assert emulator.state.charged_tasks == 6
+    assert events[0]["status"] == DONE and events[0]["summary"]["counts"]["succeeded"] == 6
+    check_the_journal(work, 6)
+
+
+def test_failed_items_regenerate_once_and_the_ceiling_holds_when_a_retry_runs_twice(
+    batch: Any, emulator: MindVideoEmulator
+) -> None:
+    max_cost = 5 * IMAGE_COST + IMAGE_COST / 2
+
+    def two_tries(work: Batch, *, twice: bool) -> tuple[int, float, list[dict[str, Any]]]:
+        emulator.state.reset()
+        emulator.script("item 1", "failed", times=1)
+        emulator.script("item 2", "failed", times=1)
+        Runner(work.trigger(1, max_active=2, max_cost=max_cost), "triggerer-1").join()
+        charged_once = emulator.state.charged_tasks
+        emulator.script("item", "never")
+        runners = [Runner(work.trigger(2, max_active=2, max_cost=max_cost), f"triggerer-{n}") for n in (1, 2)[: 1 + twice]]
+        wait_for(lambda: emulator.state.charged_tasks > charged_once, "the retry's first create")
+        emulator.state.release("item")
+        emulator.state.scripts.clear()
+        emulator.state.release("item")
+        events = [event for runner in runners for event in runner.join()]
+        return emulator.state.charged_tasks, emulator.state.total_charged, events
+
+    alone = batch(6)
+    charged, spent, (event,) = two_tries(alone, twice=False)
+    twin = Batch(alone.folder / "twice", alone.prompts, emulator)
+    twin.folder.mkdir()
+    (twin.folder / "work.jsonl").write_bytes((alone.folder / "work.jsonl").read_bytes())
+    charged_twice, spent_twice, events = two_tries(twin, twice=True)
+    assert charged_twice <= charged and spent_twice <= spent + 1e-9
+    assert spent_twice <= max_cost
+    assert len(events) == 2 and events[0] == events[1]
+    assert events[0]["summary"]["counts"] == event["summary"]["counts"]
+    per_item = Counter(task["prompt"] for task in emulator.state.snapshot()["tasks"])
+    assert max(per_item.values()) <= 2  # one task a try at most
+    check_the_journal(twin, 6)
+
+
+def test_the_follower_takes_over_a_lease_no_one_renews(batch: Any, emulator: MindVideoEmulator) -> None:
+    """A holder that died without a word (kill -9, a frozen process) leaves a lease that ages out."""
+    work = batch(3)
+    from airflow_provider_mindvideo.batch import lease
+
+    holder = lease.BatchLease(work.result_path, None, try_number=1)
+    assert asyncio.run(holder.try_claim()) is None  # held, and never renewed: the holder is gone
+    events = Runner(work.trigger(max_active=3), "triggerer-2").join()
+    assert events[0]["status"] == DONE and events[0]["summary"]["counts"]["succeeded"] == 3
+    assert emulator.state.charged_tasks == 3
+    check_the_journal(work, 3)
