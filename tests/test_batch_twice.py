@@ -13,16 +13,16 @@ import asyncio
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from airflow_provider_mindvideo.batch.plan import PENDING, load_manifest
+from airflow_provider_mindvideo.batch.plan import PENDING, dump_work_list, entries_from_list, load_manifest, work_list
 from airflow_provider_mindvideo.batch.trigger import DONE, MindVideoBatchTrigger
 from airflow_provider_mindvideo.emulator import MindVideoEmulator
-from tests.test_batch_trigger import IMAGE_COST, Batch, batch  # noqa: F401  (the fixture)
+from tests.test_batch_trigger import IMAGE_COST, Batch, Ti
 
 # Long enough that no run under test loses a lease it renews (the renewals go every quarter of it).
 LEASE_SECONDS = 6.0
@@ -57,7 +57,7 @@ class Runner:
         try:
             self.task = self.loop.create_task(run())
             self.loop.run_until_complete(self.task)
-        except BaseException as exc:  # noqa: BLE001 -- reported by join()
+        except BaseException as exc:  # reported by join()
             self.error = exc
         finally:
             self.loop.close()
@@ -77,9 +77,19 @@ class Runner:
 
 
 @pytest.fixture(autouse=True)
-def short_lease(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def short_lease(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIRFLOW__MINDVIDEO__BATCH_LEASE_SECONDS", str(LEASE_SECONDS))
-    yield
+
+
+@pytest.fixture
+def batch(emulator: MindVideoEmulator, tmp_path: Path) -> Callable[[int], Batch]:
+    def make(count: int) -> Batch:
+        prompts = [f"item {i}" for i in range(count)]
+        items = work_list(entries_from_list([{"prompt": p} for p in prompts]), "gpt-image-2", Ti())
+        (tmp_path / "work.jsonl").write_text(dump_work_list(items))
+        return Batch(tmp_path, prompts, emulator)
+
+    return make
 
 
 def manifest_rows(work: Batch) -> list[Any]:
@@ -160,7 +170,7 @@ def test_a_run_cancelled_while_it_holds_the_batch_hands_it_to_the_other(
 def test_failed_items_regenerate_once_and_the_ceiling_holds_when_a_retry_runs_twice(
     batch: Any, emulator: MindVideoEmulator
 ) -> None:
-    max_cost = 5 * IMAGE_COST + IMAGE_COST / 2
+    max_cost = 7 * IMAGE_COST + IMAGE_COST / 2  # 6 first tries, then room for one of the two regenerations
 
     def two_tries(work: Batch, *, twice: bool) -> tuple[int, float, list[dict[str, Any]]]:
         emulator.state.reset()
@@ -169,7 +179,9 @@ def test_failed_items_regenerate_once_and_the_ceiling_holds_when_a_retry_runs_tw
         Runner(work.trigger(1, max_active=2, max_cost=max_cost), "triggerer-1").join()
         charged_once = emulator.state.charged_tasks
         emulator.script("item", "never")
-        runners = [Runner(work.trigger(2, max_active=2, max_cost=max_cost), f"triggerer-{n}") for n in (1, 2)[: 1 + twice]]
+        runners = [
+            Runner(work.trigger(2, max_active=2, max_cost=max_cost), f"triggerer-{n}") for n in (1, 2)[: 1 + twice]
+        ]
         wait_for(lambda: emulator.state.charged_tasks > charged_once, "the retry's first create")
         emulator.state.release("item")
         emulator.state.scripts.clear()
