@@ -81,15 +81,17 @@ def short_lease(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIRFLOW__MINDVIDEO__BATCH_LEASE_SECONDS", str(LEASE_SECONDS))
 
 
+def make_batch(emulator: MindVideoEmulator, folder: Path, count: int) -> Batch:
+    """``count`` items ("item 0", "item 1", ...) in a work list in ``folder``."""
+    prompts = [f"item {i}" for i in range(count)]
+    items = work_list(entries_from_list([{"prompt": p} for p in prompts]), "gpt-image-2", Ti())
+    (folder / "work.jsonl").write_text(dump_work_list(items))
+    return Batch(folder, prompts, emulator)
+
+
 @pytest.fixture
 def batch(emulator: MindVideoEmulator, tmp_path: Path) -> Callable[[int], Batch]:
-    def make(count: int) -> Batch:
-        prompts = [f"item {i}" for i in range(count)]
-        items = work_list(entries_from_list([{"prompt": p} for p in prompts]), "gpt-image-2", Ti())
-        (tmp_path / "work.jsonl").write_text(dump_work_list(items))
-        return Batch(tmp_path, prompts, emulator)
-
-    return make
+    return lambda count: make_batch(emulator, tmp_path, count)
 
 
 def manifest_rows(work: Batch) -> list[Any]:

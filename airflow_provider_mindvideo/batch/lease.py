@@ -84,10 +84,10 @@ class BatchLease:
     """
 
     def __init__(self, result_path: str, conn_id: str | None, try_number: int, *, seconds: float | None = None):
-        from airflow_provider_mindvideo.batch.records import storage_path
+        from airflow.sdk import ObjectStoragePath
 
         self.url = lease_path(result_path)
-        self.path = storage_path(self.url, conn_id)
+        self.path = ObjectStoragePath(self.url, conn_id=conn_id)
         self.try_number = try_number
         self.seconds = lease_seconds() if seconds is None else seconds
         self.token = uuid.uuid4().hex
