@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_mindvideo.batch.plan import PENDING, dump_work_list, entries_from_list, load_manifest, work_list
+from airflow_provider_mindvideo.batch.run import _Batch
 from airflow_provider_mindvideo.batch.trigger import DONE, MindVideoBatchTrigger
 from airflow_provider_mindvideo.emulator import MindVideoEmulator
 from tests.test_batch_trigger import IMAGE_COST, Batch, Ti
@@ -132,11 +133,20 @@ def test_two_runs_at_once_create_and_pay_once_and_end_with_the_same_event(
     assert manifest.exists()
 
 
-def test_the_manifest_is_not_written_again_once_the_first_event_fired(batch: Any, emulator: MindVideoEmulator) -> None:
+def test_one_run_alone_writes_the_manifest_and_not_after_the_first_event(
+    batch: Any, emulator: MindVideoEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
     work = batch(4)
+    writers: set[int] = set()
+    write = _Batch._write_manifest
+
+    async def recorded(self: _Batch) -> None:
+        await write(self)
+        writers.add(id(asyncio.get_running_loop()))
+
+    monkeypatch.setattr(_Batch, "_write_manifest", recorded)
     emulator.script("item", "never")
-    trigger = work.trigger(max_active=4, progress_interval=0.05)
-    first = Runner(trigger, "triggerer-1")
+    first = Runner(work.trigger(max_active=4, progress_interval=0.05), "triggerer-1")
     wait_for(lambda: emulator.state.charged_tasks == 4, "the first run's creates")
     second = Runner(work.trigger(max_active=4, progress_interval=0.05), "triggerer-2")
     emulator.state.release("item")
@@ -144,6 +154,7 @@ def test_the_manifest_is_not_written_again_once_the_first_event_fired(batch: Any
     manifest = work.folder / "manifest.jsonl"
     written = manifest.stat().st_ino, manifest.read_bytes()
     events = first.join() + second.join()
+    assert len(writers) == 1, "both runs wrote the manifest (checkpoints, or the final one)"
     # The worker reads the manifest once the event resumed its task: nobody writes it after that.
     assert (manifest.stat().st_ino, manifest.read_bytes()) == written
     assert events[0] == events[1]

@@ -181,14 +181,13 @@ class BatchLease:
             later = record.get("try_number") if record is not None else None
             if isinstance(later, int) and later > self.try_number:
                 return "superseded", record
-            if record is not None and record.get("holder") != self.token:
-                if record.get("released"):
-                    if record.get("try_number") == self.try_number and record.get("event") is not None:
-                        return "finished", record
-                elif not self._stale(record):
+            if record is not None and record.get("released"):
+                if record.get("try_number") == self.try_number and record.get("event") is not None:
+                    return "finished", record
+            elif record is not None and record.get("holder") != self.token:
+                if not self._stale(record):
                     return "busy", record
-                else:
-                    taken = True
+                taken = True
             if not self._write(record is None):
                 return "busy", self._read()
         self._confirmed_at = started
