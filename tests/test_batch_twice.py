@@ -223,7 +223,8 @@ def test_the_follower_takes_over_a_lease_no_one_renews(batch: Any, emulator: Min
     from airflow_provider_mindvideo.batch import lease
 
     holder = lease.BatchLease(work.result_path, None, try_number=1)
-    assert asyncio.run(holder.try_claim()) is None  # held, and never renewed: the holder is gone
+    assert holder._claim() == ("held", None)  # and never renewed: the holder is gone
+    holder.close()
     events = Runner(work.trigger(max_active=3), "triggerer-2").join()
     assert events[0]["status"] == DONE and events[0]["summary"]["counts"]["succeeded"] == 3
     assert emulator.state.charged_tasks == 3

@@ -81,14 +81,25 @@ class BatchLease:
 
     :param result_path: The batch's manifest URL; the lease lives beside it.
     :param try_number: The Airflow try: a released lease carries its final event for this try only.
+    :param owner: The task instance (the trigger's ``creator``): a lease another one left (a
+        ``result_path`` used again by a later DAG run) is free once released, whatever its try.
     """
 
-    def __init__(self, result_path: str, conn_id: str | None, try_number: int, *, seconds: float | None = None):
+    def __init__(
+        self,
+        result_path: str,
+        conn_id: str | None,
+        try_number: int,
+        *,
+        owner: dict[str, Any] | None = None,
+        seconds: float | None = None,
+    ) -> None:
         from airflow.sdk import ObjectStoragePath
 
         self.url = lease_path(result_path)
         self.path = ObjectStoragePath(self.url, conn_id=conn_id)
         self.try_number = try_number
+        self.owner = owner
         self.seconds = lease_seconds() if seconds is None else seconds
         self.token = uuid.uuid4().hex
         self._beat = 0
@@ -177,27 +188,32 @@ class BatchLease:
         started = time.monotonic()
         with self._locked():
             record = self._read()
-            taken = False
-            later = record.get("try_number") if record is not None else None
-            if isinstance(later, int) and later > self.try_number:
-                return "superseded", record
-            if record is not None and record.get("released"):
-                if record.get("try_number") == self.try_number and record.get("event") is not None:
-                    return "finished", record
-            elif record is not None and record.get("holder") != self.token:
-                if not self._stale(record):
-                    return "busy", record
-                taken = True
+            state = self._state(record)
+            if state in ("finished", "superseded", "busy"):
+                return state, record
             if not self._write(record is None):
                 return "busy", self._read()
         self._confirmed_at = started
-        return ("taken", record) if taken else ("held", None)
+        return ("taken", record) if state == "stale" else ("held", None)
+
+    def _state(self, record: dict[str, Any] | None) -> str:
+        """What ``record`` means to this run: free, mine, busy, stale, finished or superseded."""
+        if record is None:
+            return "free"
+        ours = record.get("owner") == self.owner  # else a result_path used again by another task instance
+        if record.get("released"):
+            finished = ours and record.get("try_number") == self.try_number and record.get("event") is not None
+            return "finished" if finished else "free"
+        if record.get("holder") == self.token:
+            return "mine"
+        if ours and _later(record, self.try_number):
+            return "superseded"
+        return "stale" if self._stale(record) else "busy"
 
     def _renew(self) -> None:
         started = time.monotonic()
         with self._locked():
             self._check(self._read())
-            self._beat += 1
             if not self._write(False):
                 raise LeaseLost(f"{self.url}: another run wrote the lease at the same moment")
         self._confirmed_at = started
@@ -242,9 +258,11 @@ class BatchLease:
     def _write(self, new: bool, *, released: bool = False, event: dict[str, Any] | None = None) -> bool:
         from airflow_provider_mindvideo.outputs import storage
 
+        self._beat += 1  # any write is a sign of life to a follower, a re-claim too
         record = {
             "holder": self.token,
             "try_number": self.try_number,
+            "owner": self.owner,
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "beat": self._beat,
@@ -278,6 +296,11 @@ class BatchLease:
             yield
         finally:
             os.close(handle)
+
+
+def _later(record: dict[str, Any], try_number: int) -> bool:
+    later = record.get("try_number")
+    return isinstance(later, int) and later > try_number
 
 
 def _who(record: dict[str, Any] | None) -> str:

@@ -166,7 +166,7 @@ class MindVideoBatchTrigger(BaseTrigger):
         from airflow_provider_mindvideo.hooks import MindVideoHook
 
         hook = MindVideoHook(self.mindvideo_conn_id, shared_client=True)
-        lease = BatchLease(self.result_path, self.storage_conn_id, self.try_number)
+        lease = BatchLease(self.result_path, self.storage_conn_id, self.try_number, owner=self.creator)
         try:
             payload = await self._payload(hook, lease)
             await hold_until_resumable(self.started_at, self.log)  # Airflow's fast-resume race: resume.py
