@@ -6,6 +6,8 @@ until the processes are where each scenario wants them.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -17,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_mindvideo.batch.lease import lease_path
+from airflow_provider_mindvideo.batch.lease import lease_path, lock_file
 from airflow_provider_mindvideo.batch.trigger import DONE
 from airflow_provider_mindvideo.emulator import MindVideoEmulator
 from tests.test_batch_trigger import Batch
@@ -96,6 +98,18 @@ def triggerers(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Trigge
         triggerer.stop()
 
 
+@contextlib.contextmanager
+def lease_lock(work: Batch) -> Iterator[None]:
+    """The lease's lock, held here: no run is inside a claim, a renewal or a journal write meanwhile."""
+    path = lock_file(lease_path(work.result_path).removeprefix("file://"))
+    handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)
+
+
 def holder_pid(work: Batch) -> int | None:
     path = Path(lease_path(work.result_path).removeprefix("file://"))
     try:
@@ -147,7 +161,8 @@ def test_a_frozen_holder_thawed_after_the_take_over_stands_down_and_fires_the_sa
     emulator.script("item", "never")
     first = triggerers(work, "1", progress_interval=0.05)
     wait_for(lambda: emulator.state.charged_tasks == 3 and holder_pid(work) == first.pid, "the first process's creates")
-    first.signal(signal.SIGSTOP)  # a lost heartbeat: Airflow gives the trigger to another triggerer
+    with lease_lock(work):  # not frozen inside the lock: that would keep the batch until the thaw (docs)
+        first.signal(signal.SIGSTOP)  # a lost heartbeat: Airflow gives the trigger to another triggerer
     second = triggerers(work, "2", progress_interval=0.05)
     wait_for(lambda: holder_pid(work) == second.pid, "the take-over", timeout=180)
     first.signal(signal.SIGCONT)  # it runs on, believing for a moment the batch is its own

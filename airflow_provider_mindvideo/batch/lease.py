@@ -67,6 +67,11 @@ def lease_path(result_path: str) -> str:
     return f"{stem}.lease.json"
 
 
+def lock_file(lease_file: str) -> str:
+    """The local lock beside a local lease file (``<name>.lease.lock``)."""
+    return f"{lease_file.removesuffix('.json')}.lock"
+
+
 class LeaseLost(Exception):
     """Another run holds the batch now: this one must send and write nothing more."""
 
@@ -288,7 +293,7 @@ class BatchLease:
             return
         import fcntl  # POSIX, as Airflow's triggerers are
 
-        lock = f"{self.path.path.removesuffix('.json')}.lock"
+        lock = lock_file(self.path.path)
         os.makedirs(os.path.dirname(lock), exist_ok=True)
         handle = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         try:
