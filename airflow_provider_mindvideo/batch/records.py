@@ -4,6 +4,8 @@ Beside ``<name>.jsonl`` (the manifest, one row per item):
 
 - ``<name>.work.jsonl``: the work list, written by the operator for the trigger;
 - ``<name>.intents/``: creates written down before they are sent (removed when the batch ends);
+- ``<name>.lease.json`` (and ``.lease.lock`` on local files): which run of the trigger holds
+  the batch, and the final event it left (:mod:`airflow_provider_mindvideo.batch.lease`);
 - ``<name>.owner.json``: the task instance the path belongs to (``dag_id``, ``task_id``,
   ``run_id``, ``map_index``), so that another one is refused before it spends;
 - ``<name>.earlier.jsonl``: remote tasks earlier tries created for items the inputs no longer
