@@ -1,10 +1,12 @@
-"""The batch lease over any interleaving of runs that claim, renew, write, release, freeze and thaw
-(hypothesis, stateful), on a local folder, with one clock that the machine moves:
+"""The batch lease over any interleaving of runs -- three copies of a try and one of its retry --
+that claim, renew, write, release, are cancelled, freeze and thaw (hypothesis, stateful), on a
+local folder, with one clock that the machine moves:
 
 - at most one run believes it holds the batch (:meth:`BatchLease.valid`) at any moment;
 - a fenced journal write succeeds only for the run the lease names, and never after another
   run claimed it since;
-- once a run released the batch with its final event, every run of that try gets that event.
+- once a run released the batch with its final event, every run of that try gets that event;
+- a run of an earlier try never takes the batch from a later one (it is told it is superseded).
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from airflow_provider_mindvideo.batch import lease
 from airflow_provider_mindvideo.batch.lease import BatchLease, LeaseLost
 
 SECONDS = 10.0
-RUNS = 3
+#: The try of each run: three copies of try 1 (triggerers that lost their heartbeat), one of the retry.
+TRIES = (1, 1, 1, 2)
+RUNS = len(TRIES)
 
 
 class Clock:
@@ -46,10 +50,10 @@ class Interleavings(RuleBasedStateMachine):
         super().__init__()
         self.folder = Path(tempfile.mkdtemp(prefix="mindvideo-lease-"))
         self.result_path = f"file://{self.folder}/manifest.jsonl"
-        self.runs = [BatchLease(self.result_path, None, 1, seconds=SECONDS) for _ in range(RUNS)]
-        #: The run that last claimed the batch (its index), and the event it released, if any.
+        self.runs = [BatchLease(self.result_path, None, number, seconds=SECONDS) for number in TRIES]
+        #: The run that last claimed the batch (its index), and the event each try released.
         self.holder: int | None = None
-        self.released: dict[str, Any] | None = None
+        self.released: dict[int, dict[str, Any]] = {}
 
     @rule(seconds=st.floats(0, 3 * SECONDS))
     def time_passes(self, seconds: float) -> None:
@@ -58,12 +62,16 @@ class Interleavings(RuleBasedStateMachine):
 
     @rule(run=st.integers(0, RUNS - 1))
     def claim(self, run: int) -> None:
+        try_number = TRIES[run]
         outcome, record = self.runs[run]._claim()
         if outcome in ("held", "taken"):
-            assert self.released is None, "a released batch was claimed again by its own try"
+            assert try_number not in self.released, "a released batch was claimed again by its own try"
+            assert max(self.released, default=0) < try_number, "a stale try took the batch from a later one"
             self.holder = run
         elif outcome == "finished":
-            assert record is not None and record["event"] == self.released
+            assert record is not None and record["event"] == self.released[try_number]
+        elif outcome == "superseded":
+            assert record is not None and record["try_number"] > try_number
 
     @rule(run=st.integers(0, RUNS - 1))
     def renew(self, run: int) -> None:
@@ -79,14 +87,20 @@ class Interleavings(RuleBasedStateMachine):
             self.runs[run].fenced(lambda: None)
         except LeaseLost:
             return
-        assert run == self.holder and self.released is None
+        assert run == self.holder and TRIES[run] not in self.released
 
     @rule(run=st.integers(0, RUNS - 1))
     def release(self, run: int) -> None:
         event = {"status": "done", "by": run}
         if self.runs[run]._release(event):
             assert run == self.holder
-            self.released = event
+            self.released[TRIES[run]] = event
+
+    @rule(run=st.integers(0, RUNS - 1))
+    def cancelled(self, run: int) -> None:
+        """Airflow cancelled the run: it lets go without an event, for a waiting run to take over."""
+        if self.runs[run]._release(None):
+            assert run == self.holder
 
     @invariant()
     def one_believer_at_most(self) -> None:

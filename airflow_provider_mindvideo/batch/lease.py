@@ -112,6 +112,7 @@ class BatchLease:
         # What the follower last saw the holder write, and when (its own monotonic clock).
         self._seen: tuple[Any, float] | None = None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="mindvideo-batch-lease")
+        self._renewal: asyncio.Future[None] | None = None
         self._local = isinstance(self.path.fs, LocalFileSystem)
 
     # -- the run's side, in the event loop ---------------------------------------------------------
@@ -168,8 +169,12 @@ class BatchLease:
 
     async def confirm(self) -> None:
         """Before a request: raises :class:`LeaseLost` if the batch is no longer this run's."""
-        if not self.valid():
-            await self._call(self._renew)
+        if self.valid():
+            return
+        # A hundred items meeting a lapsed confirmation wait for one renewal, not a hundred.
+        if self._renewal is None or self._renewal.done():
+            self._renewal = asyncio.ensure_future(self._call(self._renew))
+        await asyncio.shield(self._renewal)
 
     async def release(self, event: dict[str, Any] | None) -> bool:
         """Let go, leaving ``event`` (the batch's final event) for a run that waits; False if it was no longer held."""
@@ -206,13 +211,13 @@ class BatchLease:
         if record is None:
             return "free"
         ours = record.get("owner") == self.owner  # else a result_path used again by another task instance
+        if ours and _later(record, self.try_number):
+            return "superseded"  # a stale try's run: Airflow has moved on
         if record.get("released"):
             finished = ours and record.get("try_number") == self.try_number and record.get("event") is not None
             return "finished" if finished else "free"
         if record.get("holder") == self.token:
             return "mine"
-        if ours and _later(record, self.try_number):
-            return "superseded"
         return "stale" if self._stale(record) else "busy"
 
     def _renew(self) -> None:
