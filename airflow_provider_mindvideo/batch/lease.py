@@ -48,6 +48,8 @@ from typing import Any, TypeVar
 
 from fsspec.implementations.local import LocalFileSystem  # type: ignore[import-untyped]
 
+from airflow_provider_mindvideo.client.errors import MindVideoError
+
 T = TypeVar("T")
 
 #: The default of ``[mindvideo] batch_lease_seconds``: how long a holder that stopped renewing
@@ -174,7 +176,12 @@ class BatchLease:
         # A hundred items meeting a lapsed confirmation wait for one renewal, not a hundred.
         if self._renewal is None or self._renewal.done():
             self._renewal = asyncio.ensure_future(self._call(self._renew))
-        await asyncio.shield(self._renewal)
+        try:
+            await asyncio.shield(self._renewal)
+        except LeaseLost:
+            raise
+        except Exception as exc:  # the store's trouble (OSError, botocore's, ...): this request is not sent
+            raise MindVideoError(f"Could not renew the batch's lease {self.url}: {exc!r}; nothing was sent") from exc
 
     async def release(self, event: dict[str, Any] | None) -> bool:
         """Let go, leaving ``event`` (the batch's final event) for a run that waits; False if it was no longer held."""
