@@ -10,6 +10,7 @@ are where the scenario wants them, so nothing depends on the machine's speed.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections import Counter
@@ -229,3 +230,39 @@ def test_the_follower_takes_over_a_lease_no_one_renews(batch: Any, emulator: Min
     assert events[0]["status"] == DONE and events[0]["summary"]["counts"]["succeeded"] == 3
     assert emulator.state.charged_tasks == 3
     check_the_journal(work, 3)
+
+
+def test_a_holder_whose_loop_stalls_past_its_lease_is_taken_over_and_stands_down_when_it_wakes(
+    batch: Any, emulator: MindVideoEmulator
+) -> None:
+    """A triggerer's loop held by someone else's blocking code: no heartbeat, no renewal, then it runs on."""
+    work = batch(6)
+    emulator.script("item", "never")
+    first = Runner(work.trigger(max_active=3), "triggerer-1")
+    wait_for(lambda: emulator.state.charged_tasks == 3, "the first run's creates")
+    frozen, thaw = threading.Event(), threading.Event()
+
+    def stall() -> None:
+        frozen.set()
+        thaw.wait()
+
+    first.loop.call_soon_threadsafe(stall)
+    assert frozen.wait(timeout=60)
+    held_by_first = lease_record(work)["holder"]
+    second = Runner(work.trigger(max_active=3), "triggerer-2")
+    wait_for(lambda: lease_record(work)["holder"] != held_by_first, "the take-over")
+    thaw.set()
+    emulator.state.scripts.clear()
+    emulator.state.release("item")
+    events = first.join() + second.join()
+    assert emulator.state.charged_tasks == 6
+    # The first run's 3 creates, the second's 3 replays and 3 creates: nothing from the first once it woke.
+    assert emulator.state.requests["create"] == 9, emulator.state.requests
+    assert len(events) == 2 and events[0] == events[1] and events[0]["status"] == DONE
+    check_the_journal(work, 6)
+
+
+def lease_record(work: Batch) -> dict[str, Any]:
+    from airflow_provider_mindvideo.batch.lease import lease_path
+
+    return dict(json.loads(Path(lease_path(work.result_path).removeprefix("file://")).read_text()))
