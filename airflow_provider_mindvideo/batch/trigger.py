@@ -16,6 +16,11 @@ when it did not -- before it creates anything itself. The final manifest records
 the intents are then removed. A restarted trigger also knows which creates were its own try's:
 a task this try created that failed ends the item for this try, as on the worker.
 
+Twice at once: Airflow may run one trigger in two triggerers (a lost heartbeat, a re-assignment
+while the first copy still runs). One run holds the batch (:mod:`airflow_provider_mindvideo.batch.lease`):
+the other sends nothing, writes nothing, and fires the holder's final event, or takes the batch
+over from its journal once the holder stops renewing its lease.
+
 Concurrency: at most ``max_active`` items are between their first create and their end at any
 time, on top of the connection's own ``max_concurrency`` / ``max_requests_per_second``. A 429
 pauses the whole batch for the wait the server asked for, not only the request that met it.
