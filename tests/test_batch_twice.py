@@ -266,3 +266,29 @@ def lease_record(work: Batch) -> dict[str, Any]:
     from airflow_provider_mindvideo.batch.lease import lease_path
 
     return dict(json.loads(Path(lease_path(work.result_path).removeprefix("file://")).read_text()))
+
+
+def test_two_runs_under_a_ledger_budget_count_each_create_once(
+    batch: Any, emulator: MindVideoEmulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from airflow_provider_mindvideo.spend.engines import engine_for_url
+    from airflow_provider_mindvideo.spend.reading import budget_windows
+    from tests.spend.test_operators_ledger import use_ledger, with_budgets
+
+    ledger = tmp_path / "spend.db"
+    use_ledger(monkeypatch, ledger)
+    limit = 4 * IMAGE_COST + IMAGE_COST / 2
+    with_budgets(emulator, monkeypatch, {"account": {"day": limit}})
+    work = batch(8)
+    emulator.script("item", "never")
+    first = Runner(work.trigger(max_active=2), "triggerer-1")
+    second = Runner(work.trigger(max_active=2), "triggerer-2")
+    wait_for(lambda: emulator.state.charged_tasks >= 2, "the first creates")
+    emulator.state.scripts.clear()
+    emulator.state.release("item")
+    events = first.join() + second.join()
+    assert emulator.state.charged_tasks == 4 and emulator.state.total_charged <= limit
+    assert events[0] == events[1] and events[0]["summary"]["counts"]["over_budget"] == 4
+    (window,) = budget_windows(engine_for_url(f"sqlite:///{ledger}"))
+    assert window.spent == pytest.approx(emulator.state.total_charged) and window.reserved == 0
+    check_the_journal(work, 8)
