@@ -170,6 +170,19 @@ def get_provider_info() -> dict[str, Any]:
                         "example": "5",
                         "default": "20",
                     },
+                    "batch_lease_seconds": {
+                        "description": (
+                            "How long a batch trigger's hold on its batch (the lease beside its manifest) lasts "
+                            "without renewal. A second run of the same trigger (two triggerers after a lost "
+                            "heartbeat) waits for the first and fires its event; it takes the batch over when "
+                            "the first stops renewing for this long (a crash, a frozen host). Read by the "
+                            "triggerer; renewals go every quarter of it."
+                        ),
+                        "version_added": "0.1.0",
+                        "type": "float",
+                        "example": "60",
+                        "default": "20",
+                    },
                     "ui_enabled": {
                         "description": (
                             "Whether the API server serves the MindVideo pages (the spend page on the nav bar, "

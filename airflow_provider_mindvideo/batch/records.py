@@ -4,6 +4,8 @@ Beside ``<name>.jsonl`` (the manifest, one row per item):
 
 - ``<name>.work.jsonl``: the work list, written by the operator for the trigger;
 - ``<name>.intents/``: creates written down before they are sent (removed when the batch ends);
+- ``<name>.lease.json`` (and ``.lease.lock`` on local files): which run of the trigger holds
+  the batch, and the final event it left (:mod:`airflow_provider_mindvideo.batch.lease`);
 - ``<name>.owner.json``: the task instance the path belongs to (``dag_id``, ``task_id``,
   ``run_id``, ``map_index``), so that another one is refused before it spends;
 - ``<name>.earlier.jsonl``: remote tasks earlier tries created for items the inputs no longer
@@ -20,10 +22,12 @@ import logging
 import os
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import suppress
+from functools import partial
 from typing import Any
 
+from airflow_provider_mindvideo.batch.lease import LeaseLost
 from airflow_provider_mindvideo.batch.plan import ItemResult, WorkItem, load_manifest, load_work_list
 from airflow_provider_mindvideo.client import jsonl
 from airflow_provider_mindvideo.client.errors import CorruptRecordError, MindVideoError, ResultPathError
@@ -230,6 +234,8 @@ class Intents:
         self._pending: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
         #: The task storing the groups, while there are any to store.
         self.writer: asyncio.Task[None] | None = None
+        #: Runs each group's write only while the run holds the batch (``BatchLease.fenced``), if set.
+        self.fence: Callable[[Callable[[], None]], None] | None = None
 
     async def record(self, intent: dict[str, Any]) -> None:
         """Returns once ``intent`` is stored."""
@@ -243,14 +249,18 @@ class Intents:
         while self._pending:
             group, self._pending = self._pending, []
             name = f"{self._run}-{next(self._groups):06d}.jsonl"
+            write = partial(write_intents, self.folder, self.conn_id, name, [i for i, _ in group])
+            problem: Exception | None = None
             try:
-                await asyncio.to_thread(write_intents, self.folder, self.conn_id, name, [i for i, _ in group])
+                await asyncio.to_thread(write if self.fence is None else partial(self.fence, write))
+            except LeaseLost as lost:  # another run holds the batch: nothing is sent, and the run stands down
+                problem = lost
             except Exception as exc:  # storage's errors are many (OSError, botocore's, ...): nothing is sent
                 problem = MindVideoError(f"Could not write down the batch's creates in {self.folder}: {exc!r}")
-                for _, done in group:
-                    if not done.done():
-                        done.set_exception(problem)
-                continue
             for _, done in group:
-                if not done.done():
+                if done.done():
+                    continue
+                if problem is None:
                     done.set_result(None)
+                else:
+                    done.set_exception(problem)

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol
 
+from airflow_provider_mindvideo.batch.lease import BatchLease, LeaseLost
 from airflow_provider_mindvideo.batch.ledger import BatchBooks, seconds_until
 from airflow_provider_mindvideo.batch.outputs import DOWNLOAD_CONCURRENCY, save_item_outputs, still_stored
 from airflow_provider_mindvideo.batch.plan import (
@@ -284,6 +285,8 @@ class _Batch:
         self.saver = _Saver(trigger, self.log) if trigger.download_to else None
         #: The spend ledger (the connection's budgets); opened by run().
         self.books = BatchBooks(None, None, trigger.try_number)
+        #: The run's hold on the batch (batch/lease.py): requests and journal writes only while it holds.
+        self.lease: BatchLease | None = None
 
     def _adopt_earlier(
         self, earlier: list[ItemResult], kept: list[dict[str, Any]], intents: list[dict[str, Any]]
@@ -350,6 +353,8 @@ class _Batch:
 
     async def run(self) -> BatchSummary:
         settings = await self.hook.asettings()
+        if self.lease is not None:
+            self.intents.fence = self.lease.fenced
         # Before anything is sent: an unknown budget name or an unreachable ledger ends the batch here.
         books = await self.hook.aspend_books(getattr(self.trigger, "budget", None))
         self.books = BatchBooks(books, getattr(self.trigger, "creator", None), self.trigger.try_number)
@@ -370,9 +375,7 @@ class _Batch:
         orphans = self._adopt_earlier(earlier, kept, intents)
         if orphans:
             # Kept before any manifest is written over the one that recorded them.
-            await asyncio.to_thread(
-                write_earlier_tasks, self.trigger.result_path, self.trigger.storage_conn_id, orphans
-            )
+            await self._journal(write_earlier_tasks, self.trigger.result_path, self.trigger.storage_conn_id, orphans)
         queue = self._take()
         reporter = asyncio.create_task(self._report_progress())
         try:
@@ -384,6 +387,8 @@ class _Batch:
                     await self.saver.drain()
         except* _Stop as stopped:
             raise stopped.exceptions[0] from None
+        except* LeaseLost as lost:
+            raise lost.exceptions[0] from None
         except* TimeoutError:
             self._time_out_the_rest()
         finally:
@@ -406,7 +411,7 @@ class _Batch:
         )
         await self._write_manifest()
         # Every create is in the manifest now, answered or not.
-        await asyncio.to_thread(clear_intents, self.intents.folder, self.trigger.storage_conn_id)
+        await self._journal(clear_intents, self.intents.folder, self.trigger.storage_conn_id)
         # A settle not written leaves its create counted at its reservation; the error says the ledger failed.
         await self.books.drain()
         return summary
@@ -442,7 +447,12 @@ class _Batch:
         for start in range(0, len(self.rows), _ROWS_PER_CHUNK):
             chunks.append(manifest_chunk(self.rows[start : start + _ROWS_PER_CHUNK]))
             await asyncio.sleep(0)
-        await asyncio.to_thread(write_manifest, self.trigger.result_path, self.trigger.storage_conn_id, chunks)
+        await self._journal(write_manifest, self.trigger.result_path, self.trigger.storage_conn_id, chunks)
+
+    async def _journal(self, write: Callable[..., None], *args: Any) -> None:
+        """A journal write, in a thread; only while this run holds the batch (:raises LeaseLost: otherwise)."""
+        lease = self.lease
+        await asyncio.to_thread(lambda: write(*args) if lease is None else lease.fenced(lambda: write(*args)))
 
     def _take(self) -> Iterator[WorkItem]:
         while self._waiting:
@@ -615,6 +625,8 @@ class _Batch:
         first = True
         while True:
             await self.pause.wait(self.trigger.deadline)
+            if self.lease is not None:
+                await self.lease.confirm()  # a run that lost the batch sends nothing more
             try:
                 task = await self.hook.acreate_task(
                     item.model, item.input, idempotency_key=key, allow_unknown_model=self.trigger.allow_unknown_model
@@ -695,7 +707,10 @@ class _Batch:
             await asyncio.sleep(self.trigger.progress_interval)
             self._log_progress()
             self._checkpoint = asyncio.ensure_future(self._write_manifest())
-            await asyncio.shield(self._checkpoint)
+            try:
+                await asyncio.shield(self._checkpoint)
+            except LeaseLost:
+                return  # the renewals and the next create or write stop the run
 
     def _log_progress(self) -> None:
         self.last_progress = progress_line(

@@ -16,6 +16,11 @@ when it did not -- before it creates anything itself. The final manifest records
 the intents are then removed. A restarted trigger also knows which creates were its own try's:
 a task this try created that failed ends the item for this try, as on the worker.
 
+Twice at once: Airflow may run one trigger in two triggerers (a lost heartbeat, a re-assignment
+while the first copy still runs). One run holds the batch (:mod:`airflow_provider_mindvideo.batch.lease`):
+the other sends nothing, writes nothing, and fires the holder's final event, or takes the batch
+over from its journal once the holder stops renewing its lease.
+
 Concurrency: at most ``max_active`` items are between their first create and their end at any
 time, on top of the connection's own ``max_concurrency`` / ``max_requests_per_second``. A 429
 pauses the whole batch for the wait the server asked for, not only the request that met it.
@@ -24,13 +29,15 @@ pauses the whole batch for the wait the server asked for, not only the request t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_mindvideo import DEFAULT_CONN_ID
+from airflow_provider_mindvideo.batch.lease import BatchLease, BatchSuperseded, LeaseLost
 from airflow_provider_mindvideo.batch.plan import PENDING
 from airflow_provider_mindvideo.batch.records import read_work_list
 from airflow_provider_mindvideo.batch.run import DONE, ERROR_EVENT, _Batch, _Stop
@@ -38,6 +45,9 @@ from airflow_provider_mindvideo.client.cancellation import log_still_running
 from airflow_provider_mindvideo.client.errors import MindVideoError
 from airflow_provider_mindvideo.client.polling import check_poll_settings
 from airflow_provider_mindvideo.resume import hold_until_resumable
+
+if TYPE_CHECKING:
+    from airflow_provider_mindvideo.hooks import MindVideoHook
 
 __all__ = ["DONE", "ERROR_EVENT", "MindVideoBatchTrigger"]
 
@@ -161,32 +171,70 @@ class MindVideoBatchTrigger(BaseTrigger):
         from airflow_provider_mindvideo.hooks import MindVideoHook
 
         hook = MindVideoHook(self.mindvideo_conn_id, shared_client=True)
+        lease = BatchLease(self.result_path, self.storage_conn_id, self.try_number, owner=self.creator)
         try:
-            try:
-                # Blocking storage I/O goes through a thread: the loop serves every other trigger meanwhile.
-                items = await asyncio.to_thread(read_work_list, self.work_list_path, self.storage_conn_id)
-                batch = self._batch = _Batch(self, hook, items)
-                summary = await batch.run()
-            except _Stop as stop:
-                await hold_until_resumable(self.started_at, self.log)
-                yield self._error(stop.error)
-                return
-            except MindVideoError as exc:
-                await hold_until_resumable(self.started_at, self.log)
-                yield self._error(exc)
-                return
+            payload = await self._payload(hook, lease)
             await hold_until_resumable(self.started_at, self.log)  # Airflow's fast-resume race: resume.py
-            yield TriggerEvent(
-                {
-                    "status": DONE,
-                    "summary": summary.to_xcom(),
-                    "message": batch.last_progress,
-                    # The worker's saves of what is missing end by it too (or soon after, see the operator).
-                    "deadline": self.deadline,
-                }
-            )
+            yield TriggerEvent(payload)
         finally:
+            lease.close()
             await hook.aclose()
+
+    async def _payload(self, hook: MindVideoHook, lease: BatchLease) -> dict[str, Any]:
+        """The batch's final event: from this run, or from the run that held the batch (see batch/lease.py)."""
+        while True:
+            try:
+                finished = await lease.claim(self.log)
+            except BatchSuperseded as superseded:
+                return self._error(MindVideoError(str(superseded)))
+            if finished is not None:
+                return finished
+            try:
+                payload = await self._holding(hook, lease)
+            except LeaseLost as lost:
+                self.log.warning("MindVideo batch: %s; this run stops sending and follows it", lost)
+                continue
+            except BaseException:
+                # Cancelled (Airflow moved the trigger, or the task) or crashed: a run that waits takes over at once.
+                with contextlib.suppress(Exception):
+                    await lease.release(None)
+                raise
+            if await lease.release(payload):
+                return payload
+
+    async def _holding(self, hook: MindVideoHook, lease: BatchLease) -> dict[str, Any]:
+        """Run the batch while renewing the lease; :raises LeaseLost: as soon as another run holds it."""
+        work = asyncio.ensure_future(self._work(hook, lease))
+        keeper = asyncio.ensure_future(lease.keep())
+        try:
+            await asyncio.wait({work, keeper}, return_when=asyncio.FIRST_COMPLETED)
+            if not work.done():
+                work.cancel()
+                await asyncio.wait({work})
+                keeper.result()  # raises what ended the renewals (LeaseLost)
+            return work.result()
+        finally:
+            keeper.cancel()
+            work.cancel()
+
+    async def _work(self, hook: MindVideoHook, lease: BatchLease) -> dict[str, Any]:
+        try:
+            # Blocking storage I/O goes through a thread: the loop serves every other trigger meanwhile.
+            items = await asyncio.to_thread(read_work_list, self.work_list_path, self.storage_conn_id)
+            batch = self._batch = _Batch(self, hook, items)
+            batch.lease = lease
+            summary = await batch.run()
+        except _Stop as stop:
+            return self._error(stop.error)
+        except MindVideoError as exc:
+            return self._error(exc)
+        return {
+            "status": DONE,
+            "summary": summary.to_xcom(),
+            "message": batch.last_progress,
+            # The worker's saves of what is missing end by it too (or soon after, see the operator).
+            "deadline": self.deadline,
+        }
 
     async def on_kill(self) -> None:
         """The Airflow task was cleared or marked while the batch ran (Airflow 3.3+ calls this).
@@ -202,7 +250,5 @@ class MindVideoBatchTrigger(BaseTrigger):
         log_still_running(self.log, shown, "The batch was stopped (the Airflow task was cleared, or marked)")
 
     @staticmethod
-    def _error(error: MindVideoError) -> TriggerEvent:
-        return TriggerEvent(
-            {"status": ERROR_EVENT, "summary": None, "message": str(error), "error_type": type(error).__name__}
-        )
+    def _error(error: MindVideoError) -> dict[str, Any]:
+        return {"status": ERROR_EVENT, "summary": None, "message": str(error), "error_type": type(error).__name__}

@@ -104,8 +104,9 @@ class MindVideoBatchGenerateOperator(BaseOperator):
         output URLs, stored files, error, and every remote task the item has cost). The work
         list is written beside it (``<name>.work.jsonl``), for the trigger to read, and so are
         the creates in flight (``<name>.intents/``, removed when the batch ends), the task
-        instance it belongs to (``<name>.owner.json``) and the tasks of items the inputs no
-        longer hold (``<name>.earlier.jsonl``). Each task instance needs its own path (the
+        instance it belongs to (``<name>.owner.json``), the run of the trigger that holds the
+        batch (``<name>.lease.json``) and the tasks of items the inputs no longer hold
+        (``<name>.earlier.jsonl``). Each task instance needs its own path (the
         default gives one): a path another task instance used is refused before anything is
         sent, and so is a folder. Default:
         ``<[mindvideo] batch_folder>/<dag_id>/<run_id>/<task_id>[-<map_index>]/manifest.jsonl``,

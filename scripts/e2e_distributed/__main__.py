@@ -21,6 +21,7 @@ from scripts.e2e_distributed.ledger import scenario_ledger
 from scripts.e2e_distributed.pool import scenario_pool
 from scripts.e2e_distributed.report import versions, write_figures
 from scripts.e2e_distributed.rolling_restart import scenario_rolling_restart
+from scripts.e2e_distributed.twice import scenario_twice
 
 
 def _stop_on_sigterm(signum: int, frame: Any) -> None:
@@ -33,7 +34,8 @@ def main() -> int:
     parser.add_argument(
         "--only",
         default=os.environ.get("MINDVIDEO_DIST_ONLY", ""),
-        help="only these scenarios, comma-separated: pipeline, batch, ledger, pool, rolling_restart (key scan: always)",
+        help="only these scenarios, comma-separated: pipeline, batch, twice, ledger, pool, rolling_restart"
+        " (key scan: always)",
     )
     only = parser.parse_args().only
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
@@ -48,7 +50,14 @@ def main() -> int:
         stand_up(deployment)
         os.environ.update({k: v for k, v in deployment.env.items() if k.startswith("AIRFLOW")})
         figures.update(versions(deployment))
-        scenarios = [scenario_pipeline, scenario_batch, scenario_ledger, scenario_pool, scenario_rolling_restart]
+        scenarios = [
+            scenario_pipeline,
+            scenario_batch,
+            scenario_twice,
+            scenario_ledger,
+            scenario_pool,
+            scenario_rolling_restart,
+        ]
         if only:
             scenarios = [s for s in scenarios if s.__name__.removeprefix("scenario_") in only.split(",")]
         for scenario in scenarios:

@@ -47,6 +47,11 @@ def figures_markdown(figures: dict[str, Any]) -> str:
             f" {figures['orphaned_triggers']}, {figures['takeover_seconds']:.0f} s |",
         ]
     lines.append(f"| batch | {figures.get('batch', 'not run')} |")
+    if "twice" in figures:
+        lines.append(
+            f"| one batch trigger run by both triggerers at once (its holder frozen, then thawed) |"
+            f" {figures['twice']} |"
+        )
     if "ledger_items" in figures:
         lines += [
             f"| spend ledger (PostgreSQL): a mapped Generate and two batches in three DAGs, {figures['ledger_items']}"

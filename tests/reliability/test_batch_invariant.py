@@ -71,7 +71,8 @@ class BatchPaysOnce(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.emulator.state.reset()
-        for stale in self.folder.glob("*.jsonl"):
+        # A new task instance each example: its tries start at 1 again (the lease names the try).
+        for stale in [*self.folder.glob("*.jsonl"), *self.folder.glob("*.lease.*")]:
             stale.unlink()
         shutil.rmtree(self.folder / "media", ignore_errors=True)
         items = work_list(entries_from_list([{"prompt": f"item {i}"} for i in range(ITEMS)]), "gpt-image-2", Ti())
