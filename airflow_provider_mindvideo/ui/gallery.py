@@ -142,6 +142,11 @@ def _join(
         if isinstance(record, Mapping):
             _add_record(items, by_remote, _record_item(ti, record, ledger, used))
     items.extend(_ledger_item(row) for row in ledger if row["key"] not in used)
+    if any(item["source"] == "task" and not item["prompt"] for item in items):
+        rendered = records.rendered_prompts(dag_id, run_id)
+        for item in items:
+            if item["source"] == "task" and not item["prompt"]:
+                item["prompt"] = rendered.get((item["task"], item["map_index"]))
     decisions.attach(items, xcoms)
     for number, item in enumerate(items):
         item["number"] = number

@@ -10,6 +10,7 @@ Where there is no metadata database (a test of the app alone) there are no recor
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from collections.abc import Iterable
 from typing import Any, NamedTuple
@@ -87,4 +88,39 @@ def batch_summaries(dag_ids: Iterable[str], since: dt.datetime) -> list[BatchSum
             continue
         stamp = row.timestamp if row.timestamp.tzinfo else row.timestamp.replace(tzinfo=dt.UTC)
         found.append(BatchSummary(row.dag_id, row.run_id, row.task_id, row.map_index, value, stamp))
+    return found
+
+
+def rendered_prompts(dag_id: str, run_id: str) -> dict[tuple[str, int], str]:
+    """``{(task_id, map_index): prompt}`` from the run's rendered template fields (a Submit/Generate's ``input``).
+
+    The task records hold no input (never stored in XCom); Airflow keeps each task instance's
+    rendered fields for its "Rendered templates" view, which the same readers of the DAG may see.
+    """
+    try:
+        from airflow.models.renderedtifields import RenderedTaskInstanceFields as Rendered
+        from airflow.utils.session import create_session
+        from sqlalchemy import select
+    except ImportError:  # pragma: no cover - Airflow always has them on the API server
+        return {}
+    query = select(Rendered.task_id, Rendered.map_index, Rendered.rendered_fields).where(
+        Rendered.dag_id == dag_id, Rendered.run_id == run_id
+    )
+    try:
+        with create_session() as session:
+            rows = session.execute(query).all()
+    except Exception as exc:
+        log.warning("MindVideo gallery: could not read the run's rendered fields (%s)", exc)
+        return {}
+    found: dict[tuple[str, int], str] = {}
+    for task_id, map_index, fields in rows:
+        value = fields.get("input") if isinstance(fields, dict) else None
+        if isinstance(value, str) and value.startswith("{"):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                continue
+        prompt = value.get("prompt") if isinstance(value, dict) else None
+        if isinstance(prompt, str):
+            found[(task_id, map_index)] = prompt
     return found
