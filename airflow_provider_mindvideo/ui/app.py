@@ -66,7 +66,8 @@ async def spend_figures(
 
 def _spend_figures(viewer: Any, days: int, by: figures.By, dag_id: str | None, model: str | None) -> dict[str, Any]:
     engine = ledger_engine()
-    every = viewer.reads_every_dag
+    in_ledger = figures.ledger_dags(engine) if engine is not None else []
+    every = viewer.reads_every_dag(in_ledger)
     answer: dict[str, Any] = {"days": days, "by": by, "ledger": engine is not None, "budgets_visible": every}
     if engine is None:
         empty: dict[str, Any] = {
@@ -78,7 +79,7 @@ def _spend_figures(viewer: Any, days: int, by: figures.By, dag_id: str | None, m
             "failed": [],
         }
         return answer | empty | {"refused": {"count": 0, "items": []}}
-    dags = viewer.readable(figures.ledger_dags(engine))
+    dags = viewer.readable(in_ledger)
     if dag_id is not None and dag_id not in dags:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"No spend of DAG {dag_id!r} that you may read")
     since = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0) - dt.timedelta(days=days - 1)

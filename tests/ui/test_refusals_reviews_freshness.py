@@ -133,3 +133,22 @@ def test_a_submit_and_the_sensor_that_waited_for_it_are_one_item(
     )  # fmt: skip
     assert [m["url"] for m in first["media"]] == ["https://cdn.example/w.png"]
     assert [(i["task"], i["status"]) for i in items] == [("clip", "succeeded"), ("clip", "in_flight")]
+
+
+def test_budgets_need_every_dag_not_the_right_to_list_dags(
+    site: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.ui.helpers import ACCESS, PerDagAuthManager
+
+    # FAB answers is_authorized_dag(GET) without a DAG with "may list DAGs": true for a role reading one.
+    def like_fab(self: Any, *, method: Any, user: Any, access_entity: Any = None, details: Any = None) -> bool:
+        dags = ACCESS.get(user.username, set())
+        if details is None or getattr(details, "id", None) is None:
+            return dags is None or bool(dags)
+        return dags is None or details.id in dags
+
+    monkeypatch.setattr(PerDagAuthManager, "is_authorized_dag", like_fab)
+    alice = get(site, "alice", "/api/spend", days=30).json()
+    assert (alice["budgets_visible"], alice["windows"]) == (False, [])
+    assert alice["overall"]["creates"] == 3  # the create outside any DAG is not hers to see
+    assert get(site, "boss", "/api/spend", days=30).json()["budgets_visible"] is True
