@@ -213,6 +213,12 @@ def test_each_user_sees_only_their_dags_figures_and_media(
             spend = open_spend(page, airflow)
             assert sorted(spend["dags"]) == sorted(runs)
             assert spend["cards"]["Settled"] == f"{sum(settled.values()):.2f}"
+            # Each recent create's thumbnail, looked up by its MindVideo task in its run's gallery.
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('.thumbslot')].every(s => s.querySelector('img')?.complete)",
+                timeout=60_000,
+            )
+            assert page.locator(".thumbslot img").count() == sum(creates.values())
             page.screenshot(path=str(screenshot("ui-spend-page.png")), full_page=True)
             open_gallery(page, airflow, BATCH, runs[BATCH])
             page.screenshot(path=str(screenshot("ui-gallery.png")), full_page=True)

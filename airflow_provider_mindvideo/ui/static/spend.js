@@ -21,7 +21,8 @@ function chart(daily, since, days) {
   const max = Math.max(...totals, 0.01);
   const width = 760, height = 200, left = 48, bottom = 20, bar = (width - left) / dates.length;
   let svg = `<svg viewBox="0 0 ${width} ${height + bottom}" width="100%" role="img" aria-label="Spend per day">`;
-  for (const f of [0, 0.5, 1]) svg += `<text x="0" y="${height - f * height + 4}">${MV.money(max * f)}</text>`;
+  // The top label sits below the top edge: at y = 4 its upper half would be cut off.
+  for (const f of [0, 0.5, 1]) svg += `<text x="0" y="${height - f * height + (f === 1 ? 10 : 4)}">${MV.money(max * f)}</text>`;
   dates.forEach((day, i) => {
     let y = height;
     keys.forEach((key, k) => {
@@ -79,7 +80,7 @@ async function thumbnail(slot) {
   if (!dag || !run || !task) return;
   const data = await MV.get("/api/items", { dag_id: dag, run_id: run, mindvideo_task_id: task, per_page: 1 }).catch(() => null);
   const item = data && data.items[0];
-  if (item) slot.innerHTML = `<div style="width:48px">${MV.media({ ...item, dag_id: dag, run_id: run })}</div>`;
+  if (item) slot.innerHTML = MV.media({ ...item, dag_id: dag, run_id: run });
 }
 
 for (const id of ["days", "by", "dag", "model"]) $(id).addEventListener("change", () => load().catch(MV.fail));
