@@ -86,11 +86,15 @@ def _spend_figures(viewer: Any, days: int, by: figures.By, dag_id: str | None, m
     scope = figures.Scope(dags, include_dagless=every, dag=dag_id, model=model, since=since)
     # Taken once, before anything is read: an answer kept under it is never older than it.
     fingerprint = ledger_fingerprint(engine)
-    answer |= figures.summary(engine, scope, by, fingerprint) | {
+    summary = figures.summary(engine, scope, by, fingerprint)
+    # The grouped scan counted them: where there are none, no query looks for them.
+    failed = figures.recent(engine, scope, fingerprint, state="released") if summary["overall"]["failed"] else []
+    refused_in_ledger = summary.pop("refused_in_ledger")
+    answer |= summary | {
         "since": since.isoformat(),
         "recent": figures.recent(engine, scope, fingerprint),
-        "failed": figures.recent(engine, scope, fingerprint, state="released"),
-        "refused": refusals.refused(engine, scope, fingerprint),
+        "failed": failed,
+        "refused": refusals.refused(engine, scope, fingerprint, in_ledger=bool(refused_in_ledger)),
         "windows": _windows(engine) if every else [],
     }
     return answer

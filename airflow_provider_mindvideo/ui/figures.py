@@ -56,6 +56,8 @@ _DAY = func.substr(cast(spend.c.created_at, String), 1, 10)
 _SETTLED = func.sum(case((spend.c.state == "settled", spend.c.cost), else_=0))
 _HELD = func.sum(case((spend.c.state == "reserved", spend.c.cost), else_=0))
 _FAILED = func.sum(case((spend.c.state == "released", 1), else_=0))
+_REFUSED = func.sum(case((spend.c.state == "refused", 1), else_=0))
+_SENT = func.sum(case((spend.c.state == "refused", 0), else_=1))
 
 
 @dataclass
@@ -101,11 +103,13 @@ def _summary(engine: Engine, scope: Scope, by: By, fingerprint: Hashable, top: i
     overall, daily = _Sums(), dict[tuple[str, str], int]()
     per: dict[str, dict[str, _Sums]] = {"dag": {}, "model": {}}
     choices: dict[str, set[str]] = {"dags": set(), "models": set()}
-    for day, dag_id, model, creates, settled, held, failed in groups:
+    refused = 0
+    for day, dag_id, model, creates, settled, held, failed, refused_here in groups:
         choices["dags"].add(dag_id)
         choices["models"].add(model)
         if (scope.dag is not None and dag_id != scope.dag) or (scope.model is not None and model != scope.model):
             continue
+        refused += refused_here
         sums = _Sums(creates, settled, held, failed)
         overall.add(sums)
         per["dag"].setdefault(dag_id, _Sums()).add(sums)
@@ -123,6 +127,8 @@ def _summary(engine: Engine, scope: Scope, by: By, fingerprint: Hashable, top: i
         "top_dags": ranked(per["dag"]),
         "top_models": ranked(per["model"]),
         "choices": {"dags": sorted(d for d in choices["dags"] if d), "models": sorted(choices["models"])},
+        # How many ledger rows in scope a budget refused: none, and the page need not look for them.
+        "refused_in_ledger": refused,
     }
 
 
@@ -153,16 +159,22 @@ def _name(engine: Engine) -> str:
     return engine.url.render_as_string(hide_password=True)
 
 
-def _groups(engine: Engine, scope: Scope) -> list[tuple[str, str, str, int, int, int, int]]:
-    """(day, DAG or '', model, creates, settled, held, failed) per group, micro-units: the one scan."""
+def _groups(engine: Engine, scope: Scope) -> list[tuple[str, str, str, int, int, int, int, int]]:
+    """(day, DAG or '', model, creates, settled, held, failed, refused) per group, micro-units: the one scan.
+
+    Refused rows are no creates (``creates`` leaves them out); their count tells the page whether
+    there are any to list at all.
+    """
     dag = func.coalesce(spend.c.dag_id, "")
     query = (
-        select(_DAY, dag, spend.c.model, func.count(), _SETTLED, _HELD, _FAILED)
-        .where(scope.where(), spend.c.state != "refused")
+        select(_DAY, dag, spend.c.model, _SENT, _SETTLED, _HELD, _FAILED, _REFUSED)
+        .where(scope.where())
         .group_by(_DAY, dag, spend.c.model)
     )
     with reading(engine) as connection:
-        return [(d, g, m, int(n), int(s), int(h), int(f)) for d, g, m, n, s, h, f in connection.execute(query)]
+        return [
+            (d, g, m, int(n), int(s), int(h), int(f), int(r)) for d, g, m, n, s, h, f, r in connection.execute(query)
+        ]
 
 
 def ledger_dags(engine: Engine) -> list[str]:

@@ -47,25 +47,30 @@ class _BatchRefusals:
     at: dt.datetime
 
 
-def refused(engine: Engine, scope: Scope, fingerprint: Hashable, limit: int = 20) -> dict[str, Any]:
+def refused(
+    engine: Engine, scope: Scope, fingerprint: Hashable, *, in_ledger: bool = True, limit: int = 20
+) -> dict[str, Any]:
     """``{"count": n, "items": [the newest refusals, newest first]}`` in the scope.
 
     A batch summary does not count per model: with a model filter its manifest's rows are counted.
     ``fingerprint``: the ledger's (:func:`.freshness.ledger_fingerprint`), taken before.
+    ``in_ledger``: whether the ledger has refused rows in scope at all (the page's grouped scan knows).
     """
     key = (engine.url.render_as_string(hide_password=True), scope, limit)
-    in_ledger, rows = _ledger_kept.get(key, fingerprint, lambda: _ledger(engine, scope.where(), limit))
+    counts, rows = (
+        _ledger_kept.get(key, fingerprint, lambda: _ledger(engine, scope.where(), limit)) if in_ledger else ({}, [])
+    )
     model = scope.model
     dags = frozenset([scope.dag]) if scope.dag is not None else scope.dags
     since = scope.since or dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-    batches = [b for b in _batch_summaries(dags, since) if b.instance not in in_ledger]
+    batches = [b for b in _batch_summaries(dags, since) if b.instance not in counts]
     batches.sort(key=lambda b: b.at, reverse=True)
     if model is None:
-        count = sum(in_ledger.values()) + sum(b.count for b in batches)
+        count = sum(counts.values()) + sum(b.count for b in batches)
         items = rows + _manifest_items(batches, limit)
     else:
         found = [item for item in _manifest_items(batches, None) if item["model"] == model]
-        count = sum(in_ledger.values()) + len(found)
+        count = sum(counts.values()) + len(found)
         items = rows + found
     items.sort(key=lambda item: item["created_at"], reverse=True)
     return {"count": count, "items": items[:limit]}
