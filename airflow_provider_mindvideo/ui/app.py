@@ -89,8 +89,9 @@ def _spend_figures(viewer: Any, days: int, by: figures.By, dag_id: str | None, m
     summary = figures.summary(engine, scope, by, fingerprint)
     # The grouped scan counted them: where there are none, no query looks for them.
     failed = figures.recent(engine, scope, fingerprint, state="released") if summary["overall"]["failed"] else []
-    refused_in_ledger = summary.pop("refused_in_ledger")
-    answer |= summary | {
+    # The kept summary is shared by every request: read from it, never change it.
+    refused_in_ledger = summary["refused_in_ledger"]
+    answer |= {k: v for k, v in summary.items() if k != "refused_in_ledger"} | {
         "since": since.isoformat(),
         "recent": figures.recent(engine, scope, fingerprint),
         "failed": failed,

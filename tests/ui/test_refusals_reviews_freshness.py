@@ -101,6 +101,8 @@ def test_the_gallery_shows_each_outputs_review_decision(site: dict[str, Any], mo
 
 def test_a_kept_answer_is_given_again_only_while_the_ledger_is_unchanged(site: dict[str, Any]) -> None:
     before = get(site, "bob", "/api/spend", days=30).json()["overall"]
+    # Asked again with nothing changed: the kept answer, the same.
+    assert get(site, "bob", "/api/spend", days=30).json()["overall"] == before
     items = get(site, "bob", "/api/items", dag_id="videos", run_id="run_9").json()["items"]
     assert before == {"creates": 2, "settled": 3.333333, "held": 4.0, "failed": 0}
     assert [i["status"] for i in items] == ["settled", "in_flight"]
