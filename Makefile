@@ -25,7 +25,7 @@ QUIET_PIP := awk '/BuildBackendWarning: Editable installation/ { skip = 1; bangs
 	!/is ignored: it is neither a file nor a directory/'
 
 
-.PHONY: setup setup-floor setup-dist e2e-distributed demo test lint typecheck unit unit-floor airflow-floor reliability-report bench clean
+.PHONY: setup setup-floor setup-dist e2e-distributed demo test lint typecheck unit unit-floor airflow-floor reliability-report ui-screenshots bench clean
 
 setup: $(STAMP)
 
@@ -118,8 +118,10 @@ docs: $(STAMP)
 # The batch benchmark (real Airflow processes, 1,000 and 10,000 prompts beside the mapped pipeline
 # at 200) writes benchmarks/batch-results.md; with ARGS=--quick it is a smoke run too. The spend
 # ledger's cost (a 10,000-item batch with and without a budget, SQLite and loopback PostgreSQL, and
-# the client time per create) writes benchmarks/ledger-results.md.
+# the client time per create) writes benchmarks/ledger-results.md. The MindVideo pages' server time
+# (100,000 ledger rows, a 10,000-item run) writes benchmarks/ui-results.md.
 bench: $(STAMP)
+	$(BIN)/python benchmarks/ui_pages.py $(if $(filter --quick,$(ARGS)),--rows 10000 --items 1000 -n 5,--write)
 	$(BIN)/python benchmarks/run.py $(ARGS)
 	$(BIN)/python benchmarks/batch.py $(filter --quick,$(ARGS))
 	bash scripts/install_distributed_deps.sh
@@ -128,6 +130,11 @@ bench: $(STAMP)
 # Rewrites docs/reliability.md from the fault matrix's scenarios (make test checks it is current).
 reliability-report: $(STAMP)
 	MINDVIDEO_WRITE_DOCS=1 $(BIN)/pytest -q tests/reliability/test_fault_matrix.py -k reliability_page_is_current
+
+# The MindVideo pages' browser test (real Airflow with FAB's auth manager, headless Chromium; part of
+# `make unit` too) with MINDVIDEO_WRITE_DOCS=1: its screenshots of both pages go to docs/_static.
+ui-screenshots: $(STAMP)
+	MINDVIDEO_WRITE_DOCS=1 $(BIN)/pytest -q tests/e2e/test_ui_in_browser.py
 
 clean:
 	rm -rf $(VENV) $(FLOOR_VENV) $(DIST_VENV) .airflow demo-output build dist *.egg-info .coverage

@@ -138,6 +138,7 @@ def get_provider_info() -> dict[str, Any]:
         "extra-links": [
             "airflow_provider_mindvideo.links.MindVideoOutputLink",
             "airflow_provider_mindvideo.links.MindVideoModelDocsLink",
+            "airflow_provider_mindvideo.links.MindVideoGalleryLink",
         ],
         "config": {
             "mindvideo": {

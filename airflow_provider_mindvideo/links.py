@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from airflow.sdk import BaseOperatorLink
 
@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from airflow.sdk import BaseOperator
     from airflow.sdk.types import TaskInstanceKey
 
+#: Where the plugin's app is mounted (ui.plugin.URL_PREFIX, repeated: this module imports no UI code).
+GALLERY_PATH = "/mindvideo/gallery"
 #: Where MindVideo documents each model, by slug.
 MODEL_DOCS_URL = "https://api.mindvideo.ai/models/{slug}/docs"
 # XCom keys (outcomes.XCOM_TASK_KEY, downloads.XCOM_FILES_KEY), repeated here so that this module
@@ -112,3 +114,33 @@ class MindVideoModelDocsLink(BaseOperatorLink):
         # The record says which model was sent; before it exists, the rendered operator does.
         model = record.get("model") if isinstance(record, Mapping) else None
         return model_docs_url(model or getattr(operator, "model", None))
+
+
+def gallery_url(dag_id: str, run_id: str, task_id: str, map_index: int | None, base_url: str = "") -> str:
+    """The task instance's page of generated media in the plugin, under the API server's base URL's path."""
+    query = {
+        "dag_id": dag_id,
+        "run_id": run_id,
+        "task_id": task_id,
+        "map_index": -1 if map_index is None else map_index,
+    }
+    prefix = urlsplit(base_url).path.rstrip("/") if base_url else ""
+    return f"{prefix}{GALLERY_PATH}?{urlencode(query)}"
+
+
+class MindVideoGalleryLink(BaseOperatorLink):
+    """The task instance's gallery in the MindVideo plugin: every image or video it made, with cost and review.
+
+    Empty (no button) when the plugin is off (``[mindvideo] ui_enabled = False``).
+    """
+
+    name = "Generated media"
+
+    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
+        from airflow.sdk import conf
+
+        if not conf.getboolean("mindvideo", "ui_enabled", fallback=True):
+            return ""
+        # An API server under a sub-path (``[api] base_url``) serves the plugin under it too.
+        base_url = conf.get("api", "base_url", fallback="") or ""
+        return gallery_url(ti_key.dag_id, ti_key.run_id, ti_key.task_id, ti_key.map_index, base_url)

@@ -11,6 +11,7 @@ import os
 import sqlite3
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from airflow import __version__ as airflow_version
@@ -104,6 +105,16 @@ def test_links_point_at_the_stored_output_and_the_model_docs(run: Any, emulator:
     # Stored in a local folder, which a browser cannot open: the link is MindVideo's output URL.
     assert result.xcom[("generate", -1, "_link_MindVideoOutputLink")] == record["output_urls"][0]
     assert result.xcom[("copy", -1, "_link_MindVideoOutputLink")] == record["output_urls"][0]
+    # And the task instance's page in the MindVideo plugin (the run id quoted: it holds ':' and '+').
+    gallery = result.xcom[("generate", -1, "_link_MindVideoGalleryLink")]
+    assert gallery == "/mindvideo/gallery?" + urlencode(
+        {
+            "dag_id": "mv_generate_and_copy",
+            "run_id": result.tis[("generate", -1)].run_id,
+            "task_id": "generate",
+            "map_index": -1,
+        }
+    )
 
 
 def test_model_docs_link_works_while_the_task_waits(
@@ -209,6 +220,7 @@ def test_airflow_registers_the_extra_links_from_the_provider_info() -> None:
 
     registered = [name for name in ProvidersManager().extra_links_class_names if "mindvideo" in name]
     assert registered == [
+        "airflow_provider_mindvideo.links.MindVideoGalleryLink",
         "airflow_provider_mindvideo.links.MindVideoModelDocsLink",
         "airflow_provider_mindvideo.links.MindVideoOutputLink",
     ]

@@ -55,7 +55,7 @@ from airflow_provider_mindvideo.client.errors import (
     ResultPathError,
 )
 from airflow_provider_mindvideo.client.polling import check_poll_settings
-from airflow_provider_mindvideo.links import MindVideoModelDocsLink
+from airflow_provider_mindvideo.links import MindVideoGalleryLink, MindVideoModelDocsLink
 from airflow_provider_mindvideo.operators.download import check_folder, outlets_for, private_urls_allowed
 from airflow_provider_mindvideo.outputs import storage
 from airflow_provider_mindvideo.outputs.downloads import download_client, record_output
@@ -185,7 +185,7 @@ class MindVideoBatchGenerateOperator(BaseOperator):
         "mindvideo_conn_id",
     )
     template_fields_renderers = {"inputs": "json"}
-    operator_extra_links: Collection[BaseOperatorLink] = (MindVideoModelDocsLink(),)
+    operator_extra_links: Collection[BaseOperatorLink] = (MindVideoModelDocsLink(), MindVideoGalleryLink())
     ui_color = "#e8dcff"
 
     def __init__(

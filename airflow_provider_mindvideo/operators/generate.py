@@ -12,7 +12,12 @@ from airflow.sdk import BaseOperator, conf
 
 from airflow_provider_mindvideo import DEFAULT_CONN_ID
 from airflow_provider_mindvideo.client.polling import check_poll_settings, next_poll_delay
-from airflow_provider_mindvideo.links import MindVideoModelDocsLink, MindVideoOutputLink, remember_push
+from airflow_provider_mindvideo.links import (
+    MindVideoGalleryLink,
+    MindVideoModelDocsLink,
+    MindVideoOutputLink,
+    remember_push,
+)
 from airflow_provider_mindvideo.operators.templating import TEMPLATE_EXT, input_from_template, template_error
 from airflow_provider_mindvideo.spend.arguments import check_budget_arguments
 from airflow_provider_mindvideo.spend.ceiling import check_max_cost
@@ -81,7 +86,7 @@ class MindVideoSubmitOperator(BaseOperator):
     template_fields: Sequence[str] = ("model", "input", "idempotency_key", "mindvideo_conn_id")
     template_ext: Sequence[str] = TEMPLATE_EXT
     template_fields_renderers = {"input": "json"}
-    operator_extra_links: Collection[BaseOperatorLink] = (MindVideoModelDocsLink(),)
+    operator_extra_links: Collection[BaseOperatorLink] = (MindVideoModelDocsLink(), MindVideoGalleryLink())
     ui_color = "#e8dcff"
     # What this try learned, for lineage and on_kill (the operator object of one try).
     _record: dict[str, Any] | None = None
@@ -301,7 +306,7 @@ class MindVideoGenerateOperator(MindVideoSubmitOperator):
     """
 
     template_fields: Sequence[str] = (*MindVideoSubmitOperator.template_fields, "download_to", "download_conn_id")
-    operator_extra_links = (MindVideoOutputLink(), MindVideoModelDocsLink())
+    operator_extra_links = (MindVideoOutputLink(), MindVideoModelDocsLink(), MindVideoGalleryLink())
 
     def __init__(
         self,

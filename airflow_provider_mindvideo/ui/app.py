@@ -17,8 +17,9 @@ from fastapi import FastAPI, HTTPException, Query, Response, status
 from fastapi.responses import FileResponse, HTMLResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from airflow_provider_mindvideo.ui import figures, gallery, manifests
+from airflow_provider_mindvideo.ui import figures, gallery, manifests, refusals
 from airflow_provider_mindvideo.ui.access import ViewerDep
+from airflow_provider_mindvideo.ui.freshness import ledger_fingerprint
 from airflow_provider_mindvideo.ui.ledger import ledger_engine
 
 #: The files under ui/static the pages load; nothing else is served from there.
@@ -65,19 +66,36 @@ async def spend_figures(
 
 def _spend_figures(viewer: Any, days: int, by: figures.By, dag_id: str | None, model: str | None) -> dict[str, Any]:
     engine = ledger_engine()
-    every = viewer.reads_every_dag
+    in_ledger = figures.ledger_dags(engine) if engine is not None else []
+    every = viewer.reads_every_dag(in_ledger)
     answer: dict[str, Any] = {"days": days, "by": by, "ledger": engine is not None, "budgets_visible": every}
     if engine is None:
-        return answer | {"daily": [], "top_dags": [], "top_models": [], "overall": None, "recent": [], "failed": []}
-    dags = viewer.readable(figures.ledger_dags(engine))
+        empty: dict[str, Any] = {
+            "daily": [],
+            "top_dags": [],
+            "top_models": [],
+            "overall": None,
+            "recent": [],
+            "failed": [],
+        }
+        return answer | empty | {"refused": {"count": 0, "items": []}}
+    dags = viewer.readable(in_ledger)
     if dag_id is not None and dag_id not in dags:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"No spend of DAG {dag_id!r} that you may read")
     since = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0) - dt.timedelta(days=days - 1)
     scope = figures.Scope(dags, include_dagless=every, dag=dag_id, model=model, since=since)
-    answer |= figures.summary(engine, scope, by) | {
+    # Taken once, before anything is read: an answer kept under it is never older than it.
+    fingerprint = ledger_fingerprint(engine)
+    summary = figures.summary(engine, scope, by, fingerprint)
+    # The grouped scan counted them: where there are none, no query looks for them.
+    failed = figures.recent(engine, scope, fingerprint, state="released") if summary["overall"]["failed"] else []
+    # The kept summary is shared by every request: read from it, never change it.
+    refused_in_ledger = summary["refused_in_ledger"]
+    answer |= {k: v for k, v in summary.items() if k != "refused_in_ledger"} | {
         "since": since.isoformat(),
-        "recent": figures.recent(engine, scope),
-        "failed": figures.recent(engine, scope, state="released"),
+        "recent": figures.recent(engine, scope, fingerprint),
+        "failed": failed,
+        "refused": refusals.refused(engine, scope, fingerprint, in_ledger=bool(refused_in_ledger)),
         "windows": _windows(engine) if every else [],
     }
     return answer
@@ -119,10 +137,11 @@ async def run_items(
 
     def read() -> dict[str, Any]:
         only = gallery.TaskInstance(task_id, map_index) if task_id is not None else None
-        items = gallery.run_items(ledger_engine(), dag_id, run_id, only=only)
-        if mindvideo_task_id is not None:
-            items = [item for item in items if item["mindvideo_task_id"] == mindvideo_task_id]
-        return gallery.page(items, page, per_page) | {"dag_id": dag_id, "run_id": run_id, "task_id": task_id}
+        found = gallery.run_page(
+            ledger_engine(), dag_id, run_id, only=only, mindvideo_task_id=mindvideo_task_id, number=page, size=per_page
+        )
+        pages = max(1, -(-found["total"] // per_page))
+        return found | {"pages": pages, "dag_id": dag_id, "run_id": run_id, "task_id": task_id}
 
     return await run_in_threadpool(read)
 

@@ -11,6 +11,7 @@ released (the API refused it: nothing charged), 0.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Hashable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -22,6 +23,7 @@ from airflow_provider_mindvideo.spend.engines import reading
 from airflow_provider_mindvideo.spend.records import spend_row
 from airflow_provider_mindvideo.spend.schema import spend
 from airflow_provider_mindvideo.spend.windows import UTC
+from airflow_provider_mindvideo.ui.freshness import Kept
 
 By = Literal["dag", "model"]
 
@@ -54,6 +56,8 @@ _DAY = func.substr(cast(spend.c.created_at, String), 1, 10)
 _SETTLED = func.sum(case((spend.c.state == "settled", spend.c.cost), else_=0))
 _HELD = func.sum(case((spend.c.state == "reserved", spend.c.cost), else_=0))
 _FAILED = func.sum(case((spend.c.state == "released", 1), else_=0))
+_REFUSED = func.sum(case((spend.c.state == "refused", 1), else_=0))
+_SENT = func.sum(case((spend.c.state == "refused", 0), else_=1))
 
 
 @dataclass
@@ -79,42 +83,39 @@ class _Sums:
         }
 
 
-def summary(engine: Engine, scope: Scope, by: By, top: int = 10) -> dict[str, Any]:
-    """The page's totals in one scan of the ledger: per (UTC day, DAG, model), then added up here.
+def summary(engine: Engine, scope: Scope, by: By, fingerprint: Hashable, top: int = 10) -> dict[str, Any]:
+    """The page's totals from one grouped scan of the ledger: per (UTC day, DAG, model), then added up here.
 
     ``overall``, ``daily`` (counted per day and DAG or model), ``top_dags``, ``top_models`` and the
-    ``choices`` the filters offer (every DAG and model in scope, whatever is filtered).
+    ``choices`` the filters offer (every DAG and model in scope, whatever is filtered). The groups
+    are kept while the ledger's fingerprint stays the same (:mod:`.freshness`): a filter on a DAG or
+    model, or the chart by model instead of DAG, reads no row again. Refused creates (a budget said
+    no: nothing sent) are no creates here: the page lists them apart (:mod:`.refusals`).
+    ``fingerprint``: the ledger's (:func:`.freshness.ledger_fingerprint`), taken before.
     """
-    dag = func.coalesce(spend.c.dag_id, "")
-    query = (
-        select(
-            _DAY.label("day"),
-            dag.label("dag"),
-            spend.c.model,
-            func.count().label("creates"),
-            _SETTLED.label("settled"),
-            _HELD.label("held"),
-            _FAILED.label("failed"),
-        )
-        .where(Scope(scope.dags, scope.include_dagless, since=scope.since).where())
-        .group_by(_DAY, dag, spend.c.model)
-    )
-    with reading(engine) as connection:
-        groups = connection.execute(query).all()
+    key = (_name(engine), scope, by, top)
+    return _summaries_kept.get(key, fingerprint, lambda: _summary(engine, scope, by, fingerprint, top))
+
+
+def _summary(engine: Engine, scope: Scope, by: By, fingerprint: Hashable, top: int) -> dict[str, Any]:
+    unfiltered = Scope(scope.dags, scope.include_dagless, since=scope.since)
+    groups = _groups_kept.get((_name(engine), unfiltered), fingerprint, lambda: _groups(engine, unfiltered))
     overall, daily = _Sums(), dict[tuple[str, str], int]()
     per: dict[str, dict[str, _Sums]] = {"dag": {}, "model": {}}
     choices: dict[str, set[str]] = {"dags": set(), "models": set()}
-    for g in groups:
-        choices["dags"].add(g.dag)
-        choices["models"].add(g.model)
-        if (scope.dag is not None and g.dag != scope.dag) or (scope.model is not None and g.model != scope.model):
+    refused = 0
+    for day, dag_id, model, creates, settled, held, failed, refused_here in groups:
+        choices["dags"].add(dag_id)
+        choices["models"].add(model)
+        if (scope.dag is not None and dag_id != scope.dag) or (scope.model is not None and model != scope.model):
             continue
-        sums = _Sums(int(g.creates), int(g.settled), int(g.held), int(g.failed))
+        refused += refused_here
+        sums = _Sums(creates, settled, held, failed)
         overall.add(sums)
-        per["dag"].setdefault(g.dag, _Sums()).add(sums)
-        per["model"].setdefault(g.model, _Sums()).add(sums)
-        key = (g.day, g.dag if by == "dag" else g.model)
-        daily[key] = daily.get(key, 0) + sums.settled + sums.held
+        per["dag"].setdefault(dag_id, _Sums()).add(sums)
+        per["model"].setdefault(model, _Sums()).add(sums)
+        slot = (day, dag_id if by == "dag" else model)
+        daily[slot] = daily.get(slot, 0) + settled + held
 
     def ranked(found: dict[str, _Sums]) -> list[dict[str, Any]]:
         order = sorted(found.items(), key=lambda kv: (-(kv[1].settled + kv[1].held), kv[0]))
@@ -126,18 +127,54 @@ def summary(engine: Engine, scope: Scope, by: By, top: int = 10) -> dict[str, An
         "top_dags": ranked(per["dag"]),
         "top_models": ranked(per["model"]),
         "choices": {"dags": sorted(d for d in choices["dags"] if d), "models": sorted(choices["models"])},
+        # How many ledger rows in scope a budget refused: none, and the page need not look for them.
+        "refused_in_ledger": refused,
     }
 
 
-def recent(engine: Engine, scope: Scope, *, state: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+def recent(
+    engine: Engine, scope: Scope, fingerprint: Hashable, *, state: str | None = None, limit: int = 20
+) -> list[dict[str, Any]]:
     """The newest creates first (``state='released'``: the failed ones), as JSON-safe dicts."""
+    key = (_name(engine), scope, state, limit)
+    return _recent_kept.get(key, fingerprint, lambda: _recent(engine, scope, state, limit))
+
+
+def _recent(engine: Engine, scope: Scope, state: str | None, limit: int) -> list[dict[str, Any]]:
     query = select(spend).where(scope.where())
-    if state is not None:
-        query = query.where(spend.c.state == state)
+    # The recent creates are what was sent: a refusal was not (the page lists those apart).
+    query = query.where(spend.c.state == state) if state is not None else query.where(spend.c.state != "refused")
     query = query.order_by(spend.c.created_at.desc(), spend.c.id.desc()).limit(limit)
     with reading(engine) as connection:
         rows = [spend_row(r) for r in connection.execute(query).all()]
     return [_jsonable(asdict(row)) for row in rows]
+
+
+_groups_kept = Kept(size=16)
+_summaries_kept = Kept(size=64)
+_recent_kept = Kept(size=64)
+
+
+def _name(engine: Engine) -> str:
+    return engine.url.render_as_string(hide_password=True)
+
+
+def _groups(engine: Engine, scope: Scope) -> list[tuple[str, str, str, int, int, int, int, int]]:
+    """(day, DAG or '', model, creates, settled, held, failed, refused) per group, micro-units: the one scan.
+
+    Refused rows are no creates (``creates`` leaves them out); their count tells the page whether
+    there are any to list at all.
+    """
+    dag = func.coalesce(spend.c.dag_id, "")
+    query = (
+        select(_DAY, dag, spend.c.model, _SENT, _SETTLED, _HELD, _FAILED, _REFUSED)
+        .where(scope.where())
+        .group_by(_DAY, dag, spend.c.model)
+    )
+    with reading(engine) as connection:
+        return [
+            (d, g, m, int(n), int(s), int(h), int(f), int(r)) for d, g, m, n, s, h, f, r in connection.execute(query)
+        ]
 
 
 def ledger_dags(engine: Engine) -> list[str]:

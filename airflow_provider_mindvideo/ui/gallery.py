@@ -25,10 +25,12 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from airflow_provider_mindvideo.batch.plan import ItemResult
+from airflow_provider_mindvideo.batch.records import work_list_url
 from airflow_provider_mindvideo.spend.budgets import from_micros
 from airflow_provider_mindvideo.spend.engines import reading
 from airflow_provider_mindvideo.spend.schema import spend
-from airflow_provider_mindvideo.ui import manifests, records
+from airflow_provider_mindvideo.ui import decisions, manifests, records
+from airflow_provider_mindvideo.ui.freshness import Kept, ledger_fingerprint
 
 _VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".m4v", ".ogv")
 
@@ -46,29 +48,106 @@ class TaskInstance:
 def run_items(
     engine: Engine | None, dag_id: str, run_id: str, *, only: TaskInstance | None = None
 ) -> list[dict[str, Any]]:
-    """Every output item of the run (or of one task instance of it), in task then item order."""
-    ledger = _ledger_rows(engine, dag_id, run_id)
+    """Every output item of the run (or of one task instance of it), in task then item order.
+
+    Items are numbered across the whole run (``number``), also when one task instance's are asked
+    for. The run's list is kept while its ledger rows, XCom records and manifests stay the same
+    (:mod:`.freshness`): a page of a 10,000-item run does not join 10,000 items again.
+    """
+    return _selected(engine, dag_id, run_id, only, None)[1]
+
+
+def run_page(
+    engine: Engine | None,
+    dag_id: str,
+    run_id: str,
+    *,
+    only: TaskInstance | None = None,
+    mindvideo_task_id: str | None = None,
+    number: int = 1,
+    size: int = 60,
+) -> dict[str, Any]:
+    """One page of the run's (or task instance's, or MindVideo task's) items, with what they all add up to."""
+    totals, items = _selected(engine, dag_id, run_id, only, mindvideo_task_id)
+    start = (number - 1) * size
+    return totals | {"page": number, "per_page": size, "items": items[start : start + size]}
+
+
+def _selected(
+    engine: Engine | None, dag_id: str, run_id: str, only: TaskInstance | None, mindvideo_task_id: str | None
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    name = engine.url.render_as_string(hide_password=True) if engine else None
+    ledger = ledger_fingerprint(engine, spend.c.dag_id == dag_id, spend.c.run_id == run_id) if engine else None
     xcoms = records.run_records(dag_id, run_id)
-    instances = {TaskInstance.of(r["task_id"], r["map_index"]) for r in ledger if r["task_id"]}
-    instances |= {TaskInstance(task, index) for task, index, _ in xcoms}
-    if only is not None:
-        instances &= {only}
+    instances = _instances_kept.get(
+        (name, dag_id, run_id), (ledger, tuple(xcoms)), lambda: _instances(engine, dag_id, run_id, xcoms)
+    )
+    urls = {ti: batch_manifest_url(dag_id, run_id, ti, xcoms) for ti in instances}
+    fingerprint = (
+        ledger,
+        repr(sorted(xcoms.items(), key=repr)),
+        tuple((u, manifests.version_of(u), manifests.version_of(work_list_url(u))) for u in urls.values() if u),
+    )
+
+    def select_items() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        items = _runs_kept.get((name, dag_id, run_id), fingerprint, lambda: _join(engine, dag_id, run_id, xcoms, urls))
+        if only is not None:
+            items = [item for item in items if TaskInstance(item["task"], item["map_index"]) == only]
+        if mindvideo_task_id is not None:
+            items = [item for item in items if item["mindvideo_task_id"] == mindvideo_task_id]
+        return _totals(items), items
+
+    return _selections_kept.get((name, dag_id, run_id, only, mindvideo_task_id), fingerprint, select_items)
+
+
+_instances_kept = Kept(size=8)
+_runs_kept = Kept(size=8)
+_selections_kept = Kept(size=64)
+
+
+def _instances(
+    engine: Engine | None, dag_id: str, run_id: str, xcoms: Mapping[tuple[str, int, str], Any]
+) -> list[TaskInstance]:
+    """The run's task instances that made something: those with ledger rows or MindVideo records."""
+    found = {TaskInstance(task, index) for task, index, key in xcoms if key != records.REVIEW_KEY}
+    if engine is not None:
+        query = (
+            select(spend.c.task_id, spend.c.map_index)
+            .where(spend.c.dag_id == dag_id, spend.c.run_id == run_id, spend.c.task_id.is_not(None))
+            .distinct()
+        )
+        with reading(engine) as connection:
+            found |= {TaskInstance.of(task, index) for task, index in connection.execute(query)}
+    return sorted(found, key=lambda t: (t.task_id, t.map_index))
+
+
+def _join(
+    engine: Engine | None,
+    dag_id: str,
+    run_id: str,
+    xcoms: Mapping[tuple[str, int, str], Any],
+    urls: Mapping[TaskInstance, str | None],
+) -> list[dict[str, Any]]:
+    ledger = _ledger_rows(engine, dag_id, run_id)
     cost_by_key = {r["key"]: r["micros"] for r in ledger}
     used: set[str] = set()
     items: list[dict[str, Any]] = []
-    for ti in sorted(instances, key=lambda t: (t.task_id, t.map_index)):
-        url = batch_manifest_url(dag_id, run_id, ti, xcoms)
+    by_remote: dict[str, int] = {}  # MindVideo task id -> index of its Submit/Generate item
+    for ti, url in urls.items():
         rows = manifests.manifest_rows(url) if url else None
         if rows:
             prompts = manifests.prompts(url) if url else {}
             items.extend(_batch_item(ti, row, prompts.get(row.position), cost_by_key, used) for row in rows)
         record = xcoms.get((ti.task_id, ti.map_index, records.TASK_KEY))
         if isinstance(record, Mapping):
-            items.append(_record_item(ti, record, ledger, used))
-    for row in ledger:
-        if row["key"] in used or (only is not None and TaskInstance.of(row["task_id"], row["map_index"]) != only):
-            continue
-        items.append(_ledger_item(row))
+            _add_record(items, by_remote, _record_item(ti, record, ledger, used))
+    items.extend(_ledger_item(row) for row in ledger if row["key"] not in used)
+    if any(item["source"] == "task" and not item["prompt"] for item in items):
+        rendered = records.rendered_prompts(dag_id, run_id)
+        for item in items:
+            if item["source"] == "task" and not item["prompt"]:
+                item["prompt"] = rendered.get((item["task"], item["map_index"]))
+    decisions.attach(items, xcoms)
     for number, item in enumerate(items):
         item["number"] = number
     return items
@@ -96,23 +175,14 @@ def stored_file(dag_id: str, run_id: str, ti: TaskInstance, position: int, n: in
     return None
 
 
-def page(items: list[dict[str, Any]], number: int, size: int) -> dict[str, Any]:
-    """One page of ``items`` and what the whole run adds up to."""
+def _totals(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """What ``items`` add up to: how many, how many of each status, what they cost."""
     statuses: dict[str, int] = {}
     total_micros = 0
     for item in items:
         statuses[item["status"]] = statuses.get(item["status"], 0) + 1
         total_micros += round((item["cost"] or 0) * 1_000_000)
-    start = (number - 1) * size
-    return {
-        "total": len(items),
-        "page": number,
-        "per_page": size,
-        "pages": max(1, -(-len(items) // size)),
-        "statuses": statuses,
-        "cost": from_micros(total_micros),
-        "items": items[start : start + size],
-    }
+    return {"total": len(items), "statuses": statuses, "cost": from_micros(total_micros)}
 
 
 def _ledger_rows(engine: Engine | None, dag_id: str, run_id: str) -> list[dict[str, Any]]:
@@ -206,6 +276,31 @@ def _record_item(
     }
 
 
+def _add_record(items: list[dict[str, Any]], by_remote: dict[str, int], item: dict[str, Any]) -> None:
+    """One item per MindVideo task: a Submit and the Sensor that waited for it record the same task.
+
+    The item stays the creating task instance's (the one the ledger charged, else the first),
+    with the latest word on status, outputs and error: the waiter's record has the outputs.
+    """
+    remote = item["mindvideo_task_id"]
+    if not remote or remote not in by_remote:
+        if remote:
+            by_remote[remote] = len(items)
+        items.append(item)
+        return
+    same = items[by_remote[remote]]
+    first, second = (same, item) if same["cost_source"] == "ledger" or item["cost_source"] != "ledger" else (item, same)
+    merged = {**first}
+    for field in ("status", "error"):
+        merged[field] = second[field] if second["media"] or not first["media"] else first[field]
+    merged["media"] = second["media"] or first["media"]
+    merged["prompt"] = first["prompt"] or second["prompt"]
+    merged["model"] = first["model"] or second["model"]
+    if merged["cost"] is None:
+        merged["cost"], merged["cost_source"] = second["cost"], second["cost_source"]
+    items[by_remote[remote]] = merged
+
+
 def _ledger_item(row: dict[str, Any]) -> dict[str, Any]:
     return {
         "task": row["task_id"],
@@ -214,8 +309,8 @@ def _ledger_item(row: dict[str, Any]) -> dict[str, Any]:
         "position": None,
         "line": None,
         "model": row["model"],
-        # reserved: no answer recorded yet; released: the API refused the create.
-        "status": {"reserved": "in_flight", "released": "refused_by_api"}.get(row["state"], row["state"]),
+        # reserved: no answer recorded yet; released: the API refused the create; refused: a budget did.
+        "status": _LEDGER_STATUS.get(row["state"], row["state"]),
         "mindvideo_task_id": row["mindvideo_task_id"],
         "cost": row["cost"],
         "cost_source": "ledger",
@@ -223,6 +318,9 @@ def _ledger_item(row: dict[str, Any]) -> dict[str, Any]:
         "error": None,
         "media": [],
     }
+
+
+_LEDGER_STATUS = {"reserved": "in_flight", "released": "refused_by_api", "refused": "over_budget"}
 
 
 def _known_cost(estimate: Any, actual: Any) -> float | None:

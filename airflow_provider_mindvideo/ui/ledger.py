@@ -22,9 +22,14 @@ def ledger_engine() -> Engine | None:
     if url.startswith("sqlite:///") and not os.path.exists(url[len("sqlite:///") :]):
         return None
     engine = engine_for_url(url)
-    if not inspect(engine).has_table("mindvideo_spend"):
+    # Asked until the table is there; a ledger's table is never dropped, so once is enough then.
+    if url not in _found and not inspect(engine).has_table("mindvideo_spend"):
         return None
+    _found.add(url)
     return engine
+
+
+_found: set[str] = set()
 
 
 def _url() -> str:

@@ -69,6 +69,11 @@ class _Parsed:
         return parsed
 
 
+def version_of(url: str) -> tuple[int, int] | None:
+    """The file's (size, modification time in ns; 0 on object storage); None when there is no file."""
+    return _version(url)
+
+
 def _version(url: str) -> tuple[int, int] | None:
     path = local_path(url)
     if path is not None:

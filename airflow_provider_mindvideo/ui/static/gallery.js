@@ -13,6 +13,15 @@ function taskLink(item) {
   return item.map_index >= 0 ? `${path}/mapped/${item.map_index}` : path;
 }
 
+// What a human review decided: approve, reject, or regenerate (rejected and made again as another task).
+function review(decided) {
+  if (!decided) return "";
+  const who = decided.decided_by ? ` by ${MV.esc(decided.decided_by)}` : decided.timed_out ? " (timed out)" : "";
+  const again = decided.regenerated_as ? ` → ${MV.esc(decided.regenerated_as)}` : "";
+  const comment = decided.comment ? ` · “${MV.esc(decided.comment)}”` : "";
+  return `<div class="review review-${MV.esc(decided.decision)}">review, round ${decided.round}: <b>${MV.esc(decided.decision)}</b>${who}${again}${comment}</div>`;
+}
+
 function card(item) {
   const status = MV.esc(item.status);
   const airflowTask = `${MV.esc(item.task)}${item.map_index >= 0 ? `[${item.map_index}]` : ""}`;
@@ -20,6 +29,7 @@ function card(item) {
     <div class="meta"><div class="prompt" title="${MV.esc(item.prompt)}">${MV.esc(item.prompt || "")}</div>
     <div><span class="status-${status}">${status}</span> · ${MV.esc(item.model || "–")} · ${MV.money(item.cost)}${item.cost_source === "ledger" ? "" : " <span class=muted>(est.)</span>"}</div>
     <div class="muted"><a target="_top" href="${MV.esc(taskLink(item))}">${airflowTask}</a>${item.position !== null ? ` #${item.position + 1}` : ""} · ${MV.esc(item.mindvideo_task_id || "no task yet")}</div>
+    ${review(item.review)}
     ${item.error ? `<div class="status-failed">${MV.esc(item.error)}</div>` : ""}</div></div>`;
 }
 

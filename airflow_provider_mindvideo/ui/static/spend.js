@@ -21,7 +21,8 @@ function chart(daily, since, days) {
   const max = Math.max(...totals, 0.01);
   const width = 760, height = 200, left = 48, bottom = 20, bar = (width - left) / dates.length;
   let svg = `<svg viewBox="0 0 ${width} ${height + bottom}" width="100%" role="img" aria-label="Spend per day">`;
-  for (const f of [0, 0.5, 1]) svg += `<text x="0" y="${height - f * height + 4}">${MV.money(max * f)}</text>`;
+  // The top label sits below the top edge: at y = 4 its upper half would be cut off.
+  for (const f of [0, 0.5, 1]) svg += `<text x="0" y="${height - f * height + (f === 1 ? 10 : 4)}">${MV.money(max * f)}</text>`;
   dates.forEach((day, i) => {
     let y = height;
     keys.forEach((key, k) => {
@@ -51,7 +52,7 @@ async function load() {
   fillChoices($("dag"), data.choices.dags);
   fillChoices($("model"), data.choices.models);
   const o = data.overall;
-  $("overall").innerHTML = [["Counted", MV.money(o.settled + o.held)], ["Settled", MV.money(o.settled)], ["Held in flight", MV.money(o.held)], ["Creates", o.creates], ["Failed creates", o.failed]]
+  $("overall").innerHTML = [["Counted", MV.money(o.settled + o.held)], ["Settled", MV.money(o.settled)], ["Held in flight", MV.money(o.held)], ["Creates", o.creates], ["Failed creates", o.failed], ["Refused by a budget", data.refused.count]]
     .map(([label, value]) => `<div class="card"><div class="muted">${label}</div><div class="v">${value}</div></div>`).join("");
   chart(data.daily, data.since, data.days);
   $("windows").innerHTML = !data.budgets_visible ? `<p class="muted">Budgets add up every DAG's creates: shown to people who may read every DAG.</p>` :
@@ -65,6 +66,11 @@ async function load() {
   const creates = [["When (UTC)", (r) => MV.esc(r.created_at.slice(0, 19))], ["DAG / run / task", (r) => r.dag_id ? `<a target="_top" href="${MV.esc(MV.galleryLink(r.dag_id, r.run_id, r.task_id))}">${MV.esc(r.dag_id)} / ${MV.esc(r.run_id)} / ${MV.esc(r.task_id)}</a>` : "(no DAG)"],
     ["Model", (r) => MV.esc(r.model)], ["MindVideo task", (r) => MV.esc(r.mindvideo_task_id || "–")], ["State", (r) => MV.esc(r.state)], ["Cost", (r) => MV.money(r.cost), true]];
   $("failed").innerHTML = table(data.failed, creates);
+  const refused = data.refused;
+  $("refused_count").textContent = `${refused.count} refused in the window${refused.count > refused.items.length ? `, the newest ${refused.items.length} below` : ""}.`;
+  $("refused").innerHTML = table(refused.items, [["When (UTC)", (r) => MV.esc(r.created_at.slice(0, 19))],
+    ["DAG / run / task", (r) => `<a target="_top" href="${MV.esc(MV.galleryLink(r.dag_id, r.run_id, r.task_id))}">${MV.esc(r.dag_id)} / ${MV.esc(r.run_id)} / ${MV.esc(r.task_id)}</a>${r.position !== undefined ? ` #${r.position + 1}` : ""}`],
+    ["Model", (r) => MV.esc(r.model || "–")], ["Would have held", (r) => MV.money(r.would_hold), true], ["Why", (r) => MV.esc(r.error || r.budgets || "")]]);
   $("recent").innerHTML = table(data.recent, [["", (r) => `<span class="thumbslot" data-dag="${MV.esc(r.dag_id || "")}" data-run="${MV.esc(r.run_id || "")}" data-task="${MV.esc(r.mindvideo_task_id || "")}"></span>`], ...creates]);
   for (const slot of document.querySelectorAll(".thumbslot")) thumbnail(slot);
 }
@@ -74,7 +80,7 @@ async function thumbnail(slot) {
   if (!dag || !run || !task) return;
   const data = await MV.get("/api/items", { dag_id: dag, run_id: run, mindvideo_task_id: task, per_page: 1 }).catch(() => null);
   const item = data && data.items[0];
-  if (item) slot.innerHTML = `<div style="width:48px">${MV.media({ ...item, dag_id: dag, run_id: run })}</div>`;
+  if (item) slot.innerHTML = MV.media({ ...item, dag_id: dag, run_id: run });
 }
 
 for (const id of ["days", "by", "dag", "model"]) $(id).addEventListener("change", () => load().catch(MV.fail));
