@@ -25,6 +25,7 @@ from contextlib import suppress
 from typing import Any
 
 from airflow_provider_mindvideo.batch.plan import ItemResult, WorkItem, load_manifest, load_work_list
+from airflow_provider_mindvideo.batch.sharing import WORK_PER_STEP
 from airflow_provider_mindvideo.client import jsonl
 from airflow_provider_mindvideo.client.errors import CorruptRecordError, MindVideoError, ResultPathError
 
@@ -251,6 +252,9 @@ class Intents:
                     if not done.done():
                         done.set_exception(problem)
                 continue
-            for _, done in group:
+            # Woken a step at a time: each create waiting here runs its next step in the turn after.
+            for woken, (_, done) in enumerate(group, 1):
                 if not done.done():
                     done.set_result(None)
+                if woken % WORK_PER_STEP == 0:
+                    await asyncio.sleep(0)

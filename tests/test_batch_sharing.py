@@ -1,0 +1,140 @@
+"""Batches are good neighbours in a shared event loop: small steps, loop-wide bounds, fair shares.
+
+Counted, never timed: how many callbacks one turn of the loop runs (a loop that counts them),
+requests the emulator saw at once, the order the emulator saw creates in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_provider_mindvideo.batch import sharing
+from airflow_provider_mindvideo.batch.plan import SUCCEEDED, dump_work_list, entries_from_list, work_list
+from airflow_provider_mindvideo.batch.sharing import FairSlots
+from airflow_provider_mindvideo.batch.trigger import DONE, MindVideoBatchTrigger
+from airflow_provider_mindvideo.emulator import MindVideoEmulator
+
+
+@dataclass
+class Ti:
+    dag_id: str = "sharing_dag"
+    task_id: str = "generate"
+    run_id: str = "manual__sharing"
+    map_index: int = -1
+
+
+def _trigger(folder: Path, name: str, count: int, **options: Any) -> MindVideoBatchTrigger:
+    items = work_list(
+        entries_from_list([{"prompt": f"{name} {i}"} for i in range(count)]), "gpt-image-2", Ti(run_id=name)
+    )
+    (folder / f"{name}.work.jsonl").write_text(dump_work_list(items))
+    settings: dict[str, Any] = {"poll_interval": 0.05, "max_poll_interval": 0.1, "progress_interval": 60.0, **options}
+    return MindVideoBatchTrigger(f"file://{folder}/{name}.work.jsonl", f"file://{folder}/{name}.jsonl", **settings)
+
+
+async def _events(trigger: MindVideoBatchTrigger) -> list[dict[str, Any]]:
+    return [event.payload async for event in trigger.run()]
+
+
+class _CountedReady(collections.deque):  # type: ignore[type-arg]
+    """The loop's queue of callbacks ready to run: counts those taken."""
+
+    taken = 0
+
+    def popleft(self) -> Any:
+        self.taken += 1
+        return super().popleft()
+
+
+class CountingLoop(asyncio.SelectorEventLoop):
+    """An event loop that notes the most callbacks (task steps, answers, timers) one of its turns ran."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._ready: _CountedReady = _CountedReady()
+        self.most = 0
+
+    def _run_once(self) -> None:
+        self._ready.taken = 0
+        super()._run_once()  # type: ignore[misc]
+        self.most = max(self.most, self._ready.taken)
+
+
+def test_no_turn_of_the_loop_runs_a_step_of_every_item_and_max_active_is_clamped_once(
+    emulator: MindVideoEmulator,
+    tmp_path: Path,
+    debug_logs: list[dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 1,500 items at max_active=100000: unbounded, their 1,500 workers start in one turn of the
+    # loop, their intents are stored as one group and all 1,500 wake in the next.
+    monkeypatch.setattr(sharing, "LOOP_ACTIVE", 1000)
+    trigger = _trigger(tmp_path, "big", 1500, max_active=100_000)
+    with asyncio.Runner(loop_factory=CountingLoop) as runner:
+        events = runner.run(_events(trigger))
+        loop = runner.get_loop()
+        assert isinstance(loop, CountingLoop)
+        most = loop.most
+    assert events[0]["status"] == DONE and events[0]["summary"]["counts"][SUCCEEDED] == 1500
+    # A step of work per item is at most WORK_PER_STEP per turn; the rest is answers arriving
+    # (at most LOOP_REQUESTS on the wire) and a few timers.
+    assert most <= 2 * sharing.WORK_PER_STEP + sharing.LOOP_REQUESTS, most
+    said = [str(log["event"]) % tuple(log.get("positional_args", ())) for log in debug_logs]
+    clamped = [line for line in said if "max_active=100000" in line]
+    assert len(clamped) == 1 and "clamped to 1000" in clamped[0], clamped
+
+
+def test_two_batches_in_one_loop_share_its_bounds_and_neither_starves(
+    emulator: MindVideoEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sharing, "LOOP_ACTIVE", 4)
+    monkeypatch.setattr(sharing, "LOOP_REQUESTS", 3)
+    # The greedy batch has ten times the workers of the modest one, and starts first.
+    greedy = _trigger(tmp_path, "greedy", 60, max_active=40)
+    modest = _trigger(tmp_path, "modest", 60, max_active=4)
+
+    async def both() -> list[list[dict[str, Any]]]:
+        return list(await asyncio.gather(_events(greedy), _events(modest)))
+
+    results = asyncio.run(both())
+    assert [events[0]["status"] for events in results] == [DONE, DONE]
+    assert emulator.state.max_in_flight <= 3 + 1  # the loop's requests in flight, and the control API's look
+    creates = [task["prompt"].split()[0] for task in emulator.state.snapshot()["tasks"]]
+    assert sorted(collections.Counter(creates).values()) == [60, 60]
+    # While both had items to create, the loop's slots went round-robin: the modest batch made
+    # about half of those creates, not the tenth its share of workers would have given it.
+    both_running = creates[: 2 * min(creates.index("modest") + 60, len(creates)) // 2]
+    first_half = both_running[: len(both_running) // 2]
+    share = first_half.count("modest") / len(first_half)
+    assert share >= 0.35, (share, "".join(name[0] for name in creates))
+
+
+def test_fair_slots_go_round_robin_between_tenants_and_survive_cancelled_waiters() -> None:
+    async def scenario() -> list[str]:
+        slots = FairSlots(1)
+        order: list[str] = []
+        await slots.acquire("first")
+
+        async def wait(tenant: str) -> None:
+            async with slots.slot(tenant):
+                order.append(tenant)
+
+        greedy = [asyncio.create_task(wait("greedy")) for _ in range(4)]
+        await asyncio.sleep(0)
+        lost = asyncio.create_task(wait("lost"))
+        modest = [asyncio.create_task(wait("modest")) for _ in range(2)]
+        await asyncio.sleep(0)
+        lost.cancel()
+        await asyncio.sleep(0)
+        slots.release()
+        await asyncio.gather(*greedy, *modest)
+        assert slots.held == 0 and slots.waiting == 0
+        return order
+
+    assert asyncio.run(scenario()) == ["greedy", "modest", "greedy", "modest", "greedy", "greedy"]
