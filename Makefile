@@ -118,10 +118,12 @@ docs: $(STAMP)
 # The batch benchmark (real Airflow processes, 1,000 and 10,000 prompts beside the mapped pipeline
 # at 200) writes benchmarks/batch-results.md; with ARGS=--quick it is a smoke run too. The spend
 # ledger's cost (a 10,000-item batch with and without a budget, SQLite and loopback PostgreSQL, and
-# the client time per create) writes benchmarks/ledger-results.md.
+# the client time per create) writes benchmarks/ledger-results.md. The shared-triggerer benchmark (2,000 waits
+# beside a 10,000-item batch in Airflow's trigger runner, about 25 minutes) writes benchmarks/fairness-results.md.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py $(ARGS)
 	$(BIN)/python benchmarks/batch.py $(filter --quick,$(ARGS))
+	$(BIN)/python benchmarks/fairness.py $(filter --quick,$(ARGS))
 	bash scripts/install_distributed_deps.sh
 	$(BIN)/python benchmarks/ledger_batch.py $(filter --quick,$(ARGS))
 
