@@ -16,7 +16,7 @@ import pytest
 
 from airflow_provider_mindvideo.batch import sharing
 from airflow_provider_mindvideo.batch.plan import SUCCEEDED, dump_work_list, entries_from_list, work_list
-from airflow_provider_mindvideo.batch.sharing import FairSlots
+from airflow_provider_mindvideo.batch.sharing import FairSlots, stepped_aside
 from airflow_provider_mindvideo.batch.trigger import DONE, MindVideoBatchTrigger
 from airflow_provider_mindvideo.emulator import MindVideoEmulator
 
@@ -138,3 +138,33 @@ def test_fair_slots_go_round_robin_between_tenants_and_survive_cancelled_waiters
         return order
 
     assert asyncio.run(scenario()) == ["greedy", "modest", "greedy", "modest", "greedy", "greedy"]
+
+
+def test_an_item_waiting_for_money_or_a_pause_lends_its_slot_to_the_other_batches() -> None:
+    async def scenario() -> list[str]:
+        slots = FairSlots(1)
+        order: list[str] = []
+        reset = asyncio.Event()
+
+        async def waiting_for_a_budget_window() -> None:
+            async with slots.slot("spent"):
+                order.append("spent: reserves")
+                async with stepped_aside():
+                    await reset.wait()
+                order.append("spent: creates")
+
+        async def other(i: int) -> None:
+            async with slots.slot("other"):
+                order.append(f"other {i}")
+
+        spent = asyncio.create_task(waiting_for_a_budget_window())
+        await asyncio.sleep(0)
+        # Held by a task that waits for the window: without stepping aside these never start.
+        await asyncio.gather(*(other(i) for i in range(3)))
+        reset.set()
+        await spent
+        assert slots.held == 0
+        return order
+
+    order = asyncio.run(asyncio.wait_for(scenario(), 60))  # a guard against a hang, not a timing
+    assert order == ["spent: reserves", "other 0", "other 1", "other 2", "spent: creates"]

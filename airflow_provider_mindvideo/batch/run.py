@@ -46,7 +46,7 @@ from airflow_provider_mindvideo.batch.records import (
     write_manifest,
 )
 from airflow_provider_mindvideo.batch.saving import Saver
-from airflow_provider_mindvideo.batch.sharing import WORK_PER_STEP, clamp_active, in_steps, loop_share
+from airflow_provider_mindvideo.batch.sharing import WORK_PER_STEP, clamp_active, in_steps, loop_share, stepped_aside
 from airflow_provider_mindvideo.client.errors import (
     AuthenticationError,
     ConnectionNotFoundError,
@@ -145,13 +145,20 @@ class _Pause:
             self.pauses += 1
 
     async def wait(self, deadline: float | None = None) -> None:
-        """Until the pause ends, or the batch's ``deadline`` (epoch seconds) comes, whichever is first."""
-        while (left := self.until - time.monotonic()) > 0:
-            if deadline is not None:
-                left = min(left, deadline - time.time())
-                if left <= 0:
-                    return
-            await asyncio.sleep(left)
+        """Until the pause ends, or the batch's ``deadline`` (epoch seconds) comes, whichever is first.
+
+        The server asked this account to wait, not the loop's other batches: their items take the
+        slots meanwhile.
+        """
+        if self.until <= time.monotonic():
+            return
+        async with stepped_aside():
+            while (left := self.until - time.monotonic()) > 0:
+                if deadline is not None:
+                    left = min(left, deadline - time.time())
+                    if left <= 0:
+                        return
+                await asyncio.sleep(left)
 
 
 class _Stop(Exception):
@@ -482,7 +489,8 @@ class _Batch:
         while (reservation := self.budget.try_reserve(model)) is None:
             if self.budget.refuses(model):
                 return None
-            await self._budget_change.wait()
+            async with stepped_aside():  # other batches' items go meanwhile
+                await self._budget_change.wait()
         return reservation
 
     async def _reserve_in_ledger(self, key: str, model: str, reservation: Charge) -> BudgetRefusal | None:
@@ -497,7 +505,8 @@ class _Batch:
             if refusal is None or not wait or not refusal.could_ever_fit:
                 return refusal
             self.log.info("%s Waiting for the reset (on_budget_exhausted='wait').", refusal.message())
-            await asyncio.sleep(seconds_until(refusal.window.resets_at.timestamp()))
+            async with stepped_aside():
+                await asyncio.sleep(seconds_until(refusal.window.resets_at.timestamp()))
 
     def _ended(self, row: ItemResult, key: str, task: MindVideoTask) -> None:
         """``task`` (``key``'s) ended: what it cost settles, and the items waiting for its model's price wake."""

@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
+import dataclasses
 import weakref
 from collections.abc import AsyncIterator, Iterable
 from typing import Any, TypeVar
@@ -83,15 +85,53 @@ class FairSlots:
 
     @contextlib.asynccontextmanager
     async def slot(self, tenant: object) -> AsyncIterator[None]:
+        """Hold a slot while the block runs (:func:`stepped_aside` lends it out meanwhile)."""
         await self.acquire(tenant)
+        holding = _Holding(self, tenant)
+        token = _holding.set(holding)
         try:
             yield
         finally:
-            self.release()
+            _holding.reset(token)
+            if holding.held:
+                self.release()
 
     @property
     def waiting(self) -> int:
         return sum(len(line) for line in self._lines.values())
+
+
+@dataclasses.dataclass
+class _Holding:
+    slots: FairSlots
+    tenant: object
+    held: bool = True
+
+
+# The slot the running task holds (the innermost), if any: a task is one item's coroutine.
+_holding: contextvars.ContextVar[_Holding | None] = contextvars.ContextVar("mindvideo_batch_slot", default=None)
+
+
+@contextlib.asynccontextmanager
+async def stepped_aside() -> AsyncIterator[None]:
+    """While the running task waits for something that is not the loop's to give (money held by other
+    creates, a model's price, a budget window, a 429 pause), the slot it holds serves other batches;
+    it waits its turn for one again after.
+
+    Without this, a batch whose items all wait for a budget window to reset would hold every slot
+    of the loop for hours, and the loop's other batches would make no progress at all.
+    """
+    holding = _holding.get()
+    if holding is None or not holding.held:
+        yield
+        return
+    holding.held = False
+    holding.slots.release()
+    try:
+        yield
+    finally:
+        await holding.slots.acquire(holding.tenant)
+        holding.held = True
 
 
 class LoopShare:
