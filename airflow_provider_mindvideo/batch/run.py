@@ -47,6 +47,7 @@ from airflow_provider_mindvideo.batch.records import (
 )
 from airflow_provider_mindvideo.batch.saving import Saver
 from airflow_provider_mindvideo.batch.sharing import WORK_PER_STEP, clamp_active, in_steps, loop_share, stepped_aside
+from airflow_provider_mindvideo.client import limits
 from airflow_provider_mindvideo.client.errors import (
     AuthenticationError,
     ConnectionNotFoundError,
@@ -369,6 +370,8 @@ class _Batch:
     async def _work(self) -> None:
         # Items are taken in order, one at a time per worker: at most max_active are in flight, and
         # each holds one of the loop's slots (shared round-robin with the loop's other batches).
+        # Their requests go behind the single waits' on the same connection (this task's context only).
+        limits.bulk.set(True)
         while self._waiting:
             async with self.share.active.slot(self):
                 if not self._waiting:
