@@ -415,12 +415,18 @@ def render(plan: Plan, runs: dict[str, dict[str, Any]], quick: bool, seconds: fl
         ("longest runner silence at a heartbeat (s)", lambda r: f"{r['longest_runner_silence_s']:.1f}"),
         ("'async thread was blocked' lines", lambda r: str(r["blocked_lines"])),
         ("turns of the loop (whole run)", lambda r: f"{r['turns']['turns']:,}" if r["turns"] else "?"),
-        ("most callbacks one turn ran", lambda r: f"{r['turns']['largest']:,}" if r["turns"] else "?"),
+        (
+            "most callbacks one turn ran (timers due after a stall included)",
+            lambda r: f"{r['turns']['largest']:,}" if r["turns"] else "?",
+        ),
         ("turns running > 200 callbacks", lambda r: f"{r['turns']['over']['200']:,}" if r["turns"] else "?"),
         ("batch wall time (s)", lambda r: ", ".join(f"{b['wall_s']:.0f}" for b in r["batches"].values()) or "-"),
         ("runner CPU (s)", lambda r: f"{r['cpu_s']:.1f}"),
         ("429 answers", lambda r: f"{r['rate_limited']:,}"),
-        ("batch outcome", lambda r: "; ".join(f"{b['status']} {b['counts']}" for b in r["batches"].values()) or "-"),
+        (
+            "batch items succeeded",
+            lambda r: ", ".join(f"{(b['counts'] or {}).get('succeeded', 0):,}" for b in r["batches"].values()) or "-",
+        ),
     ]
     lines = [
         "# A batch as a good neighbour in a shared triggerer"
@@ -469,7 +475,12 @@ def render(plan: Plan, runs: dict[str, dict[str, Any]], quick: bool, seconds: fl
     width = max(1.0, round((end - start) / 12))
     count = int((end - start) // width) + 1
     a, b = buckets(first["created"], start, width, count), buckets(second["created"], start, width, count)
+    both_until = min(first["created"][-1], second["created"][-1])
+    shared = [sum(at <= both_until for at in batch["created"]) for batch in (first, second)]
     lines += [
+        f"While both were creating (the first {both_until - start:.0f} s): {shared[0]:,} and {shared[1]:,} creates "
+        f"({shared[0] / max(1, sum(shared)):.0%} / {shared[1] / max(1, sum(shared)):.0%}).",
+        "",
         f"Both batches on one connection (one account, {CLIENT_RATE:g} requests/s); each {items} items. "
         f"Wall times {first['wall_s']:.0f} s and {second['wall_s']:.0f} s (a single batch's minimum: "
         f"{minimum:.0f} s; both together: {minimum_s(2 * plan.items):.0f} s).",

@@ -5,7 +5,9 @@
 generations (:func:`airflow_provider_mindvideo.client.submission.next_step`), every create reserved
 against ``max_cost`` and written down as an intent before it is sent, waits that poll with the
 growing interval, a 429 pausing the whole batch, and a manifest written at checkpoints and at
-the end.
+the end. Within the bounds the event loop shares with its other batches
+(:mod:`airflow_provider_mindvideo.batch.sharing`): items in flight, requests, saves, and CPU
+work a step at a time.
 """
 
 from __future__ import annotations
