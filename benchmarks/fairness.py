@@ -234,6 +234,7 @@ def child_main(spec: dict[str, Any]) -> dict[str, Any]:
         "started_at": started_at,
         "cpu_s": cpu,
         "lags": probe["lags"],
+        "collections": probe.get("collections", []),
         "silences": silences,
         "wait_done_at": {task_id: arrived[i] for i, task_id in waits.items()},
         "batches": {stem: {"done_at": arrived[i], "event": payloads[i]} for i, stem in batches.items()},
@@ -317,7 +318,11 @@ def child_env(base_url: str) -> dict[str, str]:
         "AIRFLOW_CONN_MINDVIDEO_DEFAULT": json.dumps(
             {**connection, "password": BATCH_KEY, "extra": {"max_requests_per_second": CLIENT_RATE}}
         ),
-        "AIRFLOW_CONN_MINDVIDEO_WAITS": json.dumps({**connection, "password": WAITS_KEY}),
+        # Paced too, as a user who knows the account's limit sets it: 2,000 first checks in a second
+        # would otherwise collect 429s, and their retries would blur the delays measured.
+        "AIRFLOW_CONN_MINDVIDEO_WAITS": json.dumps(
+            {**connection, "password": WAITS_KEY, "extra": {"max_requests_per_second": CLIENT_RATE}}
+        ),
     }
 
 
@@ -349,6 +354,17 @@ def summarise(
         "blocked_lines": output.count(BLOCKED),
         "rate_limited": after["rate_limited"] - before["rate_limited"],
         "turns": measured["turns"],
+        # The longest full garbage collection in the window (it holds the loop as long), and the worst lags.
+        "gc_max_ms": 1000
+        * max((took for end, _, took in measured["collections"] if started_at <= end <= window_end), default=0.0),
+        "worst_lags": sorted(
+            (
+                (round(at - started_at, 1), round(1000 * lag))
+                for at, lag in measured["lags"]
+                if started_at <= at <= window_end
+            ),
+            key=lambda pair: -pair[1],
+        )[:5],
     }
     if delays:
         summary |= {"delay_p50_s": statistics.median(delays), "delay_p95_s": quantile(delays, 0.95)}
@@ -414,6 +430,7 @@ def render(plan: Plan, runs: dict[str, dict[str, Any]], quick: bool, seconds: fl
         ("waits' detection delay p95 (s)", lambda r: f"{r['delay_p95_s']:.2f}" if "delay_p95_s" in r else "-"),
         ("longest runner silence at a heartbeat (s)", lambda r: f"{r['longest_runner_silence_s']:.1f}"),
         ("'async thread was blocked' lines", lambda r: str(r["blocked_lines"])),
+        ("longest garbage collection in the window (ms)", lambda r: f"{r['gc_max_ms']:.0f}"),
         ("turns of the loop (whole run)", lambda r: f"{r['turns']['turns']:,}" if r["turns"] else "?"),
         (
             "most callbacks one turn ran (timers due after a stall included)",
@@ -440,7 +457,7 @@ def render(plan: Plan, runs: dict[str, dict[str, Any]], quick: bool, seconds: fl
             "`benchmarks/triggerer.py`: no metadata database, workloads handed over directly).",
             f"- The emulator in its own process: {RATE_LIMIT:g} requests/s per key (429 beyond), images ready "
             f"{QUEUED_SECONDS + IMAGE_SECONDS:g} s after their create; the batch's connection has "
-            f"`max_requests_per_second={CLIENT_RATE:g}`. The waits use another key (another account), no client limit.",
+            f"`max_requests_per_second={CLIENT_RATE:g}`. The waits use another key (another account), paced the same.",
             f"- Waits: {plan.waits.waits:,} `MindVideoTaskTrigger`, task durations {plan.waits.shortest:g}-"
             f"{plan.waits.longest:g} s (real time, not scaled), `poll_interval={plan.waits.poll_interval:g}`, "
             f"`max_poll_interval={plan.waits.max_poll_interval:g}`.",
@@ -498,6 +515,7 @@ def main() -> int:
     parser.add_argument("result", nargs="?")
     parser.add_argument("--quick", action="store_true", help="200 waits of 5-40 s, 1,000 items: a smoke run")
     parser.add_argument("--waits", type=int)
+    parser.add_argument("--only", help="run only this scenario (waits, batch, ...): figures printed, no page")
     parser.add_argument("--items", type=int)
     parser.add_argument(
         "--page", help="write the page here (default: benchmarks/fairness-results.md, not with --quick)"
@@ -524,12 +542,16 @@ def main() -> int:
             ("batch", False, ["batch"]),
             ("two batches", False, ["first", "second"]),
         ]:
+            if args.only and name != args.only:
+                continue
             print(f"==> {name}", flush=True)
             runs[name] = run_scenario(name, plan, base_url, with_waits, batches)
             shown = {k: v for k, v in runs[name].items() if k != "batches"}
             print(
                 json.dumps(shown | {"batch_walls": [b["wall_s"] for b in runs[name]["batches"].values()]}), flush=True
             )
+    if args.only:
+        return 0
     report = render(plan, runs, args.quick, time.monotonic() - started)
     print("\n".join(report))
     page = Path(args.page) if args.page else (None if args.quick else RESULTS)
