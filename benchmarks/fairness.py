@@ -75,8 +75,14 @@ class Plan:
 class _CountedReady(collections.deque):  # type: ignore[type-arg]
     taken = 0
 
+    def __init__(self, loop: CountingLoop) -> None:
+        super().__init__()
+        self.loop = loop
+
     def popleft(self) -> Any:
         self.taken += 1
+        self.loop.fan_out = max(self.loop.fan_out, self.loop.scheduled)  # by the callback that just ended
+        self.loop.scheduled = 0
         return super().popleft()
 
 
@@ -89,9 +95,13 @@ class CountingLoop(asyncio.SelectorEventLoop):
 
     def __init__(self) -> None:
         super().__init__()
-        self._ready: _CountedReady = _CountedReady()
-        self.turns = self.largest = 0
+        self._ready: _CountedReady = _CountedReady(self)
+        self.turns = self.largest = self.scheduled = self.fan_out = 0
         self.over: Counter[int] = Counter()  # turns that ran more than 100, 200, 1,000 callbacks
+
+    def call_soon(self, *args: Any, **kwargs: Any) -> asyncio.Handle:
+        self.scheduled += 1
+        return super().call_soon(*args, **kwargs)
 
     def _run_once(self) -> None:
         self._ready.taken = 0
@@ -105,7 +115,9 @@ class CountingLoop(asyncio.SelectorEventLoop):
     def close(self) -> None:
         path = os.environ.get("MINDVIDEO_BENCH_TURNS")
         if path:
-            Path(path).write_text(json.dumps({"turns": self.turns, "largest": self.largest, "over": self.over}))
+            Path(path).write_text(
+                json.dumps({"turns": self.turns, "largest": self.largest, "over": self.over, "fan_out": self.fan_out})
+            )
         super().close()
 
 
@@ -357,6 +369,11 @@ def summarise(
         # The longest full garbage collection in the window (it holds the loop as long), and the worst lags.
         "gc_max_ms": 1000
         * max((took for end, _, took in measured["collections"] if started_at <= end <= window_end), default=0.0),
+        "full_collections": [
+            (round(end - started_at, 1), round(1000 * took))
+            for end, generation, took in measured["collections"]
+            if generation == 2 and started_at <= end <= window_end
+        ],
         "worst_lags": sorted(
             (
                 (round(at - started_at, 1), round(1000 * lag))
@@ -435,6 +452,10 @@ def render(plan: Plan, runs: dict[str, dict[str, Any]], quick: bool, seconds: fl
         (
             "most callbacks one turn ran (timers due after a stall included)",
             lambda r: f"{r['turns']['largest']:,}" if r["turns"] else "?",
+        ),
+        (
+            "most callbacks one callback made ready (a step's fan-out)",
+            lambda r: f"{r['turns']['fan_out']:,}" if r["turns"] else "?",
         ),
         ("turns running > 200 callbacks", lambda r: f"{r['turns']['over']['200']:,}" if r["turns"] else "?"),
         ("batch wall time (s)", lambda r: ", ".join(f"{b['wall_s']:.0f}" for b in r["batches"].values()) or "-"),

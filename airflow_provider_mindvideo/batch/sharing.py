@@ -35,7 +35,7 @@ LOOP_REQUESTS = 64
 #: Outputs being saved at once (``download_to``), every batch of one loop together.
 LOOP_SAVES = 8
 #: Units of CPU work (a row built, read or rendered; a worker started; a waiter woken) in one step.
-WORK_PER_STEP = 200
+WORK_PER_STEP = 100
 
 
 class FairSlots:
