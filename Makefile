@@ -119,11 +119,14 @@ docs: $(STAMP)
 # at 200) writes benchmarks/batch-results.md; with ARGS=--quick it is a smoke run too. The spend
 # ledger's cost (a 10,000-item batch with and without a budget, SQLite and loopback PostgreSQL, and
 # the client time per create) writes benchmarks/ledger-results.md. The MindVideo pages' server time
-# (100,000 ledger rows, a 10,000-item run) writes benchmarks/ui-results.md.
+# (100,000 ledger rows, a 10,000-item run) writes benchmarks/ui-results.md. The shared-triggerer
+# benchmark (2,000 waits beside a 10,000-item batch in Airflow's trigger runner, about 25 minutes)
+# writes benchmarks/fairness-results.md.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/ui_pages.py $(if $(filter --quick,$(ARGS)),--rows 10000 --items 1000 -n 5,--write)
 	$(BIN)/python benchmarks/run.py $(ARGS)
 	$(BIN)/python benchmarks/batch.py $(filter --quick,$(ARGS))
+	$(BIN)/python benchmarks/fairness.py $(filter --quick,$(ARGS))
 	bash scripts/install_distributed_deps.sh
 	$(BIN)/python benchmarks/ledger_batch.py $(filter --quick,$(ARGS))
 

@@ -484,16 +484,16 @@ def _stored(folder: Path) -> dict[str, tuple[int, int]]:
 def test_outputs_are_saved_as_items_finish_while_the_others_generate(
     batch: Any, emulator: MindVideoEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from airflow_provider_mindvideo.batch import run as batch_run
+    from airflow_provider_mindvideo.batch import saving
 
     creates_at_first_save: list[int] = []
-    save = batch_run.save_item_outputs
+    save = saving.save_item_outputs
 
     def noted(*args: Any, **kwargs: Any) -> Any:
         creates_at_first_save.append(emulator.state.requests["create"])
         return save(*args, **kwargs)
 
-    monkeypatch.setattr(batch_run, "save_item_outputs", noted)
+    monkeypatch.setattr(saving, "save_item_outputs", noted)
     media = tmp_path / "media"
     work = batch(6)
     run = work.run(max_active=2, download_to=f"file://{media}", download_allow_private_urls=True)

@@ -259,3 +259,31 @@ def test_a_call_waiting_in_line_for_its_turn_still_ends_by_its_deadline(
                 spent += seconds
             else:  # the attempt may last only what the turn left of the call's time (9 s before the fix)
                 assert spent + seconds <= within + 1e-6, steps
+
+
+def test_a_single_wait_s_request_goes_before_a_batch_s_backlog_on_the_same_connection() -> None:
+    """A batch's requests (``limits.bulk``) queue behind every other request of the loop waiting for a turn.
+
+    Thirty of a batch's requests wait for turns when a single task's poll asks for one: it gets
+    its turn after at most the one batch request already in the ordinary line, not after all
+    thirty. Counted as the order the turns went in, not timed.
+    """
+    connection = limits.ConnectionLimits(None, 200.0)
+    order: list[str] = []
+
+    async def ask(name: str, *, batch: bool) -> None:
+        if batch:
+            limits.bulk.set(True)  # this task's context only, as a batch's workers do
+        assert await connection.await_turn(60.0)
+        order.append(name)
+        connection.finish()
+
+    async def scenario() -> None:
+        backlog = [asyncio.create_task(ask(f"batch {i}", batch=True)) for i in range(30)]
+        for _ in range(3):
+            await asyncio.sleep(0)  # the backlog is in line
+        await asyncio.gather(ask("wait", batch=False), *backlog)
+
+    asyncio.run(scenario())
+    assert order.index("wait") <= 2, order
+    assert sorted(order) == sorted(["wait", *(f"batch {i}" for i in range(30))])

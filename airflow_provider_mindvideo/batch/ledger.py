@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from airflow_provider_mindvideo.batch.sharing import stepped_aside
 from airflow_provider_mindvideo.client.models import MindVideoTask, readable_cost
 from airflow_provider_mindvideo.spend.location import SpendBooks
 from airflow_provider_mindvideo.spend.records import BudgetRefusal, CreateRecord, PriceUnknownWait
@@ -72,8 +73,10 @@ class BatchBooks:
             outcome = await future
             if not isinstance(outcome, PriceUnknownWait):
                 return outcome if isinstance(outcome, BudgetRefusal) else None
-            # Its model goes alone: the item waits in this loop (the batch's timeout ends the wait).
-            await asyncio.sleep(PRICE_POLL)
+            # Its model goes alone: the item waits in this loop (the batch's timeout ends the wait),
+            # its slot of the loop serving other batches meanwhile.
+            async with stepped_aside():
+                await asyncio.sleep(PRICE_POLL)
 
     def settle(self, key: str, task: MindVideoTask) -> None:
         """The create's answer, or its ended task, told its cost: settled in the background (:meth:`drain` waits)."""

@@ -29,6 +29,7 @@ from typing import Any
 
 from airflow_provider_mindvideo.batch.lease import LeaseLost
 from airflow_provider_mindvideo.batch.plan import ItemResult, WorkItem, load_manifest, load_work_list
+from airflow_provider_mindvideo.batch.sharing import WORK_PER_STEP
 from airflow_provider_mindvideo.client import jsonl
 from airflow_provider_mindvideo.client.errors import CorruptRecordError, MindVideoError, ResultPathError
 
@@ -257,10 +258,12 @@ class Intents:
                 problem = lost
             except Exception as exc:  # storage's errors are many (OSError, botocore's, ...): nothing is sent
                 problem = MindVideoError(f"Could not write down the batch's creates in {self.folder}: {exc!r}")
-            for _, done in group:
-                if done.done():
-                    continue
-                if problem is None:
-                    done.set_result(None)
-                else:
-                    done.set_exception(problem)
+            # Woken a step at a time: each create waiting here runs its next step in the turn after.
+            for woken, (_, done) in enumerate(group, 1):
+                if not done.done():
+                    if problem is None:
+                        done.set_result(None)
+                    else:
+                        done.set_exception(problem)
+                if woken % WORK_PER_STEP == 0:
+                    await asyncio.sleep(0)

@@ -5,7 +5,9 @@
 generations (:func:`airflow_provider_mindvideo.client.submission.next_step`), every create reserved
 against ``max_cost`` and written down as an intent before it is sent, waits that poll with the
 growing interval, a 429 pausing the whole batch, and a manifest written at checkpoints and at
-the end.
+the end. Within the bounds the event loop shares with its other batches
+(:mod:`airflow_provider_mindvideo.batch.sharing`): items in flight, requests, saves, and CPU
+work a step at a time.
 """
 
 from __future__ import annotations
@@ -15,13 +17,11 @@ import collections
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from airflow_provider_mindvideo.batch.lease import BatchLease, LeaseLost
 from airflow_provider_mindvideo.batch.ledger import BatchBooks, seconds_until
-from airflow_provider_mindvideo.batch.outputs import DOWNLOAD_CONCURRENCY, save_item_outputs, still_stored
 from airflow_provider_mindvideo.batch.plan import (
     DOWNLOAD_FAILED,
     ERROR,
@@ -48,7 +48,9 @@ from airflow_provider_mindvideo.batch.records import (
     write_earlier_tasks,
     write_manifest,
 )
-from airflow_provider_mindvideo.client.deadlines import Deadline
+from airflow_provider_mindvideo.batch.saving import Saver
+from airflow_provider_mindvideo.batch.sharing import WORK_PER_STEP, clamp_active, in_steps, loop_share, stepped_aside
+from airflow_provider_mindvideo.client import limits
 from airflow_provider_mindvideo.client.errors import (
     AuthenticationError,
     ConnectionNotFoundError,
@@ -65,9 +67,6 @@ from airflow_provider_mindvideo.spend.location import LedgerMisconfiguredError, 
 from airflow_provider_mindvideo.spend.records import BudgetRefusal
 
 if TYPE_CHECKING:
-    import httpx
-    from airflow.sdk import ObjectStoragePath
-
     from airflow_provider_mindvideo.hooks import MindVideoHook
 
 #: ``event["status"]`` of a batch that ran to its end (whatever became of its items).
@@ -117,8 +116,6 @@ _DEFAULT_PAUSE = 1.0
 _DEADLINE_GRACE = 2.0
 # Rows whose task ended (its cost_actual, if the server told it, is the row's).
 _ENDED = frozenset({SUCCEEDED, FAILED, DOWNLOAD_FAILED})
-# Manifest rows rendered between two turns of the event loop (about 15 ms of work).
-_ROWS_PER_CHUNK = 500
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,101 +149,20 @@ class _Pause:
             self.pauses += 1
 
     async def wait(self, deadline: float | None = None) -> None:
-        """Until the pause ends, or the batch's ``deadline`` (epoch seconds) comes, whichever is first."""
-        while (left := self.until - time.monotonic()) > 0:
-            if deadline is not None:
-                left = min(left, deadline - time.time())
-                if left <= 0:
-                    return
-            await asyncio.sleep(left)
+        """Until the pause ends, or the batch's ``deadline`` (epoch seconds) comes, whichever is first.
 
-
-class _Saver:
-    """Saves succeeded items' outputs (``download_to``) as they finish, a few at a time, while the others generate.
-
-    Threads do the blocking I/O and return what they stored; rows are changed only in the
-    event loop, which alone renders the manifest. A save that fails in a way another attempt
-    may not (a 5xx, the store's own trouble) leaves the row without files: the worker's
-    ``execute_complete`` saves what is missing, and judges. Files an earlier run stored (and still there)
-    are kept without a download; a file this run finds already there with the same content
-    (stored after the last checkpoint of a run that died) is compared, not rewritten.
-    """
-
-    def __init__(self, trigger: BatchRunSettings, log: Any) -> None:
-        from airflow.sdk import ObjectStoragePath
-
-        from airflow_provider_mindvideo.outputs.downloads import download_client
-
-        assert trigger.download_to is not None
-        self.log = log
-        self.conn_id = trigger.download_conn_id
-        self.folder = ObjectStoragePath(trigger.download_to, conn_id=trigger.download_conn_id)
-        self.client: httpx.Client = download_client(allow_private_urls=trigger.download_allow_private_urls)
-        self.pool = ThreadPoolExecutor(DOWNLOAD_CONCURRENCY, thread_name_prefix="mindvideo-batch-save")
-        # Saves end with the batch: by its deadline however slowly a server sends, and at once
-        # (within a socket timeout) when the batch stops -- a thread still reading would hold
-        # the triggerer's exit until the server let go.
-        left = math.inf if trigger.deadline is None else trigger.deadline - time.time()
-        self.deadline = Deadline(time.monotonic() + max(0.0, left))
-        self.jobs: set[asyncio.Task[None]] = set()
-        self.saved = 0
-
-    def start(self, row: ItemResult, earlier: list[dict[str, Any]] | None) -> None:
-        job = asyncio.create_task(self._save(row, earlier))
-        self.jobs.add(job)
-        job.add_done_callback(self.jobs.discard)
-
-    async def _save(self, row: ItemResult, earlier: list[dict[str, Any]] | None) -> None:
-        urls, task_id = list(row.output_urls), row.task_id
-        loop = asyncio.get_running_loop()
-        try:
-            files = await loop.run_in_executor(
-                self.pool, _save_or_keep, self.client, self.folder, self.conn_id, urls, task_id, earlier, self.deadline
-            )
-        except MindVideoError as exc:
-            if exc.retryable:  # a blip (a 5xx, a dropped connection): the worker tries once more before judging
-                self.log.warning("Line %d: %s; the worker tries again", row.line, exc)
-                return
-            row.status, row.error, row.retryable = DOWNLOAD_FAILED, str(exc), exc.retryable
-            self.log.warning("Line %d: %s", row.line, row.error)
+        The server asked this account to wait, not the loop's other batches: their items take the
+        slots meanwhile.
+        """
+        if self.until <= time.monotonic():
             return
-        except Exception as exc:  # the store's own trouble (OSError, botocore's, ...): the worker tries again
-            self.log.warning(
-                "Line %d: saving the outputs of task %s failed (%r); the worker tries again", row.line, task_id, exc
-            )
-            return
-        row.files = files
-        self.saved += 1
-
-    async def drain(self) -> None:
-        """Until every save started so far has ended."""
-        while self.jobs:
-            await asyncio.wait(list(self.jobs))
-
-    def close(self) -> None:
-        """Stop: saves not started are dropped (the worker does them), running ones end at their next read."""
-        self.deadline.cancel()
-        for job in self.jobs:
-            job.cancel()
-        self.pool.shutdown(wait=False, cancel_futures=True)
-        if not self.jobs:
-            self.client.close()
-
-
-def _save_or_keep(
-    client: httpx.Client,
-    folder: ObjectStoragePath,
-    conn_id: str | None,
-    urls: Sequence[str],
-    task_id: str | None,
-    earlier: list[dict[str, Any]] | None,
-    deadline: Deadline,
-) -> list[dict[str, Any]]:
-    if earlier and still_stored(earlier, urls, conn_id):
-        # This try left them untouched: ``written`` says so (the asset event counts this try's writes).
-        return [{**file, "written": False} for file in earlier]
-    # In the triggerer the hook lineage collector belongs to no task: the worker reports the files.
-    return save_item_outputs(client, folder, urls, task_id, record_lineage=False, deadline=deadline)
+        async with stepped_aside():
+            while (left := self.until - time.monotonic()) > 0:
+                if deadline is not None:
+                    left = min(left, deadline - time.time())
+                    if left <= 0:
+                        return
+                await asyncio.sleep(left)
 
 
 class _Stop(Exception):
@@ -266,7 +182,11 @@ class _Batch:
         self.log = trigger.log
         self.total = len(items)
         self.budget = Budget(trigger.max_cost)
-        self.rows = [ItemResult.for_item(item) for item in items]
+        #: The loop's bounds, shared with every other batch in it; this batch is one tenant of them.
+        self.share = loop_share()
+        self.max_active = clamp_active(trigger.max_active, self.log)
+        #: One per item, in the work list's order; made by run(), a step at a time.
+        self.rows: list[ItemResult] = []
         # Items not taken yet. Each leaves as it is taken, its input with it once it is created:
         # at 10,000 items, holding every input to the end is megabytes the rows need too.
         self._waiting = collections.deque(items)
@@ -282,13 +202,13 @@ class _Batch:
         self._budget_change = asyncio.Event()
         #: What the ceiling counts for each create (this run's and earlier ones), by key.
         self.charges: dict[str, Charge] = {}
-        self.saver = _Saver(trigger, self.log) if trigger.download_to else None
+        self.saver = Saver(trigger, self.log, self.share.saves, self) if trigger.download_to else None
         #: The spend ledger (the connection's budgets); opened by run().
         self.books = BatchBooks(None, None, trigger.try_number)
         #: The run's hold on the batch (batch/lease.py): requests and journal writes only while it holds.
         self.lease: BatchLease | None = None
 
-    def _adopt_earlier(
+    async def _adopt_earlier(
         self, earlier: list[ItemResult], kept: list[dict[str, Any]], intents: list[dict[str, Any]]
     ) -> list[dict[str, Any]]:
         """Count what earlier tries (or earlier runs of this one) created or may have created, before creating anything.
@@ -301,15 +221,16 @@ class _Batch:
         replays tell prices, and end what keeps a model's creates going alone. Returns the tasks
         no current item owns.
         """
-        self.known = {task["idempotency_key"]: task for task in kept}
+        # Each loop over rows or tasks goes a step at a time: an earlier manifest may hold 10,000 rows.
+        self.known = {task["idempotency_key"]: task async for task in in_steps(kept)}
         self.known.update(known_tasks(earlier))
-        for intent in intents:
+        async for intent in in_steps(intents):
             self.known.setdefault(intent["idempotency_key"], {**intent, "task_id": None, "cost_estimate": None})
         self._earlier_files = {row.task_id: row.files for row in earlier if row.task_id and row.files}
         ended = {row.task_id: row for row in earlier if row.task_id and row.status in _ENDED}
-        for row in earlier:
+        async for row in in_steps(earlier):
             self.budget.learn(row.model, row.cost_estimate, row.cost_actual)
-        for task in self.known.values():
+        async for task in in_steps(list(self.known.values())):
             if task.get("model"):
                 self.budget.learn(task["model"], task.get("cost_estimate"), task.get("cost_actual"))
                 self.budget.learn(task["model"], task.get("bound"), task.get("price_seen"))
@@ -317,7 +238,7 @@ class _Batch:
         for task in self.known.values():
             by_stem.setdefault(task["idempotency_key"].rsplit("-", 1)[0], []).append(task)
         replays_first: list[WorkItem] = []
-        for item, row in zip(self._waiting, self.rows, strict=True):
+        async for item, row in in_steps(zip(self._waiting, self.rows, strict=True)):
             row.tasks = sorted(by_stem.pop(item.key_stem, []), key=lambda task: task["generation"])
             for task in row.tasks:
                 self._adopt(task, item.model, ended.get(task["task_id"]), owned=True)
@@ -365,24 +286,26 @@ class _Batch:
             "MindVideo batch: %d item(s), try %d, at most %d in flight, max_cost %s; manifest %s",
             self.total,
             self.trigger.try_number,
-            self.trigger.max_active,
+            self.max_active,
             self.trigger.max_cost,
             self.trigger.result_path,
         )
         earlier = await asyncio.to_thread(read_manifest, self.trigger.result_path, self.trigger.storage_conn_id)
         kept = await asyncio.to_thread(read_earlier_tasks, self.trigger.result_path, self.trigger.storage_conn_id)
         intents = await asyncio.to_thread(read_intents, self.intents.folder, self.trigger.storage_conn_id)
-        orphans = self._adopt_earlier(earlier, kept, intents)
+        async for item in in_steps(self._waiting):
+            self.rows.append(ItemResult.for_item(item))
+        orphans = await self._adopt_earlier(earlier, kept, intents)
         if orphans:
             # Kept before any manifest is written over the one that recorded them.
             await self._journal(write_earlier_tasks, self.trigger.result_path, self.trigger.storage_conn_id, orphans)
-        queue = self._take()
         reporter = asyncio.create_task(self._report_progress())
         try:
             async with asyncio.timeout_at(self._hard_stop()):
                 async with asyncio.TaskGroup() as workers:
-                    for _ in range(min(self.trigger.max_active, self.total)):
-                        workers.create_task(self._work(queue))
+                    # Started a step at a time: a worker's first step is the next turn's work.
+                    async for _ in in_steps(range(min(self.max_active, self.total))):
+                        workers.create_task(self._work())
                 if self.saver is not None:
                     await self.saver.drain()
         except* _Stop as stopped:
@@ -403,7 +326,9 @@ class _Batch:
         for row in self.rows if self.saver is None else ():
             if row.status == SUCCEEDED and not row.files and row.task_id in self._earlier_files:
                 row.files = self._earlier_files[row.task_id]  # stored by an earlier try: kept, not fetched again
-        summary = summarize(
+        # In a thread (rows change no more): 10,000 rows are a long step, and the loop serves others meanwhile.
+        summary = await asyncio.to_thread(
+            summarize,
             self.rows,
             self.trigger.result_path,
             max_cost=self.trigger.max_cost,
@@ -444,8 +369,8 @@ class _Batch:
         # 10,000 rows do not stall the requests); only the writing goes to a thread. As bytes in
         # slices: the text is never held whole a second (str) and third (joined, encoded) time.
         chunks = []
-        for start in range(0, len(self.rows), _ROWS_PER_CHUNK):
-            chunks.append(manifest_chunk(self.rows[start : start + _ROWS_PER_CHUNK]))
+        for start in range(0, len(self.rows), WORK_PER_STEP):
+            chunks.append(manifest_chunk(self.rows[start : start + WORK_PER_STEP]))
             await asyncio.sleep(0)
         await self._journal(write_manifest, self.trigger.result_path, self.trigger.storage_conn_id, chunks)
 
@@ -454,31 +379,36 @@ class _Batch:
         lease = self.lease
         await asyncio.to_thread(lambda: write(*args) if lease is None else lease.fenced(lambda: write(*args)))
 
-    def _take(self) -> Iterator[WorkItem]:
+    async def _work(self) -> None:
+        # Items are taken in order, one at a time per worker: at most max_active are in flight, and
+        # each holds one of the loop's slots (shared round-robin with the loop's other batches).
+        # Their requests go behind the single waits' on the same connection (this task's context only).
+        limits.bulk.set(True)
         while self._waiting:
-            yield self._waiting.popleft()
-
-    async def _work(self, queue: Iterator[WorkItem]) -> None:
-        # Items are taken in order, one at a time per worker: at most max_active are in flight.
-        for item in queue:
-            row = self.rows[item.position]
-            job = self._item(item, row)
-            del item  # the item's input goes when it is sent (see _item), not when it ends
-            self.in_flight += 1
-            try:
-                await job
-            except _STOPS_THE_BATCH as exc:
-                raise _Stop(exc) from None
-            except MindVideoError as exc:
-                # Trouble the item would have waited out, had the timeout not come first: it timed out
-                # (whether the answer came just before the deadline or after it is the machine's luck).
-                timed_out = exc.retryable and self._past_deadline()
-                row.status, row.retryable = (TIMED_OUT if timed_out else ERROR), exc.retryable
-                row.error = f"no usable answer before the batch's timeout; the last: {exc}" if timed_out else str(exc)
-            finally:
-                self._stop_watching(row)
-                self.in_flight -= 1
-                self.finished[row.status] = self.finished.get(row.status, 0) + 1
+            async with self.share.active.slot(self):
+                if not self._waiting:
+                    return
+                item = self._waiting.popleft()
+                row = self.rows[item.position]
+                job = self._item(item, row)
+                del item  # the item's input goes when it is sent (see _item), not when it ends
+                self.in_flight += 1
+                try:
+                    await job
+                except _STOPS_THE_BATCH as exc:
+                    raise _Stop(exc) from None
+                except MindVideoError as exc:
+                    # Trouble the item would have waited out, had the timeout not come first: it timed
+                    # out (whether the answer came just before the deadline or after it is the machine's luck).
+                    timed_out = exc.retryable and self._past_deadline()
+                    row.status, row.retryable = (TIMED_OUT if timed_out else ERROR), exc.retryable
+                    row.error = str(exc)
+                    if timed_out:
+                        row.error = f"no usable answer before the batch's timeout; the last: {row.error}"
+                finally:
+                    self._stop_watching(row)
+                    self.in_flight -= 1
+                    self.finished[row.status] = self.finished.get(row.status, 0) + 1
 
     async def _item(self, item: WorkItem, row: ItemResult) -> None:
         if self._past_deadline():
@@ -580,7 +510,8 @@ class _Batch:
         while (reservation := self.budget.try_reserve(model)) is None:
             if self.budget.refuses(model):
                 return None
-            await self._budget_change.wait()
+            async with stepped_aside():  # other batches' items go meanwhile
+                await self._budget_change.wait()
         return reservation
 
     async def _reserve_in_ledger(self, key: str, model: str, reservation: Charge) -> BudgetRefusal | None:
@@ -595,7 +526,8 @@ class _Batch:
             if refusal is None or not wait or not refusal.could_ever_fit:
                 return refusal
             self.log.info("%s Waiting for the reset (on_budget_exhausted='wait').", refusal.message())
-            await asyncio.sleep(seconds_until(refusal.window.resets_at.timestamp()))
+            async with stepped_aside():
+                await asyncio.sleep(seconds_until(refusal.window.resets_at.timestamp()))
 
     def _ended(self, row: ItemResult, key: str, task: MindVideoTask) -> None:
         """``task`` (``key``'s) ended: what it cost settles, and the items waiting for its model's price wake."""
@@ -628,9 +560,13 @@ class _Batch:
             if self.lease is not None:
                 await self.lease.confirm()  # a run that lost the batch sends nothing more
             try:
-                task = await self.hook.acreate_task(
-                    item.model, item.input, idempotency_key=key, allow_unknown_model=self.trigger.allow_unknown_model
-                )
+                async with self.share.requests.slot(self):
+                    task = await self.hook.acreate_task(
+                        item.model,
+                        item.input,
+                        idempotency_key=key,
+                        allow_unknown_model=self.trigger.allow_unknown_model,
+                    )
             except MindVideoError as exc:
                 if not exc.retryable or self._past_deadline():
                     raise
@@ -656,7 +592,8 @@ class _Batch:
             await asyncio.sleep(delay)
             await self.pause.wait(self.trigger.deadline)
             try:
-                task = await self.hook.aget_task(task.task_id, within=self._left())
+                async with self.share.requests.slot(self):
+                    task = await self.hook.aget_task(task.task_id, within=self._left())
             except MindVideoError as exc:
                 if not exc.retryable:
                     raise

@@ -22,8 +22,10 @@ the other sends nothing, writes nothing, and fires the holder's final event, or 
 over from its journal once the holder stops renewing its lease.
 
 Concurrency: at most ``max_active`` items are between their first create and their end at any
-time, on top of the connection's own ``max_concurrency`` / ``max_requests_per_second``. A 429
-pauses the whole batch for the wait the server asked for, not only the request that met it.
+time, on top of the connection's own ``max_concurrency`` / ``max_requests_per_second``, and
+within the bounds the triggerer's event loop shares between all its batches, round-robin
+(:mod:`airflow_provider_mindvideo.batch.sharing`). A 429 pauses the whole batch for the wait the
+server asked for, not only the request that met it.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import math
 import threading
 import time
@@ -22,6 +23,12 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from airflow_provider_mindvideo.client.protocol import ClientSettings
 
+
+#: Set (in a task's context) by a sender of many requests for one job -- a batch's items: they take a
+#: pacing turn only behind every other request of the loop waiting for one (at most one of theirs is
+#: in line at a time), so that a single task's wait on the same connection is never queued behind a
+#: batch's backlog.
+bulk: contextvars.ContextVar[bool] = contextvars.ContextVar("mindvideo_bulk_requests", default=False)
 
 # How often to ask again while every turn of the second is in flight (their answers are not timed).
 _IN_FLIGHT_POLL = 0.01
@@ -94,6 +101,9 @@ class ConnectionLimits:
             weakref.WeakKeyDictionary()
         )
         self._lines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+        self._bulk_lines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def delay(self) -> float:
         """0.0 when a request may be sent now (and it is counted), else seconds to wait before asking again."""
@@ -115,12 +125,19 @@ class ConnectionLimits:
             return True
         started = time.monotonic()
         loop = asyncio.get_running_loop()
-        line = self._lines.get(loop)
-        if line is None:
-            line = self._lines[loop] = asyncio.Lock()
+        line = _per_loop(self._lines, loop)
+        # Bulk requests first wait in a line of their own: one at a time joins the ordinary line.
+        bulk_line = _per_loop(self._bulk_lines, loop) if bulk.get() else None
         try:
             async with asyncio.timeout(within):
-                await line.acquire()
+                if bulk_line is not None:
+                    await bulk_line.acquire()
+                try:
+                    await line.acquire()
+                except BaseException:
+                    if bulk_line is not None:
+                        bulk_line.release()
+                    raise
         except TimeoutError:
             return False
         try:
@@ -130,7 +147,10 @@ class ConnectionLimits:
                 await asyncio.sleep(delay)
             return True
         finally:
+            # The ordinary line first: a request waiting there goes before the next bulk one joins.
             line.release()
+            if bulk_line is not None:
+                bulk_line.release()
 
     @contextlib.contextmanager
     def slot(self) -> Iterator[None]:
@@ -153,6 +173,15 @@ class ConnectionLimits:
             semaphore = self._loops[loop] = asyncio.Semaphore(self.max_concurrency)
         async with semaphore:
             yield
+
+
+def _per_loop(
+    locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock], loop: asyncio.AbstractEventLoop
+) -> asyncio.Lock:
+    lock = locks.get(loop)
+    if lock is None:
+        lock = locks[loop] = asyncio.Lock()
+    return lock
 
 
 _UNLIMITED = ConnectionLimits(None, None)

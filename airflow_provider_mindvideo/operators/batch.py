@@ -116,7 +116,9 @@ class MindVideoBatchGenerateOperator(BaseOperator):
     :param storage_conn_id: The storage connection for ``inputs_path``, ``result_path`` and
         the work list, if they need one. (templated)
     :param max_active: The most items between their first create and their end at once, on top
-        of the connection's own ``max_concurrency`` / ``max_requests_per_second``.
+        of the connection's own ``max_concurrency`` / ``max_requests_per_second``. At most
+        1,000: the triggerer's loop shares that many between all its batches (a larger value is
+        clamped, with a warning; :mod:`airflow_provider_mindvideo.batch.sharing`).
     :param max_failed: How many items may fail without failing the task: a count (``int``) or
         a fraction of the items (``float``, e.g. ``0.05``). Default ``0``. Failed means any
         outcome but ``succeeded``: ``failed``, ``over_budget``, ``timed_out``, ``error``,
