@@ -176,6 +176,11 @@ class LocalAirflow(ProcessGroups):
         super().__init__(logs=home)
         self.home = home
         self.api_port = free_port()
+        # SQLite's writers wait 5 s for each other by default: on a busy machine the dag-processor's
+        # writes outlast that, and the API answered a trigger "Database error" (a 500). Airflow reads
+        # connect args from an import path; its home's config/ folder is on sys.path.
+        (home / "config").mkdir(parents=True, exist_ok=True)
+        (home / "config" / "mindvideo_e2e_database.py").write_text("SQLITE = {'timeout': 120}\n")
         self.settings: dict[str, str] = {
             "AIRFLOW_HOME": str(home),
             # Airflow starts some of its parts by command name.
@@ -185,6 +190,8 @@ class LocalAirflow(ProcessGroups):
             # The emulator serves output files on 127.0.0.1, which downloads refuse unless allowed.
             "AIRFLOW__MINDVIDEO__ALLOW_PRIVATE_URLS": "true",
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "mindvideo_e2e_database.SQLITE",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": "mindvideo_e2e_database.SQLITE",
             "AIRFLOW__CORE__PARALLELISM": "8",
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
             "AIRFLOW__API__PORT": str(self.api_port),
@@ -229,6 +236,25 @@ class LocalAirflow(ProcessGroups):
         run_id = run_id or f"e2e__{time.time_ns()}"
         self.airflow("dags", "trigger", dag_id, "--run-id", run_id, "--conf", json.dumps(conf))
         return run_id
+
+    def post_run(self, dag_id: str, body: dict[str, Any]) -> str:
+        """Trigger a run through the REST API as a client would; its run id.
+
+        Under a fixed run id, so that trying again after an answer lost or refused (SQLite's lock,
+        past even its longer wait) cannot start a second run: a 409 means an earlier try got through.
+        """
+        run_id = body.get("dag_run_id") or f"e2e__{time.time_ns()}"
+        url = f"http://127.0.0.1:{self.api_port}/api/v2/dags/{dag_id}/dagRuns"
+        answer = None
+        for _ in range(30):
+            try:
+                answer = httpx.post(url, json={**body, "dag_run_id": run_id}, timeout=60)
+            except httpx.HTTPError:
+                answer = None
+            if answer is not None and answer.status_code in (200, 409):
+                return run_id
+            time.sleep(2)
+        raise RuntimeError(f"could not trigger {dag_id}: {answer.text if answer is not None else 'no answer'}")
 
     def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         with sqlite3.connect(self.home / "airflow.db", timeout=60) as db:

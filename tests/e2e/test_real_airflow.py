@@ -130,15 +130,12 @@ def test_every_example_runs_when_triggered_without_a_logical_date(cluster: tuple
     # `logical_date: null` no logical date, and so no `ds`: the daily batch failed to render on
     # every manual trigger.
     airflow, _ = cluster
-    api = f"http://127.0.0.1:{airflow.api_port}/api/v2/dags"
     runs = {}
     for dag_id, conf in EXAMPLES.items():
         wait_for(lambda dag_id=dag_id: airflow.query("select 1 from dag where dag_id = ?", dag_id), f"{dag_id} parsed")
         if conf.get("destination"):
             conf = {**conf, "destination": (airflow.home / "media" / dag_id).as_uri()}
-        answer = httpx.post(f"{api}/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf}, timeout=30)
-        assert answer.status_code == 200, answer.text
-        runs[dag_id] = answer.json()["dag_run_id"]
+        runs[dag_id] = airflow.post_run(dag_id, {"logical_date": None, "conf": conf})
     review_run = runs.pop("mindvideo_review_pipeline")
 
     def settled() -> bool:
