@@ -1,6 +1,7 @@
 """A batch's creates in the spend ledger, from the triggerer's event loop: every call to the books in a thread,
 and calls made while one is running go together in the next, so 10,000 items are not 10,000 thread hops.
-The reservations of a group are one transaction (:meth:`Ledger.reserve_many`), not one each.
+A group is two transactions, not one per create: its settles and releases (:meth:`Ledger.settle_many`),
+then its reservations (:meth:`Ledger.reserve_many`).
 
 Without budgets the books do nothing (:attr:`SpendBooks.counting` is False) and nothing here goes to a thread.
 """
@@ -14,9 +15,9 @@ from typing import Any
 
 from airflow_provider_mindvideo.client.models import MindVideoTask, readable_cost
 from airflow_provider_mindvideo.spend.location import SpendBooks
-from airflow_provider_mindvideo.spend.records import BudgetRefusal, CreateRecord, PriceUnknownWait
+from airflow_provider_mindvideo.spend.records import BudgetRefusal, CreateRecord, PriceUnknownWait, Settlement
 
-_Call = tuple[Callable[[], Any], "asyncio.Future[Any]"]
+_Answer = tuple[Settlement, "asyncio.Future[Any]"]
 _Reservation = tuple[CreateRecord, float, "asyncio.Future[Any]"]
 
 #: How often an item whose model goes alone (its price not known, another create of it in flight) asks again.
@@ -33,7 +34,7 @@ class BatchBooks:
         self.books = books
         self.creator = dict(creator or {})
         self.try_number = try_number
-        self._queued: list[_Call] = []
+        self._queued: list[_Answer] = []
         self._reservations: list[_Reservation] = []
         self._flushing: asyncio.Task[None] | None = None
         self._settles: set[asyncio.Future[Any]] = set()
@@ -80,12 +81,12 @@ class BatchBooks:
         if not self.counting:
             return
         estimated, actual = readable_cost(task.cost_estimate), readable_cost(task.cost_actual)
-        self._later(lambda: self._books.settle(key, estimated=estimated, actual=actual, mindvideo_task_id=task.task_id))
+        self._later(Settlement(key, estimated, actual, task.task_id))
 
     def release(self, key: str) -> None:
         """The API refused the create: its reservation is given back (in the background)."""
         if self.counting:
-            self._later(lambda: self._books.release(key))
+            self._later(Settlement(key, released=True))
 
     async def drain(self) -> None:
         """Until every settle and release asked for so far is written; raises the first that failed."""
@@ -96,15 +97,11 @@ class BatchBooks:
                 if isinstance(outcome, BaseException):
                     raise outcome
 
-    def _later(self, call: Callable[[], Any]) -> None:
-        future = self._enqueue(call)
-        self._settles.add(future)
-
-    def _enqueue(self, call: Callable[[], Any]) -> asyncio.Future[Any]:
+    def _later(self, settlement: Settlement) -> None:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queued.append((call, future))
+        self._queued.append((settlement, future))
+        self._settles.add(future)
         self._start()
-        return future
 
     def _start(self) -> None:
         if self._flushing is None or self._flushing.done():
@@ -116,18 +113,21 @@ class BatchBooks:
             group, self._queued = self._queued, []
             reservations, self._reservations = self._reservations, []
             creates = [(create, amount) for create, amount, _ in reservations]
-            outcomes, reserved = await asyncio.to_thread(self._run_group, [call for call, _ in group], creates)
+            outcomes, reserved = await asyncio.to_thread(self._run_group, [s for s, _ in group], creates)
             for (_, future), outcome in zip(group, outcomes, strict=True):
                 _resolve(future, outcome)
             for (_, _, future), outcome in zip(reservations, reserved, strict=True):
                 _resolve(future, outcome)
 
     def _run_group(
-        self, calls: list[Callable[[], Any]], creates: list[tuple[CreateRecord, float]]
+        self, settlements: list[Settlement], creates: list[tuple[CreateRecord, float]]
     ) -> tuple[list[_Outcome], list[_Outcome]]:
-        """In a thread: settles and releases first, each its own transaction (what they free and tell is
-        then seen by the reservations), then every reservation in one transaction."""
-        outcomes = [_outcome(call) for call in calls]
+        """In a thread: settles and releases first, in one transaction (what they free and tell is then
+        seen by the reservations), then every reservation in one transaction."""
+        outcomes: list[_Outcome] = []
+        if settlements:
+            settled, failed = _outcome(lambda: self._books.settle_many(settlements))
+            outcomes = [(None, failed)] * len(settlements) if failed is not None else [(v, None) for v in settled]
         if not creates:
             return outcomes, []
         value, error = _outcome(lambda: self._books.reserve_many(creates))

@@ -14,7 +14,7 @@ from sqlalchemy import and_, insert, select, update
 from sqlalchemy.engine import Connection, Row
 
 from airflow_provider_mindvideo.client.errors import InputValidationError
-from airflow_provider_mindvideo.spend.budgets import BudgetConfig, BudgetLimit, from_micros
+from airflow_provider_mindvideo.spend.budgets import BudgetConfig, BudgetLimit, from_micros, to_micros
 from airflow_provider_mindvideo.spend.pricing import create_in_flight, holding_amount, lock_price, price_of
 from airflow_provider_mindvideo.spend.records import BudgetRefusal, CreateRecord, PriceUnknownWait
 from airflow_provider_mindvideo.spend.schema import budget_window, spend, spend_hold
@@ -42,9 +42,10 @@ def reserve_one(
     """Reserve ``create`` at no less than ``micros`` and its model's bound in the ledger, or raise.
 
     A replay of a key reserved or settled changes nothing (no price, no alone rule: it is counted).
+    A key released (the API refused it) or refused by a budget earlier is held again, in its row.
     """
     found = locked_row(connection, create.idempotency_key)
-    if found is not None and found.state != "released":
+    if found is not None and found.state not in ("released", "refused"):
         return
     price = price_of(connection, create.model)
     micros = holding_amount(micros, price)
@@ -77,12 +78,45 @@ def reserve_one(
             ).scalar_one()
         else:  # written since we looked (PostgreSQL: another reserver of the key committed): counted
             return
-    else:  # the API refused it before: held again
+    else:  # the API or a budget refused it before: held again
         spend_id = found.id
         connection.execute(spend_hold.delete().where(spend_hold.c.spend_id == spend_id))
         connection.execute(update(spend).where(spend.c.id == spend_id).values(values | {"settled_at": None}))
     for budget, window in windows:
         _hold(connection, spend_id, micros, config, budget, window)
+
+
+def record_refusal(
+    connection: Connection, create: CreateRecord, config: BudgetConfig, refusal: BudgetRefusal, now: dt.datetime
+) -> None:
+    """Write that a budget refused ``create`` (nothing was sent): a row in state ``refused``, counted in no total.
+
+    It says what the create would have held (``reserved``), which budget refused it and when (its
+    last refusal). A key with a row in another state keeps it (a replay is never refused; a
+    create the API refused stays released). A later reservation of the key turns it into one.
+    """
+    values: dict[str, Any] = {
+        "account": config.account,
+        "dag_id": create.dag_id,
+        "run_id": create.run_id,
+        "task_id": create.task_id,
+        "map_index": create.map_index,
+        "try_number": create.try_number,
+        "model": create.model,
+        "budgets": refusal.budget,
+        "reserved": to_micros(refusal.amount),
+        "cost": 0,
+        "state": "refused",
+        "created_at": naive(now),
+    }
+    if not insert_ignoring(
+        connection, spend, values | {"idempotency_key": create.idempotency_key}, ["idempotency_key"]
+    ):
+        connection.execute(
+            update(spend)
+            .where(spend.c.idempotency_key == create.idempotency_key, spend.c.state == "refused")
+            .values(values)
+        )
 
 
 def _hold(

@@ -92,7 +92,15 @@ def test_a_refusal_names_budget_window_spent_reserved_limit_and_reset(ledger: Le
         assert words in message
     assert ledger.row("b").reserved == 2.0  # type: ignore[union-attr]
     assert "resets at 2026-06-01 00:00 Europe/Berlin (2026-05-31T22:00Z)" in message
-    assert ledger.row("c") is None  # nothing written for the refused create
+    # The refused create is on the books as refused: what it would have held, by whom, counted nowhere.
+    refused = ledger.row("c")
+    assert refused is not None and (refused.state, refused.cost, refused.reserved) == ("refused", 0, 2.0)
+    assert refused.budgets == ("marketing",)
+    assert ledger.settle("c", actual=1.0) is None  # never reserved: no answer settles it
+    assert {(w.budget, w.spent, w.reserved) for w in reading.budget_windows(ledger.engine, at=NOW)} == {
+        ("account", 2.0, 2.0),
+        ("marketing", 2.0, 2.0),
+    }
     assert pickle.loads(pickle.dumps(error)).refusal == error.refusal
 
 

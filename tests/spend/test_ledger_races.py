@@ -30,11 +30,14 @@ def _check_books(url: str, outcomes: list[tuple[str, bool]]) -> None:
     assert len(outcomes) == WORKERS * PER_WORKER
     assert len(accepted) == FITTING, f"{len(accepted)} reserved for a budget that holds {FITTING}"
     with engine_for_url(url).connect() as connection:
-        rows = {row.idempotency_key: row for row in connection.execute(select(spend))}
+        every = connection.execute(select(spend)).all()
+        rows = {row.idempotency_key: row for row in every if row.state != "refused"}
+        refused_rows = {row.idempotency_key: row for row in every if row.state == "refused"}
         counters = {row.budget: row for row in connection.execute(select(budget_window))}
-    # Exactly the accepted creates have rows; a refused one left nothing behind.
+    # Exactly the accepted creates hold money; a refused one is a refused row holding nothing.
     assert set(rows) == accepted
-    assert not refused & set(rows)
+    assert set(refused_rows) == refused
+    assert all(row.cost == 0 and row.budgets == "account" for row in refused_rows.values())
     assert all(row.state == "reserved" and row.reserved == 250_000 for row in rows.values())
     day = counters["account"]
     assert day.spent + day.reserved <= day.limit_amount == 15_000_000

@@ -79,6 +79,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.ledger = Ledger(engine_for_url(self.url), clock=lambda: self.now)
         self.config = budgets_from_extras(EXTRAS, "acct")
         self.rows: dict[str, ModelRow] = {}
+        self.refused: set[str] = set()  # keys a budget refused and nothing reserved since: a 'refused' row
         self.counters: dict[WindowKey, list[int]] = defaultdict(lambda: [0, 0])  # spent, reserved
         self.overrun: dict[WindowKey, int] = defaultdict(int)
         self.numbers = iter(range(10**9))
@@ -105,6 +106,7 @@ class LedgerMachine(RuleBasedStateMachine):
         windows = [w for w, _ in self._windows(budget)]
         for window in windows:
             self.counters[window][1] += micros
+        self.refused.discard(key)
         self.rows[key] = ModelRow(model, "reserved", micros, micros, windows=windows, held=micros)
 
     def _holding(self, model: str, amount: float) -> int:
@@ -139,6 +141,8 @@ class LedgerMachine(RuleBasedStateMachine):
             self._model_reserve(key, micros, budget, model)
         else:
             assert isinstance(outcome, BudgetRefusal), f"reserved past the limit of {full}: {outcome}"
+            if existing is None:  # a create the API refused stays released
+                self.refused.add(key)
             assert (outcome.budget, outcome.window.period.value) == full[:2]
             assert outcome.window.start <= self.now < outcome.window.resets_at
 
@@ -257,6 +261,7 @@ class LedgerMachine(RuleBasedStateMachine):
         assert len(accepted) == max(0, min(count, fitting))
         for key in accepted:
             self._model_reserve(key, micros, budget)
+        self.refused |= set(keys) - set(accepted)
 
     # -- invariants -----------------------------------------------------------------------------
 
@@ -281,7 +286,11 @@ class LedgerMachine(RuleBasedStateMachine):
             assert [spent, reserved] == self.counters[window], window
             assert [spent, reserved] == sums[window], window
             assert spent + reserved <= limit + self.overrun[window], window
-        assert {k for k, r in self.rows.items()} == {r.idempotency_key for r in rows.values()}
+        assert set(self.rows) == {r.idempotency_key for r in rows.values() if r.state != "refused"}
+        refused = [r for r in rows.values() if r.state == "refused"]
+        assert self.refused == {r.idempotency_key for r in refused}
+        assert all(r.cost == 0 for r in refused)
+        assert not {r.id for r in refused} & {hold.spend_id for hold in holds}
         if self.prices[UNPRICED][1] is None:  # goes alone: one in flight at most
             assert len(self._in_flight(UNPRICED, "")) <= 1
 
