@@ -39,7 +39,7 @@ from airflow_provider_mindvideo.spend.reserving import (
     reserve_one,
 )
 from airflow_provider_mindvideo.spend.schema import ensure_schema, spend
-from airflow_provider_mindvideo.spend.settling import locked_rows, settle_group
+from airflow_provider_mindvideo.spend.settling import settle_group
 from airflow_provider_mindvideo.spend.windows import UTC, window_at
 
 #: What a reservation comes to: the create's row, a full window's refusal, or the create its model waits for.
@@ -102,22 +102,19 @@ class Ledger:
         now = self.clock().astimezone(UTC)
 
         def work(connection: Connection) -> list[Reserved]:
-            outcomes: list[Reserved | None] = []
+            outcomes: list[Reserved] = []
             for create, amount, budget in creates:
                 budgets = lock_order(config.applicable(budget))
                 windows = [(b, window_at(b.period, now, config.timezone)) for b in budgets]
                 try:
                     with connection.begin_nested():
-                        reserve_one(connection, create, to_micros(amount), config, windows, now)
-                    outcomes.append(None)
+                        outcomes.append(reserve_one(connection, create, to_micros(amount), config, windows, now))
                 except Refused as refused:
                     record_refusal(connection, create, config, refused.refusal, now)
                     outcomes.append(refused.refusal)
                 except Waiting as waiting:
                     outcomes.append(waiting.wait)
-            accepted = [c.idempotency_key for (c, _, _), o in zip(creates, outcomes, strict=True) if o is None]
-            rows = {r.idempotency_key: spend_row(r) for r in locked_rows(connection, accepted)}
-            return [rows[c.idempotency_key] if o is None else o for (c, _, _), o in zip(creates, outcomes, strict=True)]
+            return outcomes
 
         return in_transaction(self.engine, work)
 
