@@ -53,12 +53,12 @@ def utc_now() -> dt.datetime:
 class Ledger:
     """The books of every create, in one SQL database (see :func:`engine_for_url`).
 
-    :param clock: now, as an aware datetime (tests move it across windows).
+    :param clock: now, as an aware datetime (default :func:`utc_now`; tests move it across windows).
     """
 
-    def __init__(self, engine: Engine, *, clock: Callable[[], dt.datetime] = utc_now) -> None:
+    def __init__(self, engine: Engine, *, clock: Callable[[], dt.datetime] | None = None) -> None:
         self.engine = engine
-        self.clock = clock
+        self.clock = clock or utc_now
         ensure_schema(engine)
 
     def reserve(self, create: CreateRecord, amount: float, config: BudgetConfig, budget: str | None = None) -> SpendRow:
