@@ -19,14 +19,18 @@ import dataclasses
 import datetime as dt
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from airflow_provider_mindvideo.spend.schema import schema_sql
 from airflow_provider_mindvideo.spend.windows import UTC
 
+#: ``(account, task_id)`` -> the task as the API tells it (the hook's ``get_task``, given by spend_command).
+TaskLookup = Callable[[str, str], Any]
 
-def main(argv: Sequence[str] | None = None) -> int:
+
+def main(argv: Sequence[str] | None = None, lookup: TaskLookup | None = None) -> int:
+    """The command; ``reconcile`` needs ``lookup`` (this room may not import the hook: spend_command gives it)."""
     parser = argparse.ArgumentParser(prog="mindvideo-spend", description="What MindVideo creates have cost.")
     parser.add_argument("--ledger-url", help="a SQLAlchemy URL (default: the ledger Airflow's settings name)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -68,7 +72,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     engine = Ledger(engine_for_url(url)).engine
     rows: list[Any]
     if args.command == "reconcile":
-        return _reconcile(Ledger(engine), dict(args.task), dt.timedelta(minutes=args.older_than), args.json)
+        if lookup is None:
+            parser.error(
+                "reconcile looks tasks up: run it as mindvideo-spend (airflow_provider_mindvideo.spend_command)"
+            )
+        return _reconcile(Ledger(engine), lookup, dict(args.task), dt.timedelta(minutes=args.older_than), args.json)
     if args.command == "by":
         rows = reading.spend_totals(engine, args.grouping, since=args.since, until=args.until, account=args.account)
         columns = ["key", "creates", "settled", "reserved", "counted", "refused"]
@@ -90,13 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _reconcile(ledger: Any, task_ids: dict[str, str], older_than: dt.timedelta, as_json: bool) -> int:
-    from airflow_provider_mindvideo.hooks import MindVideoHook
+def _reconcile(
+    ledger: Any, lookup: TaskLookup, task_ids: dict[str, str], older_than: dt.timedelta, as_json: bool
+) -> int:
     from airflow_provider_mindvideo.spend.reconcile import reconcile
-
-    def lookup(account: str, task_id: str) -> Any:
-        with MindVideoHook(account) as hook:
-            return hook.get_task(task_id)
 
     done = reconcile(ledger, lookup, older_than=older_than, task_ids=task_ids)
     columns = ["created_at", "idempotency_key", "dag_id", "task_id", "map_index", "outcome", "cost", "why"]

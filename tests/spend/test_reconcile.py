@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from airflow_provider_mindvideo import spend_command
 from airflow_provider_mindvideo.emulator import MindVideoEmulator
 from airflow_provider_mindvideo.hooks import MindVideoHook
-from airflow_provider_mindvideo.spend import cli, reading
+from airflow_provider_mindvideo.spend import reading
 from airflow_provider_mindvideo.spend.budgets import budgets_from_extras
 from airflow_provider_mindvideo.spend.engines import engine_for_url
 from airflow_provider_mindvideo.spend.ledger import Ledger
@@ -37,11 +38,6 @@ def killed_after_sending(ledger_url: str, key: str, prompt: str, hours_ago: floa
         return hook.create_task("gpt-image-2", {"prompt": prompt}, key).task_id
 
 
-def lookup(account: str, task_id: str) -> object:
-    with MindVideoHook(account) as hook:
-        return hook.get_task(task_id)
-
-
 def test_reconcile_settles_a_known_task_and_leaves_an_unknown_one_counted(
     emulator: MindVideoEmulator, tmp_path: Path
 ) -> None:
@@ -52,7 +48,9 @@ def test_reconcile_settles_a_known_task_and_leaves_an_unknown_one_counted(
     ledger = Ledger(engine_for_url(url))
     assert [r.idempotency_key for r in open_reservations(ledger)] == ["lost-answer", "no-task-id"]
 
-    done = {r.row.idempotency_key: r for r in reconcile(ledger, lookup, task_ids={"lost-answer": found})}  # type: ignore[arg-type]
+    done = {
+        r.row.idempotency_key: r for r in reconcile(ledger, spend_command.look_up_task, task_ids={"lost-answer": found})
+    }
     assert set(done) == {"lost-answer", "no-task-id"}  # the recent one may still get its answer
     settled = done["lost-answer"].row
     assert done["lost-answer"].outcome == "settled" and settled.mindvideo_task_id == found
@@ -71,15 +69,15 @@ def test_the_command_settles_with_a_given_task_id_and_fails_while_any_stays_open
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     first = killed_after_sending(url, "a", "one", hours_ago=1)
     killed_after_sending(url, "b", "two", hours_ago=1)
-    assert cli.main(["--ledger-url", url, "--json", "reconcile", "--task", f"a={first}"]) == 1
+    assert spend_command.main(["--ledger-url", url, "--json", "reconcile", "--task", f"a={first}"]) == 1
     rows = {r["idempotency_key"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows["a"]["outcome"] == "settled" and rows["b"]["outcome"] == "left reserved"
     second = Ledger(engine_for_url(url))
     assert second.row("a").state == "settled"  # type: ignore[union-attr]
     with MindVideoHook() as hook:  # b's task id, as found in the dashboard
         task_b = hook.create_task("gpt-image-2", {"prompt": "two"}, "b").task_id
-    assert cli.main(["--ledger-url", url, "reconcile", "--older-than", "0", "--task", f"b={task_b}"]) == 0
+    assert spend_command.main(["--ledger-url", url, "reconcile", "--older-than", "0", "--task", f"b={task_b}"]) == 0
     assert "settled" in capsys.readouterr().out
     assert emulator.state.charged_tasks == 2  # b's replay was free
     with pytest.raises(SystemExit):
-        cli.main(["--ledger-url", url, "reconcile", "--task", "no-equals-sign"])
+        spend_command.main(["--ledger-url", url, "reconcile", "--task", "no-equals-sign"])
