@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection, Engine
 from airflow_provider_mindvideo.client.errors import InputValidationError
 from airflow_provider_mindvideo.spend.budgets import BudgetConfig, to_micros
 from airflow_provider_mindvideo.spend.engines import in_transaction
+from airflow_provider_mindvideo.spend.grouping import reserve_group
 from airflow_provider_mindvideo.spend.records import (
     BudgetRefusal,
     BudgetWindowExceededError,
@@ -92,9 +93,10 @@ class Ledger:
     ) -> list[Reserved]:
         """Reserve ``(create, amount, budget)`` in order, in one transaction; each accepted or refused on its own.
 
-        Each sees the totals the ones before it left (one savepoint each: a refused one leaves
-        nothing behind), so a group is what the same reservations one by one would be, in one
-        commit instead of one per create.
+        Each sees the totals the ones before it left, so a group is what the same reservations
+        one by one would be, in one commit instead of one per create: decided together when all
+        are new and none goes alone (:mod:`~airflow_provider_mindvideo.spend.grouping`), else one
+        by one, each under its own savepoint (a refused one leaves only its refused row behind).
         """
         for _, amount, _ in creates:
             if not (amount >= 0):
@@ -102,6 +104,10 @@ class Ledger:
         now = self.clock().astimezone(UTC)
 
         def work(connection: Connection) -> list[Reserved]:
+            if len(creates) > 1:
+                grouped = reserve_group(connection, creates, config, now)
+                if grouped is not None:
+                    return grouped
             outcomes: list[Reserved] = []
             for create, amount, budget in creates:
                 budgets = lock_order(config.applicable(budget))
