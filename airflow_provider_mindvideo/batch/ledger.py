@@ -23,6 +23,12 @@ _Reservation = tuple[CreateRecord, float, "asyncio.Future[Any]"]
 #: How often an item whose model goes alone (its price not known, another create of it in flight) asks again.
 PRICE_POLL = 0.5
 
+#: How long a settle or release may wait for others to go with it (or for the next reservations).
+#: Answers arrive one by one; written one transaction each, they cost more CPU than the items. A
+#: reservation waiting to be settled stays counted at its bound meanwhile (over-counted, never
+#: under); a model's lone create tells its price within this plus :data:`PRICE_POLL`.
+SETTLE_DELAY = 0.25
+
 
 class BatchBooks:
     """One batch run's books: reserve before a create is sent, settle on its answer and its end, release on a refusal.
@@ -37,6 +43,7 @@ class BatchBooks:
         self._queued: list[_Answer] = []
         self._reservations: list[_Reservation] = []
         self._flushing: asyncio.Task[None] | None = None
+        self._settle_timer: asyncio.TimerHandle | None = None
         self._settles: set[asyncio.Future[Any]] = set()
 
     @property
@@ -90,6 +97,8 @@ class BatchBooks:
 
     async def drain(self) -> None:
         """Until every settle and release asked for so far is written; raises the first that failed."""
+        if self._queued:
+            self._start()  # now, not after the settle delay
         while self._settles:
             done = list(self._settles)
             self._settles.clear()
@@ -98,10 +107,12 @@ class BatchBooks:
                     raise outcome
 
     def _later(self, settlement: Settlement) -> None:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
         self._queued.append((settlement, future))
         self._settles.add(future)
-        self._start()
+        if self._settle_timer is None:
+            self._settle_timer = loop.call_later(SETTLE_DELAY, self._start)
 
     def _start(self) -> None:
         if self._flushing is None or self._flushing.done():
@@ -110,6 +121,9 @@ class BatchBooks:
     async def _flush(self) -> None:
         # Calls queued while one group is in its thread wait for the next group: one hop each.
         while self._queued or self._reservations:
+            if self._settle_timer is not None:  # this group takes the settles waiting for it
+                self._settle_timer.cancel()
+                self._settle_timer = None
             group, self._queued = self._queued, []
             reservations, self._reservations = self._reservations, []
             creates = [(create, amount) for create, amount, _ in reservations]
