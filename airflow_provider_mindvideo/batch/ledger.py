@@ -1,7 +1,8 @@
 """A batch's creates in the spend ledger, from the triggerer's event loop: every call to the books in a thread,
 and calls made while one is running go together in the next, so 10,000 items are not 10,000 thread hops.
 A group is two transactions, not one per create: its settles and releases (:meth:`Ledger.settle_many`),
-then its reservations (:meth:`Ledger.reserve_many`).
+then its reservations (:meth:`Ledger.reserve_many`). A reservation waits up to :data:`RESERVE_DELAY`
+and a settle up to :data:`SETTLE_DELAY` for others to go with it.
 
 Without budgets the books do nothing (:attr:`SpendBooks.counting` is False) and nothing here goes to a thread.
 """
@@ -27,7 +28,10 @@ PRICE_POLL = 0.5
 #: Answers arrive one by one; written one transaction each, they cost more CPU than the items. A
 #: reservation waiting to be settled stays counted at its bound meanwhile (over-counted, never
 #: under); a model's lone create tells its price within this plus :data:`PRICE_POLL`.
-SETTLE_DELAY = 0.25
+SETTLE_DELAY = 1.0
+
+#: How long a reservation waits for others to go with it: items start one by one as others end.
+RESERVE_DELAY = 0.05
 
 
 class BatchBooks:
@@ -44,6 +48,7 @@ class BatchBooks:
         self._reservations: list[_Reservation] = []
         self._flushing: asyncio.Task[None] | None = None
         self._settle_timer: asyncio.TimerHandle | None = None
+        self._reserve_timer: asyncio.TimerHandle | None = None
         self._settles: set[asyncio.Future[Any]] = set()
 
     @property
@@ -76,7 +81,8 @@ class BatchBooks:
         while True:
             future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             self._reservations.append((self.record(key, model), amount, future))
-            self._start()
+            if self._reserve_timer is None:
+                self._reserve_timer = asyncio.get_running_loop().call_later(RESERVE_DELAY, self._start)
             outcome = await future
             if not isinstance(outcome, PriceUnknownWait):
                 return outcome if isinstance(outcome, BudgetRefusal) else None
@@ -121,9 +127,10 @@ class BatchBooks:
     async def _flush(self) -> None:
         # Calls queued while one group is in its thread wait for the next group: one hop each.
         while self._queued or self._reservations:
-            if self._settle_timer is not None:  # this group takes the settles waiting for it
-                self._settle_timer.cancel()
-                self._settle_timer = None
+            for timer in (self._settle_timer, self._reserve_timer):  # this group takes what waits for it
+                if timer is not None:
+                    timer.cancel()
+            self._settle_timer = self._reserve_timer = None
             group, self._queued = self._queued, []
             reservations, self._reservations = self._reservations, []
             creates = [(create, amount) for create, amount, _ in reservations]

@@ -193,18 +193,14 @@ def _row(
 
 
 def _insert(connection: Connection, rows: list[dict[str, Any]]) -> dict[str, int]:
-    """Insert the rows (one statement per chunk), skipping keys written since; key -> id of those inserted."""
+    """Insert the rows (one statement, sent in batches), skipping keys written since; key -> id of those inserted."""
     if connection.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as dialect_insert
     else:
         from sqlalchemy.dialects.sqlite import insert as dialect_insert  # type: ignore[assignment]
-    written: dict[str, int] = {}
-    for start in range(0, len(rows), CHUNK // 20):  # 14 columns a row, under SQLite's bound-parameter limit
-        statement = (
-            dialect_insert(spend)
-            .values(rows[start : start + CHUNK // 20])
-            .on_conflict_do_nothing(index_elements=["idempotency_key"])
-            .returning(spend.c.id, spend.c.idempotency_key)
-        )
-        written.update({key: spend_id for spend_id, key in connection.execute(statement)})
-    return written
+    statement = (
+        dialect_insert(spend)
+        .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        .returning(spend.c.id, spend.c.idempotency_key)
+    )
+    return {key: spend_id for spend_id, key in connection.execute(statement, rows)}
