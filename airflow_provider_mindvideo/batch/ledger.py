@@ -1,6 +1,8 @@
 """A batch's creates in the spend ledger, from the triggerer's event loop: every call to the books in a thread,
 and calls made while one is running go together in the next, so 10,000 items are not 10,000 thread hops.
-The reservations of a group are one transaction (:meth:`Ledger.reserve_many`), not one each.
+A group is two transactions, not one per create: its settles and releases (:meth:`Ledger.settle_many`),
+then its reservations (:meth:`Ledger.reserve_many`). A reservation waits up to :data:`RESERVE_DELAY`
+and a settle up to :data:`SETTLE_DELAY` for others to go with it.
 
 Without budgets the books do nothing (:attr:`SpendBooks.counting` is False) and nothing here goes to a thread.
 """
@@ -15,13 +17,22 @@ from typing import Any
 from airflow_provider_mindvideo.batch.sharing import stepped_aside
 from airflow_provider_mindvideo.client.models import MindVideoTask, readable_cost
 from airflow_provider_mindvideo.spend.location import SpendBooks
-from airflow_provider_mindvideo.spend.records import BudgetRefusal, CreateRecord, PriceUnknownWait
+from airflow_provider_mindvideo.spend.records import BudgetRefusal, CreateRecord, PriceUnknownWait, Settlement
 
-_Call = tuple[Callable[[], Any], "asyncio.Future[Any]"]
+_Answer = tuple[Settlement, "asyncio.Future[Any]"]
 _Reservation = tuple[CreateRecord, float, "asyncio.Future[Any]"]
 
 #: How often an item whose model goes alone (its price not known, another create of it in flight) asks again.
 PRICE_POLL = 0.5
+
+#: How long a settle or release may wait for others to go with it (or for the next reservations).
+#: Answers arrive one by one; written one transaction each, they cost more CPU than the items. A
+#: reservation waiting to be settled stays counted at its bound meanwhile (over-counted, never
+#: under); a model's lone create tells its price within this plus :data:`PRICE_POLL`.
+SETTLE_DELAY = 1.0
+
+#: How long a reservation waits for others to go with it: items start one by one as others end.
+RESERVE_DELAY = 0.05
 
 
 class BatchBooks:
@@ -34,9 +45,11 @@ class BatchBooks:
         self.books = books
         self.creator = dict(creator or {})
         self.try_number = try_number
-        self._queued: list[_Call] = []
+        self._queued: list[_Answer] = []
         self._reservations: list[_Reservation] = []
         self._flushing: asyncio.Task[None] | None = None
+        self._settle_timer: asyncio.TimerHandle | None = None
+        self._reserve_timer: asyncio.TimerHandle | None = None
         self._settles: set[asyncio.Future[Any]] = set()
 
     @property
@@ -69,7 +82,8 @@ class BatchBooks:
         while True:
             future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             self._reservations.append((self.record(key, model), amount, future))
-            self._start()
+            if self._reserve_timer is None:
+                self._reserve_timer = asyncio.get_running_loop().call_later(RESERVE_DELAY, self._start)
             outcome = await future
             if not isinstance(outcome, PriceUnknownWait):
                 return outcome if isinstance(outcome, BudgetRefusal) else None
@@ -83,15 +97,17 @@ class BatchBooks:
         if not self.counting:
             return
         estimated, actual = readable_cost(task.cost_estimate), readable_cost(task.cost_actual)
-        self._later(lambda: self._books.settle(key, estimated=estimated, actual=actual, mindvideo_task_id=task.task_id))
+        self._later(Settlement(key, estimated, actual, task.task_id))
 
     def release(self, key: str) -> None:
         """The API refused the create: its reservation is given back (in the background)."""
         if self.counting:
-            self._later(lambda: self._books.release(key))
+            self._later(Settlement(key, released=True))
 
     async def drain(self) -> None:
         """Until every settle and release asked for so far is written; raises the first that failed."""
+        if self._queued:
+            self._start()  # now, not after the settle delay
         while self._settles:
             done = list(self._settles)
             self._settles.clear()
@@ -99,15 +115,13 @@ class BatchBooks:
                 if isinstance(outcome, BaseException):
                     raise outcome
 
-    def _later(self, call: Callable[[], Any]) -> None:
-        future = self._enqueue(call)
+    def _later(self, settlement: Settlement) -> None:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queued.append((settlement, future))
         self._settles.add(future)
-
-    def _enqueue(self, call: Callable[[], Any]) -> asyncio.Future[Any]:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queued.append((call, future))
-        self._start()
-        return future
+        if self._settle_timer is None:
+            self._settle_timer = loop.call_later(SETTLE_DELAY, self._start)
 
     def _start(self) -> None:
         if self._flushing is None or self._flushing.done():
@@ -116,21 +130,28 @@ class BatchBooks:
     async def _flush(self) -> None:
         # Calls queued while one group is in its thread wait for the next group: one hop each.
         while self._queued or self._reservations:
+            for timer in (self._settle_timer, self._reserve_timer):  # this group takes what waits for it
+                if timer is not None:
+                    timer.cancel()
+            self._settle_timer = self._reserve_timer = None
             group, self._queued = self._queued, []
             reservations, self._reservations = self._reservations, []
             creates = [(create, amount) for create, amount, _ in reservations]
-            outcomes, reserved = await asyncio.to_thread(self._run_group, [call for call, _ in group], creates)
+            outcomes, reserved = await asyncio.to_thread(self._run_group, [s for s, _ in group], creates)
             for (_, future), outcome in zip(group, outcomes, strict=True):
                 _resolve(future, outcome)
             for (_, _, future), outcome in zip(reservations, reserved, strict=True):
                 _resolve(future, outcome)
 
     def _run_group(
-        self, calls: list[Callable[[], Any]], creates: list[tuple[CreateRecord, float]]
+        self, settlements: list[Settlement], creates: list[tuple[CreateRecord, float]]
     ) -> tuple[list[_Outcome], list[_Outcome]]:
-        """In a thread: settles and releases first, each its own transaction (what they free and tell is
-        then seen by the reservations), then every reservation in one transaction."""
-        outcomes = [_outcome(call) for call in calls]
+        """In a thread: settles and releases first, in one transaction (what they free and tell is then
+        seen by the reservations), then every reservation in one transaction."""
+        outcomes: list[_Outcome] = []
+        if settlements:
+            settled, failed = _outcome(lambda: self._books.settle_many(settlements))
+            outcomes = [(None, failed)] * len(settlements) if failed is not None else [(v, None) for v in settled]
         if not creates:
             return outcomes, []
         value, error = _outcome(lambda: self._books.reserve_many(creates))

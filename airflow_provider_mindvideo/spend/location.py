@@ -30,6 +30,7 @@ from airflow_provider_mindvideo.spend.records import (
     CreateRecord,
     ModelPriceUnknownError,
     PriceUnknownWait,
+    Settlement,
     SpendRow,
 )
 
@@ -172,6 +173,12 @@ class SpendBooks:
     def release(self, idempotency_key: str) -> SpendRow | None:
         """The API refused the create: nothing was charged, its reservation is given back."""
         return None if self.ledger is None else self._guarded(self.ledger.release, idempotency_key)
+
+    def settle_many(self, settlements: Sequence[Settlement]) -> list[SpendRow | None]:
+        """Settles and releases of a group (a batch's answers) in one transaction, in order."""
+        if self.ledger is None:
+            return [None] * len(settlements)
+        return self._guarded(self.ledger.settle_many, settlements)
 
     def _guarded(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         try:

@@ -106,15 +106,23 @@ def learn_price(connection: Connection, model: str, estimated: int | None, actua
     highest = max((m for m in (estimated, actual) if m is not None), default=None)
     if highest is None:
         return
-    _insert_missing(connection, model)
+    found = connection.execute(
+        select(model_price.c.highest, model_price.c.charged).where(model_price.c.model == model)
+    ).first()
+    if found is None:
+        _insert_missing(connection, model)
+    elif _at_least(found.highest, highest) and (actual is None or _at_least(found.charged, actual)):
+        return  # it told nothing new (a price is rarely raised: most settles stop here)
     _raise(connection, model_price.c.highest, model, highest)
     if actual is not None:
         _raise(connection, model_price.c.charged, model, actual)
 
 
+def _at_least(stored: int | None, micros: int) -> bool:
+    return stored is not None and stored >= micros
+
+
 def _insert_missing(connection: Connection, model: str) -> None:
-    if connection.execute(select(model_price.c.model).where(model_price.c.model == model)).first() is not None:
-        return
     if connection.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as dialect_insert
     else:

@@ -1,4 +1,8 @@
-"""Reading the ledger: spend per budget window, totals per DAG, model, account or day, and recent creates.
+"""Reading the ledger: spend per budget window, totals per DAG, model, account or day, recent creates and refusals.
+
+A create a budget refused has a row in state ``refused`` (cost 0, ``reserved`` the amount it would
+have held, ``budgets`` the budget that refused it): it counts in no total, and is read apart
+(:func:`refused_creates`, ``SpendTotal.refused``).
 
 For the UI page and the ``mindvideo-spend`` command. Only reads; on SQLite it takes no write lock.
 Amounts are in the API's cost unit; times are UTC.
@@ -43,12 +47,17 @@ class WindowSpend:
 
 @dataclass(frozen=True)
 class SpendTotal:
-    """Creates of one DAG (model, account, UTC day) in a time range: counted, settled, still held."""
+    """Creates of one DAG (model, account, UTC day) in a time range: counted, settled, still held.
+
+    ``creates`` are the ones reserved (sent, or about to be); ``refused`` the ones a budget refused
+    (never sent, counted nowhere).
+    """
 
     key: str
     creates: int
     settled: float
     reserved: float
+    refused: int = 0
 
     @property
     def counted(self) -> float:
@@ -111,11 +120,17 @@ def spend_totals(
     }[by]
     settled = func.sum(case((spend.c.state == "settled", spend.c.cost), else_=0))
     held = func.sum(case((spend.c.state == "reserved", spend.c.reserved), else_=0))
-    query = select(column.label("key"), func.count().label("creates"), settled.label("settled"), held.label("held"))
+    creates = func.sum(case((spend.c.state == "refused", 0), else_=1))
+    refused = func.sum(case((spend.c.state == "refused", 1), else_=0))
+    labelled = [settled.label("settled"), held.label("held"), refused.label("refused")]
+    query = select(column.label("key"), creates.label("creates"), *labelled)
     query = _in_range(query, since, until, account).group_by(column).order_by(column)
     with reading(engine) as connection:
         rows = connection.execute(query).all()
-    return [SpendTotal(str(r.key), int(r.creates), from_micros(int(r.settled)), from_micros(int(r.held))) for r in rows]
+    return [
+        SpendTotal(str(r.key), int(r.creates), from_micros(int(r.settled)), from_micros(int(r.held)), int(r.refused))
+        for r in rows
+    ]
 
 
 def recent_creates(
@@ -127,13 +142,71 @@ def recent_creates(
     account: str | None = None,
     dag_id: str | None = None,
 ) -> list[SpendRow]:
-    """The newest creates first."""
-    query = _in_range(select(spend), since, until, account)
+    """The newest creates first (those a budget refused are :func:`refused_creates`)."""
+    query = _in_range(select(spend).where(spend.c.state != "refused"), since, until, account)
     if dag_id is not None:
         query = query.where(spend.c.dag_id == dag_id)
     query = query.order_by(spend.c.created_at.desc(), spend.c.id.desc()).limit(limit)
     with reading(engine) as connection:
         return [spend_row(r) for r in connection.execute(query).all()]
+
+
+@dataclass(frozen=True)
+class RefusedCreate:
+    """A create a budget refused: nothing was sent. ``reserved`` is what it would have held; times UTC."""
+
+    idempotency_key: str
+    account: str
+    dag_id: str | None
+    run_id: str | None
+    task_id: str | None
+    map_index: int | None
+    try_number: int | None
+    model: str
+    budgets: tuple[str, ...]
+    reserved: float
+    created_at: dt.datetime
+
+
+def refused_creates(
+    engine: Engine,
+    *,
+    limit: int = 50,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    account: str | None = None,
+    dag_id: str | None = None,
+    model: str | None = None,
+) -> list[RefusedCreate]:
+    """Creates a budget refused, the newest (last refused) first; one per idempotency key.
+
+    A refused create reserved later (``on_budget_exhausted="wait"`` after the reset, a retry) is a
+    create again and is no longer listed here.
+    """
+    query = _in_range(select(spend).where(spend.c.state == "refused"), since, until, account)
+    if dag_id is not None:
+        query = query.where(spend.c.dag_id == dag_id)
+    if model is not None:
+        query = query.where(spend.c.model == model)
+    query = query.order_by(spend.c.created_at.desc(), spend.c.id.desc()).limit(limit)
+    with reading(engine) as connection:
+        rows = connection.execute(query).all()
+    return [
+        RefusedCreate(
+            idempotency_key=r.idempotency_key,
+            account=r.account,
+            dag_id=r.dag_id,
+            run_id=r.run_id,
+            task_id=r.task_id,
+            map_index=r.map_index,
+            try_number=r.try_number,
+            model=r.model,
+            budgets=tuple(r.budgets.split()),
+            reserved=from_micros(r.reserved),
+            created_at=r.created_at.replace(tzinfo=UTC),
+        )
+        for r in rows
+    ]
 
 
 def _in_range(query: Any, since: dt.datetime | None, until: dt.datetime | None, account: str | None) -> Any:

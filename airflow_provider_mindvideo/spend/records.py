@@ -48,7 +48,7 @@ class SpendRow:
     idempotency_key: str
     account: str
     model: str
-    state: str  # reserved | settled | released
+    state: str  # reserved | settled | released | refused (by a budget: never sent, counted nowhere)
     reserved: float
     estimated: float | None
     actual: float | None
@@ -62,6 +62,18 @@ class SpendRow:
     try_number: int | None
     created_at: dt.datetime
     settled_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """What a create's answer told (its cost, its task), or that the API refused it (``released``)."""
+
+    idempotency_key: str
+    estimated: float | None = None
+    actual: float | None = None
+    mindvideo_task_id: str | None = None
+    #: The API refused the create: nothing was charged, its reservation is given back.
+    released: bool = False
 
 
 @dataclass(frozen=True)
@@ -145,8 +157,8 @@ class ModelPriceUnknownError(MindVideoError):
         return (type(self), (self.wait, self.waited))
 
 
-def spend_row(found: Row[Any]) -> SpendRow:
-    """A ``mindvideo_spend`` row, in the API's cost unit."""
+def spend_row(found: Row[Any] | Any) -> SpendRow:
+    """A ``mindvideo_spend`` row (or anything with its columns as attributes), in the API's cost unit."""
     return SpendRow(
         idempotency_key=found.idempotency_key,
         account=found.account,

@@ -8,15 +8,16 @@ is full) or :class:`Waiting` (its model goes alone); the caller rolls back what 
 from __future__ import annotations
 
 import datetime as dt
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import and_, insert, select, update
 from sqlalchemy.engine import Connection, Row
 
 from airflow_provider_mindvideo.client.errors import InputValidationError
-from airflow_provider_mindvideo.spend.budgets import BudgetConfig, BudgetLimit, from_micros
+from airflow_provider_mindvideo.spend.budgets import BudgetConfig, BudgetLimit, from_micros, to_micros
 from airflow_provider_mindvideo.spend.pricing import create_in_flight, holding_amount, lock_price, price_of
-from airflow_provider_mindvideo.spend.records import BudgetRefusal, CreateRecord, PriceUnknownWait
+from airflow_provider_mindvideo.spend.records import BudgetRefusal, CreateRecord, PriceUnknownWait, SpendRow, spend_row
 from airflow_provider_mindvideo.spend.schema import budget_window, spend, spend_hold
 from airflow_provider_mindvideo.spend.windows import UTC, Window
 
@@ -38,14 +39,15 @@ def reserve_one(
     config: BudgetConfig,
     windows: list[tuple[BudgetLimit, Window]],
     now: dt.datetime,
-) -> None:
-    """Reserve ``create`` at no less than ``micros`` and its model's bound in the ledger, or raise.
+) -> SpendRow:
+    """Reserve ``create`` at no less than ``micros`` and its model's bound in the ledger, or raise; its row.
 
     A replay of a key reserved or settled changes nothing (no price, no alone rule: it is counted).
+    A key released (the API refused it) or refused by a budget earlier is held again, in its row.
     """
     found = locked_row(connection, create.idempotency_key)
-    if found is not None and found.state != "released":
-        return
+    if found is not None and found.state not in ("released", "refused"):
+        return spend_row(found)
     price = price_of(connection, create.model)
     micros = holding_amount(micros, price)
     if not price.known and windows:
@@ -71,55 +73,91 @@ def reserve_one(
     }
     if found is None:
         row = values | {"idempotency_key": create.idempotency_key}
-        if insert_ignoring(connection, spend, row, ["idempotency_key"]):
-            spend_id = connection.execute(
-                select(spend.c.id).where(spend.c.idempotency_key == create.idempotency_key)
-            ).scalar_one()
-        else:  # written since we looked (PostgreSQL: another reserver of the key committed): counted
-            return
-    else:  # the API refused it before: held again
+        spend_id = insert_ignoring(connection, spend, row, ["idempotency_key"], returning=spend.c.id)
+        if spend_id is None:  # written since we looked (PostgreSQL: another reserver of the key committed): counted
+            return spend_row(locked_row(connection, create.idempotency_key))
+    else:  # the API or a budget refused it before: held again
         spend_id = found.id
         connection.execute(spend_hold.delete().where(spend_hold.c.spend_id == spend_id))
         connection.execute(update(spend).where(spend.c.id == spend_id).values(values | {"settled_at": None}))
     for budget, window in windows:
-        _hold(connection, spend_id, micros, config, budget, window)
+        _hold(connection, micros, config, budget, window)
+    if windows:
+        holds = [
+            {"spend_id": spend_id, "budget": b.name, "period": b.period.value, "window_start": naive(w.start)}
+            for b, w in windows
+        ]
+        connection.execute(insert(spend_hold), holds)
+    unknown = {"estimated": None, "actual": None, "mindvideo_task_id": None, "settled_at": None}
+    return spend_row(SimpleNamespace(**values, **unknown, idempotency_key=create.idempotency_key))
 
 
-def _hold(
-    connection: Connection, spend_id: int, micros: int, config: BudgetConfig, budget: BudgetLimit, window: Window
+def record_refusal(
+    connection: Connection, create: CreateRecord, config: BudgetConfig, refusal: BudgetRefusal, now: dt.datetime
 ) -> None:
+    """Write that a budget refused ``create`` (nothing was sent): a row in state ``refused``, counted in no total.
+
+    It says what the create would have held (``reserved``), which budget refused it and when (its
+    last refusal). A key with a row in another state keeps it (a replay is never refused; a
+    create the API refused stays released). A later reservation of the key turns it into one.
+    """
+    values: dict[str, Any] = {
+        "account": config.account,
+        "dag_id": create.dag_id,
+        "run_id": create.run_id,
+        "task_id": create.task_id,
+        "map_index": create.map_index,
+        "try_number": create.try_number,
+        "model": create.model,
+        "budgets": refusal.budget,
+        "reserved": to_micros(refusal.amount),
+        "cost": 0,
+        "state": "refused",
+        "created_at": naive(now),
+    }
+    if not insert_ignoring(
+        connection, spend, values | {"idempotency_key": create.idempotency_key}, ["idempotency_key"]
+    ):
+        connection.execute(
+            update(spend)
+            .where(spend.c.idempotency_key == create.idempotency_key, spend.c.state == "refused")
+            .values(values)
+        )
+
+
+def _hold(connection: Connection, micros: int, config: BudgetConfig, budget: BudgetLimit, window: Window) -> None:
     key = {
         "account": config.account,
         "budget": budget.name,
         "period": budget.period.value,
         "window_start": naive(window.start),
     }
-    counter = key | {"window_end": naive(window.resets_at), "timezone": config.timezone.key}
-    insert_ignoring(
-        connection, budget_window, counter | {"limit_amount": budget.limit, "spent": 0, "reserved": 0}, list(key)
-    )
-    held = connection.execute(
+    hold = (
         update(budget_window)
         .where(counter_is(key), budget_window.c.spent + budget_window.c.reserved + micros <= budget.limit)
         .values(reserved=budget_window.c.reserved + micros, limit_amount=budget.limit)
-    ).rowcount
-    if held == 0:
+    )
+    if connection.execute(hold).rowcount:
+        return
+    # Not held: the window is full, or its counter row is not written yet (its first create).
+    full = connection.execute(select(budget_window).where(counter_is(key))).first()
+    if full is None:
+        counter = key | {"window_end": naive(window.resets_at), "timezone": config.timezone.key}
+        new = counter | {"limit_amount": budget.limit, "spent": 0, "reserved": 0}
+        insert_ignoring(connection, budget_window, new, list(key))
+        if connection.execute(hold).rowcount:
+            return
         full = connection.execute(select(budget_window).where(counter_is(key))).one()
-        raise Refused(
-            BudgetRefusal(
-                account=config.account,
-                budget=budget.name,
-                window=window,
-                timezone=config.timezone.key,
-                limit=from_micros(budget.limit),
-                spent=from_micros(full.spent),
-                reserved=from_micros(full.reserved),
-                amount=from_micros(micros),
-            )
-        )
-    connection.execute(
-        insert(spend_hold).values(
-            spend_id=spend_id, budget=budget.name, period=budget.period.value, window_start=naive(window.start)
+    raise Refused(
+        BudgetRefusal(
+            account=config.account,
+            budget=budget.name,
+            window=window,
+            timezone=config.timezone.key,
+            limit=from_micros(budget.limit),
+            spent=from_micros(full.spent),
+            reserved=from_micros(full.reserved),
+            amount=from_micros(micros),
         )
     )
 
@@ -135,8 +173,13 @@ def locked_row(connection: Connection, idempotency_key: str) -> Row[Any] | None:
     return connection.execute(query).first()
 
 
-def insert_ignoring(connection: Connection, table: Any, values: dict[str, Any], conflict: list[str]) -> int:
-    """INSERT, doing nothing when a row with the same ``conflict`` columns exists; the number of rows inserted."""
+def insert_ignoring(
+    connection: Connection, table: Any, values: dict[str, Any], conflict: list[str], returning: Any = None
+) -> Any:
+    """INSERT, doing nothing when a row with the same ``conflict`` columns exists.
+
+    The number of rows inserted; with ``returning`` (a column), its value in the new row, or None.
+    """
     dialect = connection.dialect.name
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as dialect_insert
@@ -145,6 +188,8 @@ def insert_ignoring(connection: Connection, table: Any, values: dict[str, Any], 
     else:
         raise InputValidationError(f"The MindVideo spend ledger runs on PostgreSQL or SQLite, not {dialect}")
     statement = dialect_insert(table).values(values).on_conflict_do_nothing(index_elements=conflict)
+    if returning is not None:
+        return connection.execute(statement.returning(returning)).scalar()
     return int(connection.execute(statement).rowcount)
 
 

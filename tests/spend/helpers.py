@@ -57,6 +57,40 @@ def race(
     return outcomes
 
 
+def race_groups(
+    url: str,
+    prefix: str,
+    count: int,
+    barrier: threading.Barrier | multiprocessing.synchronize.Barrier,
+    size: int = 5,
+) -> list[tuple[str, bool]]:
+    """As :func:`race`, in groups of ``size`` through ``reserve_many`` (a batch's way), each group replayed once."""
+    ledger = Ledger(engine_for_url(url), clock=fixed_clock)
+    config = budgets_from_extras(RACE_EXTRAS, "mindvideo_default")
+    know_price(ledger)
+    outcomes = []
+    barrier.wait()
+    for start in range(0, count, size):
+        creates = [
+            (
+                CreateRecord(f"{prefix}-{n}", "gpt-image-2", dag_id="race", task_id=prefix, map_index=n),
+                RACE_AMOUNT,
+                "marketing",
+            )
+            for n in range(start, min(count, start + size))
+        ]
+        reserved = ledger.reserve_many(creates, config)
+        replayed = ledger.reserve_many(creates, config)
+        for (create, _, _), outcome, again in zip(creates, reserved, replayed, strict=True):
+            accepted = not isinstance(outcome, BudgetRefusal)
+            if accepted:
+                assert not isinstance(again, BudgetRefusal)
+            else:
+                assert (outcome.budget, outcome.limit) == ("account", 15.0)
+            outcomes.append((create.idempotency_key, accepted))
+    return outcomes
+
+
 def race_in_process(
     url: str, prefix: str, count: int, barrier: multiprocessing.synchronize.Barrier, results: multiprocessing.Queue
 ) -> None:

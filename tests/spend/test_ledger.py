@@ -23,7 +23,7 @@ from airflow_provider_mindvideo.spend.location import (
     spend_books,
     url_from_connection,
 )
-from airflow_provider_mindvideo.spend.records import BudgetWindowExceededError, CreateRecord
+from airflow_provider_mindvideo.spend.records import BudgetRefusal, BudgetWindowExceededError, CreateRecord
 from airflow_provider_mindvideo.spend.schema import LedgerSchemaError, schema_version
 from airflow_provider_mindvideo.spend.windows import UTC
 from tests.spend.helpers import know_price
@@ -92,7 +92,15 @@ def test_a_refusal_names_budget_window_spent_reserved_limit_and_reset(ledger: Le
         assert words in message
     assert ledger.row("b").reserved == 2.0  # type: ignore[union-attr]
     assert "resets at 2026-06-01 00:00 Europe/Berlin (2026-05-31T22:00Z)" in message
-    assert ledger.row("c") is None  # nothing written for the refused create
+    # The refused create is on the books as refused: what it would have held, by whom, counted nowhere.
+    refused = ledger.row("c")
+    assert refused is not None and (refused.state, refused.cost, refused.reserved) == ("refused", 0, 2.0)
+    assert refused.budgets == ("marketing",)
+    assert ledger.settle("c", actual=1.0) is None  # never reserved: no answer settles it
+    assert {(w.budget, w.spent, w.reserved) for w in reading.budget_windows(ledger.engine, at=NOW)} == {
+        ("account", 2.0, 2.0),
+        ("marketing", 2.0, 2.0),
+    }
     assert pickle.loads(pickle.dumps(error)).refusal == error.refusal
 
 
@@ -218,7 +226,39 @@ def test_reading_and_the_command(ledger: Ledger, capsys: pytest.CaptureFixture[s
     assert windows["marketing"]["resets_at"] == "2026-05-31T22:00:00+00:00"
     assert cli.main(["--ledger-url", url, "by", "model"]) == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[0].split() == ["key", "creates", "settled", "reserved", "counted"]
-    assert table[1].split() == ["gpt-image-2", "2", "1.25", "2", "3.25"]
+    assert table[0].split() == ["key", "creates", "settled", "reserved", "counted", "refused"]
+    assert table[1].split() == ["gpt-image-2", "2", "1.25", "2", "3.25", "0"]
+    assert cli.main(["schema", "--dialect", "sqlite"]) == 0
+    assert "CREATE TABLE mindvideo_budget_window" in capsys.readouterr().out
+
+
+def test_refused_creates_are_read_apart_and_counted_in_no_total(
+    ledger: Ledger, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = budgets_from_extras(EXTRAS, "mv")
+    ledger.reserve(create("a", map_index=0), 3.0, config, "marketing")
+    for key in ("r1", "r2"):
+        assert isinstance(ledger.try_reserve(create(key), 2.0, config, "marketing"), BudgetRefusal)
+    assert isinstance(ledger.try_reserve(CreateRecord("r3", "seedance", dag_id="other"), 11, config), BudgetRefusal)
+    totals = {t.key: t for t in reading.spend_totals(ledger.engine, "dag")}
+    assert (totals["content"].creates, totals["content"].refused, totals["content"].counted) == (1, 2, 3.0)
+    assert (totals["other"].creates, totals["other"].refused, totals["other"].counted) == (0, 1, 0.0)
+    assert {t.key: t.refused for t in reading.spend_totals(ledger.engine, "model")} == {"gpt-image-2": 2, "seedance": 1}
+    assert [r.idempotency_key for r in reading.recent_creates(ledger.engine)] == ["a"]
+    refused = reading.refused_creates(ledger.engine, limit=2)
+    assert [r.idempotency_key for r in refused] == ["r3", "r2"]  # newest first
+    assert (refused[0].dag_id, refused[0].budgets, refused[0].reserved) == ("other", ("account",), 11.0)
+    assert refused[1].budgets == ("marketing",) and refused[1].created_at == NOW
+    assert [r.idempotency_key for r in reading.refused_creates(ledger.engine, dag_id="content")] == ["r2", "r1"]
+    assert [r.idempotency_key for r in reading.refused_creates(ledger.engine, model="seedance")] == ["r3"]
+    # Reserved later (the window has room again): a create, no longer a refusal.
+    ledger.release("a")
+    ledger.reserve(create("r1"), 2.0, config, "marketing")
+    assert [r.idempotency_key for r in reading.refused_creates(ledger.engine)] == ["r3", "r2"]
+    assert ledger.row("r1").state == "reserved"  # type: ignore[union-attr]
+    url = ledger.engine.url.render_as_string(hide_password=False)
+    assert cli.main(["--ledger-url", url, "--json", "refused", "--dag", "content"]) == 0
+    (shown,) = json.loads(capsys.readouterr().out)
+    assert (shown["task_id"], shown["budgets"], shown["reserved"]) == ("generate", "marketing", 2.0)
     assert cli.main(["schema", "--dialect", "sqlite"]) == 0
     assert "CREATE TABLE mindvideo_budget_window" in capsys.readouterr().out

@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from airflow_provider_mindvideo.spend.engines import engine_for_url
 from airflow_provider_mindvideo.spend.schema import budget_window, spend
-from tests.spend.helpers import race, race_in_process
+from tests.spend.helpers import race, race_groups, race_in_process
 
 WORKERS = 4
 PER_WORKER = 25
@@ -30,11 +30,14 @@ def _check_books(url: str, outcomes: list[tuple[str, bool]]) -> None:
     assert len(outcomes) == WORKERS * PER_WORKER
     assert len(accepted) == FITTING, f"{len(accepted)} reserved for a budget that holds {FITTING}"
     with engine_for_url(url).connect() as connection:
-        rows = {row.idempotency_key: row for row in connection.execute(select(spend))}
+        every = connection.execute(select(spend)).all()
+        rows = {row.idempotency_key: row for row in every if row.state != "refused"}
+        refused_rows = {row.idempotency_key: row for row in every if row.state == "refused"}
         counters = {row.budget: row for row in connection.execute(select(budget_window))}
-    # Exactly the accepted creates have rows; a refused one left nothing behind.
+    # Exactly the accepted creates hold money; a refused one is a refused row holding nothing.
     assert set(rows) == accepted
-    assert not refused & set(rows)
+    assert set(refused_rows) == refused
+    assert all(row.cost == 0 and row.budgets == "account" for row in refused_rows.values())
     assert all(row.state == "reserved" and row.reserved == 250_000 for row in rows.values())
     day = counters["account"]
     assert day.spent + day.reserved <= day.limit_amount == 15_000_000
@@ -86,3 +89,16 @@ def test_threads_racing_on_postgresql_never_pass_the_budget(postgres_url: str, w
         futures = [pool.submit(race, postgres_url, f"t{n}", PER_WORKER, barrier) for n in range(workers)]
         outcomes = [outcome for future in futures for outcome in future.result()]
     _check_books(postgres_url, outcomes)
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_threads_reserving_groups_never_pass_the_budget(
+    database: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Groups decided together (spend/grouping.py) race as single reservations do: exactly the ones that fit."""
+    url = f"sqlite:///{tmp_path / 'ledger.db'}" if database == "sqlite" else request.getfixturevalue("postgres_url")
+    barrier = threading.Barrier(WORKERS)
+    with ThreadPoolExecutor(WORKERS) as pool:
+        futures = [pool.submit(race_groups, url, f"g{n}", PER_WORKER, barrier) for n in range(WORKERS)]
+        outcomes = [outcome for future in futures for outcome in future.result()]
+    _check_books(url, outcomes)

@@ -33,7 +33,7 @@ from airflow_provider_mindvideo.spend.budgets import budgets_from_extras, to_mic
 from airflow_provider_mindvideo.spend.engines import engine_for_url
 from airflow_provider_mindvideo.spend.ledger import Ledger, _Refused, _reserve
 from airflow_provider_mindvideo.spend.pricing import UNKNOWN_PRICE_HOLD
-from airflow_provider_mindvideo.spend.records import BudgetRefusal, CreateRecord, PriceUnknownWait
+from airflow_provider_mindvideo.spend.records import BudgetRefusal, CreateRecord, PriceUnknownWait, Settlement, SpendRow
 from airflow_provider_mindvideo.spend.schema import budget_window, spend, spend_hold
 from airflow_provider_mindvideo.spend.windows import UTC, window_at
 from tests.spend.helpers import know_price
@@ -79,6 +79,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.ledger = Ledger(engine_for_url(self.url), clock=lambda: self.now)
         self.config = budgets_from_extras(EXTRAS, "acct")
         self.rows: dict[str, ModelRow] = {}
+        self.refused: set[str] = set()  # keys a budget refused and nothing reserved since: a 'refused' row
         self.counters: dict[WindowKey, list[int]] = defaultdict(lambda: [0, 0])  # spent, reserved
         self.overrun: dict[WindowKey, int] = defaultdict(int)
         self.numbers = iter(range(10**9))
@@ -105,6 +106,7 @@ class LedgerMachine(RuleBasedStateMachine):
         windows = [w for w, _ in self._windows(budget)]
         for window in windows:
             self.counters[window][1] += micros
+        self.refused.discard(key)
         self.rows[key] = ModelRow(model, "reserved", micros, micros, windows=windows, held=micros)
 
     def _holding(self, model: str, amount: float) -> int:
@@ -139,6 +141,8 @@ class LedgerMachine(RuleBasedStateMachine):
             self._model_reserve(key, micros, budget, model)
         else:
             assert isinstance(outcome, BudgetRefusal), f"reserved past the limit of {full}: {outcome}"
+            if existing is None:  # a create the API refused stays released
+                self.refused.add(key)
             assert (outcome.budget, outcome.window.period.value) == full[:2]
             assert outcome.window.start <= self.now < outcome.window.resets_at
 
@@ -176,18 +180,14 @@ class LedgerMachine(RuleBasedStateMachine):
     def replay(self, key: str, amount: float, budget: str | None) -> None:
         self._reserve(key, amount, budget)
 
-    @rule(key=keys, estimated=costs, actual=costs)
-    def settle(self, key: str, estimated: float | None, actual: float | None) -> None:
-        found = self.ledger.settle(key, estimated=estimated, actual=actual)
+    def _model_settle(self, key: str, estimated: float | None, actual: float | None) -> None:
         row = self.rows.get(key)
         if row is None:
-            assert found is None
             return
         row.estimated = row.estimated if estimated is None else to_micros(estimated)
         row.actual = row.actual if actual is None else to_micros(actual)
         known = [m for m in (row.estimated, row.actual) if m is not None]
         if row.state == "released" and not known:
-            assert found is not None and found.state == "released"
             return
         price = self.prices[row.model]
         if known:
@@ -197,25 +197,56 @@ class LedgerMachine(RuleBasedStateMachine):
         cost = max(known) if known else row.reserved
         held = row.reserved if row.state == "reserved" else 0
         was = row.cost if row.state == "settled" else 0
-        # Money the ledger did not hold: a cost above its reservation, or any cost of a create
-        # the API had refused (its hold was given back).
-        held_for = row.held
-        was_over = max(0, was - held_for) if row.state == "settled" else 0
+        # Money a settle adds past what the create counted for until now (its hold, its earlier
+        # cost, or 0 once the API refused it) is not checked against the limit: a cost above its
+        # reservation, a cost raised after a lower one freed room that others took.
         for window in row.windows:
             self.counters[window][0] += cost - was
             self.counters[window][1] -= held
-            self.overrun[window] += max(0, cost - held_for) - was_over
+            self.overrun[window] += max(0, cost - held - was)
         row.state, row.cost = "settled", cost
-        assert found is not None and to_micros(found.cost) == cost
 
-    @rule(key=keys)
-    def release(self, key: str) -> None:
-        self.ledger.release(key)
+    def _model_release(self, key: str) -> None:
         row = self.rows.get(key)
         if row is not None and row.state == "reserved":
             for window in row.windows:
                 self.counters[window][1] -= row.reserved
             row.state, row.cost, row.held = "released", 0, 0
+
+    def _check_row(self, key: str, found: SpendRow | None) -> None:
+        row = self.rows.get(key)
+        if row is None:
+            assert found is None, f"{key}: the ledger settled a create it never reserved"
+            return
+        assert found is not None and (found.state, to_micros(found.cost)) == (row.state, row.cost)
+
+    @rule(key=keys, estimated=costs, actual=costs)
+    def settle(self, key: str, estimated: float | None, actual: float | None) -> None:
+        found = self.ledger.settle(key, estimated=estimated, actual=actual)
+        self._model_settle(key, estimated, actual)
+        self._check_row(key, found)
+
+    @rule(key=keys)
+    def release(self, key: str) -> None:
+        found = self.ledger.release(key)
+        self._model_release(key)
+        self._check_row(key, found)
+
+    @rule(group=st.lists(st.tuples(keys, costs, costs, st.booleans()), min_size=1, max_size=6))
+    def settle_many(self, group: list[tuple[str, float | None, float | None, bool]]) -> None:
+        """A batch's answers: settles and releases of one group (a key may come twice) in one transaction."""
+        settlements = [
+            Settlement(key, released=True) if released else Settlement(key, estimated, actual)
+            for key, estimated, actual, released in group
+        ]
+        found = self.ledger.settle_many(settlements)
+        for settlement in settlements:
+            if settlement.released:
+                self._model_release(settlement.idempotency_key)
+            else:
+                self._model_settle(settlement.idempotency_key, settlement.estimated, settlement.actual)
+        for settlement, row in zip(settlements, found, strict=True):
+            self._check_row(settlement.idempotency_key, row)
 
     @rule(amount=amounts)
     def crash_mid_reservation(self, amount: float) -> None:
@@ -257,6 +288,7 @@ class LedgerMachine(RuleBasedStateMachine):
         assert len(accepted) == max(0, min(count, fitting))
         for key in accepted:
             self._model_reserve(key, micros, budget)
+        self.refused |= set(keys) - set(accepted)
 
     # -- invariants -----------------------------------------------------------------------------
 
@@ -281,7 +313,11 @@ class LedgerMachine(RuleBasedStateMachine):
             assert [spent, reserved] == self.counters[window], window
             assert [spent, reserved] == sums[window], window
             assert spent + reserved <= limit + self.overrun[window], window
-        assert {k for k, r in self.rows.items()} == {r.idempotency_key for r in rows.values()}
+        assert set(self.rows) == {r.idempotency_key for r in rows.values() if r.state != "refused"}
+        refused = [r for r in rows.values() if r.state == "refused"]
+        assert self.refused == {r.idempotency_key for r in refused}
+        assert all(r.cost == 0 for r in refused)
+        assert not {r.id for r in refused} & {hold.spend_id for hold in holds}
         if self.prices[UNPRICED][1] is None:  # goes alone: one in flight at most
             assert len(self._in_flight(UNPRICED, "")) <= 1
 

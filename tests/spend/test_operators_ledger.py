@@ -30,7 +30,7 @@ from airflow_provider_mindvideo.emulator import MindVideoEmulator
 from airflow_provider_mindvideo.operators import MindVideoGenerateOperator, MindVideoSubmitOperator
 from airflow_provider_mindvideo.spend.engines import engine_for_url
 from airflow_provider_mindvideo.spend.location import LedgerUnavailableError
-from airflow_provider_mindvideo.spend.reading import budget_windows
+from airflow_provider_mindvideo.spend.reading import budget_windows, refused_creates
 from airflow_provider_mindvideo.spend.records import BudgetWindowExceededError
 from tests.helpers import Ti
 
@@ -213,8 +213,14 @@ def test_a_batch_goes_on_with_what_fits_and_says_why_the_rest_did_not(
     refused = [row for row in rows if row.status == OVER_BUDGET]
     assert len(refused) == 4 and all("Budget 'account'" in (row.error or "") for row in refused)
     assert emulator.state.total_charged <= limit
-    (window,) = budget_windows(engine_for_url(f"sqlite:///{ledger_file}"))
+    engine = engine_for_url(f"sqlite:///{ledger_file}")
+    (window,) = budget_windows(engine)
     assert window.spent == pytest.approx(emulator.state.total_charged) and window.reserved == 0
+    # Each over_budget item is on the books as a refused create, holding nothing.
+    on_books = refused_creates(engine)
+    assert len(on_books) == 4
+    assert not {r.idempotency_key for r in on_books} & {row.idempotency_key for row in rows}
+    assert all(r.budgets == ("account",) and r.reserved == IMAGE_COST for r in on_books)
 
 
 def test_a_batch_naming_an_unknown_budget_sends_nothing(
