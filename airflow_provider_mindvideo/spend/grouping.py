@@ -24,7 +24,7 @@ from airflow_provider_mindvideo.spend.budgets import BudgetConfig, BudgetLimit, 
 from airflow_provider_mindvideo.spend.pricing import ModelPrice, holding_amount, price_of
 from airflow_provider_mindvideo.spend.records import BudgetRefusal, CreateRecord, PriceUnknownWait, SpendRow, spend_row
 from airflow_provider_mindvideo.spend.reserving import counter_is, insert_ignoring, lock_order, naive
-from airflow_provider_mindvideo.spend.schema import budget_window, spend, spend_hold
+from airflow_provider_mindvideo.spend.schema import REFUSED, budget_window, spend, spend_hold
 from airflow_provider_mindvideo.spend.settling import CHUNK
 from airflow_provider_mindvideo.spend.windows import Window, window_at
 
@@ -175,7 +175,7 @@ def _values(
         "budgets": refusal.budget if refusal else " ".join(sorted({b.name for b, _ in windows})),
         "reserved": micros,
         "cost": 0 if refusal else micros,
-        "state": "refused" if refusal else "reserved",
+        "state": REFUSED if refusal else "reserved",
         "created_at": naive(now),
     }
 

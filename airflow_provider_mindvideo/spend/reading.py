@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 from airflow_provider_mindvideo.spend.budgets import from_micros
 from airflow_provider_mindvideo.spend.engines import reading
 from airflow_provider_mindvideo.spend.records import SpendRow, spend_row
-from airflow_provider_mindvideo.spend.schema import budget_window, spend
+from airflow_provider_mindvideo.spend.schema import REFUSED, budget_window, spend
 from airflow_provider_mindvideo.spend.windows import UTC
 
 Grouping = Literal["dag", "model", "account", "day"]
@@ -120,9 +120,9 @@ def spend_totals(
     }[by]
     settled = func.sum(case((spend.c.state == "settled", spend.c.cost), else_=0))
     held = func.sum(case((spend.c.state == "reserved", spend.c.reserved), else_=0))
-    creates = func.sum(case((spend.c.state == "refused", 0), else_=1))
-    refused = func.sum(case((spend.c.state == "refused", 1), else_=0))
-    labelled = [settled.label("settled"), held.label("held"), refused.label("refused")]
+    creates = func.sum(case((spend.c.state == REFUSED, 0), else_=1))
+    refused = func.sum(case((spend.c.state == REFUSED, 1), else_=0))
+    labelled = [settled.label("settled"), held.label("held"), refused.label(REFUSED)]
     query = select(column.label("key"), creates.label("creates"), *labelled)
     query = _in_range(query, since, until, account).group_by(column).order_by(column)
     with reading(engine) as connection:
@@ -143,7 +143,7 @@ def recent_creates(
     dag_id: str | None = None,
 ) -> list[SpendRow]:
     """The newest creates first (those a budget refused are :func:`refused_creates`)."""
-    query = _in_range(select(spend).where(spend.c.state != "refused"), since, until, account)
+    query = _in_range(select(spend).where(spend.c.state != REFUSED), since, until, account)
     if dag_id is not None:
         query = query.where(spend.c.dag_id == dag_id)
     query = query.order_by(spend.c.created_at.desc(), spend.c.id.desc()).limit(limit)
@@ -183,7 +183,7 @@ def refused_creates(
     A refused create reserved later (``on_budget_exhausted="wait"`` after the reset, a retry) is a
     create again and is no longer listed here.
     """
-    query = _in_range(select(spend).where(spend.c.state == "refused"), since, until, account)
+    query = _in_range(select(spend).where(spend.c.state == REFUSED), since, until, account)
     if dag_id is not None:
         query = query.where(spend.c.dag_id == dag_id)
     if model is not None:

@@ -18,7 +18,7 @@ from airflow_provider_mindvideo.client.errors import InputValidationError
 from airflow_provider_mindvideo.spend.budgets import BudgetConfig, BudgetLimit, from_micros, to_micros
 from airflow_provider_mindvideo.spend.pricing import create_in_flight, holding_amount, lock_price, price_of
 from airflow_provider_mindvideo.spend.records import BudgetRefusal, CreateRecord, PriceUnknownWait, SpendRow, spend_row
-from airflow_provider_mindvideo.spend.schema import budget_window, spend, spend_hold
+from airflow_provider_mindvideo.spend.schema import REFUSED, budget_window, spend, spend_hold
 from airflow_provider_mindvideo.spend.windows import UTC, Window
 
 
@@ -46,7 +46,7 @@ def reserve_one(
     A key released (the API refused it) or refused by a budget earlier is held again, in its row.
     """
     found = locked_row(connection, create.idempotency_key)
-    if found is not None and found.state not in ("released", "refused"):
+    if found is not None and found.state not in ("released", REFUSED):
         return spend_row(found)
     price = price_of(connection, create.model)
     micros = holding_amount(micros, price)
@@ -112,7 +112,7 @@ def record_refusal(
         "budgets": refusal.budget,
         "reserved": to_micros(refusal.amount),
         "cost": 0,
-        "state": "refused",
+        "state": REFUSED,
         "created_at": naive(now),
     }
     if not insert_ignoring(
@@ -120,7 +120,7 @@ def record_refusal(
     ):
         connection.execute(
             update(spend)
-            .where(spend.c.idempotency_key == create.idempotency_key, spend.c.state == "refused")
+            .where(spend.c.idempotency_key == create.idempotency_key, spend.c.state == REFUSED)
             .values(values)
         )
 

@@ -34,6 +34,10 @@ from airflow_provider_mindvideo.client.errors import MindVideoError
 #: The version of the tables this provider writes; a ledger at a newer one is refused.
 SCHEMA_VERSION = 2
 
+#: The state of a create a budget refused: ``reserved`` is what it would have held; it counts in no
+#: total, and a later reservation of its key (a retry, a wait past the reset) makes it a create again.
+REFUSED = "refused"
+
 metadata = MetaData()
 
 schema_version = Table(
@@ -65,7 +69,7 @@ spend = Table(
     # What the create counts for: its reservation until settled, max(estimated, actual) once
     # settled (the reservation when neither is known), 0 once released.
     Column("cost", BigInteger, nullable=False),
-    # reserved | settled | released
+    # reserved | settled | released | refused (a budget refused it: cost 0, counted nowhere)
     Column("state", String(16), nullable=False),
     Column("created_at", DateTime, nullable=False),
     Column("settled_at", DateTime),

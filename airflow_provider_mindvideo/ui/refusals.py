@@ -26,15 +26,12 @@ from sqlalchemy.engine import Engine
 from airflow_provider_mindvideo.batch.plan import OVER_BUDGET
 from airflow_provider_mindvideo.spend.budgets import from_micros
 from airflow_provider_mindvideo.spend.engines import reading
-from airflow_provider_mindvideo.spend.schema import spend
+from airflow_provider_mindvideo.spend.schema import REFUSED, spend
 from airflow_provider_mindvideo.ui import manifests, records
 from airflow_provider_mindvideo.ui.figures import Scope
 from airflow_provider_mindvideo.ui.freshness import Kept
 
 log = logging.getLogger(__name__)
-
-#: The ledger state of a create a budget refused (written by the spend ledger, never here).
-REFUSED = "refused"
 
 _Instance = tuple[str, str, str, int]  # dag_id, run_id, task_id, map_index
 
