@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from airflow.sdk.module_loading import import_string
 
+from airflow_provider_mindvideo.client.durations import RecentDurations
 from airflow_provider_mindvideo.client.polling import FirstCheckSlots
 from airflow_provider_mindvideo.client.settings import ClientSettings, RecentSettings
 from airflow_provider_mindvideo.emulator import MindVideoEmulator
@@ -408,3 +409,53 @@ def test_a_failed_reading_ends_each_wait_with_its_error_and_is_not_kept(
     assert [event["status"] for event in found] == ["error"] * 4
     assert all("mindvideo_typo" in event["message"] for event in found)
     assert connection_reads == ["mindvideo_typo", "mindvideo_typo"]  # one for the three together, one again later
+
+
+@pytest.fixture
+def learnt(monkeypatch: pytest.MonkeyPatch) -> RecentDurations:
+    """A store of recent durations of the triggers' own, empty (the process-wide one is left alone)."""
+    store = RecentDurations()
+    monkeypatch.setattr("airflow_provider_mindvideo.triggers.RECENT", store)
+    return store
+
+
+def test_a_wait_teaches_the_triggerer_how_long_its_models_tasks_take(
+    emulator: MindVideoEmulator, waits: list[float], learnt: RecentDurations
+) -> None:
+    emulator.script("slow", "succeeded", queued_seconds=0.0, processing_seconds=0.3)
+    emulator.script("broken", "failed", queued_seconds=0.0, processing_seconds=0.3)
+    trigger = MindVideoTaskTrigger(
+        submit("a slow frog"), poll_interval=0.05, max_poll_interval=0.1, model="gpt-image-2"
+    )
+    (event,) = events(trigger)
+    assert event["status"] == "success"
+    (took,) = learnt.of("gpt-image-2")
+    assert 0.3 <= took < 30  # seen running, then ended: the middle of that span, from the wait's start
+    # A failure ends early for reasons of its own: it says nothing of how long the work takes.
+    failing = MindVideoTaskTrigger(
+        submit("a broken frog"), poll_interval=0.05, max_poll_interval=0.1, model="gpt-image-2"
+    )
+    (event,) = events(failing)
+    assert event["status"] == "failed"
+    assert learnt.of("gpt-image-2") == (took,)
+
+
+def test_a_wait_for_a_known_model_polls_sparsely_before_its_tasks_usually_end(
+    emulator: MindVideoEmulator, waits: list[float], learnt: RecentDurations
+) -> None:
+    for seconds in (95.0, 100.0, 105.0, 110.0):
+        learnt.record("gpt-image-2", seconds)
+    task_id = submit()
+    started = time.time()
+    (event,) = events(
+        MindVideoTaskTrigger(task_id, poll_interval=1, max_poll_interval=8, model="gpt-image-2", started_at=started)
+    )
+    assert event["status"] == "success"
+    # The backoff would look again after about a second; tasks of this model take 95-110 s.
+    assert all(0.8 * 8 <= seconds <= 8 for seconds in waits)
+
+
+def test_the_model_is_stored_with_the_wait_only_when_named() -> None:
+    classpath, kwargs = MindVideoTaskTrigger("task_1", model="veo3-1-fast").serialize()
+    assert kwargs["model"] == "veo3-1-fast"
+    assert import_string(classpath)(**kwargs).model == "veo3-1-fast"

@@ -1,30 +1,86 @@
-"""When to look at a MindVideo task again. Pure: shared by the trigger and the worker's wait loop.
+"""When to look at a MindVideo task again. Pure: shared by the trigger and the worker's wait loops.
 
-The interval is a function of how long the wait has lasted, not of how many polls were made:
-a quarter of the elapsed time, kept between ``poll_interval`` and ``max_poll_interval``. Fast
-image models are seen finishing within seconds; a ten-minute video job is polled a handful of
-times, not a hundred. And since elapsed time comes from an absolute start carried in the
-trigger's kwargs, a trigger re-created after a triggerer restart resumes the same schedule.
+Two schedules, chosen per poll from what the process learnt of the task's model
+(:mod:`.durations`: the last few durations of each model):
+
+- **Backoff**, for a model not seen yet (a cold process, a new model, a wait that names no
+  model): a quarter of the elapsed wait, kept between ``poll_interval`` and
+  ``max_poll_interval``. Fast image models are seen finishing within seconds; a ten-minute
+  video job is polled a handful of times, not a hundred.
+- **Aimed**, once a few tasks of the model were seen ending: sparse (every
+  ``max_poll_interval``) until the shortest recent durations, then polls on a grid
+  ``DENSE`` of the typical duration apart (never closer than ``poll_interval``), ending exactly
+  at the longest recent duration: most tasks end there, and are seen within a few percent of
+  their duration. A task slower than every recent peer backs off again, counted from that
+  longest duration, never more than ``max_poll_interval`` apart.
+
+Every interval is at most ``max_poll_interval``, so no task, whatever the model's history, is
+seen later than that after it ended. Elapsed time comes from an absolute start carried in the
+trigger's kwargs: a trigger re-created after a triggerer restart resumes a schedule (cold at
+first: it learns again).
 """
 
 from __future__ import annotations
 
+import math
 import random
+from collections.abc import Sequence
 
-#: Fraction of the elapsed wait used as the next interval.
+#: Fraction of the elapsed wait used as the next interval (the backoff).
 GROWTH = 0.25
-#: Each interval is spread by +/- this fraction, so waits started together drift apart.
+#: Each interval is spread by +/- this fraction (aimed polls: moved earlier by up to this fraction
+#: of their spacing), so waits started together drift apart.
 JITTER = 0.2
+#: Aimed polls are this fraction of the model's typical (median recent) duration apart.
+DENSE = 0.05
+#: Recent durations needed before polls are aimed: fewer say too little about the spread.
+MIN_DURATIONS = 4
 # Shared: a generator per wait would cost 2.5 KiB of state for each of thousands of waits.
 _RNG = random.Random()
 
 
 def next_poll_delay(
-    elapsed: float, poll_interval: float, max_poll_interval: float, rng: random.Random | None = None
+    elapsed: float,
+    poll_interval: float,
+    max_poll_interval: float,
+    rng: random.Random | None = None,
+    durations: Sequence[float] = (),
 ) -> float:
-    """Seconds until the next poll of a task waited on for ``elapsed`` seconds."""
+    """Seconds until the next poll of a task waited on for ``elapsed`` seconds.
+
+    ``durations``: recent durations of the task's model, shortest first
+    (:meth:`.RecentDurations.of`); empty for the backoff alone.
+    """
+    rng = rng or _RNG
+    if len(durations) >= MIN_DURATIONS:
+        aimed = _aimed_delay(elapsed, poll_interval, max_poll_interval, rng, durations)
+        if aimed is not None:
+            return aimed
+        # Slower than every recent peer: back off again, from when the slowest of them ended.
+        elapsed -= durations[-1]
     base = min(max_poll_interval, max(poll_interval, elapsed * GROWTH))
-    return min(max_poll_interval, base * (rng or _RNG).uniform(1 - JITTER, 1 + JITTER))
+    return min(max_poll_interval, base * rng.uniform(1 - JITTER, 1 + JITTER))
+
+
+def _aimed_delay(
+    elapsed: float, poll_interval: float, max_poll_interval: float, rng: random.Random, durations: Sequence[float]
+) -> float | None:
+    """The delay to the next point of the grid before the longest recent duration; None past it."""
+    longest = durations[-1]
+    # Not the very shortest of many: one task that was quick for once must not densify every wait.
+    shortest = durations[len(durations) // 10]
+    spacing = max(poll_interval, DENSE * durations[len(durations) // 2])
+    soonest = elapsed + poll_interval
+    if soonest > longest:
+        return None
+    # The grid runs down from the longest duration to the shortest (a point at or before it);
+    # before the grid, sparse polls only.
+    first_aimed = longest - math.ceil((longest - shortest) / spacing) * spacing
+    if soonest < first_aimed:
+        return min(first_aimed - elapsed, max_poll_interval * rng.uniform(1 - JITTER, 1))
+    target = longest - ((longest - soonest) // spacing) * spacing  # the first point due no sooner than poll_interval
+    early = rng.uniform(0, JITTER) * spacing
+    return min(max_poll_interval, max((1 - JITTER) * poll_interval, target - elapsed - early))
 
 
 def check_poll_settings(poll_interval: float, max_poll_interval: float) -> None:
