@@ -118,7 +118,7 @@ class MindVideoTaskTrigger(BaseTrigger):
     :param poll_interval: Seconds before the first re-check, and the shortest interval between
         two checks; later intervals grow with the elapsed wait (a quarter of it) up to
         ``max_poll_interval``, or, once this triggerer saw a few tasks of ``model`` end, gather
-        around when they usually end (see :mod:`airflow_provider_mindvideo.client.polling`).
+        around when they usually end (see ``airflow_provider_mindvideo.client.polling``).
     :param max_poll_interval: The longest interval between two checks, hence the latest a task
         is seen after it ended.
     :param started_at: When the wait began (epoch seconds); intervals grow from here.

@@ -7,12 +7,12 @@ Two schedules, chosen per poll from what the process learnt of the task's model
   model): a quarter of the elapsed wait, kept between ``poll_interval`` and
   ``max_poll_interval``. Fast image models are seen finishing within seconds; a ten-minute
   video job is polled a handful of times, not a hundred.
-- **Aimed**, once a few tasks of the model were seen ending: sparse (every
-  ``max_poll_interval``) until the shortest recent durations, then polls on a grid
-  ``DENSE`` of the typical duration apart (never closer than ``poll_interval``), ending exactly
-  at the longest recent duration: most tasks end there, and are seen within a few percent of
-  their duration. A task slower than every recent peer backs off again, counted from that
-  longest duration, never more than ``max_poll_interval`` apart.
+- **Aimed**, once a few tasks of the model were seen ending: sparse until the shortest recent
+  durations (each interval the elapsed wait, at most ``max_poll_interval``), then polls on a
+  grid ``DENSE`` of the typical duration apart (never closer than ``poll_interval``) up to a
+  little past the longest recent duration: most tasks end there, and are seen within a few
+  percent of their duration. A task slower than every recent peer (the model may have drifted)
+  is polled by the backoff again.
 
 Every interval is at most ``max_poll_interval``, so no task, whatever the model's history, is
 seen later than that after it ended. Elapsed time comes from an absolute start carried in the
@@ -33,6 +33,10 @@ GROWTH = 0.25
 JITTER = 0.2
 #: Aimed polls are this fraction of the model's typical (median recent) duration apart.
 DENSE = 0.05
+#: Before the grid, the interval is this fraction of the elapsed wait (at most ``max_poll_interval``).
+SPARSE = 1.0
+#: The grid goes this fraction of the recent spread past the longest recent duration.
+TAIL = 0.25
 #: Recent durations needed before polls are aimed: fewer say too little about the spread.
 MIN_DURATIONS = 4
 # Shared: a generator per wait would cost 2.5 KiB of state for each of thousands of waits.
@@ -56,8 +60,7 @@ def next_poll_delay(
         aimed = _aimed_delay(elapsed, poll_interval, max_poll_interval, rng, durations)
         if aimed is not None:
             return aimed
-        # Slower than every recent peer: back off again, from when the slowest of them ended.
-        elapsed -= durations[-1]
+    # Cold, or slower than every recent peer (their durations may be of a model that since drifted).
     base = min(max_poll_interval, max(poll_interval, elapsed * GROWTH))
     return min(max_poll_interval, base * rng.uniform(1 - JITTER, 1 + JITTER))
 
@@ -65,20 +68,23 @@ def next_poll_delay(
 def _aimed_delay(
     elapsed: float, poll_interval: float, max_poll_interval: float, rng: random.Random, durations: Sequence[float]
 ) -> float | None:
-    """The delay to the next point of the grid before the longest recent duration; None past it."""
-    longest = durations[-1]
+    """The delay to the next poll aimed at the model's recent durations; None once past them."""
     # Not the very shortest of many: one task that was quick for once must not densify every wait.
     shortest = durations[len(durations) // 10]
+    # A little past the longest: the next task is as likely as any to be the slowest yet.
+    last = durations[-1] + TAIL * (durations[-1] - shortest)
     spacing = max(poll_interval, DENSE * durations[len(durations) // 2])
     soonest = elapsed + poll_interval
-    if soonest > longest:
+    if soonest > last:
         return None
-    # The grid runs down from the longest duration to the shortest (a point at or before it);
-    # before the grid, sparse polls only.
-    first_aimed = longest - math.ceil((longest - shortest) / spacing) * spacing
+    # The grid runs down from the last point to one at or before the shortest duration.
+    first_aimed = last - math.ceil((last - shortest) / spacing) * spacing
     if soonest < first_aimed:
-        return min(first_aimed - elapsed, max_poll_interval * rng.uniform(1 - JITTER, 1))
-    target = longest - ((longest - soonest) // spacing) * spacing  # the first point due no sooner than poll_interval
+        # Before the grid: sparse, yet a task quicker than its peers (the model sped up) is seen
+        # within its own duration again at worst.
+        sparse = min(max_poll_interval, max(poll_interval, SPARSE * elapsed)) * rng.uniform(1 - JITTER, 1)
+        return min(first_aimed - elapsed, sparse)
+    target = last - ((last - soonest) // spacing) * spacing  # the first point due no sooner than poll_interval
     early = rng.uniform(0, JITTER) * spacing
     return min(max_poll_interval, max((1 - JITTER) * poll_interval, target - elapsed - early))
 
