@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import itertools
 import json
 import time
 from typing import Any
@@ -419,40 +420,83 @@ def learnt(monkeypatch: pytest.MonkeyPatch) -> RecentDurations:
     return store
 
 
+@pytest.fixture
+def one_clock(emulator: MindVideoEmulator, monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """One clock for the trigger and the emulator, moved on by each of the trigger's sleeps (recorded)."""
+    now = [1_000.0]
+    monkeypatch.setattr(emulator.state, "clock", lambda: now[0])
+    monkeypatch.setattr("airflow_provider_mindvideo.triggers.time.time", lambda: now[0])
+    polls: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def advance(seconds: float) -> None:
+        now[0] += seconds
+        polls.append(now[0])
+        await real_sleep(0)
+
+    monkeypatch.setattr("airflow_provider_mindvideo.triggers.sleep", advance)
+    return polls
+
+
 def test_a_wait_teaches_the_triggerer_how_long_its_models_tasks_take(
-    emulator: MindVideoEmulator, waits: list[float], learnt: RecentDurations
+    emulator: MindVideoEmulator, one_clock: list[float], learnt: RecentDurations
 ) -> None:
-    emulator.script("slow", "succeeded", queued_seconds=0.0, processing_seconds=0.3)
-    emulator.script("broken", "failed", queued_seconds=0.0, processing_seconds=0.3)
-    trigger = MindVideoTaskTrigger(
-        submit("a slow frog"), poll_interval=0.05, max_poll_interval=0.1, model="gpt-image-2"
-    )
+    emulator.script("slow", "succeeded", queued_seconds=0.0, processing_seconds=30.0)
+    emulator.script("broken", "failed", queued_seconds=0.0, processing_seconds=30.0)
+    trigger = MindVideoTaskTrigger(submit("a slow frog"), model="gpt-image-2", started_at=1_000.0)
     (event,) = events(trigger)
     assert event["status"] == "success"
     (took,) = learnt.of("gpt-image-2")
-    assert 0.3 <= took < 30  # seen running, then ended: the middle of that span, from the wait's start
+    # Seen running, then ended: the middle of that span, from the wait's start.
+    last_running = max(at for at in one_clock if at < 1_030.0)
+    assert took == pytest.approx((last_running + one_clock[-1]) / 2 - 1_000.0)
     # A failure ends early for reasons of its own: it says nothing of how long the work takes.
-    failing = MindVideoTaskTrigger(
-        submit("a broken frog"), poll_interval=0.05, max_poll_interval=0.1, model="gpt-image-2"
-    )
+    failing = MindVideoTaskTrigger(submit("a broken frog"), model="gpt-image-2", started_at=one_clock[-1])
     (event,) = events(failing)
     assert event["status"] == "failed"
     assert learnt.of("gpt-image-2") == (took,)
 
 
-def test_a_wait_for_a_known_model_polls_sparsely_before_its_tasks_usually_end(
-    emulator: MindVideoEmulator, waits: list[float], learnt: RecentDurations
+def test_a_wait_for_a_known_model_aims_its_polls_at_when_its_tasks_end(
+    emulator: MindVideoEmulator, one_clock: list[float], learnt: RecentDurations
 ) -> None:
+    emulator.script("frog", "never")
     for seconds in (95.0, 100.0, 105.0, 110.0):
-        learnt.record("gpt-image-2", seconds)
-    task_id = submit()
-    started = time.time()
-    (event,) = events(
-        MindVideoTaskTrigger(task_id, poll_interval=1, max_poll_interval=8, model="gpt-image-2", started_at=started)
+        learnt.record("gpt-image-2", seconds, 900.0)  # before any wait began
+
+    def polls(model: str | None) -> list[float]:
+        start = time.time()  # the test's clock
+        one_clock[:] = [start]  # the first check, as the wait starts
+        trigger = MindVideoTaskTrigger(
+            submit(), poll_interval=1, max_poll_interval=30, started_at=start, deadline=start + 130, model=model
+        )
+        events(trigger)
+        return [at - start for at in one_clock]
+
+    def gaps(times: list[float], start: float, end: float) -> list[float]:
+        return [b - a for a, b in itertools.pairwise(times) if start <= b and a <= end]
+
+    aimed, backoff = polls("gpt-image-2"), polls(None)
+    # Before its peers usually end, fewer polls; around it (95-110 s), polls 5% of the median (105 s) apart.
+    assert len([at for at in aimed if at < 90]) < len([at for at in backoff if at < 90])
+    assert max(gaps(aimed, 95, 112)) <= 1.2 * 0.05 * 105  # jittered by up to a fifth of the spacing
+    assert min(gaps(backoff, 95, 112)) >= 0.8 * 23
+
+
+def test_a_wait_learns_nothing_from_peers_that_began_with_it(
+    emulator: MindVideoEmulator, one_clock: list[float], learnt: RecentDurations
+) -> None:
+    """They are its quicker peers (the slower still run): the backoff, not a schedule aimed at them."""
+    emulator.script("frog", "never")
+    for seconds in (5.0, 6.0, 7.0, 8.0):
+        learnt.record("gpt-image-2", seconds, 1_010.0)
+    trigger = MindVideoTaskTrigger(
+        submit(), poll_interval=1, max_poll_interval=30, started_at=1_000.0, deadline=1_020.0, model="gpt-image-2"
     )
-    assert event["status"] == "success"
-    # The backoff would look again after about a second; tasks of this model take 95-110 s.
-    assert all(0.8 * 8 <= seconds <= 8 for seconds in waits)
+    events(trigger)
+    assert [round(b - a, 6) for a, b in zip([1_000.0, *one_clock], one_clock, strict=False)][:3] == pytest.approx(
+        [1.0, 1.0, 1.0], rel=0.21
+    )
 
 
 def test_the_model_is_stored_with_the_wait_only_when_named() -> None:
