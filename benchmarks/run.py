@@ -178,7 +178,7 @@ def measure_waits(run: Run) -> Results:
 
 
 def table(results: Results, n: int) -> list[str]:
-    kinds = [kind for kind in ("ours", "ours_fixed", "baseline", "floor") if kind in results[n]]
+    kinds = [kind for kind in ("ours", "ours_cold", "ours_fixed", "baseline", "floor") if kind in results[n]]
     header = "| measure | " + " | ".join(KIND_NAMES[kind] for kind in kinds) + " | ours / baseline |"
     lines = [f"### N = {n:,}", "", header, "|---|" + "---|" * (len(kinds) + 1)]
     dead = {kind: died(results[n][kind]) for kind in kinds}
@@ -544,8 +544,10 @@ def detection_section(run: Run) -> Section:
         f"{w['shortest']:.0f} s to {w['longest']:.0f} s (the runs of the section above, where they exist).",
         f"- **the drift mix**: tasks of six models ({models}; each task within ±{100 * DRIFT_SPREAD:.0f}% of "
         f"its model's), one started every {DRIFT_ARRIVALS * w['longest'] / n:.1f} s, each wait starting with its "
-        f"task (as an operator defers right after its create); from the middle of the arrivals on, `{DRIFTING}` "
-        "takes twice as long.",
+        "task (as an operator defers right after its create). The first half of the tasks warms the triggerer "
+        "up, as one that has run a while (a restarted triggerer starts cold, and polls as the kind that does "
+        "not learn); delays are those of the second half, requests and CPU those of all. From the middle of "
+        f"the second half on, `{DRIFTING}` takes twice as long.",
         "",
         "Kinds: **ours** (`MindVideoTaskTrigger` naming the task's model), **ours, not learning** (the same "
         "trigger naming no model: the backoff of old, a quarter of the elapsed wait between "

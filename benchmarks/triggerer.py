@@ -67,10 +67,11 @@ DRIFT_MODELS = (
     ("doubao-seedance-1-0-pro-quality", 230 / 290),
 )
 DRIFT_SPREAD = 0.1
-#: The model whose tasks take twice as long from the middle of the arrivals on.
+#: The model whose tasks take twice as long from the middle of the measured arrivals on.
 DRIFTING = "gemini-3-1-flash-image-preview"
-#: The drift mix's tasks start one after another over this many times the longest duration.
-DRIFT_ARRIVALS = 1.0
+#: The drift mix's tasks start one after another over this many times the longest duration: the
+#: first half warms the triggerer up (as one that has run a while), the second half is measured.
+DRIFT_ARRIVALS = 2.0
 #: The first drift-mix task starts this long after the tasks are created: the triggerer is up by then.
 DRIFT_LEAD = 30.0
 
@@ -83,9 +84,10 @@ class Workload:
     shortest: float  # task durations, seconds, spread evenly between these
     longest: float
     #: "spread": every task of one model, all started at once, durations spread evenly (the
-    #: original workload). "drift": tasks of six models start one after another over the
-    #: longest duration, each model's within +/- 10% of its own typical duration, and one model's
-    #: tasks take twice as long from the middle of the arrivals on.
+    #: original workload). "drift": tasks of six models start one after another over twice the
+    #: longest duration, each model's within +/- 10% of its own typical duration; the first half
+    #: warms the triggerer up, the second is measured, and from its middle on one model's tasks
+    #: take twice as long.
     mix: str = "spread"
 
     @property
@@ -105,12 +107,16 @@ class Workload:
             return round(self.shortest + (self.longest - self.shortest) * spread)
         model, point = DRIFT_MODELS[i % len(DRIFT_MODELS)]
         typical = self.shortest + (self.longest - self.shortest) * point
-        if model == DRIFTING and i >= self.waits // 2:
+        if model == DRIFTING and i >= self.waits * 3 // 4:
             typical *= 2
         return max(1, round(typical * (1 - DRIFT_SPREAD + 2 * DRIFT_SPREAD * spread)))
 
     def model(self, i: int) -> str:
         return "gpt-image-2" if self.mix == "spread" else DRIFT_MODELS[i % len(DRIFT_MODELS)][0]
+
+    def measured(self, i: int) -> bool:
+        """Whether task ``i``'s detection counts (the drift mix's warm-up half does not)."""
+        return self.mix == "spread" or i >= self.waits // 2
 
     def starts_after(self, i: int) -> float:
         """Seconds after the tasks are created that task ``i`` starts (and its wait with it)."""
@@ -506,6 +512,8 @@ def summarise(
         start = measured.get("starts", {}).get(task_id, started_at)
         ended_before += terminal_at < start
         delay = measured["done_at"][task_id] - max(terminal_at, start)
+        if not workload.measured(i):
+            continue
         raw_delays.append(measured["done_at"][task_id] - terminal_at)
         delays.append(delay)
         duration = workload.duration(i)
