@@ -341,14 +341,11 @@ class MindVideoTaskTrigger(BaseTrigger):
             # Failures end early for reasons of their own: only successes say how long the work takes.
             took = observed_duration(self._last_running, now, self.started_at)
             if took is not None:
-                RECENT.record(self.model, took, now)
+                RECENT.record(self.model, took)
 
     def _next_delay(self, now: float, server_asked: float) -> float:
         planned = next_poll_delay(
-            now - self.started_at,
-            self.poll_interval,
-            self.max_poll_interval,
-            durations=RECENT.of(self.model, known_by=self.started_at),
+            now - self.started_at, self.poll_interval, self.max_poll_interval, durations=RECENT.of(self.model)
         )
         delay = max(server_asked, planned)
         return delay if self.deadline is None else min(delay, max(0.0, self.deadline - now))

@@ -149,8 +149,8 @@ def test_waits_started_together_drift_apart() -> None:
 )
 def test_the_store_never_holds_more_than_its_bounds(records: list[tuple[int, float]]) -> None:
     store = RecentDurations(per_model=5, models=7)
-    for at, (model, seconds) in enumerate(records):
-        store.record(f"model-{model}", seconds, at)
+    for model, seconds in records:
+        store.record(f"model-{model}", seconds)
     assert len(store) <= 7
     for model in range(51):
         known = store.of(f"model-{model}")
@@ -161,34 +161,23 @@ def test_the_store_never_holds_more_than_its_bounds(records: list[tuple[int, flo
 
 def test_a_model_twice_as_slow_is_tracked_within_the_window() -> None:
     store = RecentDurations(per_model=16)
-    for at in range(40):
-        store.record("veo", 100.0, at)
-    for at in range(40, 56):
-        store.record("veo", 200.0, at)
+    for _ in range(40):
+        store.record("veo", 100.0)
+    for _ in range(16):
+        store.record("veo", 200.0)
     assert store.of("veo") == (200.0,) * 16
 
 
 def test_the_model_used_least_lately_is_forgotten_first() -> None:
     store = RecentDurations(per_model=4, models=2)
-    store.record("a", 1.0, 0)
-    store.record("b", 2.0, 1)
-    store.record("a", 3.0, 2)  # a used again: b is now the oldest
-    store.record("c", 4.0, 3)
+    store.record("a", 1.0)
+    store.record("b", 2.0)
+    store.record("a", 3.0)  # a used again: b is now the oldest
+    store.record("c", 4.0)
     assert store.of("b") == ()
     assert store.of("a") == (1.0, 3.0)
     assert store.of("c") == (4.0,)
     assert store.of(None) == ()
-
-
-def test_a_wait_uses_only_what_was_known_when_it_began() -> None:
-    """Peers started with it that ended since are its quicker ones: the slower are still running."""
-    store = RecentDurations()
-    store.record("veo", 200.0, 1_000.0)
-    store.record("veo", 220.0, 1_100.0)
-    store.record("veo", 90.0, 1_200.0)
-    assert store.of("veo", known_by=1_150.0) == (200.0, 220.0)
-    assert store.of("veo") == (90.0, 200.0, 220.0)
-    assert store.of("veo", known_by=999.0) == ()
 
 
 def test_a_wait_learns_only_from_an_end_it_bracketed() -> None:

@@ -641,7 +641,7 @@ class _Batch:
                 now - started,
                 self.trigger.poll_interval,
                 self.trigger.max_poll_interval,
-                durations=RECENT.of(row.model, known_by=started),
+                durations=RECENT.of(row.model),
             )
             if self.trigger.deadline is not None:
                 delay = min(delay, max(0.0, self.trigger.deadline - now))
@@ -658,10 +658,9 @@ class _Batch:
                 last_running = time.time()
         if fresh and task.status is TaskStatus.SUCCEEDED:
             # The batch's items of one model teach each other (and the triggerer's other waits) when to look.
-            now = time.time()
-            took = observed_duration(last_running, now, started)
+            took = observed_duration(last_running, time.time(), started)
             if took is not None:
-                RECENT.record(row.model, took, now)
+                RECENT.record(row.model, took)
         return task
 
     def _finish(self, row: ItemResult, task: MindVideoTask) -> None:

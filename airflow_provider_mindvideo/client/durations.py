@@ -26,17 +26,13 @@ class RecentDurations:
             raise ValueError(f"per_model = {per_model!r}, models = {models!r}: must be >= 1")
         self.per_model = per_model
         self.models = models
-        # Per model: (when the end was seen, the duration), in the order seen.
-        self._recent: OrderedDict[str, deque[tuple[float, float]]] = OrderedDict()
+        self._recent: OrderedDict[str, deque[float]] = OrderedDict()
         # Read at every poll of every wait, written once per task: kept sorted, not sorted per read.
         self._sorted: dict[str, tuple[float, ...]] = {}
 
-    def record(self, model: str, seconds: float, ended_at: float) -> None:
-        """A task of ``model`` was seen ending at ``ended_at`` (epoch seconds), ``seconds`` after it began.
-
-        A duration that is no positive, finite number is ignored.
-        """
-        if not 0 < seconds < float("inf"):
+    def record(self, model: str, seconds: float) -> None:
+        """A task of ``model`` was seen ending ``seconds`` after it was created (non-positive: ignored)."""
+        if not seconds > 0 or seconds == float("inf"):
             return
         recent = self._recent.get(model)
         if recent is None:
@@ -46,22 +42,14 @@ class RecentDurations:
                 self._sorted.pop(forgotten, None)
         else:
             self._recent.move_to_end(model)
-        recent.append((ended_at, float(seconds)))
-        self._sorted[model] = tuple(sorted(seconds for _, seconds in recent))
+        recent.append(float(seconds))
+        self._sorted[model] = tuple(sorted(recent))
 
-    def of(self, model: str | None, known_by: float = float("inf")) -> tuple[float, ...]:
-        """The model's recent durations, shortest first, of the tasks seen ending by ``known_by``.
-
-        A wait asks for what was known when it began: the peers that began with it and ended
-        since are only its quicker ones (the slower are still running), and would make every
-        task look late. Empty for a model not seen (or None).
-        """
-        if model is None or model not in self._recent:
+    def of(self, model: str | None) -> tuple[float, ...]:
+        """The model's recent durations, shortest first; empty for a model not seen (or None)."""
+        if model is None:
             return ()
-        recent = self._recent[model]
-        if max(ended_at for ended_at, _ in recent) <= known_by:
-            return self._sorted[model]
-        return tuple(sorted(seconds for ended_at, seconds in recent if ended_at <= known_by))
+        return self._sorted.get(model, ())
 
     def __len__(self) -> int:
         return len(self._recent)

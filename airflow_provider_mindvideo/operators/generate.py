@@ -367,10 +367,7 @@ class MindVideoGenerateOperator(MindVideoSubmitOperator):
             if now >= deadline:
                 raise WaitTimeoutError(f"MindVideo task {task.task_id} did not finish within {self.timeout:.0f} s")
             delay = next_poll_delay(
-                now - started_at,
-                self.poll_interval,
-                self.max_poll_interval,
-                durations=RECENT.of(self.model, known_by=started_at),
+                now - started_at, self.poll_interval, self.max_poll_interval, durations=RECENT.of(self.model)
             )
             time.sleep(min(deadline - now, delay))
             task = self.hook.get_task(task.task_id, within=max(1.0, deadline - time.time()))
@@ -378,10 +375,9 @@ class MindVideoGenerateOperator(MindVideoSubmitOperator):
                 last_running = time.time()
         if fresh and task.status.value == "succeeded":
             # A worker process may wait for more than one task (tests, a local executor): it learns too.
-            now = time.time()
-            took = observed_duration(last_running, now, started_at)
+            took = observed_duration(last_running, time.time(), started_at)
             if took is not None:
-                RECENT.record(self.model, took, now)
+                RECENT.record(self.model, took)
         return task
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> list[str]:
