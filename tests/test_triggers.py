@@ -488,3 +488,23 @@ def test_the_model_is_stored_with_the_wait_only_when_named() -> None:
     classpath, kwargs = MindVideoTaskTrigger("task_1", model="veo3-1-fast").serialize()
     assert kwargs["model"] == "veo3-1-fast"
     assert import_string(classpath)(**kwargs).model == "veo3-1-fast"
+
+
+def test_the_workers_wait_learns_too(emulator: MindVideoEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """deferrable=False: a worker process that waits for more than one task aims its polls as the triggerer does."""
+    from airflow_provider_mindvideo.operators import MindVideoGenerateOperator
+    from tests.reliability.test_pay_once_invariant import TaskInstance
+
+    store = RecentDurations()
+    monkeypatch.setattr("airflow_provider_mindvideo.operators.generate.RECENT", store)
+    operator = MindVideoGenerateOperator(
+        task_id="generate",
+        model="gpt-image-2",
+        input={"prompt": "a patient heron"},
+        deferrable=False,
+        poll_interval=0.05,
+        max_poll_interval=0.1,
+    )
+    assert operator.execute({"ti": TaskInstance(try_number=1)})  # type: ignore[arg-type]
+    (took,) = store.of("gpt-image-2")
+    assert took > 0
