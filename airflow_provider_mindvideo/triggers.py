@@ -13,6 +13,7 @@ from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
 
 from airflow_provider_mindvideo import DEFAULT_CONN_ID
 from airflow_provider_mindvideo.client.cancellation import log_still_running
+from airflow_provider_mindvideo.client.durations import RECENT, observed_duration
 from airflow_provider_mindvideo.client.errors import MindVideoError
 from airflow_provider_mindvideo.client.models import MindVideoTask, TaskStatus
 from airflow_provider_mindvideo.client.polling import (
@@ -114,11 +115,16 @@ class MindVideoTaskTrigger(BaseTrigger):
 
     :param mindvideo_task_id: The MindVideo task to wait for.
     :param mindvideo_conn_id: The MindVideo connection.
-    :param poll_interval: Seconds before the first re-check; later intervals grow with the
-        elapsed wait (a quarter of it) up to ``max_poll_interval``.
-    :param max_poll_interval: The longest interval between two checks.
+    :param poll_interval: Seconds before the first re-check, and the shortest interval between
+        two checks; later intervals grow with the elapsed wait (a quarter of it) up to
+        ``max_poll_interval``, or, once this triggerer saw a few tasks of ``model`` end, gather
+        around when they usually end (see ``airflow_provider_mindvideo.client.polling``).
+    :param max_poll_interval: The longest interval between two checks, hence the latest a task
+        is seen after it ended.
     :param started_at: When the wait began (epoch seconds); intervals grow from here.
     :param deadline: When to give up (epoch seconds), or None to wait for ever.
+    :param model: The task's model: the triggerer learns how long its tasks take, and aims
+        its checks at when they usually end. None: the backoff alone.
     :param end_from_trigger: When the task succeeded with at least one output, end the Airflow
         task here, in the triggerer, with the XComs :class:`~airflow_provider_mindvideo.sensors.MindVideoTaskSensor`
         would push (a ``TaskSuccessEvent``), instead of resuming it on a worker. Every other
@@ -135,6 +141,7 @@ class MindVideoTaskTrigger(BaseTrigger):
         started_at: float | None = None,
         deadline: float | None = None,
         end_from_trigger: bool = False,
+        model: str | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         check_poll_settings(poll_interval, max_poll_interval)
@@ -145,6 +152,7 @@ class MindVideoTaskTrigger(BaseTrigger):
         self.started_at = time.time() if started_at is None else started_at
         self.deadline = deadline
         self.end_from_trigger = end_from_trigger
+        self.model = model
 
     @classmethod
     def starting_now(
@@ -156,6 +164,7 @@ class MindVideoTaskTrigger(BaseTrigger):
         timeout: float,
         *,
         end_from_trigger: bool = False,
+        model: str | None = None,
     ) -> MindVideoTaskTrigger:
         """A wait that starts now and gives up ``timeout`` seconds later."""
         now = time.time()
@@ -167,6 +176,7 @@ class MindVideoTaskTrigger(BaseTrigger):
             started_at=now,
             deadline=now + timeout,
             end_from_trigger=end_from_trigger,
+            model=model,
         )
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -182,6 +192,8 @@ class MindVideoTaskTrigger(BaseTrigger):
         # Only when set: a wait without it is stored exactly as earlier releases stored it.
         if self.end_from_trigger:
             kwargs["end_from_trigger"] = True
+        if self.model is not None:
+            kwargs["model"] = self.model
         return "airflow_provider_mindvideo.triggers.MindVideoTaskTrigger", kwargs
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
@@ -191,6 +203,7 @@ class MindVideoTaskTrigger(BaseTrigger):
         hook = MindVideoHook(self.mindvideo_conn_id, shared_client=True)
         self._last_problem: str | None = None
         self._seen: tuple[str, float] | None = None  # the last status seen, and since when
+        self._last_running: float | None = None  # when this run last saw the task unfinished
         self._settings_read = False
         try:
             # Thousands of waits handed to a triggerer at once would all look now, in one burst.
@@ -253,6 +266,7 @@ class MindVideoTaskTrigger(BaseTrigger):
             return None, exc.retry_after or 0.0
         self._last_problem = None
         self._note_status(task)
+        self._learn(task)
         if task.is_terminal:
             if self.end_from_trigger and task.status is TaskStatus.SUCCEEDED and task.output_urls:
                 return self._success_here(task), 0.0
@@ -318,8 +332,22 @@ class MindVideoTaskTrigger(BaseTrigger):
             "The wait was stopped (the Airflow task was cleared, or marked failed or successful)",
         )
 
+    def _learn(self, task: MindVideoTask) -> None:
+        """Tell the triggerer's other waits how long a task of this model took, when this one saw it end."""
+        now = time.time()
+        if not task.is_terminal:
+            self._last_running = now
+        elif self.model is not None and task.status is TaskStatus.SUCCEEDED:
+            # Failures end early for reasons of their own: only successes say how long the work takes.
+            took = observed_duration(self._last_running, now, self.started_at)
+            if took is not None:
+                RECENT.record(self.model, took)
+
     def _next_delay(self, now: float, server_asked: float) -> float:
-        delay = max(server_asked, next_poll_delay(now - self.started_at, self.poll_interval, self.max_poll_interval))
+        planned = next_poll_delay(
+            now - self.started_at, self.poll_interval, self.max_poll_interval, durations=RECENT.of(self.model)
+        )
+        delay = max(server_asked, planned)
         return delay if self.deadline is None else min(delay, max(0.0, self.deadline - now))
 
     def _event(

@@ -52,7 +52,28 @@ API_KEY = "mv_test_emulator"
 TERMINAL = {"succeeded", "failed", "cancelled"}
 TICK = 0.05
 ROOT = Path(__file__).resolve().parents[1]
-KINDS = ("ours", "ours_fixed", "baseline", "floor")
+KINDS = ("ours", "ours_cold", "ours_fixed", "baseline", "floor")
+
+
+#: The drift mix's models: (model, typical duration as a point of the shortest..longest range).
+#: In the full run (10-300 s): image models of about 15, 25 and 50 s, video models of 90, 150 and
+#: 240 s. Each task lasts its model's typical duration +/- DRIFT_SPREAD.
+DRIFT_MODELS = (
+    ("gpt-image-2", 5 / 290),
+    ("gemini-3-1-flash-image-preview", 15 / 290),
+    ("doubao-seedream-5-0-lite", 40 / 290),
+    ("doubao-seedance-1-0-pro-fast", 80 / 290),
+    ("doubao-seedance-1-5-pro", 140 / 290),
+    ("doubao-seedance-1-0-pro-quality", 230 / 290),
+)
+DRIFT_SPREAD = 0.1
+#: The model whose tasks take twice as long from the middle of the measured arrivals on.
+DRIFTING = "gemini-3-1-flash-image-preview"
+#: The drift mix's tasks start one after another over this many times the longest duration: the
+#: first half warms the triggerer up (as one that has run a while), the second half is measured.
+DRIFT_ARRIVALS = 2.0
+#: The first drift-mix task starts this long after the tasks are created: the triggerer is up by then.
+DRIFT_LEAD = 30.0
 
 
 @dataclass(frozen=True)
@@ -62,6 +83,12 @@ class Workload:
     max_poll_interval: float  # ours: the poll cap
     shortest: float  # task durations, seconds, spread evenly between these
     longest: float
+    #: "spread": every task of one model, all started at once, durations spread evenly (the
+    #: original workload). "drift": tasks of six models start one after another over twice the
+    #: longest duration, each model's within +/- 10% of its own typical duration; the first half
+    #: warms the triggerer up, the second is measured, and from its middle on one model's tasks
+    #: take twice as long.
+    mix: str = "spread"
 
     @property
     def short_up_to(self) -> float:
@@ -75,7 +102,27 @@ class Workload:
 
     def duration(self, i: int) -> int:
         # Golden-ratio spacing: an even spread that does not depend on N.
-        return round(self.shortest + (self.longest - self.shortest) * ((i * 0.6180339887) % 1.0))
+        spread = (i * 0.6180339887) % 1.0
+        if self.mix == "spread":
+            return round(self.shortest + (self.longest - self.shortest) * spread)
+        model, point = DRIFT_MODELS[i % len(DRIFT_MODELS)]
+        typical = self.shortest + (self.longest - self.shortest) * point
+        if model == DRIFTING and i >= self.waits * 3 // 4:
+            typical *= 2
+        return max(1, round(typical * (1 - DRIFT_SPREAD + 2 * DRIFT_SPREAD * spread)))
+
+    def model(self, i: int) -> str:
+        return "gpt-image-2" if self.mix == "spread" else DRIFT_MODELS[i % len(DRIFT_MODELS)][0]
+
+    def measured(self, i: int) -> bool:
+        """Whether task ``i``'s detection counts (the drift mix's warm-up half does not)."""
+        return self.mix == "spread" or i >= self.waits // 2
+
+    def starts_after(self, i: int) -> float:
+        """Seconds after the tasks are created that task ``i`` starts (and its wait with it)."""
+        if self.mix == "spread":
+            return 0.0
+        return DRIFT_LEAD + i * DRIFT_ARRIVALS * self.longest / self.waits
 
 
 # -- the baseline, as a trigger the runner can run ----------------------------------------------------
@@ -161,7 +208,7 @@ class SharedSessionTrigger(BaseTrigger):
             await asyncio.sleep(self.poll_interval)
 
 
-def trigger_for(kind: str, task_id: str, workload: Workload, started_at: float) -> BaseTrigger:
+def trigger_for(kind: str, task_id: str, workload: Workload, started_at: float, model: str | None) -> BaseTrigger:
     if kind == "baseline":
         return HttpPollingTrigger(task_id, workload.poll_interval)
     if kind == "floor":
@@ -169,8 +216,13 @@ def trigger_for(kind: str, task_id: str, workload: Workload, started_at: float) 
     from airflow_provider_mindvideo.triggers import MindVideoTaskTrigger
 
     cap = workload.poll_interval if kind == "ours_fixed" else workload.max_poll_interval
+    # ours_cold names no model, as before the triggers learnt: the backoff alone, the schedule of old.
     return MindVideoTaskTrigger(
-        task_id, poll_interval=workload.poll_interval, max_poll_interval=cap, started_at=started_at
+        task_id,
+        poll_interval=workload.poll_interval,
+        max_poll_interval=cap,
+        started_at=started_at,
+        model=model if kind == "ours" else None,
     )
 
 
@@ -234,7 +286,9 @@ def _proc_rss(pid: int) -> int:
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def triggerer_main(kind: str, task_ids: list[str], warm_up_id: str, workload: Workload, out: Path) -> dict[str, Any]:
+def triggerer_main(
+    kind: str, task_ids: list[str], starts: list[float], warm_up_id: str, workload: Workload, out: Path
+) -> dict[str, Any]:
     from airflow.executors.workloads import RunTrigger
     from airflow.executors.workloads.task import TaskInstanceDTO
     from airflow.jobs.triggerer_job_runner import TriggerRunnerSupervisor
@@ -243,6 +297,8 @@ def triggerer_main(kind: str, task_ids: list[str], warm_up_id: str, workload: Wo
     arrived: dict[int, float] = {}
     failed: dict[int, Any] = {}
     pending: list[RunTrigger] = []
+    # Waits handed over as their tasks start (the drift mix): (when, workload), soonest last.
+    scheduled: list[tuple[float, RunTrigger]] = []
 
     class BenchSupervisor(TriggerRunnerSupervisor):  # type: ignore[misc]
         """The triggerer's supervisor, with the metadata database replaced by the benchmark's lists."""
@@ -252,6 +308,9 @@ def triggerer_main(kind: str, task_ids: list[str], warm_up_id: str, workload: Wo
             _runner_main()
 
         def load_triggers(self) -> None:
+            now = time.time()
+            while scheduled and scheduled[-1][0] <= now:
+                pending.append(scheduled.pop()[1])
             while pending:
                 self.creating_triggers.append(pending.pop(0))
 
@@ -309,7 +368,7 @@ def triggerer_main(kind: str, task_ids: list[str], warm_up_id: str, workload: Wo
                 sample()
 
     # Warm up: every code path once, so that the RSS growth measured next is the waits' own.
-    pending.append(workload_for(1, trigger_for(kind, warm_up_id, workload, time.time())))
+    pending.append(workload_for(1, trigger_for(kind, warm_up_id, workload, time.time(), None)))
     serve_until(lambda: 1 in arrived, limit=120)
     if failed:
         raise RuntimeError(f"the warm-up wait failed: {failed}")
@@ -325,10 +384,19 @@ def triggerer_main(kind: str, task_ids: list[str], warm_up_id: str, workload: Wo
 
     ids = range(2, len(task_ids) + 2)
     started_at, wall_before = time.time(), time.perf_counter()
-    pending.extend(
-        workload_for(trigger_id, trigger_for(kind, task_id, workload, started_at))
-        for trigger_id, task_id in zip(ids, task_ids, strict=True)
-    )
+    if workload.mix == "spread":
+        pending.extend(
+            workload_for(trigger_id, trigger_for(kind, task_id, workload, started_at, workload.model(i)))
+            for i, (trigger_id, task_id) in enumerate(zip(ids, task_ids, strict=True))
+        )
+        starts = [started_at] * len(task_ids)
+    else:
+        # Each wait starts as its task does (as an operator defers right after its create).
+        scheduled.extend(
+            (start, workload_for(trigger_id, trigger_for(kind, task_id, workload, start, workload.model(i))))
+            for i, (trigger_id, task_id, start) in enumerate(zip(ids, task_ids, starts, strict=True))
+        )
+        scheduled.sort(key=lambda item: -item[0])
     serve_until(lambda: len(arrived) == len(task_ids) + 1, sample)
     wall = time.perf_counter() - wall_before
     cpu = _proc_cpu_s(pid) - cpu_before
@@ -353,6 +421,7 @@ def triggerer_main(kind: str, task_ids: list[str], warm_up_id: str, workload: Wo
         "connections": probe["connections"],
         "collections": probe.get("collections", []),
         "started_at": started_at,
+        "starts": dict(zip(task_ids, starts, strict=True)),
         "done_at": {task_id: arrived[i] for i, task_id in zip(ids, task_ids, strict=True)},
         "supervisor_max_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
     }
@@ -373,15 +442,23 @@ def run_workload(kind: str, workload: Workload, base_url: str, python: str = sys
         for seconds in {workload.duration(i) for i in range(workload.waits)} | {0}:
             script = {"match": f"[d={seconds}]", "outcome": "succeeded", "queued_seconds": 0}
             client.post("/_emulator/scripts", json={**script, "processing_seconds": seconds}).raise_for_status()
+        if workload.mix != "spread":
+            # Each task is queued until its start, then takes its duration; its wait starts with it.
+            for i in range(workload.waits):
+                script = {"match": f"[t={i}]", "outcome": "succeeded", "queued_seconds": workload.starts_after(i)}
+                script["processing_seconds"] = workload.duration(i)
+                client.post("/_emulator/scripts", json=script).raise_for_status()
         warm_up = client.post("/api/v1/tasks", json={"model": "gpt-image-2", "input": {"prompt": "[d=0] warm-up"}})
         task_ids = asyncio.run(create_tasks(base_url, workload))
         before = client.get("/_emulator/state").json()
+        created = {task["task_id"]: task for task in before["tasks"]}
+        starts = [created[task_id]["terminal_at"] - workload.duration(i) for i, task_id in enumerate(task_ids)]
         with tempfile.TemporaryDirectory() as tmp:
             result, probe = Path(tmp) / "result.json", Path(tmp) / "probe.json"
             with open(Path(tmp) / "triggerer.log", "w+") as log:
                 child = subprocess.run(
                     [python, "-m", "benchmarks.triggerer", "child", kind, json.dumps(workload.__dict__), str(result)],
-                    input=json.dumps({"task_ids": task_ids, "warm_up": warm_up.json()["task_id"]}),
+                    input=json.dumps({"task_ids": task_ids, "starts": starts, "warm_up": warm_up.json()["task_id"]}),
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     text=True,
@@ -432,8 +509,11 @@ def summarise(
         # takes minutes), so some end before any wait exists: no trigger could see them earlier
         # than the hand-over. In production a wait starts as its task is created.
         terminal_at = tasks[task_id]["terminal_at"]
-        ended_before += terminal_at < started_at
-        delay = measured["done_at"][task_id] - max(terminal_at, started_at)
+        start = measured.get("starts", {}).get(task_id, started_at)
+        ended_before += terminal_at < start
+        delay = measured["done_at"][task_id] - max(terminal_at, start)
+        if not workload.measured(i):
+            continue
         raw_delays.append(measured["done_at"][task_id] - terminal_at)
         delays.append(delay)
         duration = workload.duration(i)
@@ -488,6 +568,7 @@ def summarise(
         "latency_from_task_end_p50_s": statistics.median(raw_delays),
         "ended_before_handover": ended_before / n,
         "latency_p95_s": quantile(delays, 0.95),
+        "latency_max_s": max(delays),
         "short_delay_p50": statistics.median(by_kind["short"]),
         "short_delay_p95": quantile(by_kind["short"], 0.95),
         "long_delay_p50": statistics.median(by_kind["long"]),
@@ -510,8 +591,9 @@ async def create_tasks(base_url: str, workload: Workload) -> list[str]:
 
         async def create(i: int) -> str:
             async with limit:
-                prompt = f"[d={workload.duration(i)}] wait {i}"
-                answer = await client.post("/api/v1/tasks", json={"model": "gpt-image-2", "input": {"prompt": prompt}})
+                prompt = f"[d={workload.duration(i)}] [t={i}] wait {i}"
+                body = {"model": workload.model(i), "input": {"prompt": prompt}}
+                answer = await client.post("/api/v1/tasks", json=body)
                 return str(answer.json()["task_id"])
 
         return await asyncio.gather(*(create(i) for i in range(workload.waits)))
@@ -543,7 +625,9 @@ def main() -> None:
     from benchmarks.triggerer_probe import count_connections
 
     count_connections()  # before the fork: the runner inherits the counting connector
-    result = triggerer_main(args.kind, given["task_ids"], given["warm_up"], workload, Path(args.result))
+    result = triggerer_main(
+        args.kind, given["task_ids"], given["starts"], given["warm_up"], workload, Path(args.result)
+    )
     Path(args.result).write_text(json.dumps(result))
 
 

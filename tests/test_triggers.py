@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import itertools
 import json
 import time
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 from airflow.sdk.module_loading import import_string
 
+from airflow_provider_mindvideo.client.durations import RecentDurations
 from airflow_provider_mindvideo.client.polling import FirstCheckSlots
 from airflow_provider_mindvideo.client.settings import ClientSettings, RecentSettings
 from airflow_provider_mindvideo.emulator import MindVideoEmulator
@@ -408,3 +410,101 @@ def test_a_failed_reading_ends_each_wait_with_its_error_and_is_not_kept(
     assert [event["status"] for event in found] == ["error"] * 4
     assert all("mindvideo_typo" in event["message"] for event in found)
     assert connection_reads == ["mindvideo_typo", "mindvideo_typo"]  # one for the three together, one again later
+
+
+@pytest.fixture
+def learnt(monkeypatch: pytest.MonkeyPatch) -> RecentDurations:
+    """A store of recent durations of the triggers' own, empty (the process-wide one is left alone)."""
+    store = RecentDurations()
+    monkeypatch.setattr("airflow_provider_mindvideo.triggers.RECENT", store)
+    return store
+
+
+@pytest.fixture
+def one_clock(emulator: MindVideoEmulator, monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """One clock for the trigger and the emulator, moved on by each of the trigger's sleeps (recorded)."""
+    now = [1_000.0]
+    monkeypatch.setattr(emulator.state, "clock", lambda: now[0])
+    monkeypatch.setattr("airflow_provider_mindvideo.triggers.time.time", lambda: now[0])
+    polls: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def advance(seconds: float) -> None:
+        now[0] += seconds
+        polls.append(now[0])
+        await real_sleep(0)
+
+    monkeypatch.setattr("airflow_provider_mindvideo.triggers.sleep", advance)
+    return polls
+
+
+def test_a_wait_teaches_the_triggerer_how_long_its_models_tasks_take(
+    emulator: MindVideoEmulator, one_clock: list[float], learnt: RecentDurations
+) -> None:
+    emulator.script("slow", "succeeded", queued_seconds=0.0, processing_seconds=30.0)
+    emulator.script("broken", "failed", queued_seconds=0.0, processing_seconds=30.0)
+    trigger = MindVideoTaskTrigger(submit("a slow frog"), model="gpt-image-2", started_at=1_000.0)
+    (event,) = events(trigger)
+    assert event["status"] == "success"
+    (took,) = learnt.of("gpt-image-2")
+    # Seen running, then ended: the middle of that span, from the wait's start.
+    last_running = max(at for at in one_clock if at < 1_030.0)
+    assert took == pytest.approx((last_running + one_clock[-1]) / 2 - 1_000.0)
+    # A failure ends early for reasons of its own: it says nothing of how long the work takes.
+    failing = MindVideoTaskTrigger(submit("a broken frog"), model="gpt-image-2", started_at=one_clock[-1])
+    (event,) = events(failing)
+    assert event["status"] == "failed"
+    assert learnt.of("gpt-image-2") == (took,)
+
+
+def test_a_wait_for_a_known_model_aims_its_polls_at_when_its_tasks_end(
+    emulator: MindVideoEmulator, one_clock: list[float], learnt: RecentDurations
+) -> None:
+    emulator.script("frog", "never")
+    for seconds in (95.0, 100.0, 105.0, 110.0):
+        learnt.record("gpt-image-2", seconds)
+
+    def polls(model: str | None) -> list[float]:
+        start = time.time()  # the test's clock
+        one_clock[:] = [start]  # the first check, as the wait starts
+        trigger = MindVideoTaskTrigger(
+            submit(), poll_interval=1, max_poll_interval=30, started_at=start, deadline=start + 130, model=model
+        )
+        events(trigger)
+        return [at - start for at in one_clock]
+
+    def gaps(times: list[float], start: float, end: float) -> list[float]:
+        return [b - a for a, b in itertools.pairwise(times) if start <= b and a <= end]
+
+    aimed, backoff = polls("gpt-image-2"), polls(None)
+    # Before its peers usually end, fewer polls; around it (95-110 s), polls 5% of the median (105 s) apart.
+    assert len([at for at in aimed if at < 90]) < len([at for at in backoff if at < 90])
+    assert max(gaps(aimed, 95, 112)) <= 1.2 * 0.05 * 105  # jittered by up to a fifth of the spacing
+    # The backoff: a quarter of the wait, jittered by a fifth; the gap into 95 s starts at 73 s at the earliest.
+    assert min(gaps(backoff, 95, 112)) >= 0.8 * 0.25 * 73
+
+
+def test_the_model_is_stored_with_the_wait_only_when_named() -> None:
+    classpath, kwargs = MindVideoTaskTrigger("task_1", model="veo3-1-fast").serialize()
+    assert kwargs["model"] == "veo3-1-fast"
+    assert import_string(classpath)(**kwargs).model == "veo3-1-fast"
+
+
+def test_the_workers_wait_learns_too(emulator: MindVideoEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """deferrable=False: a worker process that waits for more than one task aims its polls as the triggerer does."""
+    from airflow_provider_mindvideo.operators import MindVideoGenerateOperator
+    from tests.reliability.test_pay_once_invariant import TaskInstance
+
+    store = RecentDurations()
+    monkeypatch.setattr("airflow_provider_mindvideo.operators.generate.RECENT", store)
+    operator = MindVideoGenerateOperator(
+        task_id="generate",
+        model="gpt-image-2",
+        input={"prompt": "a patient heron"},
+        deferrable=False,
+        poll_interval=0.05,
+        max_poll_interval=0.1,
+    )
+    assert operator.execute({"ti": TaskInstance(try_number=1)})  # type: ignore[arg-type]
+    (took,) = store.of("gpt-image-2")
+    assert took > 0

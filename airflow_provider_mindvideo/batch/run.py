@@ -51,6 +51,7 @@ from airflow_provider_mindvideo.batch.records import (
 from airflow_provider_mindvideo.batch.saving import Saver
 from airflow_provider_mindvideo.batch.sharing import WORK_PER_STEP, clamp_active, in_steps, loop_share, stepped_aside
 from airflow_provider_mindvideo.client import limits
+from airflow_provider_mindvideo.client.durations import RECENT, observed_duration
 from airflow_provider_mindvideo.client.errors import (
     AuthenticationError,
     ConnectionNotFoundError,
@@ -579,14 +580,21 @@ class _Batch:
 
     async def _wait(self, task: MindVideoTask, row: ItemResult) -> MindVideoTask:
         """Poll until the task ends or the batch's deadline passes (then the task as last seen)."""
-        started = time.time()
+        started = last_running = time.time()  # just created (or replayed): unfinished
+        # A replayed create may name a task made long ago: its duration from now says nothing.
+        fresh = task.created is True
         while not task.is_terminal:
             now = time.time()
             if self._past_deadline(now):
                 row.status, row.retryable = TIMED_OUT, True
                 row.error = f"MindVideo task {task.task_id} did not finish before the batch's timeout"
                 return task
-            delay = next_poll_delay(now - started, self.trigger.poll_interval, self.trigger.max_poll_interval)
+            delay = next_poll_delay(
+                now - started,
+                self.trigger.poll_interval,
+                self.trigger.max_poll_interval,
+                durations=RECENT.of(row.model),
+            )
             if self.trigger.deadline is not None:
                 delay = min(delay, max(0.0, self.trigger.deadline - now))
             await asyncio.sleep(delay)
@@ -598,6 +606,14 @@ class _Batch:
                 if not exc.retryable:
                     raise
                 await self._back_off(exc)  # the hook already retried; keep waiting rather than fail over a blip
+                continue
+            if not task.is_terminal:
+                last_running = time.time()
+        if fresh and task.status is TaskStatus.SUCCEEDED:
+            # The batch's items of one model teach each other (and the triggerer's other waits) when to look.
+            took = observed_duration(last_running, time.time(), started)
+            if took is not None:
+                RECENT.record(row.model, took)
         return task
 
     def _finish(self, row: ItemResult, task: MindVideoTask) -> None:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator, conf
 
 from airflow_provider_mindvideo import DEFAULT_CONN_ID
+from airflow_provider_mindvideo.client.durations import RECENT, observed_duration
 from airflow_provider_mindvideo.client.polling import check_poll_settings, next_poll_delay
 from airflow_provider_mindvideo.links import (
     MindVideoGalleryLink,
@@ -345,7 +346,12 @@ class MindVideoGenerateOperator(MindVideoSubmitOperator):
 
             self.defer(
                 trigger=MindVideoTaskTrigger.starting_now(
-                    task.task_id, self.mindvideo_conn_id, self.poll_interval, self.max_poll_interval, self.timeout
+                    task.task_id,
+                    self.mindvideo_conn_id,
+                    self.poll_interval,
+                    self.max_poll_interval,
+                    self.timeout,
+                    model=self.model,
                 ),
                 method_name="execute_complete",
                 timeout=timedelta(seconds=self.timeout) + _DEFERRAL_GRACE,
@@ -358,13 +364,25 @@ class MindVideoGenerateOperator(MindVideoSubmitOperator):
         """Poll on the worker (``deferrable=False``) with the trigger's schedule."""
         from airflow_provider_mindvideo.client.errors import WaitTimeoutError
 
+        last_running = started_at  # the submit's answer saw it unfinished
+        # A replayed create may name an earlier try's task: its duration from now says nothing.
+        fresh = task.created is True
         while not task.is_terminal:
             now = time.time()
             if now >= deadline:
                 raise WaitTimeoutError(f"MindVideo task {task.task_id} did not finish within {self.timeout:.0f} s")
-            delay = next_poll_delay(now - started_at, self.poll_interval, self.max_poll_interval)
+            delay = next_poll_delay(
+                now - started_at, self.poll_interval, self.max_poll_interval, durations=RECENT.of(self.model)
+            )
             time.sleep(min(deadline - now, delay))
             task = self.hook.get_task(task.task_id, within=max(1.0, deadline - time.time()))
+            if not task.is_terminal:
+                last_running = time.time()
+        if fresh and task.status.value == "succeeded":
+            # A worker process may wait for more than one task (tests, a local executor): it learns too.
+            took = observed_duration(last_running, time.time(), started_at)
+            if took is not None:
+                RECENT.record(self.model, took)
         return task
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> list[str]:
