@@ -42,7 +42,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from airflow_provider_mindvideo.emulator.server import emulator_process
-from benchmarks.machine import machine
+from benchmarks.machine import machine, targets_table
 from scripts.processes import ROOT, LocalAirflow, wait_for
 
 RESULTS = Path(__file__).with_name("batch-results.md")
@@ -395,9 +395,7 @@ def render(
         "",
         "## Targets",
         "",
-        "| target | measured | |",
-        "|---|---|---|",
-        *(f"| {name} | {value} | {'met' if ok else '**not met**'} |" for name, value, ok in checks),
+        *targets_table(checks),
         "",
         "## Metadata rows added, per table",
         "",

@@ -46,7 +46,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from airflow_provider_mindvideo.emulator.server import emulator_process
-from benchmarks.machine import machine
+from benchmarks.machine import machine, targets_table
 from benchmarks.triggerer import ROOT, Workload, quantile
 
 RESULTS = Path(__file__).with_name("fairness-results.md")
@@ -500,9 +500,7 @@ def render(plan: Plan, runs: dict[str, dict[str, Any]], quick: bool, seconds: fl
         "",
         "## Targets",
         "",
-        "| target | measured | |",
-        "|---|---|---|",
-        *(f"| {target} | {value} | {'met' if ok else '**not met**'} |" for target, value, ok in checks),
+        *targets_table(checks),
         "",
         "## Two batches in one loop: creates per interval",
         "",

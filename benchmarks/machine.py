@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
 
@@ -24,4 +25,13 @@ def machine(packages: tuple[str, ...], *notes: str) -> list[str]:
         f"- {os.cpu_count()} CPUs ({cpu}), {memory_kib / 2**20:.0f} GiB RAM, {platform.system()} {platform.release()}",
         f"- Python {platform.python_version()}; {versions}",
         *notes,
+    ]
+
+
+def targets_table(checks: Iterable[tuple[str, str, bool]]) -> list[str]:
+    """A benchmark page's targets as Markdown lines: each target, what was measured, met or not."""
+    return [
+        "| target | measured | |",
+        "|---|---|---|",
+        *(f"| {target} | {value} | {'met' if ok else '**not met**'} |" for target, value, ok in checks),
     ]

@@ -143,12 +143,8 @@ def recent_creates(
     dag_id: str | None = None,
 ) -> list[SpendRow]:
     """The newest creates first (those a budget refused are :func:`refused_creates`)."""
-    query = _in_range(select(spend).where(spend.c.state != REFUSED), since, until, account)
-    if dag_id is not None:
-        query = query.where(spend.c.dag_id == dag_id)
-    query = query.order_by(spend.c.created_at.desc(), spend.c.id.desc()).limit(limit)
-    with reading(engine) as connection:
-        return [spend_row(r) for r in connection.execute(query).all()]
+    rows = _newest(engine, spend.c.state != REFUSED, limit, since, until, account, dag_id=dag_id)
+    return [spend_row(r) for r in rows]
 
 
 @dataclass(frozen=True)
@@ -183,14 +179,7 @@ def refused_creates(
     A refused create reserved later (``on_budget_exhausted="wait"`` after the reset, a retry) is a
     create again and is no longer listed here.
     """
-    query = _in_range(select(spend).where(spend.c.state == REFUSED), since, until, account)
-    if dag_id is not None:
-        query = query.where(spend.c.dag_id == dag_id)
-    if model is not None:
-        query = query.where(spend.c.model == model)
-    query = query.order_by(spend.c.created_at.desc(), spend.c.id.desc()).limit(limit)
-    with reading(engine) as connection:
-        rows = connection.execute(query).all()
+    rows = _newest(engine, spend.c.state == REFUSED, limit, since, until, account, dag_id=dag_id, model=model)
     return [
         RefusedCreate(
             idempotency_key=r.idempotency_key,
@@ -223,3 +212,22 @@ def _naive(instant: dt.datetime) -> dt.datetime:
     if instant.tzinfo is None:
         return instant  # read as UTC
     return instant.astimezone(UTC).replace(tzinfo=None)
+
+
+def _newest(
+    engine: Engine,
+    state: Any,
+    limit: int,
+    since: dt.datetime | None,
+    until: dt.datetime | None,
+    account: str | None,
+    **equal: str | None,
+) -> list[Any]:
+    """Ledger rows in ``state`` (a clause), newest first; ``equal``: columns that must equal a value, when given."""
+    query = _in_range(select(spend).where(state), since, until, account)
+    for column, value in equal.items():
+        if value is not None:
+            query = query.where(spend.c[column] == value)
+    query = query.order_by(spend.c.created_at.desc(), spend.c.id.desc()).limit(limit)
+    with reading(engine) as connection:
+        return list(connection.execute(query).all())

@@ -23,6 +23,21 @@ def trigger_dag(deployment: Deployment, dag_id: str, conf: dict[str, Any]) -> st
     return run_id
 
 
+def deferred_trigger(deployment: Deployment, run_id: str, task_id: str = "generate") -> int:
+    """The trigger of the run's task once it is deferred (waits up to 10 minutes)."""
+    ((trigger_id,),) = wait_for(
+        lambda: deployment.query(
+            "select trigger_id from task_instance where run_id = %s and task_id = %s"
+            " and state = 'deferred' and trigger_id is not null",
+            run_id,
+            task_id,
+        ),
+        f"{task_id} to be deferred",
+        timeout=600,
+    )
+    return int(trigger_id)
+
+
 def run_state(deployment: Deployment, run_id: str) -> str | None:
     rows = deployment.query("select state from dag_run where run_id = %s", run_id)
     return str(rows[0][0]) if rows else None

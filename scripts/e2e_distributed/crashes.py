@@ -6,7 +6,15 @@ import secrets
 import time
 from typing import Any
 
-from scripts.e2e_distributed.checks import charged_for, running_on, ti_states, trigger_dag, triggers_of, wait_for_run
+from scripts.e2e_distributed.checks import (
+    charged_for,
+    deferred_trigger,
+    running_on,
+    ti_states,
+    trigger_dag,
+    triggers_of,
+    wait_for_run,
+)
 from scripts.e2e_distributed.config import BATCH_ITEMS, PIPELINE_PROMPTS, check, log
 from scripts.e2e_distributed.deployment import Deployment, start_triggerer, start_worker
 from scripts.processes import wait_for
@@ -129,15 +137,7 @@ def scenario_batch(deployment: Deployment, figures: dict[str, Any]) -> None:
     destination = deployment.home / "media" / "batch"
     run_id = trigger_dag(deployment, "mindvideo_dist_batch", {"prompts": prompts, "destination": destination.as_uri()})
     log(f"scenario 1b: a batch of {len(prompts)} in {run_id}")
-    ((ti_id,),) = wait_for(
-        lambda: deployment.query(
-            "select trigger_id from task_instance where run_id = %s and task_id = 'generate'"
-            " and state = 'deferred' and trigger_id is not null",
-            run_id,
-        ),
-        "the batch to be deferred",
-        timeout=600,
-    )
+    ti_id = deferred_trigger(deployment, run_id)
     # Mid-creates: a quarter of the items created, and the trigger held by a triggerer.
     wait_for(lambda: charged_for(deployment, marker)[0] >= len(prompts) // 4, "a quarter of the creates", 1200, 0.3)
     rows = deployment.query("select triggerer_id from trigger where id = %s", ti_id)

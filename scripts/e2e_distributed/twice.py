@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from scripts.e2e_distributed.checks import charged_for, trigger_dag, wait_for_run
+from scripts.e2e_distributed.checks import charged_for, deferred_trigger, trigger_dag, wait_for_run
 from scripts.e2e_distributed.config import check, env_int, log
 from scripts.e2e_distributed.deployment import Deployment, start_triggerer
 from scripts.processes import process_tree, wait_for
@@ -59,15 +59,7 @@ def scenario_twice(deployment: Deployment, figures: dict[str, Any]) -> None:
     destination = deployment.home / "media" / "twice"
     run_id = trigger_dag(deployment, "mindvideo_dist_batch", {"prompts": prompts, "destination": destination.as_uri()})
     log(f"scenario twice: a batch of {len(prompts)} in {run_id}")
-    ((trigger_id,),) = wait_for(
-        lambda: deployment.query(
-            "select trigger_id from task_instance where run_id = %s and task_id = 'generate'"
-            " and state = 'deferred' and trigger_id is not null",
-            run_id,
-        ),
-        "the batch to be deferred",
-        timeout=600,
-    )
+    trigger_id = deferred_trigger(deployment, run_id)
     wait_for(lambda: charged_for(deployment, marker)[0] == len(prompts), "every item's create", 600, 0.3)
     rows = deployment.query("select triggerer_id from trigger where id = %s", trigger_id)
     victim = next(name for name, job in deployment.triggerer_jobs.items() if rows and job == rows[0][0])
