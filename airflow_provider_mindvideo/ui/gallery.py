@@ -79,8 +79,10 @@ def _selected(
     name = engine.url.render_as_string(hide_password=True) if engine else None
     ledger = ledger_fingerprint(engine, spend.c.dag_id == dag_id, spend.c.run_id == run_id) if engine else None
     xcoms = records.run_records(dag_id, run_id)
+    # Which task instances have rows changes only when a row is added: (count, highest id) tell.
+    added = ledger[:2] if ledger else None
     instances = _instances_kept.get(
-        (name, dag_id, run_id), (ledger, tuple(xcoms)), lambda: _instances(engine, dag_id, run_id, xcoms)
+        (name, dag_id, run_id), (added, tuple(xcoms)), lambda: _instances(engine, dag_id, run_id, xcoms)
     )
     urls = {ti: batch_manifest_url(dag_id, run_id, ti, xcoms) for ti in instances}
     fingerprint = (
@@ -134,10 +136,9 @@ def _join(
     items: list[dict[str, Any]] = []
     by_remote: dict[str, int] = {}  # MindVideo task id -> index of its Submit/Generate item
     for ti, url in urls.items():
-        rows = manifests.manifest_rows(url) if url else None
-        if rows:
-            prompts = manifests.prompts(url) if url else {}
-            items.extend(_batch_item(ti, row, prompts.get(row.position), cost_by_key, used) for row in rows)
+        outputs = _batch_outputs(ti, url) if url else None
+        if outputs:
+            items.extend(_with_ledger_cost(output, cost_by_key, used) for output in outputs)
         record = xcoms.get((ti.task_id, ti.map_index, records.TASK_KEY))
         if isinstance(record, Mapping):
             _add_record(items, by_remote, _record_item(ti, record, ledger, used))
@@ -188,38 +189,69 @@ def _totals(items: list[dict[str, Any]]) -> dict[str, Any]:
 def _ledger_rows(engine: Engine | None, dag_id: str, run_id: str) -> list[dict[str, Any]]:
     if engine is None:
         return []
+    # Only the columns an item takes: a 10,000-item run reads them on every change of its rows.
+    columns = (spend.c.idempotency_key, spend.c.task_id, spend.c.map_index, spend.c.model, spend.c.state)
     query = (
-        select(spend).where(spend.c.dag_id == dag_id, spend.c.run_id == run_id).order_by(spend.c.created_at, spend.c.id)
+        select(*columns, spend.c.cost, spend.c.mindvideo_task_id)
+        .where(spend.c.dag_id == dag_id, spend.c.run_id == run_id)
+        .order_by(spend.c.created_at, spend.c.id)
     )
     with reading(engine) as connection:
         found = connection.execute(query).all()
     return [
         {
-            "key": r.idempotency_key,
-            "task_id": r.task_id,
-            "map_index": r.map_index,
-            "model": r.model,
-            "state": r.state,
-            "micros": int(r.cost),
-            "cost": from_micros(r.cost),
-            "mindvideo_task_id": r.mindvideo_task_id,
-            "created_at": r.created_at.isoformat() + "Z",
+            "key": key,
+            "task_id": task_id,
+            "map_index": map_index,
+            "model": model,
+            "state": state,
+            "micros": int(cost),
+            "mindvideo_task_id": remote,
         }
-        for r in found
+        for key, task_id, map_index, model, state, cost, remote in found
     ]
 
 
-def _batch_item(
-    ti: TaskInstance, row: ItemResult, prompt: str | None, cost_by_key: Mapping[str, int], used: set[str]
-) -> dict[str, Any]:
-    keys = {t.get("idempotency_key") for t in row.tasks} | {row.idempotency_key}
-    in_ledger = [key for key in keys if isinstance(key, str) and key in cost_by_key]
+@dataclass(frozen=True)
+class _Output:
+    """A manifest row as an item, before the ledger's word on its cost (``keys``: the ledger rows it may have)."""
+
+    item: dict[str, Any]
+    keys: tuple[str, ...]
+    manifest_cost: float | None
+
+
+def _batch_outputs(ti: TaskInstance, url: str) -> list[_Output] | None:
+    """The items of a batch manifest (with the work list's prompts), kept while both files stay the same.
+
+    Building 10,000 items is most of a gallery's time; the ledger's costs change far more often
+    than the manifest and are put in afterwards (:func:`_with_ledger_cost`), item by item.
+    """
+    version = (manifests.version_of(url), manifests.version_of(work_list_url(url)))
+    return _outputs_kept.get((url, ti), version, lambda: _read_outputs(ti, url))
+
+
+def _read_outputs(ti: TaskInstance, url: str) -> list[_Output] | None:
+    rows = manifests.manifest_rows(url)
+    if not rows:
+        return None
+    prompts = manifests.prompts(url)
+    return [_batch_output(ti, row, prompts.get(row.position)) for row in rows]
+
+
+_outputs_kept = Kept(size=8)
+
+
+def _with_ledger_cost(output: _Output, cost_by_key: Mapping[str, int], used: set[str]) -> dict[str, Any]:
+    in_ledger = [key for key in output.keys if key in cost_by_key]
+    if not in_ledger:
+        return {**output.item, "cost": output.manifest_cost, "cost_source": "manifest"}
     used.update(in_ledger)
-    if in_ledger:
-        cost: float | None = from_micros(sum(cost_by_key[key] for key in in_ledger))
-        source = "ledger"
-    else:
-        cost, source = _known_cost(row.cost_estimate, row.cost_actual), "manifest"
+    return {**output.item, "cost": from_micros(sum(cost_by_key[key] for key in in_ledger)), "cost_source": "ledger"}
+
+
+def _batch_output(ti: TaskInstance, row: ItemResult, prompt: str | None) -> _Output:
+    keys = {t.get("idempotency_key") for t in row.tasks} | {row.idempotency_key}
     stored = {str(f.get("url")): n for n, f in enumerate(row.files)}
     media = [
         {
@@ -229,7 +261,7 @@ def _batch_item(
         }
         for url in row.output_urls
     ]
-    return {
+    item = {
         "task": ti.task_id,
         "map_index": ti.map_index,
         "source": "batch",
@@ -238,12 +270,17 @@ def _batch_item(
         "model": row.model,
         "status": row.status,
         "mindvideo_task_id": row.task_id,
-        "cost": cost,
-        "cost_source": source,
+        "cost": None,
+        "cost_source": "manifest",
         "prompt": prompt,
         "error": row.error,
         "media": media,
     }
+    return _Output(
+        item,
+        tuple(sorted(key for key in keys if isinstance(key, str))),
+        _known_cost(row.cost_estimate, row.cost_actual),
+    )
 
 
 def _record_item(
@@ -312,7 +349,7 @@ def _ledger_item(row: dict[str, Any]) -> dict[str, Any]:
         # reserved: no answer recorded yet; released: the API refused the create; refused: a budget did.
         "status": _LEDGER_STATUS.get(row["state"], row["state"]),
         "mindvideo_task_id": row["mindvideo_task_id"],
-        "cost": row["cost"],
+        "cost": from_micros(row["micros"]),
         "cost_source": "ledger",
         "prompt": None,
         "error": None,
