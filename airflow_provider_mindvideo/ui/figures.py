@@ -38,6 +38,10 @@ class Scope:
     model: str | None = None
     since: dt.datetime | None = None
 
+    def unfiltered(self) -> Scope:
+        """The same rows before the DAG and model filters: what the page's grouped scan reads."""
+        return Scope(self.dags, self.include_dagless, since=self.since)
+
     def where(self) -> Any:
         allowed = spend.c.dag_id.in_(sorted(self.dags)) if self.dags else spend.c.id < 0
         if self.include_dagless:
@@ -98,7 +102,7 @@ def summary(engine: Engine, scope: Scope, by: By, fingerprint: Hashable, top: in
 
 
 def _summary(engine: Engine, scope: Scope, by: By, fingerprint: Hashable, top: int) -> dict[str, Any]:
-    unfiltered = Scope(scope.dags, scope.include_dagless, since=scope.since)
+    unfiltered = scope.unfiltered()
     groups = _groups_kept.get((_name(engine), unfiltered), fingerprint, lambda: _groups(engine, unfiltered))
     overall, daily = _Sums(), dict[tuple[str, str], int]()
     per: dict[str, dict[str, _Sums]] = {"dag": {}, "model": {}}

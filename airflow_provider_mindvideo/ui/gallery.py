@@ -17,12 +17,12 @@ Without budgets there are no ledger rows: the costs are then the manifests' and 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, Row
 
 from airflow_provider_mindvideo.batch.plan import ItemResult
 from airflow_provider_mindvideo.batch.records import work_list_url
@@ -131,7 +131,11 @@ def _join(
     urls: Mapping[TaskInstance, str | None],
 ) -> list[dict[str, Any]]:
     ledger = _ledger_rows(engine, dag_id, run_id)
-    cost_by_key = {r["key"]: r["micros"] for r in ledger}
+    cost_by_key = {r.key: r.micros for r in ledger}
+    by_instance: dict[TaskInstance, list[Row[Any]]] = {}
+    if any(key == records.TASK_KEY for _, _, key in xcoms):
+        for r in ledger:
+            by_instance.setdefault(TaskInstance.of(r.task_id, r.map_index), []).append(r)
     used: set[str] = set()
     items: list[dict[str, Any]] = []
     by_remote: dict[str, int] = {}  # MindVideo task id -> index of its Submit/Generate item
@@ -141,8 +145,8 @@ def _join(
             items.extend(_with_ledger_cost(output, cost_by_key, used) for output in outputs)
         record = xcoms.get((ti.task_id, ti.map_index, records.TASK_KEY))
         if isinstance(record, Mapping):
-            _add_record(items, by_remote, _record_item(ti, record, ledger, used))
-    items.extend(_ledger_item(row) for row in ledger if row["key"] not in used)
+            _add_record(items, by_remote, _record_item(ti, record, by_instance.get(ti, []), used))
+    items.extend(_ledger_item(row) for row in ledger if row.key not in used)
     if any(item["source"] == "task" and not item["prompt"] for item in items):
         rendered = records.rendered_prompts(dag_id, run_id)
         for item in items:
@@ -186,30 +190,26 @@ def _totals(items: list[dict[str, Any]]) -> dict[str, Any]:
     return {"total": len(items), "statuses": statuses, "cost": from_micros(total_micros)}
 
 
-def _ledger_rows(engine: Engine | None, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+def _ledger_rows(engine: Engine | None, dag_id: str, run_id: str) -> Sequence[Row[Any]]:
+    """The run's creates, oldest first: key, task_id, map_index, model, state, micros, mindvideo_task_id."""
     if engine is None:
         return []
-    # Only the columns an item takes: a 10,000-item run reads them on every change of its rows.
-    columns = (spend.c.idempotency_key, spend.c.task_id, spend.c.map_index, spend.c.model, spend.c.state)
+    # Only the columns an item takes, as rows: a 10,000-item run reads them on every change of its rows.
     query = (
-        select(*columns, spend.c.cost, spend.c.mindvideo_task_id)
+        select(
+            spend.c.idempotency_key.label("key"),
+            spend.c.task_id,
+            spend.c.map_index,
+            spend.c.model,
+            spend.c.state,
+            spend.c.cost.label("micros"),
+            spend.c.mindvideo_task_id,
+        )
         .where(spend.c.dag_id == dag_id, spend.c.run_id == run_id)
         .order_by(spend.c.created_at, spend.c.id)
     )
     with reading(engine) as connection:
-        found = connection.execute(query).all()
-    return [
-        {
-            "key": key,
-            "task_id": task_id,
-            "map_index": map_index,
-            "model": model,
-            "state": state,
-            "micros": int(cost),
-            "mindvideo_task_id": remote,
-        }
-        for key, task_id, map_index, model, state, cost, remote in found
-    ]
+        return connection.execute(query).all()  # type: ignore[return-value]  # seven columns: Row[Any] here
 
 
 @dataclass(frozen=True)
@@ -284,14 +284,13 @@ def _batch_output(ti: TaskInstance, row: ItemResult, prompt: str | None) -> _Out
 
 
 def _record_item(
-    ti: TaskInstance, record: Mapping[str, Any], ledger: Iterable[dict[str, Any]], used: set[str]
+    ti: TaskInstance, record: Mapping[str, Any], mine: Sequence[Row[Any]], used: set[str]
 ) -> dict[str, Any]:
     remote = record.get("task_id")
-    mine = [r for r in ledger if TaskInstance.of(r["task_id"], r["map_index"]) == ti]
-    matching = [r for r in mine if r["mindvideo_task_id"] == remote] or mine
-    used.update(r["key"] for r in matching)
+    matching = [r for r in mine if r.mindvideo_task_id == remote] or mine
+    used.update(r.key for r in matching)
     if matching:
-        cost: float | None = from_micros(sum(r["micros"] for r in matching))
+        cost: float | None = from_micros(sum(r.micros for r in matching))
         source = "ledger"
     else:
         cost, source = _known_cost(record.get("cost_estimate"), record.get("cost_actual")), "record"
@@ -302,7 +301,7 @@ def _record_item(
         "source": "task",
         "position": None,
         "line": None,
-        "model": record.get("model") or (matching[0]["model"] if matching else None),
+        "model": record.get("model") or (matching[0].model if matching else None),
         "status": str(record.get("status") or "unknown"),
         "mindvideo_task_id": remote,
         "cost": cost,
@@ -338,18 +337,18 @@ def _add_record(items: list[dict[str, Any]], by_remote: dict[str, int], item: di
     items[by_remote[remote]] = merged
 
 
-def _ledger_item(row: dict[str, Any]) -> dict[str, Any]:
+def _ledger_item(row: Row[Any]) -> dict[str, Any]:
     return {
-        "task": row["task_id"],
-        "map_index": -1 if row["map_index"] is None else row["map_index"],
+        "task": row.task_id,
+        "map_index": -1 if row.map_index is None else row.map_index,
         "source": "ledger",
         "position": None,
         "line": None,
-        "model": row["model"],
+        "model": row.model,
         # reserved: no answer recorded yet; released: the API refused the create; refused: a budget did.
-        "status": _LEDGER_STATUS.get(row["state"], row["state"]),
-        "mindvideo_task_id": row["mindvideo_task_id"],
-        "cost": from_micros(row["micros"]),
+        "status": _LEDGER_STATUS.get(row.state, row.state),
+        "mindvideo_task_id": row.mindvideo_task_id,
+        "cost": from_micros(row.micros),
         "cost_source": "ledger",
         "prompt": None,
         "error": None,
