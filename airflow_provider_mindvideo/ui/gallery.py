@@ -54,7 +54,8 @@ def run_items(
     for. The run's list is kept while its ledger rows, XCom records and manifests stay the same
     (:mod:`.freshness`): a page of a 10,000-item run does not join 10,000 items again.
     """
-    return _selected(engine, dag_id, run_id, only, None)[1]
+    _, joined, chosen = _selected(engine, dag_id, run_id, only, None)
+    return [joined.item(n) for n in chosen]
 
 
 def run_page(
@@ -68,14 +69,15 @@ def run_page(
     size: int = 60,
 ) -> dict[str, Any]:
     """One page of the run's (or task instance's, or MindVideo task's) items, with what they all add up to."""
-    totals, items = _selected(engine, dag_id, run_id, only, mindvideo_task_id)
+    totals, joined, chosen = _selected(engine, dag_id, run_id, only, mindvideo_task_id)
     start = (number - 1) * size
-    return totals | {"page": number, "per_page": size, "items": items[start : start + size]}
+    return totals | {"page": number, "per_page": size, "items": [joined.item(n) for n in chosen[start : start + size]]}
 
 
 def _selected(
     engine: Engine | None, dag_id: str, run_id: str, only: TaskInstance | None, mindvideo_task_id: str | None
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+) -> tuple[dict[str, Any], _Joined, list[int]]:
+    """The totals, the run's joined items and the numbers of those selected."""
     name = engine.url.render_as_string(hide_password=True) if engine else None
     ledger = ledger_fingerprint(engine, spend.c.dag_id == dag_id, spend.c.run_id == run_id) if engine else None
     xcoms = records.run_records(dag_id, run_id)
@@ -91,13 +93,15 @@ def _selected(
         tuple((u, manifests.version_of(u), manifests.version_of(work_list_url(u))) for u in urls.values() if u),
     )
 
-    def select_items() -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        items = _runs_kept.get((name, dag_id, run_id), fingerprint, lambda: _join(engine, dag_id, run_id, xcoms, urls))
+    def select_items() -> tuple[dict[str, Any], _Joined, list[int]]:
+        joined = _runs_kept.get((name, dag_id, run_id), fingerprint, lambda: _join(engine, dag_id, run_id, xcoms, urls))
+        items = joined.items
+        chosen = list(range(len(items)))
         if only is not None:
-            items = [item for item in items if TaskInstance(item["task"], item["map_index"]) == only]
+            chosen = [n for n in chosen if TaskInstance(items[n]["task"], items[n]["map_index"]) == only]
         if mindvideo_task_id is not None:
-            items = [item for item in items if item["mindvideo_task_id"] == mindvideo_task_id]
-        return _totals(items), items
+            chosen = [n for n in chosen if items[n]["mindvideo_task_id"] == mindvideo_task_id]
+        return joined.totals(chosen), joined, chosen
 
     return _selections_kept.get((name, dag_id, run_id, only, mindvideo_task_id), fingerprint, select_items)
 
@@ -129,7 +133,7 @@ def _join(
     run_id: str,
     xcoms: Mapping[tuple[str, int, str], Any],
     urls: Mapping[TaskInstance, str | None],
-) -> list[dict[str, Any]]:
+) -> _Joined:
     ledger = _ledger_rows(engine, dag_id, run_id)
     cost_by_key = {r.key: r.micros for r in ledger}
     by_instance: dict[TaskInstance, list[Row[Any]]] = {}
@@ -138,24 +142,60 @@ def _join(
             by_instance.setdefault(TaskInstance.of(r.task_id, r.map_index), []).append(r)
     used: set[str] = set()
     items: list[dict[str, Any]] = []
+    priced: list[tuple[float | None, str] | None] = []  # a batch item's cost and its source; None: the item's own
     by_remote: dict[str, int] = {}  # MindVideo task id -> index of its Submit/Generate item
     for ti, url in urls.items():
         outputs = _batch_outputs(ti, url) if url else None
         if outputs:
-            items.extend(_with_ledger_cost(output, cost_by_key, used) for output in outputs)
+            items.extend(output.item for output in outputs)
+            priced.extend(_ledger_cost(output, cost_by_key, used) for output in outputs)
         record = xcoms.get((ti.task_id, ti.map_index, records.TASK_KEY))
         if isinstance(record, Mapping):
             _add_record(items, by_remote, _record_item(ti, record, by_instance.get(ti, []), used))
+            priced.extend([None] * (len(items) - len(priced)))
     items.extend(_ledger_item(row) for row in ledger if row.key not in used)
     if any(item["source"] == "task" and not item["prompt"] for item in items):
         rendered = records.rendered_prompts(dag_id, run_id)
         for item in items:
             if item["source"] == "task" and not item["prompt"]:
                 item["prompt"] = rendered.get((item["task"], item["map_index"]))
-    decisions.attach(items, xcoms)
-    for number, item in enumerate(items):
-        item["number"] = number
-    return items
+    reviews, reviewed_only = decisions.reviews(items, xcoms)
+    items.extend(reviewed_only)
+    priced.extend([None] * (len(items) - len(priced)))
+    return _Joined(items, priced, reviews)
+
+
+@dataclass(frozen=True)
+class _Joined:
+    """The run's items in order, their number their index; kept, so shared by requests and never changed.
+
+    A batch item is its manifest's kept dict (:func:`_batch_outputs`) with its cost beside it in
+    ``priced``: a change of the ledger makes a list of costs, not 10,000 new dicts, and only the
+    items of the page asked for become whole (:meth:`item`).
+    """
+
+    items: list[dict[str, Any]]
+    priced: list[tuple[float | None, str] | None]
+    reviews: Mapping[str, dict[str, Any]]
+
+    def item(self, number: int) -> dict[str, Any]:
+        """The item as the page shows it: with its cost, its review decision and its number."""
+        item, priced = self.items[number], self.priced[number]
+        cost, source = priced if priced is not None else (item["cost"], item["cost_source"])
+        remote = item["mindvideo_task_id"]
+        review = self.reviews.get(remote) if remote else None
+        return {**item, "cost": cost, "cost_source": source, "review": review, "number": number}
+
+    def totals(self, chosen: list[int]) -> dict[str, Any]:
+        """What the items ``chosen`` add up to: how many, how many of each status, what they cost."""
+        statuses: dict[str, int] = {}
+        total_micros = 0
+        for number in chosen:
+            status, priced = self.items[number]["status"], self.priced[number]
+            statuses[status] = statuses.get(status, 0) + 1
+            cost = priced[0] if priced is not None else self.items[number]["cost"]
+            total_micros += round((cost or 0) * 1_000_000)
+        return {"total": len(chosen), "statuses": statuses, "cost": from_micros(total_micros)}
 
 
 def batch_manifest_url(
@@ -178,16 +218,6 @@ def stored_file(dag_id: str, run_id: str, ti: TaskInstance, position: int, n: in
         if row.position == position:
             return row.files[n] if 0 <= n < len(row.files) else None
     return None
-
-
-def _totals(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """What ``items`` add up to: how many, how many of each status, what they cost."""
-    statuses: dict[str, int] = {}
-    total_micros = 0
-    for item in items:
-        statuses[item["status"]] = statuses.get(item["status"], 0) + 1
-        total_micros += round((item["cost"] or 0) * 1_000_000)
-    return {"total": len(items), "statuses": statuses, "cost": from_micros(total_micros)}
 
 
 def _ledger_rows(engine: Engine | None, dag_id: str, run_id: str) -> Sequence[Row[Any]]:
@@ -225,7 +255,7 @@ def _batch_outputs(ti: TaskInstance, url: str) -> list[_Output] | None:
     """The items of a batch manifest (with the work list's prompts), kept while both files stay the same.
 
     Building 10,000 items is most of a gallery's time; the ledger's costs change far more often
-    than the manifest and are put in afterwards (:func:`_with_ledger_cost`), item by item.
+    than the manifest and are kept beside these items (:func:`_ledger_cost`, :class:`_Joined`).
     """
     version = (manifests.version_of(url), manifests.version_of(work_list_url(url)))
     return _outputs_kept.get((url, ti), version, lambda: _read_outputs(ti, url))
@@ -242,12 +272,13 @@ def _read_outputs(ti: TaskInstance, url: str) -> list[_Output] | None:
 _outputs_kept = Kept(size=8)
 
 
-def _with_ledger_cost(output: _Output, cost_by_key: Mapping[str, int], used: set[str]) -> dict[str, Any]:
+def _ledger_cost(output: _Output, cost_by_key: Mapping[str, int], used: set[str]) -> tuple[float | None, str]:
+    """A batch item's cost: the ledger's for its keys (marked used), else the manifest's."""
     in_ledger = [key for key in output.keys if key in cost_by_key]
     if not in_ledger:
-        return {**output.item, "cost": output.manifest_cost, "cost_source": "manifest"}
+        return output.manifest_cost, "manifest"
     used.update(in_ledger)
-    return {**output.item, "cost": from_micros(sum(cost_by_key[key] for key in in_ledger)), "cost_source": "ledger"}
+    return from_micros(sum(cost_by_key[key] for key in in_ledger)), "ledger"
 
 
 def _batch_output(ti: TaskInstance, row: ItemResult, prompt: str | None) -> _Output:

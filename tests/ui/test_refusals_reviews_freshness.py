@@ -176,6 +176,7 @@ def test_a_gallery_page_shows_the_ledgers_figures_after_a_change_and_the_manifes
         in_ledger = connection.execute(select(func.sum(spend.c.cost)).where(run_1)).scalar_one()
     assert first["cost"] == late["cost"] == in_ledger / 1_000_000 == 0.81
     assert first["statuses"] == {"succeeded": 1, "over_budget": 2}
+    assert [page(n)["items"][0]["number"] for n in (1, 2, 3)] == [0, 1, 2]
     # The manifest rewritten (the batch went on): its items are read again.
     manifest = site["batches"] / "images" / "run_1" / "make" / "manifest.jsonl"
     manifest.write_text(manifest.read_text().replace('"over_budget"', '"failed"'))
