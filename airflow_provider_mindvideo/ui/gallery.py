@@ -24,15 +24,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.engine import Engine, Row
 
-from airflow_provider_mindvideo.batch.plan import ItemResult
 from airflow_provider_mindvideo.batch.records import work_list_url
 from airflow_provider_mindvideo.spend.budgets import from_micros
 from airflow_provider_mindvideo.spend.engines import reading
 from airflow_provider_mindvideo.spend.schema import spend
-from airflow_provider_mindvideo.ui import decisions, manifests, records
+from airflow_provider_mindvideo.ui import batch_items, decisions, manifests, records
 from airflow_provider_mindvideo.ui.freshness import Kept, ledger_fingerprint
-
-_VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".m4v", ".ogv")
 
 
 @dataclass(frozen=True)
@@ -145,10 +142,10 @@ def _join(
     priced: list[tuple[float | None, str] | None] = []  # a batch item's cost and its source; None: the item's own
     by_remote: dict[str, int] = {}  # MindVideo task id -> index of its Submit/Generate item
     for ti, url in urls.items():
-        outputs = _batch_outputs(ti, url) if url else None
+        outputs = batch_items.batch_outputs(ti.task_id, ti.map_index, url) if url else None
         if outputs:
             items.extend(output.item for output in outputs)
-            priced.extend(_ledger_cost(output, cost_by_key, used) for output in outputs)
+            priced.extend(batch_items.ledger_cost(output, cost_by_key, used) for output in outputs)
         record = xcoms.get((ti.task_id, ti.map_index, records.TASK_KEY))
         if isinstance(record, Mapping):
             _add_record(items, by_remote, _record_item(ti, record, by_instance.get(ti, []), used))
@@ -169,7 +166,7 @@ def _join(
 class _Joined:
     """The run's items in order, their number their index; kept, so shared by requests and never changed.
 
-    A batch item is its manifest's kept dict (:func:`_batch_outputs`) with its cost beside it in
+    A batch item is its manifest's kept dict (:func:`.batch_items.batch_outputs`) with its cost beside it in
     ``priced``: a change of the ledger makes a list of costs, not 10,000 new dicts, and only the
     items of the page asked for become whole (:meth:`item`).
     """
@@ -242,78 +239,6 @@ def _ledger_rows(engine: Engine | None, dag_id: str, run_id: str) -> Sequence[Ro
         return connection.execute(query).all()  # type: ignore[return-value]  # seven columns: Row[Any] here
 
 
-@dataclass(frozen=True)
-class _Output:
-    """A manifest row as an item, before the ledger's word on its cost (``keys``: the ledger rows it may have)."""
-
-    item: dict[str, Any]
-    keys: tuple[str, ...]
-    manifest_cost: float | None
-
-
-def _batch_outputs(ti: TaskInstance, url: str) -> list[_Output] | None:
-    """The items of a batch manifest (with the work list's prompts), kept while both files stay the same.
-
-    Building 10,000 items is most of a gallery's time; the ledger's costs change far more often
-    than the manifest and are kept beside these items (:func:`_ledger_cost`, :class:`_Joined`).
-    """
-    version = (manifests.version_of(url), manifests.version_of(work_list_url(url)))
-    return _outputs_kept.get((url, ti), version, lambda: _read_outputs(ti, url))
-
-
-def _read_outputs(ti: TaskInstance, url: str) -> list[_Output] | None:
-    rows = manifests.manifest_rows(url)
-    if not rows:
-        return None
-    prompts = manifests.prompts(url)
-    return [_batch_output(ti, row, prompts.get(row.position)) for row in rows]
-
-
-_outputs_kept = Kept(size=8)
-
-
-def _ledger_cost(output: _Output, cost_by_key: Mapping[str, int], used: set[str]) -> tuple[float | None, str]:
-    """A batch item's cost: the ledger's for its keys (marked used), else the manifest's."""
-    in_ledger = [key for key in output.keys if key in cost_by_key]
-    if not in_ledger:
-        return output.manifest_cost, "manifest"
-    used.update(in_ledger)
-    return from_micros(sum(cost_by_key[key] for key in in_ledger)), "ledger"
-
-
-def _batch_output(ti: TaskInstance, row: ItemResult, prompt: str | None) -> _Output:
-    keys = {t.get("idempotency_key") for t in row.tasks} | {row.idempotency_key}
-    stored = {str(f.get("url")): n for n, f in enumerate(row.files)}
-    media = [
-        {
-            "url": url,
-            "kind": _kind(url, row.files[stored[url]].get("content_type") if url in stored else None),
-            "stored": {"position": row.position, "n": stored[url]} if url in stored else None,
-        }
-        for url in row.output_urls
-    ]
-    item = {
-        "task": ti.task_id,
-        "map_index": ti.map_index,
-        "source": "batch",
-        "position": row.position,
-        "line": row.line,
-        "model": row.model,
-        "status": row.status,
-        "mindvideo_task_id": row.task_id,
-        "cost": None,
-        "cost_source": "manifest",
-        "prompt": prompt,
-        "error": row.error,
-        "media": media,
-    }
-    return _Output(
-        item,
-        tuple(sorted(key for key in keys if isinstance(key, str))),
-        _known_cost(row.cost_estimate, row.cost_actual),
-    )
-
-
 def _record_item(
     ti: TaskInstance, record: Mapping[str, Any], mine: Sequence[Row[Any]], used: set[str]
 ) -> dict[str, Any]:
@@ -324,7 +249,7 @@ def _record_item(
         cost: float | None = from_micros(sum(r.micros for r in matching))
         source = "ledger"
     else:
-        cost, source = _known_cost(record.get("cost_estimate"), record.get("cost_actual")), "record"
+        cost, source = batch_items.known_cost(record.get("cost_estimate"), record.get("cost_actual")), "record"
     urls = [u for u in record.get("output_urls") or () if isinstance(u, str)]
     return {
         "task": ti.task_id,
@@ -339,7 +264,7 @@ def _record_item(
         "cost_source": source,
         "prompt": record.get("prompt") if isinstance(record.get("prompt"), str) else None,
         "error": record.get("error") if isinstance(record.get("error"), str) else None,
-        "media": [{"url": url, "kind": _kind(url, None), "stored": None} for url in urls],
+        "media": [{"url": url, "kind": batch_items.kind(url, None), "stored": None} for url in urls],
     }
 
 
@@ -388,14 +313,3 @@ def _ledger_item(row: Row[Any]) -> dict[str, Any]:
 
 
 _LEDGER_STATUS = {"reserved": "in_flight", "released": "refused_by_api", "refused": "over_budget"}
-
-
-def _known_cost(estimate: Any, actual: Any) -> float | None:
-    known = [float(v) for v in (estimate, actual) if isinstance(v, int | float) and v == v and abs(v) != float("inf")]
-    return max(known) if known else None
-
-
-def _kind(url: str, content_type: Any) -> str:
-    if isinstance(content_type, str):
-        return "video" if content_type.startswith("video/") else "image"
-    return "video" if url.split("?", 1)[0].lower().endswith(_VIDEO_SUFFIXES) else "image"
