@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, insert, select, update
 
+from airflow_provider_mindvideo.spend import reading
 from airflow_provider_mindvideo.spend.engines import engine_for_url
 from airflow_provider_mindvideo.spend.ledger import Ledger
 from airflow_provider_mindvideo.spend.schema import spend
@@ -182,3 +183,12 @@ def test_a_gallery_page_shows_the_ledgers_figures_after_a_change_and_the_manifes
     manifest.write_text(manifest.read_text().replace('"over_budget"', '"failed"'))
     assert page(2)["items"][0]["status"] == "failed"
     assert page(2)["statuses"] == {"succeeded": 1, "failed": 1, "over_budget": 1}
+
+
+def test_recent_creates_of_every_dag_and_none_come_newest_first_as_the_ledger_orders_them(site: dict[str, Any]) -> None:
+    # Who reads every DAG sees the create outside any DAG too: two queries (DAGs, no DAG) merged.
+    boss = get(site, "boss", "/api/spend", days=30).json()["recent"]
+    engine = engine_for_url(f"sqlite:///{ledger_file(site)}")
+    in_ledger = reading.recent_creates(engine, limit=20)
+    assert [(r["dag_id"], r["run_id"], r["state"]) for r in boss] == [(r.dag_id, r.run_id, r.state) for r in in_ledger]
+    assert [r["dag_id"] for r in boss[:2]] == [None, "videos"]  # created at the same instant: the later row first
