@@ -19,20 +19,24 @@ from airflow_provider_mindvideo.ui import records
 APPROVE, REJECT, REGENERATE = "approve", "reject", "regenerate"
 
 
-def attach(items: list[dict[str, Any]], xcoms: Mapping[tuple[str, int, str], Any]) -> None:
-    """Set each item's ``review`` (None where no review decided on it); add the outputs only a review knows."""
+def reviews(
+    items: list[dict[str, Any]], xcoms: Mapping[tuple[str, int, str], Any]
+) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """The decision shown for each MindVideo task id, and items of the outputs only a review knows.
+
+    ``items`` are not changed (they may be kept and shared): an item's ``review`` is
+    ``decisions.get(item["mindvideo_task_id"])``, None where no review decided on it.
+    """
     found, makers = _decided(xcoms)
-    for item in items:
-        decided = found.get(item["mindvideo_task_id"]) if item["mindvideo_task_id"] else None
-        item["review"] = decided[1] if decided else None
     known = {item["mindvideo_task_id"] for item in items if item["mindvideo_task_id"]}
-    for task_id, (row, decision) in sorted(found.items(), key=lambda kv: (kv[1][0]["round"], kv[1][0]["number"])):
+    added: list[dict[str, Any]] = []
+    for task_id, (row, _) in sorted(found.items(), key=lambda kv: (kv[1][0]["round"], kv[1][0]["number"])):
         if task_id in known:
             continue
         maker = makers.get(task_id, ("", -1))
         urls = [u for u in row.get("output_urls") or () if isinstance(u, str)]
         cost = row.get("cost")
-        items.append(
+        added.append(
             {
                 "task": maker[0],
                 "map_index": maker[1],
@@ -47,9 +51,9 @@ def attach(items: list[dict[str, Any]], xcoms: Mapping[tuple[str, int, str], Any
                 "prompt": row.get("prompt") if isinstance(row.get("prompt"), str) else None,
                 "error": None,
                 "media": [{"url": url, "kind": "image", "stored": None} for url in urls],
-                "review": decision,
             }
         )
+    return {task_id: decision for task_id, (_, decision) in found.items()}, added
 
 
 def _decided(

@@ -38,18 +38,31 @@ class Scope:
     model: str | None = None
     since: dt.datetime | None = None
 
+    def unfiltered(self) -> Scope:
+        """The same rows before the DAG and model filters: what the page's grouped scan reads."""
+        return Scope(self.dags, self.include_dagless, since=self.since)
+
     def where(self) -> Any:
-        allowed = spend.c.dag_id.in_(sorted(self.dags)) if self.dags else spend.c.id < 0
-        if self.include_dagless:
-            allowed = or_(allowed, spend.c.dag_id.is_(None))
-        conditions = [allowed]
+        sides = self.sides()
+        return or_(*sides) if sides else spend.c.id < 0
+
+    def sides(self) -> list[Any]:
+        """:meth:`where` as its two sides: the readable DAGs' rows, and (who reads every DAG) rows without a DAG.
+
+        A query for the newest rows asks each side apart: each finds them in the index's order,
+        where one query with the ``OR`` sorts every row in scope.
+        """
+        filters = []
         if self.dag is not None:
-            conditions.append(spend.c.dag_id == self.dag)
+            filters.append(spend.c.dag_id == self.dag)
         if self.model is not None:
-            conditions.append(spend.c.model == self.model)
+            filters.append(spend.c.model == self.model)
         if self.since is not None:
-            conditions.append(spend.c.created_at >= self.since.astimezone(UTC).replace(tzinfo=None))
-        return and_(*conditions)
+            filters.append(spend.c.created_at >= self.since.astimezone(UTC).replace(tzinfo=None))
+        sides = [and_(spend.c.dag_id.in_(sorted(self.dags)), *filters)] if self.dags else []
+        if self.include_dagless:
+            sides.append(and_(spend.c.dag_id.is_(None), *filters))
+        return sides
 
 
 _DAY = func.substr(cast(spend.c.created_at, String), 1, 10)
@@ -98,7 +111,7 @@ def summary(engine: Engine, scope: Scope, by: By, fingerprint: Hashable, top: in
 
 
 def _summary(engine: Engine, scope: Scope, by: By, fingerprint: Hashable, top: int) -> dict[str, Any]:
-    unfiltered = Scope(scope.dags, scope.include_dagless, since=scope.since)
+    unfiltered = scope.unfiltered()
     groups = _groups_kept.get((_name(engine), unfiltered), fingerprint, lambda: _groups(engine, unfiltered))
     overall, daily = _Sums(), dict[tuple[str, str], int]()
     per: dict[str, dict[str, _Sums]] = {"dag": {}, "model": {}}
@@ -141,13 +154,15 @@ def recent(
 
 
 def _recent(engine: Engine, scope: Scope, state: str | None, limit: int) -> list[dict[str, Any]]:
-    query = select(spend).where(scope.where())
     # The recent creates are what was sent: a refusal was not (the page lists those apart).
-    query = query.where(spend.c.state == state) if state is not None else query.where(spend.c.state != "refused")
-    query = query.order_by(spend.c.created_at.desc(), spend.c.id.desc()).limit(limit)
+    sent = spend.c.state == state if state is not None else spend.c.state != "refused"
+    newest = (spend.c.created_at.desc(), spend.c.id.desc())
+    found: list[Any] = []
     with reading(engine) as connection:
-        rows = [spend_row(r) for r in connection.execute(query).all()]
-    return [_jsonable(asdict(row)) for row in rows]
+        for side in scope.sides():
+            found += connection.execute(select(spend).where(side, sent).order_by(*newest).limit(limit)).all()
+    found.sort(key=lambda r: (r.created_at, r.id), reverse=True)
+    return [_jsonable(asdict(spend_row(r))) for r in found[:limit]]
 
 
 _groups_kept = Kept(size=16)

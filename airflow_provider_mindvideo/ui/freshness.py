@@ -5,8 +5,9 @@ manifest and XComs, costs a few hundred milliseconds; a page asks again every ti
 or filters it. Each answer is kept with a **fingerprint** of its inputs and given again only
 while a new fingerprint, cheap to take, equals it:
 
-- the ledger's rows (:func:`ledger_fingerprint`): how many, the highest id, and two sums over
-  every row that any create, settlement, release or refusal changes (its state and its cost,
+- the ledger's rows the answer reads (:func:`ledger_fingerprint`; the spend page: the viewer's
+  DAGs since the window's start; the gallery: the run's): how many, the highest id, and two sums
+  over them that any create, settlement, release or refusal changes (its state and its cost,
   each weighted by the row's id, so that two rows changing in opposite ways do not cancel out);
   one pass over the rows without sorting or grouping;
 - the run's XCom records and the manifests' (size, modification time), by the caller.

@@ -17,22 +17,19 @@ Without budgets there are no ledger rows: the costs are then the manifests' and 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, Row
 
-from airflow_provider_mindvideo.batch.plan import ItemResult
 from airflow_provider_mindvideo.batch.records import work_list_url
 from airflow_provider_mindvideo.spend.budgets import from_micros
 from airflow_provider_mindvideo.spend.engines import reading
 from airflow_provider_mindvideo.spend.schema import spend
-from airflow_provider_mindvideo.ui import decisions, manifests, records
+from airflow_provider_mindvideo.ui import batch_items, decisions, manifests, records
 from airflow_provider_mindvideo.ui.freshness import Kept, ledger_fingerprint
-
-_VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".m4v", ".ogv")
 
 
 @dataclass(frozen=True)
@@ -54,7 +51,8 @@ def run_items(
     for. The run's list is kept while its ledger rows, XCom records and manifests stay the same
     (:mod:`.freshness`): a page of a 10,000-item run does not join 10,000 items again.
     """
-    return _selected(engine, dag_id, run_id, only, None)[1]
+    _, joined, chosen = _selected(engine, dag_id, run_id, only, None)
+    return [joined.item(n) for n in chosen]
 
 
 def run_page(
@@ -68,19 +66,22 @@ def run_page(
     size: int = 60,
 ) -> dict[str, Any]:
     """One page of the run's (or task instance's, or MindVideo task's) items, with what they all add up to."""
-    totals, items = _selected(engine, dag_id, run_id, only, mindvideo_task_id)
+    totals, joined, chosen = _selected(engine, dag_id, run_id, only, mindvideo_task_id)
     start = (number - 1) * size
-    return totals | {"page": number, "per_page": size, "items": items[start : start + size]}
+    return totals | {"page": number, "per_page": size, "items": [joined.item(n) for n in chosen[start : start + size]]}
 
 
 def _selected(
     engine: Engine | None, dag_id: str, run_id: str, only: TaskInstance | None, mindvideo_task_id: str | None
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+) -> tuple[dict[str, Any], _Joined, list[int]]:
+    """The totals, the run's joined items and the numbers of those selected."""
     name = engine.url.render_as_string(hide_password=True) if engine else None
     ledger = ledger_fingerprint(engine, spend.c.dag_id == dag_id, spend.c.run_id == run_id) if engine else None
     xcoms = records.run_records(dag_id, run_id)
+    # Which task instances have rows changes only when a row is added: (count, highest id) tell.
+    added = ledger[:2] if ledger else None
     instances = _instances_kept.get(
-        (name, dag_id, run_id), (ledger, tuple(xcoms)), lambda: _instances(engine, dag_id, run_id, xcoms)
+        (name, dag_id, run_id), (added, tuple(xcoms)), lambda: _instances(engine, dag_id, run_id, xcoms)
     )
     urls = {ti: batch_manifest_url(dag_id, run_id, ti, xcoms) for ti in instances}
     fingerprint = (
@@ -89,13 +90,15 @@ def _selected(
         tuple((u, manifests.version_of(u), manifests.version_of(work_list_url(u))) for u in urls.values() if u),
     )
 
-    def select_items() -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        items = _runs_kept.get((name, dag_id, run_id), fingerprint, lambda: _join(engine, dag_id, run_id, xcoms, urls))
+    def select_items() -> tuple[dict[str, Any], _Joined, list[int]]:
+        joined = _runs_kept.get((name, dag_id, run_id), fingerprint, lambda: _join(engine, dag_id, run_id, xcoms, urls))
+        items = joined.items
+        chosen = list(range(len(items)))
         if only is not None:
-            items = [item for item in items if TaskInstance(item["task"], item["map_index"]) == only]
+            chosen = [n for n in chosen if TaskInstance(items[n]["task"], items[n]["map_index"]) == only]
         if mindvideo_task_id is not None:
-            items = [item for item in items if item["mindvideo_task_id"] == mindvideo_task_id]
-        return _totals(items), items
+            chosen = [n for n in chosen if items[n]["mindvideo_task_id"] == mindvideo_task_id]
+        return joined.totals(chosen), joined, chosen
 
     return _selections_kept.get((name, dag_id, run_id, only, mindvideo_task_id), fingerprint, select_items)
 
@@ -127,30 +130,69 @@ def _join(
     run_id: str,
     xcoms: Mapping[tuple[str, int, str], Any],
     urls: Mapping[TaskInstance, str | None],
-) -> list[dict[str, Any]]:
+) -> _Joined:
     ledger = _ledger_rows(engine, dag_id, run_id)
-    cost_by_key = {r["key"]: r["micros"] for r in ledger}
+    cost_by_key = {r.key: r.micros for r in ledger}
+    by_instance: dict[TaskInstance, list[Row[Any]]] = {}
+    if any(key == records.TASK_KEY for _, _, key in xcoms):
+        for r in ledger:
+            by_instance.setdefault(TaskInstance.of(r.task_id, r.map_index), []).append(r)
     used: set[str] = set()
     items: list[dict[str, Any]] = []
+    priced: list[tuple[float | None, str] | None] = []  # a batch item's cost and its source; None: the item's own
     by_remote: dict[str, int] = {}  # MindVideo task id -> index of its Submit/Generate item
     for ti, url in urls.items():
-        rows = manifests.manifest_rows(url) if url else None
-        if rows:
-            prompts = manifests.prompts(url) if url else {}
-            items.extend(_batch_item(ti, row, prompts.get(row.position), cost_by_key, used) for row in rows)
+        outputs = batch_items.batch_outputs(ti.task_id, ti.map_index, url) if url else None
+        if outputs:
+            items.extend(output.item for output in outputs)
+            priced.extend(batch_items.ledger_cost(output, cost_by_key, used) for output in outputs)
         record = xcoms.get((ti.task_id, ti.map_index, records.TASK_KEY))
         if isinstance(record, Mapping):
-            _add_record(items, by_remote, _record_item(ti, record, ledger, used))
-    items.extend(_ledger_item(row) for row in ledger if row["key"] not in used)
+            _add_record(items, by_remote, _record_item(ti, record, by_instance.get(ti, []), used))
+            priced.extend([None] * (len(items) - len(priced)))
+    items.extend(_ledger_item(row) for row in ledger if row.key not in used)
     if any(item["source"] == "task" and not item["prompt"] for item in items):
         rendered = records.rendered_prompts(dag_id, run_id)
         for item in items:
             if item["source"] == "task" and not item["prompt"]:
                 item["prompt"] = rendered.get((item["task"], item["map_index"]))
-    decisions.attach(items, xcoms)
-    for number, item in enumerate(items):
-        item["number"] = number
-    return items
+    reviews, reviewed_only = decisions.reviews(items, xcoms)
+    items.extend(reviewed_only)
+    priced.extend([None] * (len(items) - len(priced)))
+    return _Joined(items, priced, reviews)
+
+
+@dataclass(frozen=True)
+class _Joined:
+    """The run's items in order, their number their index; kept, so shared by requests and never changed.
+
+    A batch item is its manifest's kept dict (:func:`.batch_items.batch_outputs`) with its cost beside it in
+    ``priced``: a change of the ledger makes a list of costs, not 10,000 new dicts, and only the
+    items of the page asked for become whole (:meth:`item`).
+    """
+
+    items: list[dict[str, Any]]
+    priced: list[tuple[float | None, str] | None]
+    reviews: Mapping[str, dict[str, Any]]
+
+    def item(self, number: int) -> dict[str, Any]:
+        """The item as the page shows it: with its cost, its review decision and its number."""
+        item, priced = self.items[number], self.priced[number]
+        cost, source = priced if priced is not None else (item["cost"], item["cost_source"])
+        remote = item["mindvideo_task_id"]
+        review = self.reviews.get(remote) if remote else None
+        return {**item, "cost": cost, "cost_source": source, "review": review, "number": number}
+
+    def totals(self, chosen: list[int]) -> dict[str, Any]:
+        """What the items ``chosen`` add up to: how many, how many of each status, what they cost."""
+        statuses: dict[str, int] = {}
+        total_micros = 0
+        for number in chosen:
+            status, priced = self.items[number]["status"], self.priced[number]
+            statuses[status] = statuses.get(status, 0) + 1
+            cost = priced[0] if priced is not None else self.items[number]["cost"]
+            total_micros += round((cost or 0) * 1_000_000)
+        return {"total": len(chosen), "statuses": statuses, "cost": from_micros(total_micros)}
 
 
 def batch_manifest_url(
@@ -175,89 +217,39 @@ def stored_file(dag_id: str, run_id: str, ti: TaskInstance, position: int, n: in
     return None
 
 
-def _totals(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """What ``items`` add up to: how many, how many of each status, what they cost."""
-    statuses: dict[str, int] = {}
-    total_micros = 0
-    for item in items:
-        statuses[item["status"]] = statuses.get(item["status"], 0) + 1
-        total_micros += round((item["cost"] or 0) * 1_000_000)
-    return {"total": len(items), "statuses": statuses, "cost": from_micros(total_micros)}
-
-
-def _ledger_rows(engine: Engine | None, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+def _ledger_rows(engine: Engine | None, dag_id: str, run_id: str) -> Sequence[Row[Any]]:
+    """The run's creates, oldest first: key, task_id, map_index, model, state, micros, mindvideo_task_id."""
     if engine is None:
         return []
+    # Only the columns an item takes, as rows: a 10,000-item run reads them on every change of its rows.
     query = (
-        select(spend).where(spend.c.dag_id == dag_id, spend.c.run_id == run_id).order_by(spend.c.created_at, spend.c.id)
+        select(
+            spend.c.idempotency_key.label("key"),
+            spend.c.task_id,
+            spend.c.map_index,
+            spend.c.model,
+            spend.c.state,
+            spend.c.cost.label("micros"),
+            spend.c.mindvideo_task_id,
+        )
+        .where(spend.c.dag_id == dag_id, spend.c.run_id == run_id)
+        .order_by(spend.c.created_at, spend.c.id)
     )
     with reading(engine) as connection:
-        found = connection.execute(query).all()
-    return [
-        {
-            "key": r.idempotency_key,
-            "task_id": r.task_id,
-            "map_index": r.map_index,
-            "model": r.model,
-            "state": r.state,
-            "micros": int(r.cost),
-            "cost": from_micros(r.cost),
-            "mindvideo_task_id": r.mindvideo_task_id,
-            "created_at": r.created_at.isoformat() + "Z",
-        }
-        for r in found
-    ]
-
-
-def _batch_item(
-    ti: TaskInstance, row: ItemResult, prompt: str | None, cost_by_key: Mapping[str, int], used: set[str]
-) -> dict[str, Any]:
-    keys = {t.get("idempotency_key") for t in row.tasks} | {row.idempotency_key}
-    in_ledger = [key for key in keys if isinstance(key, str) and key in cost_by_key]
-    used.update(in_ledger)
-    if in_ledger:
-        cost: float | None = from_micros(sum(cost_by_key[key] for key in in_ledger))
-        source = "ledger"
-    else:
-        cost, source = _known_cost(row.cost_estimate, row.cost_actual), "manifest"
-    stored = {str(f.get("url")): n for n, f in enumerate(row.files)}
-    media = [
-        {
-            "url": url,
-            "kind": _kind(url, row.files[stored[url]].get("content_type") if url in stored else None),
-            "stored": {"position": row.position, "n": stored[url]} if url in stored else None,
-        }
-        for url in row.output_urls
-    ]
-    return {
-        "task": ti.task_id,
-        "map_index": ti.map_index,
-        "source": "batch",
-        "position": row.position,
-        "line": row.line,
-        "model": row.model,
-        "status": row.status,
-        "mindvideo_task_id": row.task_id,
-        "cost": cost,
-        "cost_source": source,
-        "prompt": prompt,
-        "error": row.error,
-        "media": media,
-    }
+        return connection.execute(query).all()  # type: ignore[return-value]  # seven columns: Row[Any] here
 
 
 def _record_item(
-    ti: TaskInstance, record: Mapping[str, Any], ledger: Iterable[dict[str, Any]], used: set[str]
+    ti: TaskInstance, record: Mapping[str, Any], mine: Sequence[Row[Any]], used: set[str]
 ) -> dict[str, Any]:
     remote = record.get("task_id")
-    mine = [r for r in ledger if TaskInstance.of(r["task_id"], r["map_index"]) == ti]
-    matching = [r for r in mine if r["mindvideo_task_id"] == remote] or mine
-    used.update(r["key"] for r in matching)
+    matching = [r for r in mine if r.mindvideo_task_id == remote] or mine
+    used.update(r.key for r in matching)
     if matching:
-        cost: float | None = from_micros(sum(r["micros"] for r in matching))
+        cost: float | None = from_micros(sum(r.micros for r in matching))
         source = "ledger"
     else:
-        cost, source = _known_cost(record.get("cost_estimate"), record.get("cost_actual")), "record"
+        cost, source = batch_items.known_cost(record.get("cost_estimate"), record.get("cost_actual")), "record"
     urls = [u for u in record.get("output_urls") or () if isinstance(u, str)]
     return {
         "task": ti.task_id,
@@ -265,14 +257,14 @@ def _record_item(
         "source": "task",
         "position": None,
         "line": None,
-        "model": record.get("model") or (matching[0]["model"] if matching else None),
+        "model": record.get("model") or (matching[0].model if matching else None),
         "status": str(record.get("status") or "unknown"),
         "mindvideo_task_id": remote,
         "cost": cost,
         "cost_source": source,
         "prompt": record.get("prompt") if isinstance(record.get("prompt"), str) else None,
         "error": record.get("error") if isinstance(record.get("error"), str) else None,
-        "media": [{"url": url, "kind": _kind(url, None), "stored": None} for url in urls],
+        "media": [{"url": url, "kind": batch_items.kind(url, None), "stored": None} for url in urls],
     }
 
 
@@ -301,18 +293,18 @@ def _add_record(items: list[dict[str, Any]], by_remote: dict[str, int], item: di
     items[by_remote[remote]] = merged
 
 
-def _ledger_item(row: dict[str, Any]) -> dict[str, Any]:
+def _ledger_item(row: Row[Any]) -> dict[str, Any]:
     return {
-        "task": row["task_id"],
-        "map_index": -1 if row["map_index"] is None else row["map_index"],
+        "task": row.task_id,
+        "map_index": -1 if row.map_index is None else row.map_index,
         "source": "ledger",
         "position": None,
         "line": None,
-        "model": row["model"],
+        "model": row.model,
         # reserved: no answer recorded yet; released: the API refused the create; refused: a budget did.
-        "status": _LEDGER_STATUS.get(row["state"], row["state"]),
-        "mindvideo_task_id": row["mindvideo_task_id"],
-        "cost": row["cost"],
+        "status": _LEDGER_STATUS.get(row.state, row.state),
+        "mindvideo_task_id": row.mindvideo_task_id,
+        "cost": from_micros(row.micros),
         "cost_source": "ledger",
         "prompt": None,
         "error": None,
@@ -321,14 +313,3 @@ def _ledger_item(row: dict[str, Any]) -> dict[str, Any]:
 
 
 _LEDGER_STATUS = {"reserved": "in_flight", "released": "refused_by_api", "refused": "over_budget"}
-
-
-def _known_cost(estimate: Any, actual: Any) -> float | None:
-    known = [float(v) for v in (estimate, actual) if isinstance(v, int | float) and v == v and abs(v) != float("inf")]
-    return max(known) if known else None
-
-
-def _kind(url: str, content_type: Any) -> str:
-    if isinstance(content_type, str):
-        return "video" if content_type.startswith("video/") else "image"
-    return "video" if url.split("?", 1)[0].lower().endswith(_VIDEO_SUFFIXES) else "image"

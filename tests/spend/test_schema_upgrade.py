@@ -110,3 +110,16 @@ def test_a_version_1_ledger_is_upgraded_and_keeps_counting(url: str) -> None:
     Ledger(ledger.engine)
     with ledger.engine.connect() as connection:
         assert sorted(connection.execute(select(schema_version.c.version)).scalars()) == [1, 2]
+
+
+def test_the_page_index_replaces_the_narrower_one_it_grew_from(url: str) -> None:
+    # A ledger as providers before the covering index left it: (dag_id, created_at) only.
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        schema.metadata.create_all(connection)
+        connection.exec_driver_sql("DROP INDEX mindvideo_spend_dag_day")
+        connection.exec_driver_sql("CREATE INDEX mindvideo_spend_dag ON mindvideo_spend (dag_id, created_at)")
+    ledger = Ledger(engine_for_url(url), clock=fixed_clock)
+    found = {i["name"]: i["column_names"] for i in inspect(ledger.engine).get_indexes("mindvideo_spend")}
+    assert "mindvideo_spend_dag" not in found  # one index to keep up on a write, not two
+    assert found["mindvideo_spend_dag_day"] == ["dag_id", "created_at", "id", "model", "state", "cost"]

@@ -168,6 +168,8 @@ def test_a_ten_thousand_item_run_is_paged_on_the_server(site: dict[str, Any]) ->
         gallery.records.run_records = original  # type: ignore[assignment]
     assert answer["total"] == 10_000 and answer["pages"] == 100
     assert [i["position"] for i in answer["items"]] == list(range(200, 300))
+    assert [i["number"] for i in answer["items"]] == list(range(200, 300))
+    assert {(i["cost"], i["cost_source"], i["review"]) for i in answer["items"]} == {(0.01, "manifest", None)}
     assert answer["cost"] == 100.0
 
 

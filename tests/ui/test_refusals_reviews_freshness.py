@@ -6,8 +6,9 @@ import datetime as dt
 from typing import Any
 
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import func, insert, select, update
 
+from airflow_provider_mindvideo.spend import reading
 from airflow_provider_mindvideo.spend.engines import engine_for_url
 from airflow_provider_mindvideo.spend.ledger import Ledger
 from airflow_provider_mindvideo.spend.schema import spend
@@ -154,3 +155,40 @@ def test_budgets_need_every_dag_not_the_right_to_list_dags(
     assert (alice["budgets_visible"], alice["windows"]) == (False, [])
     assert alice["overall"]["creates"] == 3  # the create outside any DAG is not hers to see
     assert get(site, "boss", "/api/spend", days=30).json()["budgets_visible"] is True
+
+
+def test_a_gallery_page_shows_the_ledgers_figures_after_a_change_and_the_manifests_after_a_rewrite(
+    site: dict[str, Any],
+) -> None:
+    def page(number: int) -> Any:
+        return get(site, "alice", "/api/items", dag_id="images", run_id="run_1", page=number, per_page=1).json()
+
+    assert (page(1)["items"][0]["cost"], page(1)["cost"]) == (0.37, 0.78)
+    # The manifest stays as it was (its items are kept); the ledger changes: a row's cost, a new create.
+    engine = engine_for_url(f"sqlite:///{ledger_file(site)}")
+    with engine.begin() as connection:
+        connection.execute(update(spend).where(spend.c.idempotency_key == "key-0").values(cost=400_000))
+    insert_refused(site, "key-late", "images", "run_1", "make", 700_000)
+    first, late = page(1), page(3)
+    assert (first["items"][0]["cost"], first["items"][0]["cost_source"]) == (0.4, "ledger")
+    assert (late["items"][0]["status"], late["items"][0]["cost"], late["total"]) == ("over_budget", 0.0, 3)
+    with engine.connect() as connection:
+        run_1 = spend.c.run_id == "run_1"
+        in_ledger = connection.execute(select(func.sum(spend.c.cost)).where(run_1)).scalar_one()
+    assert first["cost"] == late["cost"] == in_ledger / 1_000_000 == 0.81
+    assert first["statuses"] == {"succeeded": 1, "over_budget": 2}
+    assert [page(n)["items"][0]["number"] for n in (1, 2, 3)] == [0, 1, 2]
+    # The manifest rewritten (the batch went on): its items are read again.
+    manifest = site["batches"] / "images" / "run_1" / "make" / "manifest.jsonl"
+    manifest.write_text(manifest.read_text().replace('"over_budget"', '"failed"'))
+    assert page(2)["items"][0]["status"] == "failed"
+    assert page(2)["statuses"] == {"succeeded": 1, "failed": 1, "over_budget": 1}
+
+
+def test_recent_creates_of_every_dag_and_none_come_newest_first_as_the_ledger_orders_them(site: dict[str, Any]) -> None:
+    # Who reads every DAG sees the create outside any DAG too: two queries (DAGs, no DAG) merged.
+    boss = get(site, "boss", "/api/spend", days=30).json()["recent"]
+    engine = engine_for_url(f"sqlite:///{ledger_file(site)}")
+    in_ledger = reading.recent_creates(engine, limit=20)
+    assert [(r["dag_id"], r["run_id"], r["state"]) for r in boss] == [(r.dag_id, r.run_id, r.state) for r in in_ledger]
+    assert [r["dag_id"] for r in boss[:2]] == [None, "videos"]  # created at the same instant: the later row first
