@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 import mimetypes
-import os
 from importlib import resources
 from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, HTTPException, Query, Response, status
-from fastapi.responses import FileResponse, HTMLResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from airflow_provider_mindvideo.ui import figures, gallery, manifests, refusals
+from airflow_provider_mindvideo.ui import figures, gallery, manifests, refusals, stored
 from airflow_provider_mindvideo.ui.access import ViewerDep
 from airflow_provider_mindvideo.ui.freshness import ledger_fingerprint
 from airflow_provider_mindvideo.ui.ledger import ledger_engine
@@ -162,16 +161,19 @@ async def stored_file(
     await run_in_threadpool(viewer.require_dag, dag_id)
     ti = gallery.TaskInstance(task_id, map_index)
     found = await run_in_threadpool(gallery.stored_file, dag_id, run_id, ti, position, n)
-    path = str(found.get("path")) if found else None
-    if not path:
+    if not found or not found.get("path"):
         raise HTTPException(status.HTTP_404_NOT_FOUND, "No stored file of that item")
-    media_type = str(found.get("content_type") or "") or None if found else None
+    path = str(found["path"])
+    media_type, headers = stored.served_type(found.get("content_type"))
     local = manifests.local_path(path)
     if local is not None:
-        if not os.path.isfile(local):
-            raise HTTPException(status.HTTP_404_NOT_FOUND, "The stored file is gone")
-        return FileResponse(local, media_type=media_type, headers={"Cache-Control": "private, max-age=3600"})
-    return StreamingResponse(_stream(path), media_type=media_type)
+        opened = await run_in_threadpool(stored.open_verified, local, found)
+        if opened is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "No stored file of that item is as its manifest describes")
+        file, size = opened
+        headers |= {"Cache-Control": "private, max-age=3600", "Content-Length": str(size)}
+        return StreamingResponse(stored.chunks(file), media_type=media_type, headers=headers)
+    return StreamingResponse(_stream(path), media_type=media_type, headers=headers)
 
 
 def _stream(url: str) -> Any:

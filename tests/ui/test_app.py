@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import subprocess
@@ -41,6 +42,8 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, airflow_db: str) -> It
     stored = tmp_path / "saved" / "cat.png"
     stored.parent.mkdir()
     stored.write_bytes(b"\x89PNG stored copy")
+    # As the batch records a saved file: its size and digest (the UI serves nothing else).
+    sealed = {"bytes": stored.stat().st_size, "sha256": hashlib.sha256(stored.read_bytes()).hexdigest()}
     rows = [
         ItemResult(
             line=2,
@@ -52,7 +55,10 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, airflow_db: str) -> It
             cost_estimate=0.5,
             cost_actual=0.37,
             output_urls=["http://127.0.0.1:1/out/cat.png"],
-            files=[{"url": "http://127.0.0.1:1/out/cat.png", "path": f"file://{stored}", "content_type": "image/png"}],
+            files=[
+                {"url": "http://127.0.0.1:1/out/cat.png", "path": f"file://{stored}", "content_type": "image/png"}
+                | sealed
+            ],
         ),
         ItemResult(line=3, position=1, model="flux-1", status="over_budget", idempotency_key="key-1", error="no"),
     ]

@@ -1,0 +1,76 @@
+"""Attacks on the plugin's public surface (issue 28's review): files, markup, visibility, kept answers."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from airflow_provider_mindvideo.batch.plan import ItemResult, dump_manifest
+from tests.ui.test_app import get
+
+FILE = {"dag_id": "images", "run_id": "run_1", "task_id": "make", "position": 0}
+
+
+def _manifest_naming(site: dict[str, Any], entry: dict[str, Any]) -> None:
+    """Rewrite run_1/make's manifest (a DAG's task writes it) so that item 0's stored file is ``entry``."""
+    row = ItemResult(
+        line=2, position=0, model="flux-1", status="succeeded", task_id="mv_0", idempotency_key="key-0",
+        output_urls=["http://127.0.0.1:1/out/cat.png"], files=[{"url": "http://127.0.0.1:1/out/cat.png", **entry}],
+    )  # fmt: skip
+    (site["batches"] / "images" / "run_1" / "make" / "manifest.jsonl").write_text(dump_manifest([row]))
+
+
+def _described(path: Path, content_type: str = "image/png") -> dict[str, Any]:
+    data = path.read_bytes()
+    return {
+        "path": f"file://{path}",
+        "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "content_type": content_type,
+    }
+
+
+def test_a_manifest_cannot_name_any_file_of_the_api_servers_disk(site: dict[str, Any], tmp_path: Path) -> None:
+    # The manifest is written by DAG code on a worker; the API server holds secrets (its airflow.cfg,
+    # the fernet key). A manifest that names such a file without knowing its content is not served.
+    secret = tmp_path / "airflow.cfg"
+    secret.write_text("[core]\nfernet_key = SECRET_FERNET\n")
+    _manifest_naming(site, {"path": f"file://{secret}", "content_type": "image/png"})
+    response = get(site, "alice", "/api/file", **FILE)
+    assert response.status_code == 404
+    assert b"SECRET_FERNET" not in response.content
+
+
+def test_a_symlink_in_place_of_a_stored_file_is_not_followed(site: dict[str, Any], tmp_path: Path) -> None:
+    # The file the batch stored is swapped for a link to a secret of the same size: the digest tells.
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"S" * len(site["stored"].read_bytes()))
+    _manifest_naming(site, _described(site["stored"]))
+    site["stored"].unlink()
+    site["stored"].symlink_to(secret)
+    response = get(site, "alice", "/api/file", **FILE)
+    assert response.status_code == 404
+    assert b"SSSS" not in response.content
+
+
+def test_a_stored_html_or_svg_is_not_served_as_a_page_of_airflows_origin(site: dict[str, Any], tmp_path: Path) -> None:
+    for name, content_type in [("x.html", "text/html"), ("x.svg", "image/svg+xml"), ("x.xml", "application/xml")]:
+        page = tmp_path / name
+        page.write_text("<svg xmlns='http://www.w3.org/2000/svg' onload='alert(document.cookie)'/>")
+        _manifest_naming(site, _described(page, content_type))
+        response = get(site, "alice", "/api/file", **FILE)
+        if response.status_code == 200:
+            served = response.headers["content-type"]
+            assert not served.startswith(("text/html", "image/svg", "application/xml", "text/xml")), served
+            assert response.headers.get("x-content-type-options") == "nosniff"
+            assert "sandbox" in response.headers.get("content-security-policy", "")
+
+
+def test_a_stored_image_is_still_served_with_its_type(site: dict[str, Any]) -> None:
+    _manifest_naming(site, _described(site["stored"]))
+    response = get(site, "alice", "/api/file", **FILE)
+    assert response.status_code == 200
+    assert response.content == site["stored"].read_bytes()
+    assert response.headers["content-type"] == "image/png"
+    assert response.headers["x-content-type-options"] == "nosniff"
