@@ -61,13 +61,15 @@ def ledger_cost(output: Output, cost_by_key: Mapping[str, int], used: set[str]) 
 
 
 def _output(task_id: str, map_index: int, row: ItemResult, prompt: str | None) -> Output:
+    # DAG code writes the manifest: a position that is not a number would be markup on the page.
+    position = whole_number(row.position)
     keys = {t.get("idempotency_key") for t in row.tasks} | {row.idempotency_key}
     stored = {str(f.get("url")): n for n, f in enumerate(row.files)}
     media = [
         {
             "url": url,
             "kind": kind(url, row.files[stored[url]].get("content_type") if url in stored else None),
-            "stored": {"position": row.position, "n": stored[url]} if url in stored else None,
+            "stored": {"position": position, "n": stored[url]} if url in stored and position is not None else None,
         }
         for url in row.output_urls
     ]
@@ -75,8 +77,8 @@ def _output(task_id: str, map_index: int, row: ItemResult, prompt: str | None) -
         "task": task_id,
         "map_index": map_index,
         "source": "batch",
-        "position": row.position,
-        "line": row.line,
+        "position": position,
+        "line": whole_number(row.line),
         "model": row.model,
         "status": row.status,
         "mindvideo_task_id": row.task_id,
@@ -102,3 +104,8 @@ def kind(url: str, content_type: Any) -> str:
     if isinstance(content_type, str):
         return "video" if content_type.startswith("video/") else "image"
     return "video" if url.split("?", 1)[0].lower().endswith(_VIDEO_SUFFIXES) else "image"
+
+
+def whole_number(value: Any) -> int | None:
+    """``value`` if it is an int (not a bool), else None: what a manifest's numbers may reach the page as."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -27,7 +27,7 @@ from airflow_provider_mindvideo.batch.plan import OVER_BUDGET
 from airflow_provider_mindvideo.spend.budgets import from_micros
 from airflow_provider_mindvideo.spend.engines import reading
 from airflow_provider_mindvideo.spend.schema import REFUSED, spend
-from airflow_provider_mindvideo.ui import manifests, records
+from airflow_provider_mindvideo.ui import batch_items, manifests, records
 from airflow_provider_mindvideo.ui.figures import Scope
 from airflow_provider_mindvideo.ui.freshness import Kept
 
@@ -149,7 +149,7 @@ def _manifest_items(batches: list[_BatchRefusals], limit: int | None) -> list[di
                     "budgets": None,
                     "error": row.error,
                     "source": "manifest",
-                    "position": row.position,
+                    "position": batch_items.whole_number(row.position),
                 }
             )
     return items

@@ -74,3 +74,17 @@ def test_a_stored_image_is_still_served_with_its_type(site: dict[str, Any]) -> N
     assert response.content == site["stored"].read_bytes()
     assert response.headers["content-type"] == "image/png"
     assert response.headers["x-content-type-options"] == "nosniff"
+
+
+def test_a_manifest_rows_position_reaches_the_page_as_a_number_only(site: dict[str, Any]) -> None:
+    # The pages write `#${position + 1}` into their HTML: a string there is markup on Airflow's origin.
+    markup = "<img src=x onerror=alert(document.cookie)>"
+    rows = [
+        ItemResult(line=2, position=markup, model="flux-1", status="succeeded", task_id="mv_0"),  # type: ignore[arg-type]
+        ItemResult(line=3, position=1, model="flux-1", status="over_budget", error="no"),
+    ]
+    (site["batches"] / "images" / "run_1" / "make" / "manifest.jsonl").write_text(dump_manifest(rows))
+    answer = get(site, "alice", "/api/items", dag_id="images", run_id="run_1").json()
+    positions = [item["position"] for item in answer["items"]]
+    assert markup not in repr(answer)
+    assert all(p is None or type(p) is int for p in positions), positions

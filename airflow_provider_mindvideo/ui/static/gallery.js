@@ -28,7 +28,7 @@ function card(item) {
   return `<div class="item" data-number="${item.number}">${MV.media({ ...item, dag_id: run.dag_id, run_id: run.run_id })}
     <div class="meta"><div class="prompt" title="${MV.esc(item.prompt)}">${MV.esc(item.prompt || "")}</div>
     <div><span class="status-${status}">${status}</span> · ${MV.esc(item.model || "–")} · ${MV.money(item.cost)}${item.cost_source === "ledger" ? "" : " <span class=muted>(est.)</span>"}</div>
-    <div class="muted"><a target="_top" href="${MV.esc(taskLink(item))}">${airflowTask}</a>${item.position !== null ? ` #${item.position + 1}` : ""} · ${MV.esc(item.mindvideo_task_id || "no task yet")}</div>
+    <div class="muted"><a target="_top" href="${MV.esc(taskLink(item))}">${airflowTask}</a>${Number.isInteger(item.position) ? ` #${item.position + 1}` : ""} · ${MV.esc(item.mindvideo_task_id || "no task yet")}</div>
     ${review(item.review)}
     ${item.error ? `<div class="status-failed">${MV.esc(item.error)}</div>` : ""}</div></div>`;
 }

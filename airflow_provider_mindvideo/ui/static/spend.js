@@ -69,7 +69,7 @@ async function load() {
   const refused = data.refused;
   $("refused_count").textContent = `${refused.count} refused in the window${refused.count > refused.items.length ? `, the newest ${refused.items.length} below` : ""}.`;
   $("refused").innerHTML = table(refused.items, [["When (UTC)", (r) => MV.esc(r.created_at.slice(0, 19))],
-    ["DAG / run / task", (r) => `<a target="_top" href="${MV.esc(MV.galleryLink(r.dag_id, r.run_id, r.task_id))}">${MV.esc(r.dag_id)} / ${MV.esc(r.run_id)} / ${MV.esc(r.task_id)}</a>${r.position !== undefined ? ` #${r.position + 1}` : ""}`],
+    ["DAG / run / task", (r) => `<a target="_top" href="${MV.esc(MV.galleryLink(r.dag_id, r.run_id, r.task_id))}">${MV.esc(r.dag_id)} / ${MV.esc(r.run_id)} / ${MV.esc(r.task_id)}</a>${Number.isInteger(r.position) ? ` #${r.position + 1}` : ""}`],
     ["Model", (r) => MV.esc(r.model || "–")], ["Would have held", (r) => MV.money(r.would_hold), true], ["Why", (r) => MV.esc(r.error || r.budgets || "")]]);
   $("recent").innerHTML = table(data.recent, [["", (r) => `<span class="thumbslot" data-dag="${MV.esc(r.dag_id || "")}" data-run="${MV.esc(r.run_id || "")}" data-task="${MV.esc(r.mindvideo_task_id || "")}"></span>`], ...creates]);
   for (const slot of document.querySelectorAll(".thumbslot")) thumbnail(slot);
