@@ -9,7 +9,8 @@ while a new fingerprint, cheap to take, equals it:
   DAGs since the window's start; the gallery: the run's): how many, the highest id, and two sums
   over them that any create, settlement, release or refusal changes (its state and its cost,
   each weighted by the row's id, so that two rows changing in opposite ways do not cancel out);
-  one pass over the rows without sorting or grouping;
+  one pass over the rows without sorting or grouping; and the newest ``created_at``, which a row
+  rewritten in place (a create refused again, with what it would hold now) moves;
 - the run's XCom records and the manifests' (size, modification time), by the caller.
 
 Nothing is kept past a change: the figures stay the ledger's, to the micro-unit.
@@ -50,10 +51,13 @@ def ledger_fingerprint(engine: Engine, *where: Any) -> tuple[Any, ...]:
         func.max(spend.c.id),
         func.sum(spend.c.cost * _WEIGHT),
         func.sum(_STATE_CODE * _WEIGHT),
+        # A create refused again (or a refused/released one reserved again) is its row rewritten in
+        # place, its state and cost possibly the same: its time moves to now, past every other row's.
+        func.max(spend.c.created_at),
     ).where(*where)
     with reading(engine) as connection:
-        row = connection.execute(query).one()
-    return tuple(int(value or 0) for value in row)
+        *sums, newest = connection.execute(query).one()
+    return (*(int(value or 0) for value in sums), str(newest))
 
 
 class Kept:

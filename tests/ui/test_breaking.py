@@ -88,3 +88,34 @@ def test_a_manifest_rows_position_reaches_the_page_as_a_number_only(site: dict[s
     positions = [item["position"] for item in answer["items"]]
     assert markup not in repr(answer)
     assert all(p is None or type(p) is int for p in positions), positions
+
+
+def test_a_create_refused_again_shows_its_latest_refusal(site: dict[str, Any], tmp_path: Path) -> None:
+    # A retry refused again rewrites the row in place: state and cost (0) stay, what it would have
+    # held and when move. The kept answer must see it.
+    import datetime as dt
+
+    import pytest
+
+    from airflow_provider_mindvideo.client.errors import BudgetExceededError
+    from airflow_provider_mindvideo.spend.budgets import budgets_from_extras
+    from airflow_provider_mindvideo.spend.engines import engine_for_url
+    from airflow_provider_mindvideo.spend.ledger import Ledger
+    from airflow_provider_mindvideo.spend.records import CreateRecord
+    from tests.ui.helpers import Clock
+    from tests.ui.test_app import NOW
+
+    clock = Clock(NOW + dt.timedelta(hours=1))
+    ledger = Ledger(engine_for_url(f"sqlite:///{tmp_path / 'ledger.db'}"), clock=clock)
+    config = budgets_from_extras({"budgets": {"account": {"day": 1000, "month": 10000}}}, "mindvideo_default")
+    create = CreateRecord("again", "flux-1", "images", "run_5", "make", None, 1)
+    with pytest.raises(BudgetExceededError):
+        ledger.reserve(create, 2000, config)
+    first = get(site, "alice", "/api/spend", days=7).json()["refused"]["items"]
+    assert [r["would_hold"] for r in first if r["run_id"] == "run_5"] == [2000.0]
+    clock.now += dt.timedelta(minutes=5)
+    with pytest.raises(BudgetExceededError):
+        ledger.reserve(create, 3000, config)
+    again = get(site, "alice", "/api/spend", days=7).json()["refused"]
+    assert again["count"] == 1
+    assert [r["would_hold"] for r in again["items"] if r["run_id"] == "run_5"] == [3000.0]
