@@ -5,7 +5,7 @@ A batch task instance writes its manifest where its ``result_path`` says, by def
 operator's XCom ``mindvideo_batch`` names it either way. The gallery looks in both places and
 nowhere else: the paths come from the run's identity and its records, never from a request.
 A 10,000-item manifest is a few MB of JSON: parsing it for every page would cost the page its
-speed, so a parsed copy is kept while the file's size and modification time stay the same.
+speed, so a parsed copy is kept while the file's size, modification time and inode stay the same.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class _Parsed:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._entries: OrderedDict[str, tuple[tuple[int, int], Any]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[tuple[int, ...], Any]] = OrderedDict()
 
     def get(self, url: str, parse: Callable[[str, str], T]) -> T | None:
         version = _version(url)
@@ -69,24 +69,26 @@ class _Parsed:
         return parsed
 
 
-def version_of(url: str) -> tuple[int, int] | None:
-    """The file's (size, modification time in ns; 0 on object storage); None when there is no file."""
+def version_of(url: str) -> tuple[int, ...] | None:
+    """The file's (size, mtime in ns, inode, ctime in ns; the size alone on object storage); None: no file."""
     return _version(url)
 
 
-def _version(url: str) -> tuple[int, int] | None:
+def _version(url: str) -> tuple[int, ...] | None:
     path = local_path(url)
     if path is not None:
         try:
             stat = os.stat(path)
         except OSError:
             return None
-        return (stat.st_size, stat.st_mtime_ns)
+        # The batch writes a manifest under a temporary name and renames it: two writes within one
+        # tick of the file system's clock share size and mtime, never the inode.
+        return (stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns)
     from airflow_provider_mindvideo.outputs import storage
 
     target = _storage_path(url)
     size = storage.size_of(target)
-    return None if size is None else (size, 0)
+    return None if size is None else (size,)
 
 
 def _read(url: str) -> str | None:

@@ -119,3 +119,26 @@ def test_a_create_refused_again_shows_its_latest_refusal(site: dict[str, Any], t
     again = get(site, "alice", "/api/spend", days=7).json()["refused"]
     assert again["count"] == 1
     assert [r["would_hold"] for r in again["items"] if r["run_id"] == "run_5"] == [3000.0]
+
+
+def test_a_manifest_replaced_within_one_clock_tick_is_read_again(site: dict[str, Any]) -> None:
+    # The batch writes its manifest whole under a temporary name and renames it. Two writes within
+    # one tick of the file system's clock (ext4: a few ms) with the same length: same (size, mtime).
+    import os
+
+    manifest = site["batches"] / "images" / "run_1" / "make" / "manifest.jsonl"
+
+    def write(status: str) -> None:
+        row = ItemResult(line=2, position=0, model="flux-1", status=status, task_id="mv_0")
+        partial = manifest.with_name(".manifest.partial")
+        partial.write_text(dump_manifest([row]))
+        os.replace(partial, manifest)
+
+    write("succeeded")
+    tick = manifest.stat().st_mtime_ns
+    statuses = get(site, "alice", "/api/items", dag_id="images", run_id="run_1").json()["statuses"]
+    assert (statuses.get("succeeded"), statuses.get("timed_out")) == (1, None)
+    write("timed_out")
+    os.utime(manifest, ns=(tick, tick))
+    statuses = get(site, "alice", "/api/items", dag_id="images", run_id="run_1").json()["statuses"]
+    assert (statuses.get("succeeded"), statuses.get("timed_out")) == (None, 1)
