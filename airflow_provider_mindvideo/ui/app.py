@@ -168,17 +168,10 @@ async def stored_file(
     local = manifests.local_path(path)
     if local is not None:
         opened = await run_in_threadpool(stored.open_verified, local, found)
-        if opened is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, "No stored file of that item is as its manifest describes")
-        file, size = opened
-        headers |= {"Cache-Control": "private, max-age=3600", "Content-Length": str(size)}
-        return StreamingResponse(stored.chunks(file), media_type=media_type, headers=headers)
-    return StreamingResponse(_stream(path), media_type=media_type, headers=headers)
-
-
-def _stream(url: str) -> Any:
-    from airflow.sdk import ObjectStoragePath
-
-    with ObjectStoragePath(url).open("rb") as source:
-        while chunk := source.read(1 << 16):
-            yield chunk
+    else:
+        opened = await run_in_threadpool(stored.fetch_verified, path, found)
+    if opened is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "No stored file of that item is as its manifest describes")
+    file, size = opened
+    headers |= {"Cache-Control": "private, max-age=3600", "Content-Length": str(size)}
+    return StreamingResponse(stored.chunks(file), media_type=media_type, headers=headers)

@@ -5,6 +5,8 @@ The manifest naming the file is written by DAG code on a worker, not by the API 
 file is served only when its size and SHA-256 are the ones the batch recorded when it saved it,
 which nobody can write down for a file whose content they do not know; it is hashed through the
 descriptor it is then served from (no swap of a link in between), once per version of the file.
+An object in storage (any other scheme: ``local://`` is the disk too) is copied while hashed and
+served from the copy only when it matches.
 
 Its type is the manifest's only when it is media a browser shows without running anything:
 anything else (HTML, SVG, XML) goes out as an attachment of ``application/octet-stream``, and
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
@@ -65,6 +68,36 @@ def open_verified(path: str, described: Mapping[str, Any]) -> tuple[IO[bytes], i
         file.close()
         return None
     return file, size
+
+
+def fetch_verified(url: str, described: Mapping[str, Any]) -> tuple[IO[bytes], int] | None:
+    """A copy of the object at ``url`` (any scheme ObjectStoragePath knows) if it is the one ``described``; else None.
+
+    The manifest names the URL, and with it the scheme and even the connection (``s3://conn@bucket``):
+    the object is copied while hashed (in memory up to 8 MB, then a temporary file) and nothing
+    of it is sent unless it is the file the batch saved.
+    """
+    sha256, size = described.get("sha256"), described.get("bytes")
+    if not isinstance(sha256, str) or not isinstance(size, int) or isinstance(size, bool):
+        return None
+    from airflow.sdk import ObjectStoragePath
+
+    copy = tempfile.SpooledTemporaryFile(max_size=8 << 20)  # noqa: SIM115  # handed to the response
+    digest, length = hashlib.sha256(), 0
+    try:
+        with ObjectStoragePath(url).open("rb") as source:
+            while (chunk := source.read(_CHUNK)) and length <= size:
+                digest.update(chunk)
+                copy.write(chunk)
+                length += len(chunk)
+    except Exception:  # unreachable, unknown scheme, no such object: nothing to serve
+        copy.close()
+        return None
+    if length != size or digest.hexdigest() != sha256.lower():
+        copy.close()
+        return None
+    copy.seek(0)
+    return copy, size
 
 
 def chunks(file: IO[bytes]) -> Iterator[bytes]:

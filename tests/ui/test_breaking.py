@@ -142,3 +142,23 @@ def test_a_manifest_replaced_within_one_clock_tick_is_read_again(site: dict[str,
     os.utime(manifest, ns=(tick, tick))
     statuses = get(site, "alice", "/api/items", dag_id="images", run_id="run_1").json()["statuses"]
     assert (statuses.get("succeeded"), statuses.get("timed_out")) == (None, 1)
+
+
+def test_a_manifest_cannot_reach_the_disk_through_another_scheme(site: dict[str, Any], tmp_path: Path) -> None:
+    # 'local://' is the local file system to ObjectStoragePath, not a 'file://' path: the same rule holds.
+    secret = tmp_path / "airflow.cfg"
+    secret.write_text("[core]\nfernet_key = SECRET_FERNET\n")
+    _manifest_naming(site, {"path": f"local://{secret}", "content_type": "image/png"})
+    response = get(site, "alice", "/api/file", **FILE)
+    assert response.status_code == 404
+    assert b"SECRET_FERNET" not in response.content
+
+
+def test_a_stored_copy_in_object_storage_is_served_when_it_is_the_one_saved(site: dict[str, Any]) -> None:
+    described = _described(site["stored"])
+    _manifest_naming(site, described | {"path": f"local://{site['stored']}"})
+    response = get(site, "alice", "/api/file", **FILE)
+    assert response.status_code == 200
+    assert response.content == site["stored"].read_bytes()
+    _manifest_naming(site, described | {"path": f"local://{site['stored']}", "sha256": "0" * 64})
+    assert get(site, "alice", "/api/file", **FILE).status_code == 404
