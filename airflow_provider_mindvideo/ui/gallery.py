@@ -203,7 +203,7 @@ def batch_manifest_url(
         xcoms = records.run_records(dag_id, run_id)
     summary = xcoms.get((ti.task_id, ti.map_index, records.BATCH_KEY))
     if isinstance(summary, Mapping) and isinstance(summary.get("manifest"), str):
-        return str(summary["manifest"])
+        return manifests.named_manifest(str(summary["manifest"]), dag_id, run_id, ti.task_id, ti.map_index)
     return manifests.default_manifest_url(dag_id, run_id, ti.task_id, ti.map_index)
 
 

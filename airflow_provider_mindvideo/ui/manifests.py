@@ -11,6 +11,7 @@ speed, so a parsed copy is kept while the file's size, modification time and ino
 from __future__ import annotations
 
 import os
+import posixpath
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -31,6 +32,41 @@ def default_manifest_url(dag_id: str, run_id: str, task_id: str, map_index: int 
 
     folder = conf.get("mindvideo", "batch_folder", fallback=None)
     return records.default_manifest_url(folder, dag_id, run_id, task_id, map_index)
+
+
+def named_manifest(named: str, dag_id: str, run_id: str, task_id: str, map_index: int | None) -> str:
+    """The manifest a batch task instance's XCom names, unless it lies in another run's folder of the batch folder.
+
+    The XCom is written by DAG code (or by anyone who may edit the DAG's XComs): pointed at the
+    default place of another DAG's run, it would show that DAG's outputs, prompts and files to
+    whoever reads this one. A ``result_path`` outside the batch folder is the DAG's own choice.
+    """
+    own = default_manifest_url(dag_id, run_id, task_id, map_index)
+    root, run_folder = own.rsplit("/", 4)[0], own.rsplit("/", 2)[0]
+    normal = _normal(named)
+    if normal is None:
+        return own
+    if _normal(root + "/") and normal.startswith(str(_normal(root + "/"))):
+        return named if normal.startswith(str(_normal(run_folder + "/"))) else own
+    return named
+
+
+def _normal(url: str) -> str | None:
+    """``url`` with ``.`` and ``..`` resolved (None: one that climbs above its root), for comparing places."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "file", url
+    elif scheme == "local":
+        scheme = "file"
+    if rest.startswith("//"):
+        return None
+    if scheme != "file":  # s3://conn@bucket/... is the bucket's object, read with that connection
+        netloc, slash, path = rest.partition("/")
+        rest = netloc.rsplit("@", 1)[-1].lower() + slash + path
+    normal = posixpath.normpath(rest) + ("/" if rest.endswith("/") else "")
+    if normal.startswith("..") or normal.startswith("/.."):
+        return None
+    return f"{scheme}://{normal}"
 
 
 def local_path(url: str) -> str | None:

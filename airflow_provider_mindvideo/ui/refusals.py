@@ -113,8 +113,9 @@ def _batch_summaries(dags: frozenset[str], since: dt.datetime) -> list[_BatchRef
         counts = value.get("counts") if isinstance(value, Mapping) else None
         count = counts.get(OVER_BUDGET) if isinstance(counts, Mapping) else None
         if isinstance(count, int) and count > 0:
-            manifest = value.get("manifest")
+            named = value.get("manifest")
             instance = (summary.dag_id, summary.run_id, summary.task_id, summary.map_index)
+            manifest = manifests.named_manifest(named, *instance) if isinstance(named, str) else None
             found.append(
                 _BatchRefusals(instance, count, manifest if isinstance(manifest, str) else None, summary.timestamp)
             )

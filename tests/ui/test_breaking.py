@@ -6,6 +6,8 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from airflow_provider_mindvideo.batch.plan import ItemResult, dump_manifest
 from tests.ui.test_app import get
 
@@ -162,3 +164,34 @@ def test_a_stored_copy_in_object_storage_is_served_when_it_is_the_one_saved(site
     assert response.content == site["stored"].read_bytes()
     _manifest_naming(site, described | {"path": f"local://{site['stored']}", "sha256": "0" * 64})
     assert get(site, "alice", "/api/file", **FILE).status_code == 404
+
+
+def test_a_runs_xcom_cannot_point_its_gallery_at_another_dags_manifest(
+    site: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Whoever may write DAG images' XComs (its code, or a user with XCom edit rights on it) names
+    # the default place of a run of DAG videos: alice, who may not read videos, must not see it.
+    from airflow_provider_mindvideo.batch.plan import WorkItem
+    from airflow_provider_mindvideo.ui import records
+
+    theirs = site["batches"] / "videos" / "run_9" / "clip"
+    theirs.mkdir(parents=True)
+    secret = tmp_path / "whale.png"
+    secret.write_bytes(b"\x89PNG the videos DAG's output")
+    row = ItemResult(line=2, position=0, model="kling-2", status="succeeded", task_id="mv_9",
+                     output_urls=["http://127.0.0.1:1/whale.png"],
+                     files=[{"url": "http://127.0.0.1:1/whale.png", **_described(secret)}])  # fmt: skip
+    (theirs / "manifest.jsonl").write_text(dump_manifest([row]))
+    (theirs / "manifest.work.jsonl").write_text(WorkItem(0, 2, "kling-2", {"prompt": "secret whale"}, "k").to_json())
+    for named in [
+        f"file://{theirs}/manifest.jsonl",
+        f"file://{site['batches']}/images/run_x/../../videos/run_9/clip/manifest.jsonl",
+    ]:
+        xcoms = {("steal", -1, records.BATCH_KEY): {"manifest": named, "counts": {}}}
+        monkeypatch.setattr(
+            records, "run_records", lambda dag_id, run_id, found=xcoms: found if dag_id == "images" else {}
+        )
+        answer = get(site, "alice", "/api/items", dag_id="images", run_id="run_x").json()
+        assert "secret whale" not in repr(answer) and "mv_9" not in repr(answer), named
+        served = get(site, "alice", "/api/file", dag_id="images", run_id="run_x", task_id="steal", position=0)
+        assert served.status_code == 404, named
