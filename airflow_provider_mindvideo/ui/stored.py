@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 import threading
 from collections import OrderedDict
@@ -27,6 +28,7 @@ _CHUNK = 1 << 16
 #: Shown inline as they are: they carry no script. SVG is an image that does.
 _INLINE_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "image/gif", "image/avif"})
 _INLINE_PREFIXES = ("video/", "audio/")
+_MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*")
 HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "default-src 'none'; sandbox"}
 
 _verified_lock = threading.Lock()
@@ -36,7 +38,8 @@ _verified: OrderedDict[tuple[Any, ...], str] = OrderedDict()  # (path, dev, ino,
 def served_type(content_type: Any) -> tuple[str, dict[str, str]]:
     """The type a stored file is served as, and the headers that go with it."""
     declared = str(content_type or "").split(";")[0].strip().lower()
-    if declared in _INLINE_TYPES or declared.startswith(_INLINE_PREFIXES):
+    # A type and a subtype, nothing else: a line break in the manifest's text would start a header.
+    if _MEDIA_TYPE.fullmatch(declared) and (declared in _INLINE_TYPES or declared.startswith(_INLINE_PREFIXES)):
         return declared, dict(HEADERS)
     return "application/octet-stream", HEADERS | {"Content-Disposition": "attachment"}
 

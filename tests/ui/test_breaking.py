@@ -207,3 +207,28 @@ def test_a_damaged_manifest_leaves_the_rest_of_the_run_in_view(site: dict[str, A
     response = get(site, "alice", "/api/items", dag_id="images", run_id="run_1")
     assert response.status_code == 200
     assert response.json()["total"] >= 1  # the run's ledger rows still show
+
+
+def test_the_file_route_refuses_no_token_a_forged_one_and_an_unsigned_one(site: dict[str, Any]) -> None:
+    import base64
+    import json
+
+    def part(value: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    claims = {"sub": "boss", "role": "admin", "aud": "apache-airflow", "exp": 4_000_000_000, "nbf": 0, "iat": 0}
+    unsigned = f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}."
+    forged = f"{part({'alg': 'HS512', 'typ': 'JWT'})}.{part(claims)}.{part({'x': 1})}"
+    url = "/mindvideo/api/file"
+    assert site["client"].get(url, params=FILE).status_code == 401
+    for token in (unsigned, forged):
+        response = site["client"].get(url, params=FILE, headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code in (401, 403), token
+        assert response.content != site["stored"].read_bytes()
+
+
+def test_a_content_type_cannot_add_a_header(site: dict[str, Any]) -> None:
+    _manifest_naming(site, _described(site["stored"], "video/mp4\r\nSet-Cookie: session=stolen"))
+    response = get(site, "alice", "/api/file", **FILE)
+    assert "set-cookie" not in response.headers
+    assert response.headers["content-type"] == "application/octet-stream"
