@@ -8,12 +8,14 @@ them (:func:`ledger_cost`), not into them.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_mindvideo.batch.plan import ItemResult
 from airflow_provider_mindvideo.batch.records import work_list_url
+from airflow_provider_mindvideo.client.errors import CorruptRecordError
 from airflow_provider_mindvideo.spend.budgets import from_micros
 from airflow_provider_mindvideo.ui import manifests
 from airflow_provider_mindvideo.ui.freshness import Kept
@@ -41,7 +43,15 @@ def batch_outputs(task_id: str, map_index: int, url: str) -> list[Output] | None
 
 
 def _read(task_id: str, map_index: int, url: str) -> list[Output] | None:
-    rows = manifests.manifest_rows(url)
+    try:
+        rows = manifests.manifest_rows(url)
+    except CorruptRecordError as damaged:
+        # One damaged manifest must not take the run's other outputs down with it: this task's
+        # items then come from the ledger alone, as if it had no manifest; the log says why.
+        log.warning(
+            "MindVideo gallery: the manifest of %s is not readable, shown from the ledger: %s", task_id, damaged
+        )
+        return None
     if not rows:
         return None
     prompts = manifests.prompts(url)
@@ -49,6 +59,7 @@ def _read(task_id: str, map_index: int, url: str) -> list[Output] | None:
 
 
 _outputs_kept = Kept(size=8)
+log = logging.getLogger(__name__)
 
 
 def ledger_cost(output: Output, cost_by_key: Mapping[str, int], used: set[str]) -> tuple[float | None, str]:
