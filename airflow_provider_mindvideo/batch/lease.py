@@ -208,7 +208,9 @@ class BatchLease:
             state = self._state(record)
             if state in ("finished", "superseded", "busy"):
                 return state, record
-            if not self._write(record is None):
+            # Created only if absent: a file there that names no holder (emptied, truncated or edited
+            # from outside; whole writes never leave one) is overwritten, else the claim would fail forever.
+            if not self._write(record is None and not self.path.exists()):
                 return "busy", self._read()
         self._confirmed_at = started
         return ("taken", record) if state == "stale" else ("held", None)

@@ -1,0 +1,78 @@
+"""Attacks on the batch trigger's guarantees of issue 29 (two runs at once; the loop's shared bounds).
+
+Each test is a way the guarantees were found to break, kept so they stay fixed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_provider_mindvideo.batch.lease import lease_path
+from airflow_provider_mindvideo.batch.sharing import FairSlots, stepped_aside
+from airflow_provider_mindvideo.batch.trigger import DONE
+from airflow_provider_mindvideo.emulator import MindVideoEmulator
+from tests.test_batch_twice import LEASE_SECONDS, Runner, batch, check_the_journal, short_lease, wait_for
+
+__all__ = ["batch", "short_lease"]  # the fixtures, used by name
+
+
+@pytest.mark.parametrize("damage", ["", "{", '{"holder": "x", "beat"', "[1, 2]", "null"])
+def test_a_damaged_lease_file_does_not_keep_the_batch_from_running(
+    batch: Any, emulator: MindVideoEmulator, damage: str
+) -> None:
+    """A lease file emptied or truncated from outside (a full disk, a hand edit) names no holder: it is free.
+
+    It used to read as free, then the claim's create-if-absent found the file there and failed,
+    and the run waited for "no run" forever.
+    """
+    work = batch(2)
+    lease_file = Path(lease_path(work.result_path).removeprefix("file://"))
+    lease_file.write_text(damage)
+    runner = Runner(work.trigger(max_active=2), "triggerer-1")
+    # A bound that only turns the hang into a failure: a free lease is claimed at once.
+    wait_for(lambda: bool(runner.events), "the batch's event", timeout=5 * LEASE_SECONDS)
+    (event,) = runner.join()
+    assert event["status"] == DONE and event["summary"]["counts"]["succeeded"] == 2
+    assert emulator.state.charged_tasks == 2
+    check_the_journal(work, 2)
+
+
+def test_an_item_cancelled_while_stepped_aside_ends_without_waiting_for_a_slot() -> None:
+    """A batch cancelled while its items wait for money (their slots lent out) ends at once.
+
+    Its items used to take a slot back on the way out, so the cancellation waited until another
+    batch's item (a 300 s video) freed one -- and the trigger's lease hand-over with it.
+    """
+
+    async def scenario() -> None:
+        slots = FairSlots(1)
+        aside, others_hold, let_go = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+        async def waiting_for_money() -> None:
+            async with slots.slot("batch a"), stepped_aside():
+                aside.set()
+                await asyncio.Event().wait()
+
+        async def other_batch() -> None:
+            async with slots.slot("batch b"):
+                others_hold.set()
+                await let_go.wait()
+
+        item = asyncio.ensure_future(waiting_for_money())
+        await aside.wait()
+        other = asyncio.ensure_future(other_batch())
+        await others_hold.wait()
+        item.cancel()
+        for _ in range(20):  # loop turns, not time: a cancelled item needs a couple
+            await asyncio.sleep(0)
+        ended = item.done()
+        let_go.set()
+        await asyncio.gather(item, other, return_exceptions=True)
+        assert ended, "the cancelled item waited for a slot another batch held"
+        assert slots.held == 0 and slots.waiting == 0
+
+    asyncio.run(scenario())
