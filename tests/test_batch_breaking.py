@@ -76,3 +76,28 @@ def test_an_item_cancelled_while_stepped_aside_ends_without_waiting_for_a_slot()
         assert slots.held == 0 and slots.waiting == 0
 
     asyncio.run(scenario())
+
+
+def test_a_retry_started_while_the_earlier_try_still_runs_takes_the_batch_over(
+    batch: Any, emulator: MindVideoEmulator
+) -> None:
+    """Try 1's triggerer lost the database but not the storage: its run renews the lease for ever.
+
+    Airflow has moved on to try 2; try 2 used to wait for try 1's run to end (never, while its
+    tasks run), and time out. Try 1's run stands down instead, and try 2 goes on from its journal.
+    """
+    work = batch(4)
+    emulator.script("item", "never")
+    first = Runner(work.trigger(1, max_active=2), "triggerer-1")
+    wait_for(lambda: emulator.state.charged_tasks == 2, "try 1's creates")
+    second = Runner(work.trigger(2, max_active=2), "triggerer-2")
+    wait_for(lambda: bool(first.events), "try 1's run standing down", timeout=5 * LEASE_SECONDS)
+    (stood_down,) = first.join()
+    assert stood_down["status"] != DONE and "later try" in stood_down["message"], stood_down
+    emulator.state.scripts.clear()
+    emulator.state.release("item")
+    (event,) = second.join()
+    assert event["status"] == DONE and event["summary"]["counts"]["succeeded"] == 4, event
+    # Try 1's two tasks were adopted by try 2, not paid again.
+    assert emulator.state.charged_tasks == 4
+    check_the_journal(work, 4)
