@@ -101,3 +101,35 @@ def test_a_retry_started_while_the_earlier_try_still_runs_takes_the_batch_over(
     # Try 1's two tasks were adopted by try 2, not paid again.
     assert emulator.state.charged_tasks == 4
     check_the_journal(work, 4)
+
+
+def test_a_run_cancelled_while_its_claim_is_on_its_way_leaves_the_lease_free(
+    batch: Any, emulator: MindVideoEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Airflow cancels a trigger whose claim is in the lease's thread (a slow store, a busy lock).
+
+    The thread goes on and takes the lease; nobody renews or releases it, so a run that waits for
+    the batch (the triggerer Airflow moved it to) used to wait a whole lease period for nothing.
+    """
+    import threading
+
+    from airflow_provider_mindvideo.batch.lease import BatchLease
+
+    work = batch(1)
+    claiming, go_on = threading.Event(), threading.Event()
+    claim = BatchLease._claim
+
+    def slow_claim(self: BatchLease) -> Any:
+        claiming.set()
+        go_on.wait()
+        return claim(self)
+
+    monkeypatch.setattr(BatchLease, "_claim", slow_claim)
+    runner = Runner(work.trigger(max_active=1), "triggerer-1")
+    assert claiming.wait(timeout=60)
+    runner.cancel()
+    assert runner.join() == []
+    go_on.set()
+    lease_file = Path(lease_path(work.result_path).removeprefix("file://"))
+    wait_for(lambda: lease_file.exists() and '"released": true' in lease_file.read_text(), "the lease let go")
+    assert emulator.state.charged_tasks == 0

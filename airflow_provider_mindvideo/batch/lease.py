@@ -128,7 +128,13 @@ class BatchLease:
         """
         told = False
         while True:
-            outcome, record = await self._call(self._claim)
+            try:
+                outcome, record = await self._call(self._claim)
+            except asyncio.CancelledError:
+                # The claim goes on in its thread and may take the lease: let it go right after (the
+                # same thread, in turn), or a run that waits for the batch would wait a whole period.
+                self._pool.submit(self._release, None)
+                raise
             if outcome == "held":
                 return None
             if outcome == "taken":
