@@ -133,3 +133,46 @@ def test_a_run_cancelled_while_its_claim_is_on_its_way_leaves_the_lease_free(
     lease_file = Path(lease_path(work.result_path).removeprefix("file://"))
     wait_for(lambda: lease_file.exists() and '"released": true' in lease_file.read_text(), "the lease let go")
     assert emulator.state.charged_tasks == 0
+
+
+def test_a_take_over_under_a_ledger_budget_leaves_nothing_reserved_and_counts_each_create_once(
+    batch: Any, emulator: MindVideoEmulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The holder's loop stalls with creates reserved in the ledger; the other run takes over; it wakes."""
+    import threading
+
+    from airflow_provider_mindvideo.spend.engines import engine_for_url
+    from airflow_provider_mindvideo.spend.reading import budget_windows
+    from tests.spend.test_operators_ledger import use_ledger, with_budgets
+    from tests.test_batch_trigger import IMAGE_COST
+    from tests.test_batch_twice import lease_record
+
+    ledger = tmp_path / "spend.db"
+    use_ledger(monkeypatch, ledger)
+    limit = 5 * IMAGE_COST + IMAGE_COST / 2
+    with_budgets(emulator, monkeypatch, {"account": {"day": limit}})
+    work = batch(8)
+    emulator.script("item", "never")
+    first = Runner(work.trigger(max_active=3), "triggerer-1")
+    wait_for(lambda: emulator.state.charged_tasks == 3, "the first run's creates")
+    frozen, thaw = threading.Event(), threading.Event()
+
+    def stall() -> None:
+        frozen.set()
+        thaw.wait()
+
+    first.loop.call_soon_threadsafe(stall)
+    assert frozen.wait(timeout=60)
+    held_by_first = lease_record(work)["holder"]
+    second = Runner(work.trigger(max_active=3), "triggerer-2")
+    wait_for(lambda: lease_record(work)["holder"] != held_by_first, "the take-over")
+    thaw.set()
+    emulator.state.scripts.clear()
+    emulator.state.release("item")
+    events = first.join() + second.join()
+    assert len(events) == 2 and events[0] == events[1] and events[0]["status"] == DONE
+    assert emulator.state.charged_tasks == 5 and emulator.state.total_charged <= limit
+    assert events[0]["summary"]["counts"]["over_budget"] == 3
+    (window,) = budget_windows(engine_for_url(f"sqlite:///{ledger}"))
+    assert window.spent == pytest.approx(emulator.state.total_charged) and window.reserved == 0
+    check_the_journal(work, 8)
