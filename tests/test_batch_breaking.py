@@ -176,3 +176,44 @@ def test_a_take_over_under_a_ledger_budget_leaves_nothing_reserved_and_counts_ea
     (window,) = budget_windows(engine_for_url(f"sqlite:///{ledger}"))
     assert window.spent == pytest.approx(emulator.state.total_charged) and window.reserved == 0
     check_the_journal(work, 8)
+
+
+def test_regenerations_across_a_take_over_stay_within_max_cost_and_one_task_per_generation(
+    batch: Any, emulator: MindVideoEmulator
+) -> None:
+    """Try 1 fails three items; try 2 regenerates them, stalls, is taken over by its twin, and wakes."""
+    import threading
+    from collections import Counter
+
+    from tests.test_batch_trigger import IMAGE_COST
+    from tests.test_batch_twice import lease_record
+
+    max_cost = 7 * IMAGE_COST + IMAGE_COST / 2  # 6 first creates, then room for one of three regenerations
+    work = batch(6)
+    for prompt in ("item 0", "item 1", "item 2"):
+        emulator.script(prompt, "failed", times=1)
+    Runner(work.trigger(1, max_active=3, max_cost=max_cost), "try-1").join()
+    charged_once = emulator.state.charged_tasks
+    emulator.script("item", "never")
+    first = Runner(work.trigger(2, max_active=3, max_cost=max_cost), "triggerer-1")
+    wait_for(lambda: emulator.state.charged_tasks > charged_once, "a regeneration")
+    frozen, thaw = threading.Event(), threading.Event()
+
+    def stall() -> None:
+        frozen.set()
+        thaw.wait()
+
+    first.loop.call_soon_threadsafe(stall)
+    assert frozen.wait(timeout=60)
+    held_by_first = lease_record(work)["holder"]
+    second = Runner(work.trigger(2, max_active=3, max_cost=max_cost), "triggerer-2")
+    wait_for(lambda: lease_record(work)["holder"] != held_by_first, "the take-over")
+    thaw.set()
+    emulator.state.scripts.clear()
+    emulator.state.release("item")
+    events = first.join() + second.join()
+    assert len(events) == 2 and events[0] == events[1] and events[0]["status"] == DONE, events
+    assert emulator.state.total_charged <= max_cost + 1e-9
+    per_item = Counter(task["prompt"] for task in emulator.state.snapshot()["tasks"])
+    assert max(per_item.values()) <= 2, per_item
+    check_the_journal(work, 6)
