@@ -217,3 +217,34 @@ def test_regenerations_across_a_take_over_stay_within_max_cost_and_one_task_per_
     per_item = Counter(task["prompt"] for task in emulator.state.snapshot()["tasks"])
     assert max(per_item.values()) <= 2, per_item
     check_the_journal(work, 6)
+
+
+def test_a_batch_cancelled_while_it_holds_every_slot_of_the_loop_hands_them_to_the_other(
+    emulator: MindVideoEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_mindvideo.batch import sharing
+    from tests.test_batch_sharing import _events, _trigger
+
+    monkeypatch.setattr(sharing, "LOOP_ACTIVE", 2)
+    emulator.script("hog", "never")
+    hog = _trigger(tmp_path, "hog", 5, max_active=5)
+    other = _trigger(tmp_path, "other", 3, max_active=3)
+
+    async def scenario() -> list[dict[str, Any]]:
+        hogging = asyncio.ensure_future(_events(hog))
+        while emulator.state.charged_tasks < 2:  # both of the loop's slots are the hog's
+            await asyncio.sleep(0.01)
+        waiting = asyncio.ensure_future(_events(other))
+        while sharing.loop_share().active.waiting == 0:
+            await asyncio.sleep(0.01)
+        hogging.cancel()
+        await asyncio.gather(hogging, return_exceptions=True)
+        events = await waiting
+        share = sharing.loop_share()
+        assert (share.active.held, share.requests.held, share.saves.held) == (0, 0, 0)
+        return events
+
+    (event,) = asyncio.run(scenario())
+    assert event["status"] == DONE and event["summary"]["counts"]["succeeded"] == 3
+    hog_lease = Path(lease_path(f"{tmp_path}/hog.jsonl"))
+    assert '"released": true' in hog_lease.read_text()
