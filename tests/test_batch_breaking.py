@@ -248,3 +248,29 @@ def test_a_batch_cancelled_while_it_holds_every_slot_of_the_loop_hands_them_to_t
     assert event["status"] == DONE and event["summary"]["counts"]["succeeded"] == 3
     hog_lease = Path(lease_path(f"{tmp_path}/hog.jsonl"))
     assert '"released": true' in hog_lease.read_text()
+
+
+@pytest.mark.parametrize(
+    "left",
+    [
+        {"renewed_at": 1e12, "beat": 1},  # from the future: the wall clock never calls it old
+        {"renewed_at": 0, "beat": 10**30},  # a huge heartbeat, from 1970
+        {"renewed_at": None, "beat": None},  # no clock at all
+        "this process",  # a pid reused: this very process, on this host, but not this run
+    ],
+)
+def test_a_lease_left_by_a_gone_holder_is_taken_over_whatever_it_says(
+    batch: Any, emulator: MindVideoEmulator, left: Any
+) -> None:
+    import json
+    import os
+    import socket
+
+    work = batch(2)
+    record: dict[str, Any] = {"holder": "gone", "try_number": 1, "owner": None, "released": False, "event": None}
+    record.update({"host": socket.gethostname(), "pid": os.getpid()} if left == "this process" else left)
+    Path(lease_path(work.result_path).removeprefix("file://")).write_text(json.dumps(record))
+    (event,) = Runner(work.trigger(max_active=2), "triggerer-1").join()
+    assert event["status"] == DONE and event["summary"]["counts"]["succeeded"] == 2
+    assert emulator.state.charged_tasks == 2
+    check_the_journal(work, 2)
