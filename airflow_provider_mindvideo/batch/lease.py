@@ -14,7 +14,9 @@ until the holder **releases** it, leaving the batch's final event in it, which t
 fires as its own (same payload: Airflow takes the first and ignores the other), or until the
 lease goes **stale** (not renewed for a whole lease period by the follower's own clock, or its
 wall-clock time older than two periods): the holder died, and the follower takes the batch
-over from its journal, as a restarted triggerer would.
+over from its journal, as a restarted triggerer would. A run of a *later* try (Airflow moved on)
+that finds an earlier try's run holding the batch marks the lease ``wanted_by`` its try: the
+holder stands down at its next renewal or fenced write and releases the batch.
 
 The holder checks the lease before each request it sends (in memory: renewed within half a
 period) and **fences** every journal write: the lease is read and the write made under one
@@ -126,7 +128,13 @@ class BatchLease:
         """
         told = False
         while True:
-            outcome, record = await self._call(self._claim)
+            try:
+                outcome, record = await self._call(self._claim)
+            except asyncio.CancelledError:
+                # The claim goes on in its thread and may take the lease: let it go right after (the
+                # same thread, in turn), or a run that waits for the batch would wait a whole period.
+                self._pool.submit(self._release, None)
+                raise
             if outcome == "held":
                 return None
             if outcome == "taken":
@@ -208,7 +216,18 @@ class BatchLease:
             state = self._state(record)
             if state in ("finished", "superseded", "busy"):
                 return state, record
-            if not self._write(record is None):
+            if state == "wanted":
+                # An earlier try's run holds it and renews: Airflow has moved on to this try. Ask it to
+                # stand down (it sees this at its next renewal or journal write, and releases the batch).
+                assert record is not None
+                from airflow_provider_mindvideo.outputs import storage
+
+                wanted = {**record, "wanted_by": self.try_number}
+                storage.write_new(self.path, [json.dumps(wanted, sort_keys=True).encode("utf-8")], overwrite=True)
+                return "busy", record
+            # Created only if absent: a file there that names no holder (emptied, truncated or edited
+            # from outside; whole writes never leave one) is overwritten, else the claim would fail forever.
+            if not self._write(record is None and not self.path.exists()):
                 return "busy", self._read()
         self._confirmed_at = started
         return ("taken", record) if state == "stale" else ("held", None)
@@ -225,7 +244,10 @@ class BatchLease:
             return "finished" if finished else "free"
         if record.get("holder") == self.token:
             return "mine"
-        return "stale" if self._stale(record) else "busy"
+        if self._stale(record):
+            return "stale"
+        earlier = ours and isinstance(record.get("try_number"), int) and record["try_number"] < self.try_number
+        return "wanted" if earlier and record.get("wanted_by") != self.try_number else "busy"
 
     def _renew(self) -> None:
         started = time.monotonic()
@@ -237,10 +259,9 @@ class BatchLease:
 
     def _release(self, event: dict[str, Any] | None) -> bool:
         with self._locked():
-            try:
-                self._check(self._read())
-            except LeaseLost:
-                return False
+            record = self._read()
+            if record is None or record.get("holder") != self.token or record.get("released"):
+                return False  # a later try's wish (wanted_by) does not stop this run letting go
             self._write(False, released=True, event=event)
         self._confirmed_at = None
         return True
@@ -249,6 +270,9 @@ class BatchLease:
         if record is None or record.get("holder") != self.token or record.get("released"):
             self._confirmed_at = None
             raise LeaseLost(f"{self.url}: the batch is held by {_who(record)} now")
+        if _later(record, self.try_number):
+            self._confirmed_at = None
+            raise BatchSuperseded(f"{self.url}: a later try wants this batch now (try {record.get('wanted_by')})")
 
     def _stale(self, record: dict[str, Any]) -> bool:
         now = time.monotonic()
@@ -316,8 +340,9 @@ class BatchLease:
 
 
 def _later(record: dict[str, Any], try_number: int) -> bool:
-    later = record.get("try_number")
-    return isinstance(later, int) and later > try_number
+    """The record is a later try's, or a later try asked its holder to stand down (``wanted_by``)."""
+    tries = [record.get("try_number"), record.get("wanted_by")]
+    return any(isinstance(later, int) and later > try_number for later in tries)
 
 
 def _who(record: dict[str, Any] | None) -> str:

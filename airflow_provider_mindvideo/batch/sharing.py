@@ -129,9 +129,12 @@ async def stepped_aside() -> AsyncIterator[None]:
     holding.slots.release()
     try:
         yield
-    finally:
-        await holding.slots.acquire(holding.tenant)
-        holding.held = True
+    except BaseException:
+        # Leaving (cancelled, the batch's hard stop): the item ends without a slot. Taking one back
+        # first would make a cancellation wait until another batch's item (a 300 s video) freed one.
+        raise
+    await holding.slots.acquire(holding.tenant)
+    holding.held = True
 
 
 class LoopShare:

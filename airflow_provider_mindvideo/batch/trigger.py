@@ -193,6 +193,11 @@ class MindVideoBatchTrigger(BaseTrigger):
                 return finished
             try:
                 payload = await self._holding(hook, lease)
+            except BatchSuperseded as superseded:
+                # A later try asked for the batch while this run held it: let go at once, for it to go on.
+                with contextlib.suppress(Exception):
+                    await lease.release(None)
+                return self._error(MindVideoError(str(superseded)))
             except LeaseLost as lost:
                 self.log.warning("MindVideo batch: %s; this run stops sending and follows it", lost)
                 continue
