@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection
 from airflow_provider_mindvideo.spend.budgets import BudgetConfig, BudgetLimit, from_micros, to_micros
 from airflow_provider_mindvideo.spend.pricing import ModelPrice, holding_amount, price_of
 from airflow_provider_mindvideo.spend.records import BudgetRefusal, CreateRecord, PriceUnknownWait, SpendRow, spend_row
-from airflow_provider_mindvideo.spend.reserving import counter_is, insert_ignoring, lock_order, naive
+from airflow_provider_mindvideo.spend.reserving import counter_is, insert_ignoring, lock_order, naive, row_values
 from airflow_provider_mindvideo.spend.schema import REFUSED, budget_window, spend, spend_hold
 from airflow_provider_mindvideo.spend.settling import CHUNK
 from airflow_provider_mindvideo.spend.windows import Window, window_at
@@ -162,22 +162,13 @@ def _values(
     now: dt.datetime,
     refusal: BudgetRefusal | None,
 ) -> dict[str, Any]:
-    return {
-        "idempotency_key": create.idempotency_key,
-        "account": config.account,
-        "dag_id": create.dag_id,
-        "run_id": create.run_id,
-        "task_id": create.task_id,
-        "map_index": create.map_index,
-        "try_number": create.try_number,
-        "model": create.model,
-        # A refused create names the budget that refused it (as reserving.record_refusal writes it).
-        "budgets": refusal.budget if refusal else " ".join(sorted({b.name for b, _ in windows})),
-        "reserved": micros,
-        "cost": 0 if refusal else micros,
-        "state": REFUSED if refusal else "reserved",
-        "created_at": naive(now),
-    }
+    # A refused create names the budget that refused it (as reserving.record_refusal writes it).
+    if refusal is not None:
+        values = row_values(create, config, now, budgets=refusal.budget, reserved=micros, cost=0, state=REFUSED)
+    else:
+        names = " ".join(sorted({b.name for b, _ in windows}))
+        values = row_values(create, config, now, budgets=names, reserved=micros, cost=micros, state="reserved")
+    return values | {"idempotency_key": create.idempotency_key}
 
 
 def _row(

@@ -57,20 +57,7 @@ def reserve_one(
         if waiting is not None:
             raise Waiting(waiting)
     names = " ".join(sorted({b.name for b, _ in windows}))
-    values: dict[str, Any] = {
-        "account": config.account,
-        "dag_id": create.dag_id,
-        "run_id": create.run_id,
-        "task_id": create.task_id,
-        "map_index": create.map_index,
-        "try_number": create.try_number,
-        "model": create.model,
-        "budgets": names,
-        "reserved": micros,
-        "cost": micros,
-        "state": "reserved",
-        "created_at": naive(now),
-    }
+    values = row_values(create, config, now, budgets=names, reserved=micros, cost=micros, state="reserved")
     if found is None:
         row = values | {"idempotency_key": create.idempotency_key}
         spend_id = insert_ignoring(connection, spend, row, ["idempotency_key"], returning=spend.c.id)
@@ -101,20 +88,8 @@ def record_refusal(
     last refusal). A key with a row in another state keeps it (a replay is never refused; a
     create the API refused stays released). A later reservation of the key turns it into one.
     """
-    values: dict[str, Any] = {
-        "account": config.account,
-        "dag_id": create.dag_id,
-        "run_id": create.run_id,
-        "task_id": create.task_id,
-        "map_index": create.map_index,
-        "try_number": create.try_number,
-        "model": create.model,
-        "budgets": refusal.budget,
-        "reserved": to_micros(refusal.amount),
-        "cost": 0,
-        "state": REFUSED,
-        "created_at": naive(now),
-    }
+    reserved = to_micros(refusal.amount)
+    values = row_values(create, config, now, budgets=refusal.budget, reserved=reserved, cost=0, state=REFUSED)
     if not insert_ignoring(
         connection, spend, values | {"idempotency_key": create.idempotency_key}, ["idempotency_key"]
     ):
@@ -123,6 +98,26 @@ def record_refusal(
             .where(spend.c.idempotency_key == create.idempotency_key, spend.c.state == REFUSED)
             .values(values)
         )
+
+
+def row_values(
+    create: CreateRecord, config: BudgetConfig, now: dt.datetime, *, budgets: str, reserved: int, cost: int, state: str
+) -> dict[str, Any]:
+    """A create's ledger row but its key: who made it, for which model, what it holds and counts, and when."""
+    return {
+        "account": config.account,
+        "dag_id": create.dag_id,
+        "run_id": create.run_id,
+        "task_id": create.task_id,
+        "map_index": create.map_index,
+        "try_number": create.try_number,
+        "model": create.model,
+        "budgets": budgets,
+        "reserved": reserved,
+        "cost": cost,
+        "state": state,
+        "created_at": naive(now),
+    }
 
 
 def _hold(connection: Connection, micros: int, config: BudgetConfig, budget: BudgetLimit, window: Window) -> None:
