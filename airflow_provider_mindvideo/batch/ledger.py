@@ -101,7 +101,7 @@ class BatchBooks:
         if not self.counting:
             return
         estimated, actual = readable_cost(task.cost_estimate), readable_cost(task.cost_actual)
-        self._later(Settlement(key, estimated, actual, task.task_id))
+        self._later(Settlement(key, estimated, actual, task.task_id, ended=task.is_terminal))
 
     def release(self, key: str) -> None:
         """The API refused the create: its reservation is given back (in the background)."""

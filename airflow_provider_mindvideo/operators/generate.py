@@ -436,4 +436,5 @@ def settle_in(books: SpendBooks, key: str, task: MindVideoTask) -> None:
         estimated=readable_cost(task.cost_estimate),
         actual=readable_cost(task.cost_actual),
         mindvideo_task_id=task.task_id,
+        ended=task.is_terminal,
     )

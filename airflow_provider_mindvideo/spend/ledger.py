@@ -131,14 +131,18 @@ class Ledger:
         estimated: float | None = None,
         actual: float | None = None,
         mindvideo_task_id: str | None = None,
+        ended: bool = False,
     ) -> SpendRow | None:
         """The create's answer told its cost: it counts ``max(estimated, actual)`` from now on.
 
         Idempotent, and a later settle may add what a later answer knows (the actual cost once
         the task finished). Neither known: the create stays counted at its reservation. Returns
         None for a key the ledger never reserved (a create a budget refused included).
+
+        :param ended: the task ended: without a readable ``actual`` while its model's price is not
+            known, the price is untold for good and budgets refuse the model's creates.
         """
-        (row,) = self.settle_many([Settlement(idempotency_key, estimated, actual, mindvideo_task_id)])
+        (row,) = self.settle_many([Settlement(idempotency_key, estimated, actual, mindvideo_task_id, ended=ended)])
         return row
 
     def release(self, idempotency_key: str) -> SpendRow | None:

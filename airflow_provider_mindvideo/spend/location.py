@@ -162,12 +162,18 @@ class SpendBooks:
         estimated: float | None = None,
         actual: float | None = None,
         mindvideo_task_id: str | None = None,
+        ended: bool = False,
     ) -> SpendRow | None:
-        """The create's answer told its cost (``max(estimated, actual)``); idempotent, by key."""
+        """The answer told its cost (``max(estimated, actual)``); idempotent, by key. ``ended``: its task ended."""
         if self.ledger is None:
             return None
         return self._guarded(
-            self.ledger.settle, idempotency_key, estimated=estimated, actual=actual, mindvideo_task_id=mindvideo_task_id
+            self.ledger.settle,
+            idempotency_key,
+            estimated=estimated,
+            actual=actual,
+            mindvideo_task_id=mindvideo_task_id,
+            ended=ended,
         )
 
     def release(self, idempotency_key: str) -> SpendRow | None:

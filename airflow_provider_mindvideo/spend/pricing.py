@@ -11,6 +11,9 @@ kept in the database so that every worker and triggerer shares it:
   in flight -- reserved, or settled without any cost told -- under a budget. Another waits
   (:class:`~airflow_provider_mindvideo.spend.records.PriceUnknownWait`); so a true price above
   its reservation can pass a limit at most once per model.
+- **Untold for good**: the lone create's task *ended* without a readable ``cost_actual`` while the
+  model's price was not known (``mindvideo_model_price.untold``, with why). No create of it can be
+  counted then: a budget refuses them (as ``max_cost`` does) until a settle tells an ``actual``.
 - **Never 0 for an unknown price**: a model nothing has priced is held at least at
   :data:`UNKNOWN_PRICE_HOLD`, so a window with nothing left refuses it.
 """
@@ -39,6 +42,8 @@ class ModelPrice:
 
     bound: int | None
     charged: int | None
+    #: Why the price is untold for good (its lone create's task ended without one), if it is.
+    untold: str | None = None
 
     @property
     def known(self) -> bool:
@@ -48,12 +53,14 @@ class ModelPrice:
 def price_of(connection: Connection, model: str) -> ModelPrice:
     """The model's bound (catalogue and every settled cost) and the highest actual charged, from one row."""
     found = connection.execute(
-        select(model_price.c.highest, model_price.c.charged).where(model_price.c.model == model)
+        select(model_price.c.highest, model_price.c.charged, model_price.c.untold).where(model_price.c.model == model)
     ).first()
     catalogue = catalogue_price(model)
     told = [None if found is None else found.highest, None if catalogue is None else to_micros(catalogue)]
     known = [m for m in told if m is not None]
-    return ModelPrice(max(known) if known else None, None if found is None else found.charged)
+    if found is None:
+        return ModelPrice(max(known) if known else None, None)
+    return ModelPrice(max(known) if known else None, found.charged, None if found.charged is not None else found.untold)
 
 
 def holding_amount(asked: int, price: ModelPrice) -> int:
@@ -116,6 +123,19 @@ def learn_price(connection: Connection, model: str, estimated: int | None, actua
     _raise(connection, model_price.c.highest, model, highest)
     if actual is not None:
         _raise(connection, model_price.c.charged, model, actual)
+
+
+def mark_untold(connection: Connection, model: str, why: str) -> None:
+    """A create of ``model`` ended without a readable ``actual`` while its price was not known: untold for good.
+
+    Kept when a price or an earlier reason is there (the first reason stands; a known price wins).
+    """
+    _insert_missing(connection, model)
+    connection.execute(
+        update(model_price)
+        .where(model_price.c.model == model, model_price.c.charged.is_(None), model_price.c.untold.is_(None))
+        .values(untold=why[:500])
+    )
 
 
 def _at_least(stored: int | None, micros: int) -> bool:

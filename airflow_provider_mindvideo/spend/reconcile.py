@@ -88,6 +88,7 @@ def reconcile(
             estimated=readable_cost(task.cost_estimate),
             actual=readable_cost(task.cost_actual),
             mindvideo_task_id=task.task_id or task_id,
+            ended=task.is_terminal,
         )
         assert settled is not None  # an open reservation's row
         told = (

@@ -74,6 +74,8 @@ class Settlement:
     mindvideo_task_id: str | None = None
     #: The API refused the create: nothing was charged, its reservation is given back.
     released: bool = False
+    #: Its task ended (succeeded, failed, cancelled): a cost it did not tell now, it never will.
+    ended: bool = False
 
 
 @dataclass(frozen=True)
@@ -88,13 +90,25 @@ class BudgetRefusal:
     spent: float
     reserved: float
     amount: float
+    #: Refused not for room but because its model's price is untold for good: why (see ``pricing``).
+    untold: str | None = None
+    model: str | None = None
 
     @property
     def could_ever_fit(self) -> bool:
         """Whether the create fits an empty window of this budget (waiting for the reset may help)."""
-        return self.amount <= self.limit
+        return self.untold is None and self.amount <= self.limit
 
     def message(self) -> str:
+        if self.untold is not None:
+            return (
+                f"Budget {self.budget!r} of MindVideo connection {self.account!r} cannot count a create of model "
+                f"{self.model!r}: the server never told what its tasks are charged ({self.untold}), and a create "
+                "of a model whose price is not known is counted at no more than its reservation. Nothing was "
+                "sent. A settled create of the model that tells a readable cost_actual lifts this; or tell the "
+                "ledger its price, in micro-units (1.0 = 1000000): UPDATE mindvideo_model_price SET charged = "
+                f"<price>, highest = <price> WHERE model = '{self.model}' (docs/spend.md)."
+            )
         local_reset = self.window.resets_at.astimezone(ZoneInfo(self.timezone))
         return (
             f"Budget {self.budget!r} of MindVideo connection {self.account!r} for {self.window.period.value} "

@@ -50,6 +50,8 @@ def reserve_one(
         return spend_row(found)
     price = price_of(connection, create.model)
     micros = holding_amount(micros, price)
+    if not price.known and windows and price.untold is not None:
+        raise Refused(_untold(create, config, micros, windows, price.untold))
     if not price.known and windows:
         # Goes alone: one create of an unpriced model in flight per account (PostgreSQL: under its price row's lock).
         lock_price(connection, create.model)
@@ -77,6 +79,26 @@ def reserve_one(
         connection.execute(insert(spend_hold), holds)
     unknown = {"estimated": None, "actual": None, "mindvideo_task_id": None, "settled_at": None}
     return spend_row(SimpleNamespace(**values, **unknown, idempotency_key=create.idempotency_key))
+
+
+def _untold(
+    create: CreateRecord, config: BudgetConfig, micros: int, windows: list[tuple[BudgetLimit, Window]], why: str
+) -> BudgetRefusal:
+    """The refusal of a create whose model's price is untold for good: no window can count it (the first is named)."""
+    budget, window = windows[0]
+    limit = from_micros(budget.limit)
+    return BudgetRefusal(
+        account=config.account,
+        budget=budget.name,
+        window=window,
+        timezone=config.timezone.key,
+        limit=limit,
+        spent=0.0,
+        reserved=0.0,
+        amount=from_micros(micros),
+        untold=why,
+        model=create.model,
+    )
 
 
 def record_refusal(

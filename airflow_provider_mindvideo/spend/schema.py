@@ -36,7 +36,7 @@ from airflow_provider_mindvideo.client.errors import MindVideoError
 RETIRED_INDEXES = ("mindvideo_spend_dag",)
 
 #: The version of the tables this provider writes; a ledger at a newer one is refused.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: The state of a create a budget refused: ``reserved`` is what it would have held; it counts in no
 #: total, and a later reservation of its key (a retry, a wait past the reset) makes it a create again.
@@ -122,6 +122,9 @@ model_price = Table(
     Column("model", String(250), primary_key=True),
     Column("highest", BigInteger),
     Column("charged", BigInteger),
+    # Why its price is untold for good: its lone create's task ended without a readable cost_actual
+    # (version 3). Budgets refuse its creates while ``charged`` is null and this is not.
+    Column("untold", Text),
 )
 
 
@@ -149,8 +152,11 @@ def ensure_schema(engine: Engine) -> None:
         for name in present.intersection(RETIRED_INDEXES):  # names of our own: nothing from a request
             connection.execute(text(f"DROP INDEX {name}"))
         found = connection.execute(select(schema_version.c.version)).scalars().all()
-        if found and max(found) < SCHEMA_VERSION:
+        if found and max(found) < 2:
             _upgrade(connection)
+        columns = {column["name"] for column in inspect(connection).get_columns(model_price.name)}
+        if "untold" not in columns:  # version 2 to 3: a column of our own, so no name from a request
+            connection.execute(text(f"ALTER TABLE {model_price.name} ADD COLUMN untold TEXT"))
         if not found or max(found) < SCHEMA_VERSION:
             connection.execute(insert(schema_version).values(version=SCHEMA_VERSION))
             found = [*found, SCHEMA_VERSION]

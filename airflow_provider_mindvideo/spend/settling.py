@@ -16,7 +16,7 @@ from sqlalchemy import and_, bindparam, select, update
 from sqlalchemy.engine import Connection, Row
 
 from airflow_provider_mindvideo.spend.budgets import to_micros
-from airflow_provider_mindvideo.spend.pricing import learn_price
+from airflow_provider_mindvideo.spend.pricing import learn_price, mark_untold
 from airflow_provider_mindvideo.spend.records import Settlement, SpendRow, spend_row
 from airflow_provider_mindvideo.spend.schema import budget_window, spend, spend_hold
 
@@ -32,16 +32,23 @@ def settle_group(
     before = {key: dict(row) for key, row in rows.items()}
     moves: dict[int, list[int]] = defaultdict(lambda: [0, 0])  # spend id -> reserved, spent
     told: dict[str, list[int | None]] = {}  # model -> highest cost told, highest actual
+    untold: dict[str, str] = {}  # model -> why: a task of it ended without a readable actual
     for settlement in settlements:
         row = rows.get(settlement.idempotency_key)
         if row is None or row["state"] == "refused":
             continue  # never reserved: nothing was sent under this key
         if settlement.released:
             _release(row, moves, now)
-        else:
-            _settle(row, settlement, moves, told, now)
-    for model in sorted(told):  # before the windows, as a reservation takes them
-        learn_price(connection, model, told[model][0], told[model][1])
+            continue
+        _settle(row, settlement, moves, told, now)
+        if settlement.ended and row["actual"] is None and row["state"] == "settled":
+            task = row["mindvideo_task_id"] or "?"
+            untold.setdefault(row["model"], f"its task {task} ended without a readable cost_actual")
+    for model in sorted(told.keys() | untold.keys()):  # before the windows, as a reservation takes them
+        if model in told:
+            learn_price(connection, model, told[model][0], told[model][1])
+        if model in untold:  # a price told by this group (or before) wins: mark_untold leaves it
+            mark_untold(connection, model, untold[model])
     _move_counters(connection, rows, moves)
     changed = [row for key, row in rows.items() if row != before[key]]
     if changed:

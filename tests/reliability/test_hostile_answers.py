@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import shutil
 from collections import Counter
 from collections.abc import Iterator
@@ -51,7 +52,7 @@ from airflow_provider_mindvideo.emulator.state import Script
 from airflow_provider_mindvideo.hooks import MindVideoHook
 from airflow_provider_mindvideo.operators import MindVideoGenerateOperator, MindVideoSubmitOperator
 from tests.helpers import Ti
-from tests.hostile import HostileServer, hostile_server, leaks, plans
+from tests.hostile import HostileServer, RoutePlan, hostile_server, leaks, plans
 
 ITEMS = 4
 MODELS = ("gpt-image-2", "qwen-image-2-0-pro")
@@ -275,6 +276,42 @@ class HostileBatch(_Checks):
                     self.problems.append(f"try {self.try_number}: item {row.get('line')} timed out: {row.get('error')}")
 
 
+class HostileBatchUnderBudget(HostileBatch):
+    """The same batch under a ledger day budget (a fresh SQLite ledger per example; ``max_cost`` too, or not).
+
+    The ledger's books against the server's: charges stay under the day's limit plus one true
+    price per model (a model whose price no answer told goes alone); items the budget turns away
+    end ``over_budget`` and say why, none waits out the deadline for a price that never comes
+    (answers that hide every cost, tasks refused at once); nothing charged twice.
+    """
+
+    ledger_folder: Path  # set by the test
+
+    @initialize(day=st.sampled_from([0.0, 0.05, 0.6, 2.0]))
+    def a_budget(self, day: float) -> None:
+        self.day = day
+        ledger = self.ledger_folder / f"ledger-{len(list(self.ledger_folder.iterdir()))}.db"
+        os.environ["AIRFLOW_CONN_MINDVIDEO_LEDGER"] = json.dumps({"conn_type": "sqlite", "host": str(ledger)})
+        os.environ["AIRFLOW_CONN_MINDVIDEO_DEFAULT"] = self.server.connection(
+            timeout=2, max_retries=3, budgets={"account": {"day": day}}
+        )
+
+    def _trigger(self) -> MindVideoBatchTrigger:
+        trigger = super()._trigger()
+        trigger.creator = {"dag_id": "mv_hostile_batch", "run_id": "r", "task_id": "generate", "map_index": -1}
+        return trigger
+
+    @invariant()
+    def charges_stay_under_the_day_budget_plus_one_unknown_price_per_model(self) -> None:
+        state = self.server.state
+        models = {t.model for t in state.tasks.values()}
+        allowance = sum(self._price(model) for model in models)
+        assert state.total_charged <= self.day + allowance + EPSILON, (
+            f"charged {state.total_charged} against a day budget of {self.day} (+{allowance} for one create per "
+            f"model at its true price); tasks: {[(t.model, t.cost) for t in state.tasks.values()]}"
+        )
+
+
 class HostileSingle(_Checks):
     """One task instance of MindVideoSubmitOperator / MindVideoGenerateOperator (on the worker, or deferred to
     MindVideoTaskTrigger, with triggerer restarts) over tries and hostile answers."""
@@ -400,6 +437,61 @@ def test_a_batch_holds_its_ceiling_and_its_secrets_against_any_answer(
 ) -> None:
     HostileBatch.server, HostileBatch.caplog, HostileBatch.folder = server, caplog, tmp_path
     run_state_machine_as_test(HostileBatch, settings=_settings(examples=10, steps=4))
+
+
+@pytest.mark.timeout(900)
+def test_a_batch_under_a_ledger_budget_holds_it_against_any_answer(
+    server: HostileServer, caplog: pytest.LogCaptureFixture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "batch").mkdir()
+    (tmp_path / "ledgers").mkdir()
+    monkeypatch.setenv("AIRFLOW__MINDVIDEO__LEDGER_CONN_ID", "mindvideo_ledger")
+    monkeypatch.setenv("AIRFLOW_CONN_MINDVIDEO_LEDGER", "{}")  # each example writes its own (restored after)
+    HostileBatchUnderBudget.server, HostileBatchUnderBudget.caplog = server, caplog
+    HostileBatchUnderBudget.folder, HostileBatchUnderBudget.ledger_folder = tmp_path / "batch", tmp_path / "ledgers"
+    run_state_machine_as_test(HostileBatchUnderBudget, settings=_settings(examples=10, steps=4))
+
+
+def test_under_a_budget_a_model_whose_answers_never_tell_its_price_is_refused_not_waited_for(
+    server: HostileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every answer hides both costs: the model's lone create ends untold, the other items are refused at once
+    (over_budget, saying why), not left waiting for a price until the deadline."""
+    import time
+
+    monkeypatch.setenv("AIRFLOW__MINDVIDEO__LEDGER_CONN_ID", "mindvideo_ledger")
+    ledger = {"conn_type": "sqlite", "host": str(tmp_path / "ledger.db")}
+    monkeypatch.setenv("AIRFLOW_CONN_MINDVIDEO_LEDGER", json.dumps(ledger))
+    budgets = {"account": {"day": 5.0}}
+    monkeypatch.setenv("AIRFLOW_CONN_MINDVIDEO_DEFAULT", server.connection(timeout=2, max_retries=3, budgets=budgets))
+    hidden = RoutePlan(persistent={"cost_estimate": ("set", None), "cost_actual": ("set", None)})
+    server.answers.plan = {i: {"create": hidden, "get": hidden} for i in range(ITEMS)}
+    entries = [{"model": MODELS[0], "prompt": f"#{i}# a lighthouse"} for i in range(ITEMS)]
+    items = work_list(entries_from_list(entries), None, Ti(dag_id="mv_untold"))
+    (tmp_path / "work.jsonl").write_text(dump_work_list(items), encoding="utf-8")
+    trigger = MindVideoBatchTrigger(
+        f"file://{tmp_path}/work.jsonl",
+        f"file://{tmp_path}/manifest.jsonl",
+        max_active=ITEMS,
+        poll_interval=0.02,
+        max_poll_interval=0.05,
+        progress_interval=0.1,
+        deadline=time.time() + 120,  # a backstop: the run ends as soon as its lone create does
+        creator={"dag_id": "mv_untold", "run_id": "r", "task_id": "generate", "map_index": -1},
+    )
+
+    async def run() -> list[dict[str, Any]]:
+        return [event.payload async for event in trigger.run()]
+
+    (event,) = asyncio.run(run())
+    assert event["status"] == "done"
+    assert server.state.requests["create"] == 1 and len(server.state.tasks) == 1  # the lone create, nothing more
+    rows = [json.loads(line) for line in (tmp_path / "manifest.jsonl").read_text().splitlines() if line.strip()]
+    statuses = Counter(row["status"] for row in rows)
+    assert statuses == Counter({"succeeded": 1, "over_budget": ITEMS - 1}), statuses
+    for row in rows:
+        if row["status"] == "over_budget":
+            assert "never told what its tasks are charged" in row["error"] and "Nothing was sent" in row["error"]
 
 
 @pytest.mark.timeout(900)

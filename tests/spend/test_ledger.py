@@ -23,7 +23,12 @@ from airflow_provider_mindvideo.spend.location import (
     spend_books,
     url_from_connection,
 )
-from airflow_provider_mindvideo.spend.records import BudgetRefusal, BudgetWindowExceededError, CreateRecord
+from airflow_provider_mindvideo.spend.records import (
+    BudgetRefusal,
+    BudgetWindowExceededError,
+    CreateRecord,
+    PriceUnknownWait,
+)
 from airflow_provider_mindvideo.spend.schema import LedgerSchemaError, schema_version
 from airflow_provider_mindvideo.spend.windows import UTC
 from tests.spend.helpers import know_price
@@ -133,6 +138,51 @@ def test_a_replay_holds_nothing_twice_and_a_released_key_is_held_again(ledger: L
     assert (window.spent, window.reserved, window.left) == (3.0, 2.0, 5.0)
 
 
+def test_a_model_whose_lone_create_ended_without_a_price_is_refused_not_waited_for(ledger: Ledger) -> None:
+    """Under a budget a model nothing priced goes alone; if that create's task *ends* without a readable
+    cost_actual, no create of it can be counted (its true price may be anything): refused at once, with
+    why, never left waiting for a price that will not come. A late actual, or the documented SQL, lifts it."""
+    config = budgets_from_extras(EXTRAS, "mv")
+    new = CreateRecord("a", "new-model", dag_id="content", task_id="generate")
+    assert ledger.reserve(new, 0.0, config).state == "reserved"
+    ledger.settle("a", mindvideo_task_id="t-a")  # the answer told no cost: still its model's lone create
+    assert isinstance(ledger.try_reserve(CreateRecord("b", "new-model"), 0.0, config), PriceUnknownWait)
+    ledger.settle("a", mindvideo_task_id="t-a", ended=True)  # ended, and still nothing told
+
+    refusal = ledger.try_reserve(CreateRecord("b", "new-model"), 0.0, config, "marketing")
+    assert isinstance(refusal, BudgetRefusal) and not refusal.could_ever_fit
+    assert refusal.untold == "its task t-a ended without a readable cost_actual"
+    message = refusal.message()
+    assert "'new-model'" in message and "t-a" in message and "Nothing was sent" in message
+    assert "SET charged = <price>, highest = <price> WHERE model = 'new-model'" in message
+    with pytest.raises(BudgetWindowExceededError, match="never told what its tasks are charged"):
+        ledger.reserve(CreateRecord("c", "new-model"), 0.0, config)
+    assert ledger.reserve(new, 0.0, config).state == "settled"  # a replay of the lone create is no new create
+    assert [r.idempotency_key for r in reading.refused_creates(ledger.engine)] == ["c", "b"]
+    # Another model is not concerned; a priced one never is.
+    assert ledger.reserve(CreateRecord("d", "other-new-model"), 0.0, config).state == "reserved"
+    ledger.settle("d", actual=0.2, ended=True)
+    assert ledger.reserve(CreateRecord("e", "other-new-model"), 0.0, config).reserved == 0.2
+
+    # A late answer telling the lone create's actual makes the price known: creates go again.
+    ledger.settle("a", actual=0.3, ended=True)
+    assert ledger.reserve(CreateRecord("b", "new-model"), 0.0, config).reserved == 0.3
+
+
+def test_a_team_that_knows_an_untold_price_tells_it_with_the_documented_sql(ledger: Ledger) -> None:
+    config = budgets_from_extras(EXTRAS, "mv")
+    ledger.reserve(CreateRecord("a", "new-model"), 0.0, config)
+    ledger.settle("a", ended=True)
+    assert isinstance(ledger.try_reserve(CreateRecord("b", "new-model"), 0.0, config), BudgetRefusal)
+    with ledger.engine.begin() as connection:
+        connection.exec_driver_sql(
+            "UPDATE mindvideo_model_price SET charged = 400000, highest = 400000 WHERE model = 'new-model'"
+        )
+    # Its price known now: creates of it go together, each held at that price.
+    assert ledger.reserve(CreateRecord("b", "new-model"), 0.0, config).reserved == 0.4
+    assert ledger.reserve(CreateRecord("c", "new-model"), 0.0, config).reserved == 0.4
+
+
 def test_a_ledger_written_by_a_newer_provider_is_refused(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     engine = engine_for_url(url)
@@ -140,7 +190,7 @@ def test_a_ledger_written_by_a_newer_provider_is_refused(tmp_path: Path) -> None
     with engine.begin() as connection:
         connection.execute(update(schema_version).values(version=99))
     schema._checked.discard(engine)  # as a process starting afresh
-    with pytest.raises(LedgerSchemaError, match="schema version 99; this provider knows up to 2"):
+    with pytest.raises(LedgerSchemaError, match="schema version 99; this provider knows up to 3"):
         Ledger(engine)
 
 

@@ -10,6 +10,8 @@ Invariants after every step, per budget window:
   while nothing priced its model;
 - while no settle told a model's ``actual``, at most one create of it is in flight (reserved, or
   settled without any cost) per account: the others wait (:class:`PriceUnknownWait`);
+- once a create of such a model *ended* without telling its ``actual``, its price is untold for
+  good: every new create of it is refused (``BudgetRefusal.untold``), until a settle tells one;
 - ``reserve_many`` accepts, refuses and defers exactly what the same reservations one by one would.
 """
 
@@ -85,6 +87,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.numbers = iter(range(10**9))
         know_price(self.ledger, PRICED, 0)
         self.prices: dict[str, list[int | None]] = {PRICED: [0, 0], UNPRICED: [None, None]}  # highest, charged
+        self.untold: set[str] = set()  # models a create of which ended without an actual while unpriced
 
     # -- the model ------------------------------------------------------------------------------
 
@@ -128,6 +131,12 @@ class LedgerMachine(RuleBasedStateMachine):
         existing = self.rows.get(key)
         if existing is not None and existing.state != "released":
             assert not isinstance(outcome, BudgetRefusal | PriceUnknownWait), f"a replay was refused: {outcome}"
+            return
+        if self.prices[model][1] is None and model in self.untold:
+            assert isinstance(outcome, BudgetRefusal) and outcome.untold, f"{model}'s untold price passed: {outcome}"
+            assert not outcome.could_ever_fit and outcome.budget == self._windows(budget)[0][0][0]
+            if existing is None:
+                self.refused.add(key)
             return
         if self.prices[model][1] is None and self._in_flight(model, key):
             assert isinstance(outcome, PriceUnknownWait), f"{model} did not go alone: {outcome}"
@@ -180,10 +189,15 @@ class LedgerMachine(RuleBasedStateMachine):
     def replay(self, key: str, amount: float, budget: str | None) -> None:
         self._reserve(key, amount, budget)
 
-    def _model_settle(self, key: str, estimated: float | None, actual: float | None) -> None:
+    def _model_settle(self, key: str, estimated: float | None, actual: float | None, ended: bool = False) -> None:
         row = self.rows.get(key)
         if row is None:
             return
+        self._model_settle_row(row, estimated, actual)
+        if ended and row.state == "settled" and row.actual is None and self.prices[row.model][1] is None:
+            self.untold.add(row.model)
+
+    def _model_settle_row(self, row: ModelRow, estimated: float | None, actual: float | None) -> None:
         row.estimated = row.estimated if estimated is None else to_micros(estimated)
         row.actual = row.actual if actual is None else to_micros(actual)
         known = [m for m in (row.estimated, row.actual) if m is not None]
@@ -220,10 +234,10 @@ class LedgerMachine(RuleBasedStateMachine):
             return
         assert found is not None and (found.state, to_micros(found.cost)) == (row.state, row.cost)
 
-    @rule(key=keys, estimated=costs, actual=costs)
-    def settle(self, key: str, estimated: float | None, actual: float | None) -> None:
-        found = self.ledger.settle(key, estimated=estimated, actual=actual)
-        self._model_settle(key, estimated, actual)
+    @rule(key=keys, estimated=costs, actual=costs, ended=st.booleans())
+    def settle(self, key: str, estimated: float | None, actual: float | None, ended: bool) -> None:
+        found = self.ledger.settle(key, estimated=estimated, actual=actual, ended=ended)
+        self._model_settle(key, estimated, actual, ended)
         self._check_row(key, found)
 
     @rule(key=keys)
@@ -232,19 +246,31 @@ class LedgerMachine(RuleBasedStateMachine):
         self._model_release(key)
         self._check_row(key, found)
 
-    @rule(group=st.lists(st.tuples(keys, costs, costs, st.booleans()), min_size=1, max_size=6))
-    def settle_many(self, group: list[tuple[str, float | None, float | None, bool]]) -> None:
-        """A batch's answers: settles and releases of one group (a key may come twice) in one transaction."""
+    @rule(
+        group=st.lists(
+            st.tuples(keys, costs, costs, st.sampled_from(["answer", "ended", "released"])), min_size=1, max_size=6
+        )
+    )
+    def settle_many(self, group: list[tuple[str, float | None, float | None, str]]) -> None:
+        """A batch's answers: settles (of an answer, of an ended task) and releases of one group (a key may come
+        twice) in one transaction. What the group tells of a model's price is learnt before any end marks it untold."""
         settlements = [
-            Settlement(key, released=True) if released else Settlement(key, estimated, actual)
-            for key, estimated, actual, released in group
+            Settlement(key, released=True)
+            if how == "released"
+            else Settlement(key, estimated, actual, ended=how == "ended")
+            for key, estimated, actual, how in group
         ]
         found = self.ledger.settle_many(settlements)
+        ended = []
         for settlement in settlements:
             if settlement.released:
                 self._model_release(settlement.idempotency_key)
             else:
                 self._model_settle(settlement.idempotency_key, settlement.estimated, settlement.actual)
+                row = self.rows.get(settlement.idempotency_key)
+                if settlement.ended and row is not None and row.state == "settled" and row.actual is None:
+                    ended.append(row.model)
+        self.untold |= {model for model in ended if self.prices[model][1] is None}
         for settlement, row in zip(settlements, found, strict=True):
             self._check_row(settlement.idempotency_key, row)
 

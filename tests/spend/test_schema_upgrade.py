@@ -1,9 +1,10 @@
-"""A ledger written by a provider at schema version 1 is upgraded in place to version 2, its books intact.
+"""A ledger written by a provider at schema version 1 or 2 is upgraded in place to version 3, its books intact.
 
 Version 1 (commit 70f6eb6) had the version, spend, budget window and hold tables as they are now,
 without ``mindvideo_model_price`` and the ``mindvideo_spend_model`` index. Version 2 adds both and
 fills the price table from what the settled creates told. (A create a budget refused is a row in
-state ``refused``: a value of the same column, no schema change.)
+state ``refused``: a value of the same column, no schema change.) Version 3 adds
+``mindvideo_model_price.untold``: why a model's price is untold for good.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def test_a_version_1_ledger_is_upgraded_and_keeps_counting(url: str) -> None:
     write_version_1(create_engine(url))
     ledger = Ledger(engine_for_url(url), clock=fixed_clock)
     with ledger.engine.connect() as connection:
-        assert max(connection.execute(select(schema_version.c.version)).scalars()) == schema.SCHEMA_VERSION == 2
+        assert max(connection.execute(select(schema_version.c.version)).scalars()) == schema.SCHEMA_VERSION == 3
         prices = {r.model: (r.highest, r.charged) for r in connection.execute(select(model_price))}
     # What the settled creates told: gpt-image-2's bound 0.25 (its estimate) and price known (an actual);
     # seedance's bound 0.3, its price not known (no actual).
@@ -109,7 +110,25 @@ def test_a_version_1_ledger_is_upgraded_and_keeps_counting(url: str) -> None:
     schema._checked.discard(ledger.engine)
     Ledger(ledger.engine)
     with ledger.engine.connect() as connection:
-        assert sorted(connection.execute(select(schema_version.c.version)).scalars()) == [1, 2]
+        assert sorted(connection.execute(select(schema_version.c.version)).scalars()) == [1, 3]
+
+
+def test_a_version_2_ledger_gains_the_untold_column_and_keeps_its_prices(url: str) -> None:
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        schema.metadata.create_all(connection)
+        connection.exec_driver_sql("ALTER TABLE mindvideo_model_price DROP COLUMN untold")
+        connection.execute(insert(schema_version).values(version=2))
+        connection.execute(insert(model_price).values(model="gpt-image-2", highest=250_000, charged=240_000))
+    ledger = Ledger(engine_for_url(url), clock=fixed_clock)
+    assert "untold" in {c["name"] for c in inspect(ledger.engine).get_columns("mindvideo_model_price")}
+    with ledger.engine.connect() as connection:
+        assert sorted(connection.execute(select(schema_version.c.version)).scalars()) == [2, 3]
+        assert [tuple(r) for r in connection.execute(select(model_price))] == [("gpt-image-2", 250_000, 240_000, None)]
+    config = budgets_from_extras(EXTRAS, "mv")
+    ledger.reserve(CreateRecord("a", "new-model"), 0.0, config)
+    ledger.settle("a", ended=True)  # the new column at work
+    assert isinstance(ledger.try_reserve(CreateRecord("b", "new-model"), 0.0, config), BudgetRefusal)
 
 
 def test_the_page_index_replaces_the_narrower_one_it_grew_from(url: str) -> None:
