@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError
 
 T = TypeVar("T")
@@ -73,8 +73,12 @@ os.register_at_fork(after_in_child=_forget_parent_connections)
 def _new_engine(url: str) -> Engine:
     if not url.startswith("sqlite"):
         # No pool_pre_ping: a round trip per checkout cost more than the reservation it guarded;
-        # in_transaction retries a transaction whose connection was dropped instead.
-        return create_engine(url, pool_size=5, max_overflow=10)
+        # in_transaction retries a transaction whose connection was dropped instead. A settle group
+        # updates each of its creates' rows (one executemany): psycopg2 sends those one round trip
+        # per row unless batched (no caller reads an executemany UPDATE's rowcount).
+        psycopg2 = make_url(url).drivername in ("postgresql", "postgresql+psycopg2")
+        batched = {"executemany_mode": "values_plus_batch"} if psycopg2 else {}
+        return create_engine(url, pool_size=5, max_overflow=10, **batched)
     # A pool of connections kept open (QueuePool, SQLAlchemy's default for a file): each thread
     # takes one for its transaction and gives it back. Each write transaction takes SQLite's write
     # lock at BEGIN (IMMEDIATE), waiting for it up to the busy timeout (60 s), so a reservation's

@@ -79,3 +79,24 @@ def test_a_postgresql_connection_the_server_dropped_is_replaced_not_pinged(postg
     assert ledger.row("after").state == "settled"  # type: ignore[union-attr]
     (row,) = ledger.settle_many([Settlement("before", actual=0.5)])
     assert row is not None and row.actual == 0.5
+
+
+def test_a_postgresql_settle_group_updates_its_rows_in_batches_and_each_one_right(postgres_url: str) -> None:
+    from sqlalchemy.dialects.postgresql.psycopg2 import EXECUTEMANY_VALUES_PLUS_BATCH
+
+    ledger = Ledger(engine_for_url(postgres_url), clock=fixed_clock)
+    # psycopg2 sends an executemany UPDATE one round trip per row unless batched (execute_batch).
+    assert ledger.engine.dialect.executemany_mode == EXECUTEMANY_VALUES_PLUS_BATCH  # type: ignore[attr-defined]
+    know_price(ledger)
+    config = budgets_from_extras(EXTRAS, "mv")
+    keys = [f"batched-{n}" for n in range(250)]  # past one page of execute_batch (100)
+    ledger.reserve_many([(CreateRecord(key, "gpt-image-2"), 0.1, None) for key in keys], config)
+    rows = ledger.settle_many(
+        [Settlement(key, actual=n / 1000, mindvideo_task_id=f"t-{n}") for n, key in enumerate(keys)]
+    )
+    assert [(r.actual, r.mindvideo_task_id) for r in rows if r is not None] == [
+        (n / 1000, f"t-{n}") for n in range(250)
+    ]
+    assert [(r.state, r.actual) for r in map(ledger.row, keys) if r is not None] == [
+        ("settled", n / 1000) for n in range(250)
+    ]
