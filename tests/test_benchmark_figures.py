@@ -87,3 +87,18 @@ def test_the_targets_are_read_at_their_own_n_even_when_the_baseline_finished_a_l
     results[5000]["baseline"][0]["died"] = "Too many open files"
     assert targets_n(results, run) == 20000  # the largest N where both finished, when theirs did not
     assert waits_targets(results, run)[0][2] is False
+
+
+def test_no_schedule_5_s_apart_sees_95_percent_of_short_images_within_20_percent() -> None:
+    """benchmarks/detection_bound.py: the least late mass over every schedule is below any one schedule's,
+    and a schedule that reaches it exists (polls at 12, 17, 22 and 27 s: 2.17 + 1.33 + 0.5 s late)."""
+    from benchmarks.detection_bound import _late, best_schedule
+
+    def late(polls: list[float]) -> float:
+        return sum(_late(a, b, 0.20) for a, b in zip([0.0, *polls], polls, strict=False))
+
+    every_5_s = late([5.0 * k for k in range(1, 15)])
+    shifted = late([7.0 + 5.0 * k for k in range(14)])
+    assert every_5_s == pytest.approx(5.0)
+    assert shifted == pytest.approx(4.0)
+    assert best_schedule(0.20, least=True) == pytest.approx(4.0, abs=0.06)  # 8% of the 50 s of short images
