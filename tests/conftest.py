@@ -88,6 +88,20 @@ ONE_AIRFLOW = frozenset(
         "tests/reliability/test_load_and_secrets.py::test_a_hundred_mapped_generations_under_a_rate_limit_pay_once_each",
         # `make demo` runs on .venv, the newest Airflow, only.
         "tests/test_demo.py",
+        # The batch's own asyncio (leases, sharing the loop, two runs of one batch) and the ledger's
+        # SQL (its rules, races, upgrades): no dag.test(), nothing the Airflow release changes.
+        "tests/reliability/test_hostile_answers.py",
+        "tests/spend/test_alone_across_processes.py",
+        "tests/spend/test_engines.py",
+        "tests/spend/test_ledger_races.py",
+        "tests/spend/test_ledger_stateful.py",
+        "tests/spend/test_schema_upgrade.py",
+        "tests/spend/test_windows.py",
+        "tests/test_batch_breaking.py",
+        "tests/test_batch_lease.py",
+        "tests/test_batch_sharing.py",
+        "tests/test_batch_twice.py",
+        "tests/test_batch_twice_processes.py",
         "tests/reliability/test_bad_input.py",
         "tests/reliability/test_batch_invariant.py",
         "tests/reliability/test_pay_once_invariant.py",
