@@ -16,7 +16,7 @@ import datetime as dt
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 
 from airflow_provider_mindvideo.client.errors import MindVideoError
 from airflow_provider_mindvideo.client.models import MindVideoTask, readable_cost
@@ -43,11 +43,17 @@ class Reconciled:
 
 
 def open_reservations(ledger: Ledger, older_than: dt.timedelta = DEFAULT_AGE) -> list[SpendRow]:
-    """Creates reserved before ``now - older_than`` and not settled nor released since, the oldest first."""
+    """Creates reserved before ``now - older_than`` and not settled nor released since, the oldest first.
+
+    A create settled without any cost told (a Submit whose answer hid both) is open too: it counts at
+    its reservation, and while its model's price is not known it keeps the model's other creates
+    waiting. Submit never sees its task end, so reconcile is what settles it.
+    """
     before = naive(ledger.clock() - older_than)
+    untold = and_(spend.c.state == "settled", spend.c.estimated.is_(None), spend.c.actual.is_(None))
     query = (
         select(spend)
-        .where(spend.c.state == "reserved", spend.c.created_at < before)
+        .where(or_(spend.c.state == "reserved", untold), spend.c.created_at < before)
         .order_by(spend.c.created_at, spend.c.id)
     )
     rows = in_transaction(ledger.engine, lambda connection: connection.execute(query).all(), read=True)

@@ -1,0 +1,63 @@
+"""Attacks on a model whose price is not known under a budget: it goes alone, and is refused once untold for good.
+
+Each test drives the public ledger (or the batch's books) against the emulator on 127.0.0.1, whose
+own books say what was charged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from pathlib import Path
+
+from airflow_provider_mindvideo import spend_command
+from airflow_provider_mindvideo.client.models import MindVideoTask
+from airflow_provider_mindvideo.emulator import MindVideoEmulator
+from airflow_provider_mindvideo.hooks import MindVideoHook
+from airflow_provider_mindvideo.spend.budgets import budgets_from_extras
+from airflow_provider_mindvideo.spend.engines import engine_for_url
+from airflow_provider_mindvideo.spend.ledger import Ledger
+from airflow_provider_mindvideo.spend.reconcile import reconcile
+from airflow_provider_mindvideo.spend.records import CreateRecord, PriceUnknownWait, SpendRow
+from airflow_provider_mindvideo.spend.windows import UTC
+
+EXTRAS = {"budgets": {"account": {"day": 10}}}
+MODEL = "gpt-image-2"
+
+
+def ended(hook: MindVideoHook, task_id: str) -> MindVideoTask:
+    """The task once the emulator says it ended (polled: it ends about a second after its create)."""
+    while not (task := hook.get_task(task_id)).is_terminal:
+        time.sleep(0.1)
+    return task
+
+
+def test_reconcile_unblocks_a_model_whose_submit_answer_told_no_cost(
+    emulator: MindVideoEmulator, tmp_path: Path
+) -> None:
+    """A Submit whose answer hid both costs is settled "without any cost told": its model's lone create in flight.
+
+    Submit never sees its task end; a sensor does not settle. Reconcile is what the docs name for
+    an open create keeping its model waiting: it must read the task and settle it (telling the
+    price, or marking it untold), or every other create of the model waits for ever.
+    """
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    then = dt.datetime.now(UTC) - dt.timedelta(hours=1)
+    config = budgets_from_extras(EXTRAS, "mindvideo_default")
+    submit = Ledger(engine_for_url(url), clock=lambda: then)
+    submit.reserve(CreateRecord("submitted", MODEL, dag_id="d", task_id="submit"), 0.5, config)
+    with MindVideoHook() as hook:
+        task = hook.create_task(MODEL, {"prompt": "one"}, "submitted")
+        # The answer as a hostile server sends it: no cost_estimate, no cost_actual.
+        submit.settle("submitted", mindvideo_task_id=task.task_id, ended=False)
+        ended(hook, task.task_id)
+
+    ledger = Ledger(engine_for_url(url))
+    later = CreateRecord("later", MODEL, dag_id="d2", task_id="generate")
+    assert isinstance(ledger.try_reserve(later, 0.5, config), PriceUnknownWait)
+
+    done = reconcile(ledger, spend_command.look_up_task, older_than=dt.timedelta(minutes=30))
+    assert [(r.row.idempotency_key, r.outcome) for r in done] == [("submitted", "settled")]
+    row = ledger.row("submitted")
+    assert row is not None and row.actual == emulator.state.total_charged  # the emulator's own books
+    assert isinstance(ledger.try_reserve(later, 0.5, config), SpendRow)  # its price is known now
