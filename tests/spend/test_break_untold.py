@@ -6,20 +6,24 @@ own books say what was charged.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
 from pathlib import Path
 
 from airflow_provider_mindvideo import spend_command
+from airflow_provider_mindvideo.batch.ledger import BatchBooks
 from airflow_provider_mindvideo.client.models import MindVideoTask
 from airflow_provider_mindvideo.emulator import MindVideoEmulator
 from airflow_provider_mindvideo.hooks import MindVideoHook
 from airflow_provider_mindvideo.spend.budgets import budgets_from_extras
 from airflow_provider_mindvideo.spend.engines import engine_for_url
 from airflow_provider_mindvideo.spend.ledger import Ledger
+from airflow_provider_mindvideo.spend.location import SpendBooks
 from airflow_provider_mindvideo.spend.reconcile import reconcile
 from airflow_provider_mindvideo.spend.records import CreateRecord, PriceUnknownWait, SpendRow
 from airflow_provider_mindvideo.spend.windows import UTC
+from tests.spend.helpers import know_price
 
 EXTRAS = {"budgets": {"account": {"day": 10}}}
 MODEL = "gpt-image-2"
@@ -61,3 +65,29 @@ def test_reconcile_unblocks_a_model_whose_submit_answer_told_no_cost(
     row = ledger.row("submitted")
     assert row is not None and row.actual == emulator.state.total_charged  # the emulator's own books
     assert isinstance(ledger.try_reserve(later, 0.5, config), SpendRow)  # its price is known now
+
+
+def test_an_item_cancelled_while_its_reservation_waits_for_its_group_holds_nothing(tmp_path: Path) -> None:
+    """A batch's timeout (its hard stop) cancels items wherever they wait, often in a reservation's 0.25 s group.
+
+    The item never sends its create, so its reservation must not be written (nor left reserved):
+    a create of an unpriced model left reserved would be that model's lone create in flight for
+    good (no task id: reconcile cannot settle it), keeping every other create of it waiting.
+    """
+    ledger = Ledger(engine_for_url(f"sqlite:///{tmp_path / 'ledger.db'}"))
+    know_price(ledger, "flux-2-pro")
+    books = BatchBooks(SpendBooks(budgets_from_extras(EXTRAS, "mindvideo_default"), None, ledger), None, 1)
+
+    async def cancelled_then_another() -> None:
+        waiting = asyncio.create_task(books.try_reserve("cancelled", MODEL, 0.5))
+        await asyncio.sleep(0)  # it is queued for the next group
+        waiting.cancel()
+        # Another item's reservation goes in the same group: once it is decided, so is the cancelled one.
+        assert await books.try_reserve("other", "flux-2-pro", 0.5) is None
+        await books.drain()
+
+    asyncio.run(cancelled_then_another())
+    row = ledger.row("cancelled")
+    assert row is None or row.state == "released", row
+    config = budgets_from_extras(EXTRAS, "mindvideo_default")
+    assert isinstance(ledger.try_reserve(CreateRecord("next", MODEL), 0.5, config), SpendRow)
