@@ -9,7 +9,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from sqlalchemy import text
 
 from airflow_provider_mindvideo import spend_command
 from airflow_provider_mindvideo.batch.ledger import BatchBooks
@@ -21,7 +24,9 @@ from airflow_provider_mindvideo.spend.engines import engine_for_url
 from airflow_provider_mindvideo.spend.ledger import Ledger
 from airflow_provider_mindvideo.spend.location import SpendBooks
 from airflow_provider_mindvideo.spend.reconcile import reconcile
-from airflow_provider_mindvideo.spend.records import CreateRecord, PriceUnknownWait, SpendRow
+from airflow_provider_mindvideo.spend.records import BudgetRefusal, CreateRecord, PriceUnknownWait, Settlement, SpendRow
+from airflow_provider_mindvideo.spend.reserving import naive
+from airflow_provider_mindvideo.spend.settling import settle_group
 from airflow_provider_mindvideo.spend.windows import UTC
 from tests.spend.helpers import know_price
 
@@ -91,3 +96,36 @@ def test_an_item_cancelled_while_its_reservation_waits_for_its_group_holds_nothi
     assert row is None or row.state == "released", row
     config = budgets_from_extras(EXTRAS, "mindvideo_default")
     assert isinstance(ledger.try_reserve(CreateRecord("next", MODEL), 0.5, config), SpendRow)
+
+
+def test_a_reservation_waiting_on_the_price_row_sees_the_untold_mark_committed_meanwhile(postgres_url: str) -> None:
+    """PostgreSQL: a reservation read the model's price, then waited on its price row's lock for a settle.
+
+    That settle ended the model's lone create with an estimate and no ``cost_actual``: the model is
+    untold for good, and its create no longer in flight. A reservation deciding on the price it
+    read before the wait would send a second create of a model whose price no one can count.
+    """
+    ledger = Ledger(engine_for_url(postgres_url))
+    config = budgets_from_extras(EXTRAS, "mindvideo_default")
+    ledger.reserve(CreateRecord("lone", MODEL), 0.5, config)
+    settler = ledger.engine.connect()
+    transaction = settler.begin()
+    # Another process's settle of the lone create, written but not committed yet.
+    settle_group(
+        settler,
+        [Settlement("lone", estimated=0.4, mindvideo_task_id="t-1", ended=True)],
+        ["lone"],
+        naive(dt.datetime.now(UTC)),
+    )
+    with ThreadPoolExecutor(1) as pool:
+        racing = pool.submit(ledger.try_reserve, CreateRecord("racing", MODEL), 0.5, config)
+        with ledger.engine.connect() as watcher:  # until the reservation waits on a lock
+            waits = text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+            while not watcher.execute(waits).scalar() and not racing.done():
+                time.sleep(0.01)
+        transaction.commit()
+        outcome = racing.result()
+    settler.close()
+    assert isinstance(outcome, BudgetRefusal) and outcome.untold is not None, outcome
+    refused = ledger.row("racing")
+    assert refused is not None and refused.state == "refused"  # counted nowhere: nothing may be sent
