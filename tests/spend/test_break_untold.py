@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -129,3 +130,23 @@ def test_a_reservation_waiting_on_the_price_row_sees_the_untold_mark_committed_m
     assert isinstance(outcome, BudgetRefusal) and outcome.untold is not None, outcome
     refused = ledger.row("racing")
     assert refused is not None and refused.state == "refused"  # counted nowhere: nothing may be sent
+
+
+def test_the_untold_refusals_sql_hint_tells_the_price_of_a_model_with_a_quote_in_its_name(tmp_path: Path) -> None:
+    """The refusal names an UPDATE to paste into the ledger's database; a slug (allow_unknown_model) is any text.
+
+    Pasted as given (the placeholder filled), it must price that model and do nothing else.
+    """
+    database = tmp_path / "ledger.db"
+    ledger = Ledger(engine_for_url(f"sqlite:///{database}"))
+    config = budgets_from_extras(EXTRAS, "mindvideo_default")
+    model = "new'; DELETE FROM mindvideo_spend; --"
+    ledger.reserve(CreateRecord("lone", model), 0.5, config)
+    ledger.settle("lone", mindvideo_task_id="t-1", ended=True)
+    refusal = ledger.try_reserve(CreateRecord("next", model), 0.5, config)
+    assert isinstance(refusal, BudgetRefusal) and refusal.untold is not None
+    hint = refusal.message().split("micro-units (1.0 = 1000000): ", 1)[1].rsplit(" (docs/spend.md)", 1)[0]
+    with sqlite3.connect(database) as db:  # as a team lead would, in the sqlite3 shell
+        db.executescript(hint.replace("<price>", "400000") + ";")
+    assert ledger.row("lone") is not None  # nothing else was done
+    assert isinstance(ledger.try_reserve(CreateRecord("next", model), 0.5, config), SpendRow)  # priced now
