@@ -13,10 +13,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
 from sqlalchemy import text
 
 from airflow_provider_mindvideo import spend_command
 from airflow_provider_mindvideo.batch.ledger import BatchBooks
+from airflow_provider_mindvideo.batch.plan import OVER_BUDGET, load_manifest
+from airflow_provider_mindvideo.batch.trigger import DONE
 from airflow_provider_mindvideo.client.models import MindVideoTask
 from airflow_provider_mindvideo.emulator import MindVideoEmulator
 from airflow_provider_mindvideo.hooks import MindVideoHook
@@ -25,11 +28,19 @@ from airflow_provider_mindvideo.spend.engines import engine_for_url
 from airflow_provider_mindvideo.spend.ledger import Ledger
 from airflow_provider_mindvideo.spend.location import SpendBooks
 from airflow_provider_mindvideo.spend.reconcile import reconcile
-from airflow_provider_mindvideo.spend.records import BudgetRefusal, CreateRecord, PriceUnknownWait, Settlement, SpendRow
+from airflow_provider_mindvideo.spend.records import (
+    BudgetRefusal,
+    BudgetWindowExceededError,
+    CreateRecord,
+    PriceUnknownWait,
+    Settlement,
+    SpendRow,
+)
 from airflow_provider_mindvideo.spend.reserving import naive
 from airflow_provider_mindvideo.spend.settling import settle_group
 from airflow_provider_mindvideo.spend.windows import UTC
 from tests.spend.helpers import know_price
+from tests.spend.test_operators_ledger import batch_trigger, generate, run_trigger, use_ledger, with_budgets
 
 EXTRAS = {"budgets": {"account": {"day": 10}}}
 MODEL = "gpt-image-2"
@@ -150,3 +161,41 @@ def test_the_untold_refusals_sql_hint_tells_the_price_of_a_model_with_a_quote_in
         db.executescript(hint.replace("<price>", "400000") + ";")
     assert ledger.row("lone") is not None  # nothing else was done
     assert isinstance(ledger.try_reserve(CreateRecord("next", model), 0.5, config), SpendRow)  # priced now
+
+
+@pytest.fixture
+def ledger_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "spend.db"
+    use_ledger(monkeypatch, path)
+    return path
+
+
+def untold_in(ledger_file: Path, model: str = MODEL) -> None:
+    """As if ``model``'s lone create had ended without a readable cost_actual (in another DAG)."""
+    ledger = Ledger(engine_for_url(f"sqlite:///{ledger_file}"))
+    ledger.reserve(CreateRecord("elsewhere", model), 0.5, budgets_from_extras(EXTRAS, "mindvideo_default"))
+    ledger.settle("elsewhere", mindvideo_task_id="t-elsewhere", ended=True)
+
+
+def test_wait_does_not_defer_a_generate_whose_model_is_untold(
+    emulator: MindVideoEmulator, monkeypatch: pytest.MonkeyPatch, ledger_file: Path
+) -> None:
+    """A reset does not tell the price: ``on_budget_exhausted="wait"`` deferring would wait for ever, a day at a time."""
+    with_budgets(emulator, monkeypatch, EXTRAS["budgets"])
+    untold_in(ledger_file)
+    with pytest.raises(BudgetWindowExceededError, match="t-elsewhere ended without a readable cost_actual"):
+        generate("one", on_budget_exhausted="wait")
+    assert emulator.state.requests["create"] == 0
+
+
+def test_a_waiting_batch_marks_the_items_of_an_untold_model_over_budget_at_once(
+    emulator: MindVideoEmulator, monkeypatch: pytest.MonkeyPatch, ledger_file: Path, tmp_path: Path
+) -> None:
+    with_budgets(emulator, monkeypatch, EXTRAS["budgets"])
+    untold_in(ledger_file)
+    trigger = batch_trigger(tmp_path / "untold", ["a", "b", "c"], on_budget_exhausted="wait", deadline=time.time() + 60)
+    assert run_trigger(trigger)["status"] == DONE
+    rows = load_manifest((tmp_path / "untold" / "manifest.jsonl").read_text())
+    assert {row.status for row in rows} == {OVER_BUDGET}
+    assert all("t-elsewhere ended without a readable cost_actual" in (row.error or "") for row in rows)
+    assert emulator.state.requests["create"] == 0
