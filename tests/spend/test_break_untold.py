@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import sqlite3
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -199,3 +201,34 @@ def test_a_waiting_batch_marks_the_items_of_an_untold_model_over_budget_at_once(
     assert {row.status for row in rows} == {OVER_BUDGET}
     assert all("t-elsewhere ended without a readable cost_actual" in (row.error or "") for row in rows)
     assert emulator.state.requests["create"] == 0
+
+
+def test_an_item_cancelled_while_its_group_is_written_gives_its_reservation_back(tmp_path: Path) -> None:
+    """As above, the cancel arriving while the group's transaction runs in its thread: written, then released."""
+    ledger = Ledger(engine_for_url(f"sqlite:///{tmp_path / 'ledger.db'}"))
+    know_price(ledger, "flux-2-pro")
+    spend_books = SpendBooks(budgets_from_extras(EXTRAS, "mindvideo_default"), None, ledger)
+    entered, go = threading.Event(), threading.Event()
+    reserve_many = spend_books.reserve_many
+
+    def held(creates: Any) -> Any:  # the group's transaction, held open until the item is cancelled
+        entered.set()
+        go.wait()
+        return reserve_many(creates)
+
+    spend_books.reserve_many = held  # type: ignore[method-assign]
+    books = BatchBooks(spend_books, None, 1)
+
+    async def cancelled_in_the_thread() -> None:
+        waiting = asyncio.create_task(books.try_reserve("cancelled", MODEL, 0.5))
+        await asyncio.to_thread(entered.wait)
+        waiting.cancel()
+        go.set()
+        assert await books.try_reserve("other", "flux-2-pro", 0.5) is None  # the group after the release
+        await books.drain()
+
+    asyncio.run(cancelled_in_the_thread())
+    row = ledger.row("cancelled")
+    assert row is not None and row.state == "released", row
+    config = budgets_from_extras(EXTRAS, "mindvideo_default")
+    assert isinstance(ledger.try_reserve(CreateRecord("next", MODEL), 0.5, config), SpendRow)
