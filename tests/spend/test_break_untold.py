@@ -29,7 +29,7 @@ from airflow_provider_mindvideo.spend.budgets import budgets_from_extras
 from airflow_provider_mindvideo.spend.engines import engine_for_url
 from airflow_provider_mindvideo.spend.ledger import Ledger
 from airflow_provider_mindvideo.spend.location import SpendBooks
-from airflow_provider_mindvideo.spend.reconcile import reconcile
+from airflow_provider_mindvideo.spend.reconcile import open_reservations, reconcile
 from airflow_provider_mindvideo.spend.records import (
     BudgetRefusal,
     BudgetWindowExceededError,
@@ -84,6 +84,7 @@ def test_reconcile_unblocks_a_model_whose_submit_answer_told_no_cost(
     row = ledger.row("submitted")
     assert row is not None and row.actual == emulator.state.total_charged  # the emulator's own books
     assert isinstance(ledger.try_reserve(later, 0.5, config), SpendRow)  # its price is known now
+    assert open_reservations(ledger) == []  # settled for good: not read again on every run
 
 
 def test_an_item_cancelled_while_its_reservation_waits_for_its_group_holds_nothing(tmp_path: Path) -> None:
@@ -232,3 +233,19 @@ def test_an_item_cancelled_while_its_group_is_written_gives_its_reservation_back
     assert row is not None and row.state == "released", row
     config = budgets_from_extras(EXTRAS, "mindvideo_default")
     assert isinstance(ledger.try_reserve(CreateRecord("next", MODEL), 0.5, config), SpendRow)
+
+
+def test_reconcile_marks_untold_a_submitted_create_whose_task_ended_without_a_cost(tmp_path: Path) -> None:
+    """Its task ended and never told a cost: reconcile settles it as ended (the model untold), then leaves it."""
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    then = dt.datetime.now(UTC) - dt.timedelta(hours=1)
+    config = budgets_from_extras(EXTRAS, "mindvideo_default")
+    submit = Ledger(engine_for_url(url), clock=lambda: then)
+    submit.reserve(CreateRecord("submitted", MODEL), 0.5, config)
+    submit.settle("submitted", mindvideo_task_id="t-1")
+    silent = MindVideoTask.model_validate({"task_id": "t-1", "status": "failed", "cost_actual": None})
+    ledger = Ledger(engine_for_url(url))
+    assert [r.outcome for r in reconcile(ledger, lambda account, task_id: silent)] == ["settled"]
+    refusal = ledger.try_reserve(CreateRecord("later", MODEL), 0.5, config)
+    assert isinstance(refusal, BudgetRefusal) and refusal.untold is not None
+    assert open_reservations(ledger) == []
