@@ -19,8 +19,9 @@ import pytest
 from sqlalchemy import text
 
 from airflow_provider_mindvideo import spend_command
+from airflow_provider_mindvideo.batch import ledger as batch_ledger
 from airflow_provider_mindvideo.batch.ledger import BatchBooks
-from airflow_provider_mindvideo.batch.plan import OVER_BUDGET, load_manifest
+from airflow_provider_mindvideo.batch.plan import OVER_BUDGET, TIMED_OUT, load_manifest
 from airflow_provider_mindvideo.batch.trigger import DONE
 from airflow_provider_mindvideo.client.models import MindVideoTask
 from airflow_provider_mindvideo.emulator import MindVideoEmulator
@@ -29,6 +30,7 @@ from airflow_provider_mindvideo.spend.budgets import budgets_from_extras
 from airflow_provider_mindvideo.spend.engines import engine_for_url
 from airflow_provider_mindvideo.spend.ledger import Ledger
 from airflow_provider_mindvideo.spend.location import SpendBooks
+from airflow_provider_mindvideo.spend.reading import budget_windows
 from airflow_provider_mindvideo.spend.reconcile import open_reservations, reconcile
 from airflow_provider_mindvideo.spend.records import (
     BudgetRefusal,
@@ -249,3 +251,23 @@ def test_reconcile_marks_untold_a_submitted_create_whose_task_ended_without_a_co
     refusal = ledger.try_reserve(CreateRecord("later", MODEL), 0.5, config)
     assert isinstance(refusal, BudgetRefusal) and refusal.untold is not None
     assert open_reservations(ledger) == []
+
+
+def test_a_reservation_that_waited_past_the_batchs_deadline_sends_nothing(
+    emulator: MindVideoEmulator, monkeypatch: pytest.MonkeyPatch, ledger_file: Path, tmp_path: Path
+) -> None:
+    """An item started before the deadline, its reservation decided after it (a group's wait): no create is sent.
+
+    Sent, it is charged while the run no longer waits for it (``timed_out`` at once). The group's
+    wait is lengthened here so that it surely passes the deadline and ends before the hard stop.
+    """
+    monkeypatch.setattr(batch_ledger, "RESERVE_DELAY", 1.0)
+    with_budgets(emulator, monkeypatch, EXTRAS["budgets"])
+    know_price(Ledger(engine_for_url(f"sqlite:///{ledger_file}")))
+    trigger = batch_trigger(tmp_path / "late", ["a"], deadline=time.time() + 0.5)
+    assert run_trigger(trigger)["status"] == DONE
+    (row,) = load_manifest((tmp_path / "late" / "manifest.jsonl").read_text())
+    assert row.status == TIMED_OUT and row.retryable, row
+    assert emulator.state.requests["create"] == 0
+    (window,) = budget_windows(engine_for_url(f"sqlite:///{ledger_file}"))
+    assert window.reserved == 0 and window.spent == 0
