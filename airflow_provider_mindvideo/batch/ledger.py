@@ -17,7 +17,13 @@ from typing import Any
 from airflow_provider_mindvideo.batch.sharing import stepped_aside
 from airflow_provider_mindvideo.client.models import MindVideoTask, readable_cost
 from airflow_provider_mindvideo.spend.location import SpendBooks
-from airflow_provider_mindvideo.spend.records import BudgetRefusal, CreateRecord, PriceUnknownWait, Settlement
+from airflow_provider_mindvideo.spend.records import (
+    BudgetRefusal,
+    CreateRecord,
+    PriceUnknownWait,
+    Settlement,
+    SpendRow,
+)
 
 _Answer = tuple[Settlement, "asyncio.Future[Any]"]
 _Reservation = tuple[CreateRecord, float, "asyncio.Future[Any]"]
@@ -139,12 +145,18 @@ class BatchBooks:
                     timer.cancel()
             self._settle_timer = self._reserve_timer = None
             group, self._queued = self._queued, []
-            reservations, self._reservations = self._reservations, []
+            # An item cancelled while its reservation waited (the batch's hard stop) sends nothing: not written.
+            reservations = [r for r in self._reservations if not r[2].cancelled()]
+            self._reservations = []
             creates = [(create, amount) for create, amount, _ in reservations]
             outcomes, reserved = await asyncio.to_thread(self._run_group, [s for s, _ in group], creates)
             for (_, future), outcome in zip(group, outcomes, strict=True):
                 _resolve(future, outcome)
-            for (_, _, future), outcome in zip(reservations, reserved, strict=True):
+            for (create, _, future), outcome in zip(reservations, reserved, strict=True):
+                if future.cancelled() and isinstance(outcome[0], SpendRow):
+                    # Cancelled while its group was written: nothing will be sent under the key. Left
+                    # reserved, it would hold money, and an unpriced model's other creates, for good.
+                    self.release(create.idempotency_key)
                 _resolve(future, outcome)
 
     def _run_group(

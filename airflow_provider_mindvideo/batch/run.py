@@ -450,6 +450,14 @@ class _Batch:
                     self._budget_moved()
                     row.status, row.error, row.retryable = OVER_BUDGET, refusal.message(), False
                     return None
+                if self._past_deadline():
+                    # Its reservation was decided after the deadline (it waited for its group, or for
+                    # money): sent now, it would be charged with no one waiting for its task.
+                    self.budget.release(reservation)
+                    self.books.release(key)
+                    self._budget_moved()
+                    row.status, row.error, row.retryable = TIMED_OUT, "not created before the batch's timeout", True
+                    return None
                 intent = row.note_task(
                     generation,
                     key,

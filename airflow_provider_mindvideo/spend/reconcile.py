@@ -16,7 +16,7 @@ import datetime as dt
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 
 from airflow_provider_mindvideo.client.errors import MindVideoError
 from airflow_provider_mindvideo.client.models import MindVideoTask, readable_cost
@@ -24,7 +24,7 @@ from airflow_provider_mindvideo.spend.engines import in_transaction
 from airflow_provider_mindvideo.spend.ledger import Ledger
 from airflow_provider_mindvideo.spend.records import SpendRow, spend_row
 from airflow_provider_mindvideo.spend.reserving import naive
-from airflow_provider_mindvideo.spend.schema import spend
+from airflow_provider_mindvideo.spend.schema import model_price, spend
 
 #: A reservation younger than this is probably a create whose answer is on its way.
 DEFAULT_AGE = dt.timedelta(minutes=30)
@@ -43,11 +43,26 @@ class Reconciled:
 
 
 def open_reservations(ledger: Ledger, older_than: dt.timedelta = DEFAULT_AGE) -> list[SpendRow]:
-    """Creates reserved before ``now - older_than`` and not settled nor released since, the oldest first."""
+    """Creates reserved before ``now - older_than`` and not settled nor released since, the oldest first.
+
+    A create settled without any cost told (a Submit whose answer hid both) is open too while its
+    model's price is neither known nor untold: it keeps the model's other creates waiting, and Submit
+    never sees its task end, so reconcile is what settles it (once its model is settled either way,
+    it is not read again on every run).
+    """
     before = naive(ledger.clock() - older_than)
+    decided = select(model_price.c.model).where(
+        or_(model_price.c.charged.is_not(None), model_price.c.untold.is_not(None))
+    )
+    untold = and_(
+        spend.c.state == "settled",
+        spend.c.estimated.is_(None),
+        spend.c.actual.is_(None),
+        spend.c.model.not_in(decided),
+    )
     query = (
         select(spend)
-        .where(spend.c.state == "reserved", spend.c.created_at < before)
+        .where(or_(spend.c.state == "reserved", untold), spend.c.created_at < before)
         .order_by(spend.c.created_at, spend.c.id)
     )
     rows = in_transaction(ledger.engine, lambda connection: connection.execute(query).all(), read=True)

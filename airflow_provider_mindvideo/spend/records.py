@@ -101,13 +101,16 @@ class BudgetRefusal:
 
     def message(self) -> str:
         if self.untold is not None:
+            # An SQL string literal (quotes doubled): a slug sent with allow_unknown_model may be any text,
+            # and whoever pastes the statement must run that UPDATE and nothing else.
+            literal = "'" + str(self.model).replace("'", "''") + "'"
             return (
                 f"Budget {self.budget!r} of MindVideo connection {self.account!r} cannot count a create of model "
                 f"{self.model!r}: the server never told what its tasks are charged ({self.untold}), and a create "
                 "of a model whose price is not known is counted at no more than its reservation. Nothing was "
                 "sent. A settled create of the model that tells a readable cost_actual lifts this; or tell the "
                 "ledger its price, in micro-units (1.0 = 1000000): UPDATE mindvideo_model_price SET charged = "
-                f"<price>, highest = <price> WHERE model = '{self.model}' (docs/spend.md)."
+                f"<price>, highest = <price> WHERE model = {literal} (docs/spend.md)."
             )
         local_reset = self.window.resets_at.astimezone(ZoneInfo(self.timezone))
         return (

@@ -49,12 +49,16 @@ def reserve_one(
     if found is not None and found.state not in ("released", REFUSED):
         return spend_row(found)
     price = price_of(connection, create.model)
+    if not price.known and windows:
+        # Goes alone: one create of an unpriced model in flight per account (PostgreSQL: under its price row's
+        # lock). Read again once it is held: a settle committed while we waited may have told the price, or
+        # marked it untold, ending the create in flight.
+        lock_price(connection, create.model)
+        price = price_of(connection, create.model)
     micros = holding_amount(micros, price)
     if not price.known and windows and price.untold is not None:
         raise Refused(_untold(create, config, micros, windows, price.untold))
     if not price.known and windows:
-        # Goes alone: one create of an unpriced model in flight per account (PostgreSQL: under its price row's lock).
-        lock_price(connection, create.model)
         waiting = create_in_flight(connection, config.account, create.model, create.idempotency_key)
         if waiting is not None:
             raise Waiting(waiting)
