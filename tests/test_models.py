@@ -27,7 +27,15 @@ def test_unknown_fields_are_kept() -> None:
 
 
 def test_numeric_ids_become_text() -> None:
-    assert MindVideoTask.model_validate({"task_id": 12, "request_id": 7, "status": "queued"}).task_id == "12"
+    task = MindVideoTask.model_validate({"task_id": 12, "request_id": 7, "status": "queued"})
+    assert (task.task_id, task.request_id) == ("12", "7")
+
+
+@pytest.mark.parametrize("request_id", [[0.5], {"id": "r"}, 0.5, True, b"r"])
+def test_a_request_id_that_is_no_text_is_unknown_not_a_reason_to_refuse_the_answer(request_id: object) -> None:
+    # A hostile or broken server answering every create so would otherwise time the item out.
+    task = MindVideoTask.model_validate({"task_id": "t", "request_id": request_id, "status": "queued"})
+    assert (task.task_id, task.request_id) == ("t", None)
 
 
 def test_output_urls_in_order_whatever_the_media_key() -> None:

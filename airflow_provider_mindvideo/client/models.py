@@ -175,10 +175,19 @@ class MindVideoTask(_ApiRecord):
             costs[name] = cost
         return {**data, **costs} if costs else data
 
-    @field_validator("task_id", "request_id", mode="before")
+    @field_validator("task_id", mode="before")
     @classmethod
-    def _ids_as_text(cls, value: Any) -> Any:
+    def _task_id_as_text(cls, value: Any) -> Any:
         return str(value) if isinstance(value, int) else value
+
+    @field_validator("request_id", mode="before")
+    @classmethod
+    def _request_id_or_nothing(cls, value: Any) -> Any:
+        # Only a label for support: one that is no text (a list, an object) is unknown, never a reason
+        # to call the whole answer unusable -- a create answered so every time would time its item out.
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        return value if value is None or isinstance(value, str) else None
 
     @field_validator("request_id", "reported_status")
     @classmethod
