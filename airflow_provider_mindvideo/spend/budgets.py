@@ -32,9 +32,16 @@ from airflow_provider_mindvideo.spend.windows import Period
 MICROS = 1_000_000
 
 
+#: The most one amount is held as (about 9 billion in the API's unit): a cost a server sends past it
+#: (1e308 is a finite number) counts as this much, so it fills every window it is in, and a
+#: thousand of them still sum within the databases' 64-bit integers.
+MOST_MICROS = 2**53
+
+
 def to_micros(amount: float) -> int:
-    """An amount in the API's cost unit, as whole micro-units."""
-    return round(amount * MICROS)
+    """An amount in the API's cost unit, as whole micro-units (at most :data:`MOST_MICROS`)."""
+    micros = amount * MICROS
+    return MOST_MICROS if not micros < MOST_MICROS else round(micros)
 
 
 def from_micros(micros: int) -> float:

@@ -14,7 +14,7 @@ from sqlalchemy import update
 
 from airflow_provider_mindvideo.errors import BudgetExceededError, InputValidationError
 from airflow_provider_mindvideo.spend import cli, reading, schema
-from airflow_provider_mindvideo.spend.budgets import budgets_from_extras
+from airflow_provider_mindvideo.spend.budgets import MOST_MICROS, budgets_from_extras, from_micros
 from airflow_provider_mindvideo.spend.engines import engine_for_url
 from airflow_provider_mindvideo.spend.ledger import Ledger
 from airflow_provider_mindvideo.spend.location import (
@@ -181,6 +181,16 @@ def test_a_team_that_knows_an_untold_price_tells_it_with_the_documented_sql(ledg
     # Its price known now: creates of it go together, each held at that price.
     assert ledger.reserve(CreateRecord("b", "new-model"), 0.0, config).reserved == 0.4
     assert ledger.reserve(CreateRecord("c", "new-model"), 0.0, config).reserved == 0.4
+
+
+def test_a_cost_past_what_the_books_can_hold_fills_the_window_instead_of_crashing(ledger: Ledger) -> None:
+    """1e308 is a finite number a server may send as an estimate: counted as the most one amount can be."""
+    config = budgets_from_extras(EXTRAS, "mv")
+    ledger.reserve(create("a"), 0.1, config)
+    settled = ledger.settle("a", estimated=1e308, mindvideo_task_id="t-a")
+    assert settled is not None and settled.cost == from_micros(MOST_MICROS)
+    refusal = ledger.try_reserve(create("b"), 0.1, config)
+    assert isinstance(refusal, BudgetRefusal) and refusal.spent == from_micros(MOST_MICROS)
 
 
 def test_a_ledger_written_by_a_newer_provider_is_refused(tmp_path: Path) -> None:
