@@ -121,18 +121,20 @@ class _Checks(RuleBasedStateMachine):
     def the_hostile_server_rewrote_every_answer_it_meant_to(self) -> None:
         assert not self.server.answers.failures, self.server.answers.failures
 
-    @invariant()
-    def charges_stay_under_max_cost_plus_one_unknown_price_per_model(self) -> None:
-        if self.max_cost is None:
-            return
+    def _charged_within(self, limit: float, what: str) -> None:
+        """The server's books: at most ``limit`` plus one create per model at its true price (its price untold)."""
         state = self.server.state
         models = {t.model for t in state.tasks.values()}
         allowance = sum(self._price(model) for model in models)
-        assert state.total_charged <= self.max_cost + allowance + EPSILON, (
-            f"charged {state.total_charged} against max_cost={self.max_cost} "
-            f"(+{allowance} for one create per model at its true price); "
-            f"tasks: {[(t.model, t.cost) for t in state.tasks.values()]}"
+        assert state.total_charged <= limit + allowance + EPSILON, (
+            f"charged {state.total_charged} against {what} (+{allowance} for one create per model at its true "
+            f"price); tasks: {[(t.model, t.cost) for t in state.tasks.values()]}"
         )
+
+    @invariant()
+    def charges_stay_under_max_cost_plus_one_unknown_price_per_model(self) -> None:
+        if self.max_cost is not None:
+            self._charged_within(self.max_cost, f"max_cost={self.max_cost}")
 
     @invariant()
     def each_item_pays_at_most_once_per_try(self) -> None:
@@ -166,6 +168,9 @@ class _Checks(RuleBasedStateMachine):
 
 class HostileBatch(_Checks):
     """One batch task instance (MindVideoBatchTrigger as shipped) over tries, restarts and hostile answers."""
+
+    def _may_wait_out(self, row: dict[str, Any]) -> bool:
+        return False
 
     folder: Path  # set by the test
 
@@ -272,7 +277,7 @@ class HostileBatch(_Checks):
                 except ValueError as exc:
                     self.problems.append(f"try {self.try_number}: manifest line {number} does not read back: {exc}")
                     continue
-                if row.get("status") == "timed_out":
+                if row.get("status") == "timed_out" and not self._may_wait_out(row):
                     self.problems.append(f"try {self.try_number}: item {row.get('line')} timed out: {row.get('error')}")
 
 
@@ -303,13 +308,13 @@ class HostileBatchUnderBudget(HostileBatch):
 
     @invariant()
     def charges_stay_under_the_day_budget_plus_one_unknown_price_per_model(self) -> None:
-        state = self.server.state
-        models = {t.model for t in state.tasks.values()}
-        allowance = sum(self._price(model) for model in models)
-        assert state.total_charged <= self.day + allowance + EPSILON, (
-            f"charged {state.total_charged} against a day budget of {self.day} (+{allowance} for one create per "
-            f"model at its true price); tasks: {[(t.model, t.cost) for t in state.tasks.values()]}"
-        )
+        self._charged_within(self.day, f"a day budget of {self.day}")
+
+    def _may_wait_out(self, row: dict[str, Any]) -> bool:
+        # Known and documented (docs/spend.md; issue 27 stays open on it): when a model's lone create,
+        # its price not known, loses its answer, the ledger keeps it reserved and the model's other
+        # creates wait for it until the batch's timeout. Nothing is sent for them: money holds.
+        return str(row.get("error")).startswith("not created before the batch's timeout")
 
 
 class HostileSingle(_Checks):
