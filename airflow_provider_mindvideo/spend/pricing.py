@@ -81,6 +81,10 @@ def lock_price(connection: Connection, model: str) -> None:
     connection.execute(select(model_price.c.model).where(model_price.c.model == model).with_for_update())
 
 
+#: A create settled with neither cost told: while its model's price is not known, it is still in flight.
+SETTLED_TELLING_NOTHING = and_(spend.c.state == "settled", spend.c.actual.is_(None), spend.c.estimated.is_(None))
+
+
 def create_in_flight(connection: Connection, account: str, model: str, key: str) -> PriceUnknownWait | None:
     """Another create of ``model`` through ``account`` that has not told its price yet, if any."""
     found = connection.execute(
@@ -89,10 +93,7 @@ def create_in_flight(connection: Connection, account: str, model: str, key: str)
             spend.c.account == account,
             spend.c.model == model,
             spend.c.idempotency_key != key,
-            or_(
-                spend.c.state == "reserved",
-                and_(spend.c.state == "settled", spend.c.actual.is_(None), spend.c.estimated.is_(None)),
-            ),
+            or_(spend.c.state == "reserved", SETTLED_TELLING_NOTHING),
         )
         .limit(1)
     ).first()

@@ -22,6 +22,7 @@ from airflow_provider_mindvideo.client.errors import MindVideoError
 from airflow_provider_mindvideo.client.models import MindVideoTask, readable_cost
 from airflow_provider_mindvideo.spend.engines import in_transaction
 from airflow_provider_mindvideo.spend.ledger import Ledger
+from airflow_provider_mindvideo.spend.pricing import SETTLED_TELLING_NOTHING
 from airflow_provider_mindvideo.spend.records import SpendRow, spend_row
 from airflow_provider_mindvideo.spend.reserving import naive
 from airflow_provider_mindvideo.spend.schema import model_price, spend
@@ -54,15 +55,10 @@ def open_reservations(ledger: Ledger, older_than: dt.timedelta = DEFAULT_AGE) ->
     decided = select(model_price.c.model).where(
         or_(model_price.c.charged.is_not(None), model_price.c.untold.is_not(None))
     )
-    untold = and_(
-        spend.c.state == "settled",
-        spend.c.estimated.is_(None),
-        spend.c.actual.is_(None),
-        spend.c.model.not_in(decided),
-    )
+    telling_nothing = and_(SETTLED_TELLING_NOTHING, spend.c.model.not_in(decided))
     query = (
         select(spend)
-        .where(or_(spend.c.state == "reserved", untold), spend.c.created_at < before)
+        .where(or_(spend.c.state == "reserved", telling_nothing), spend.c.created_at < before)
         .order_by(spend.c.created_at, spend.c.id)
     )
     rows = in_transaction(ledger.engine, lambda connection: connection.execute(query).all(), read=True)

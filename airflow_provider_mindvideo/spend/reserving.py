@@ -56,9 +56,9 @@ def reserve_one(
         lock_price(connection, create.model)
         price = price_of(connection, create.model)
     micros = holding_amount(micros, price)
-    if not price.known and windows and price.untold is not None:
-        raise Refused(_untold(create, config, micros, windows, price.untold))
     if not price.known and windows:
+        if price.untold is not None:
+            raise Refused(_untold(create, config, micros, windows, price.untold))
         waiting = create_in_flight(connection, config.account, create.model, create.idempotency_key)
         if waiting is not None:
             raise Waiting(waiting)
