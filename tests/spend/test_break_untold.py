@@ -136,11 +136,18 @@ def test_a_reservation_waiting_on_the_price_row_sees_the_untold_mark_committed_m
     )
     with ThreadPoolExecutor(1) as pool:
         racing = pool.submit(ledger.try_reserve, CreateRecord("racing", MODEL), 0.5, config)
-        with ledger.engine.connect() as watcher:  # until the reservation waits on a lock
-            waits = text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
-            while not watcher.execute(waits).scalar() and not racing.done():
-                time.sleep(0.01)
-        transaction.commit()
+        try:
+            with ledger.engine.connect() as watcher:  # until the reservation waits on a lock
+                waits = text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+                while not racing.done():
+                    if watcher.execute(waits).scalar():
+                        break
+                    # pg_stat_activity is read once per transaction: a loop in one would never see
+                    # a wait that began after its first read (a slow thread on a busy machine).
+                    watcher.rollback()
+                    time.sleep(0.01)
+        finally:  # even if the test fails here: the reservation waits on this lock, and the pool for it
+            transaction.commit()
         outcome = racing.result()
     settler.close()
     assert isinstance(outcome, BudgetRefusal) and outcome.untold is not None, outcome
