@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from airflow_provider_mindvideo.batch.sharing import stepped_aside
-from airflow_provider_mindvideo.client.models import MindVideoTask, readable_cost
-from airflow_provider_mindvideo.spend.location import SpendBooks
+from airflow_provider_mindvideo.client.errors import MindVideoError
+from airflow_provider_mindvideo.client.models import MindVideoTask
+from airflow_provider_mindvideo.spend.location import HolderLookups, SpendBooks
 from airflow_provider_mindvideo.spend.records import (
     BudgetRefusal,
     CreateRecord,
@@ -49,12 +50,24 @@ class BatchBooks:
     """One batch run's books: reserve before a create is sent, settle on its answer and its end, release on a refusal.
 
     :param creator: what the ledger's rows name: ``dag_id``, ``run_id``, ``task_id``, ``map_index``.
+    :param look_up: reads a task (the hook's ``aget_task``): an item waiting for its model's lone
+        create looks that create's task up when it is not the batch's own (another DAG's Submit
+        never sees its task end) and settles it once it tells its ``actual`` or ended.
     """
 
-    def __init__(self, books: SpendBooks | None, creator: Mapping[str, Any] | None, try_number: int) -> None:
+    def __init__(
+        self,
+        books: SpendBooks | None,
+        creator: Mapping[str, Any] | None,
+        try_number: int,
+        look_up: Callable[[str], Awaitable[MindVideoTask]] | None = None,
+    ) -> None:
         self.books = books
         self.creator = dict(creator or {})
         self.try_number = try_number
+        self.look_up = look_up
+        self._mine: set[str] = set()  # keys this run reserved: their answers and ends settle them
+        self._lookups = HolderLookups()
         self._queued: list[_Answer] = []
         self._reservations: list[_Reservation] = []
         self._flushing: asyncio.Task[None] | None = None
@@ -89,6 +102,7 @@ class BatchBooks:
         """
         if not self.counting:
             return None
+        self._mine.add(key)
         while True:
             future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             self._reservations.append((self.record(key, model), amount, future))
@@ -100,14 +114,28 @@ class BatchBooks:
             # Its model goes alone: the item waits in this loop (the batch's timeout ends the wait),
             # its slot of the loop serving other batches meanwhile.
             async with stepped_aside():
+                await self._look_up_holder(outcome)
                 await asyncio.sleep(PRICE_POLL)
+
+    async def _look_up_holder(self, wait: PriceUnknownWait) -> None:
+        """Settle the lone create ``wait`` names from its task, if it is another's and due a look (one item asks)."""
+        if self.look_up is None or wait.holder in self._mine:
+            return
+        task_id = self._lookups.due(wait)  # marks the look before it is made: the other waiting items skip it
+        if task_id is None:
+            return
+        try:
+            task = await self.look_up(task_id)
+        except MindVideoError:
+            return  # unreadable now: a later look, or the batch's timeout, ends the wait
+        if self._lookups.tells_price(task):
+            self._later(Settlement.told_by(wait.holder, task, task_id))
 
     def settle(self, key: str, task: MindVideoTask) -> None:
         """The create's answer, or its ended task, told its cost: settled in the background (:meth:`drain` waits)."""
         if not self.counting:
             return
-        estimated, actual = readable_cost(task.cost_estimate), readable_cost(task.cost_actual)
-        self._later(Settlement(key, estimated, actual, task.task_id, ended=task.is_terminal))
+        self._later(Settlement.told_by(key, task))
 
     def release(self, key: str) -> None:
         """The API refused the create: its reservation is given back (in the background)."""

@@ -279,7 +279,12 @@ class _Batch:
             self.intents.fence = self.lease.fenced
         # Before anything is sent: an unknown budget name or an unreachable ledger ends the batch here.
         books = await self.hook.aspend_books(getattr(self.trigger, "budget", None))
-        self.books = BatchBooks(books, getattr(self.trigger, "creator", None), self.trigger.try_number)
+        self.books = BatchBooks(
+            books,
+            getattr(self.trigger, "creator", None),
+            self.trigger.try_number,
+            look_up=lambda task_id: self.hook.aget_task(task_id, within=self._left()),
+        )
         self.hook.retry_policy = _BatchRetryPolicy(
             max_retries=settings.max_retries, on_rate_limited=self.pause.pause, batch_deadline=self.trigger.deadline
         )

@@ -429,12 +429,6 @@ class MindVideoGenerateOperator(MindVideoSubmitOperator):
 
 def settle_in(books: SpendBooks, key: str, task: MindVideoTask) -> None:
     """The create's answer (or its ended task) told what it costs: the ledger counts ``max(estimate, actual)``."""
-    from airflow_provider_mindvideo.client.models import readable_cost
+    from airflow_provider_mindvideo.spend.records import Settlement
 
-    books.settle(
-        key,
-        estimated=readable_cost(task.cost_estimate),
-        actual=readable_cost(task.cost_actual),
-        mindvideo_task_id=task.task_id,
-        ended=task.is_terminal,
-    )
+    books.settle_many([Settlement.told_by(key, task)])

@@ -21,6 +21,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from airflow_provider_mindvideo.client.errors import MindVideoError
+from airflow_provider_mindvideo.client.models import MindVideoTask, readable_cost
 from airflow_provider_mindvideo.spend.budgets import BudgetConfig, budgets_from_extras
 from airflow_provider_mindvideo.spend.engines import engine_for_url
 from airflow_provider_mindvideo.spend.ledger import Ledger
@@ -110,6 +111,10 @@ class SpendBooks:
     #: How long a create waits in this process for its model's lone create in flight to tell the price.
     price_wait: float = 60.0
     price_poll: float = 0.5
+    #: Reads a task through this connection (the hook's ``get_task``): a create waiting for its model's
+    #: lone create looks that create's task up and settles it once it tells its ``actual`` or ended --
+    #: a Submit never sees its own task end, and its DAG may be gone.
+    look_up: Callable[[str], MindVideoTask] | None = None
 
     @property
     def counting(self) -> bool:
@@ -130,12 +135,13 @@ class SpendBooks:
         """As :meth:`reserve`, returning the :class:`BudgetRefusal` instead of raising it (a review's regenerations).
 
         While another create of the model is in flight and its price is not known, waits for it (polling
-        the ledger every ``price_poll`` s, ``price_wait`` s at most): a short wait in this process, as a
-        lone create's answer usually tells the price within seconds.
+        the ledger every ``price_poll`` s, ``price_wait`` s at most) and looks its task up meanwhile
+        (:class:`HolderLookups`): the price is known once that task tells its ``actual``, when it ends.
         """
         if self.ledger is None:
             return None
         started = time.monotonic()
+        lookups = HolderLookups()
         while True:
             outcome = self._guarded(self.ledger.try_reserve, create, amount, self.config, self.budget)
             if not isinstance(outcome, PriceUnknownWait):
@@ -143,6 +149,14 @@ class SpendBooks:
             waited = time.monotonic() - started
             if waited >= self.price_wait:
                 raise ModelPriceUnknownError(outcome, round(waited, 1))
+            task_id = lookups.due(outcome) if self.look_up is not None else None
+            if self.look_up is not None and task_id is not None:
+                try:
+                    task = self.look_up(task_id)
+                except MindVideoError:
+                    task = None  # unreadable now: the wait goes on, and says so if it ends
+                if task is not None and lookups.tells_price(task):
+                    self.settle_many([Settlement.told_by(outcome.holder, task, task_id)])
             time.sleep(self.price_poll)
 
     def reserve_many(
@@ -198,8 +212,45 @@ class SpendBooks:
             ) from error
 
 
-def spend_books(account: str, extras: Mapping[str, Any] | None, budget: str | None = None) -> SpendBooks:
+class HolderLookups:
+    """When a create waiting for its model's lone create in flight looks that create's task up.
+
+    At once, then 1, 2, 4 ... s apart, at most :attr:`CAP` (a video may take minutes): the task's
+    status is one GET, and only a task that ended (or told its ``actual``) settles anything. One
+    entry per lone create (a model has one per account at a time): it grows with nothing else.
+    """
+
+    CAP = 30.0
+
+    def __init__(self) -> None:
+        self._next: dict[str, tuple[float, float]] = {}
+
+    def due(self, wait: PriceUnknownWait) -> str | None:
+        """The task id of ``wait``'s lone create, if it is time to look it up (and its answer told one)."""
+        if wait.holder_task is None:
+            return None  # its answer is not in (or was lost): only its own create's replay can tell
+        now = time.monotonic()
+        at, gap = self._next.get(wait.holder_task, (now, 1.0))
+        if now < at:
+            return None
+        self._next[wait.holder_task] = (now + gap, min(gap * 2, self.CAP))
+        return wait.holder_task
+
+    @staticmethod
+    def tells_price(task: MindVideoTask) -> bool:
+        """Whether settling the looked-up task moves anything: it told an ``actual``, or ended without one."""
+        return task.is_terminal or readable_cost(task.cost_actual) is not None
+
+
+def spend_books(
+    account: str,
+    extras: Mapping[str, Any] | None,
+    budget: str | None = None,
+    look_up: Callable[[str], MindVideoTask] | None = None,
+) -> SpendBooks:
     """The books for creates through MindVideo connection ``account`` (its ``extras`` hold the budgets).
+
+    ``look_up`` reads a task through that connection (:attr:`SpendBooks.look_up`).
 
     No budgets on the connection: books that do nothing (and ``budget`` must then be None).
     Blocking (reads a connection, opens the database): from a trigger, call it in a thread.
@@ -228,4 +279,4 @@ def spend_books(account: str, extras: Mapping[str, Any] | None, budget: str | No
             f"({type(error).__name__}): budgets of connection {account!r} depend on it, so nothing was sent"
         ) from error
     price_wait = conf.getfloat("mindvideo", "ledger_price_wait", fallback=60.0)
-    return SpendBooks(config, budget, ledger, price_wait=price_wait)
+    return SpendBooks(config, budget, ledger, price_wait=price_wait, look_up=look_up)

@@ -8,9 +8,12 @@ kept in the database so that every worker and triggerer shares it:
 - **Known price**: a settled create of the model told a readable ``actual``
   (``mindvideo_model_price.charged``). Prices are the API's, so they are shared by every account.
 - **Goes alone**: while a model's price is not known, at most one create of it per account is
-  in flight -- reserved, or settled without any cost told -- under a budget. Another waits
+  in flight -- reserved, or settled without an ``actual`` told -- under a budget. Another waits
   (:class:`~airflow_provider_mindvideo.spend.records.PriceUnknownWait`); so a true price above
-  its reservation can pass a limit at most once per model.
+  its reservation can pass a limit at most once per model. An estimate does not end it: only a
+  told ``actual`` is a price (as for ``max_cost``), and an estimate may lie low. The waiter looks
+  the lone create's task up itself (:mod:`~airflow_provider_mindvideo.spend.location`), as a
+  Submit never sees its own task end.
 - **Untold for good**: the lone create's task *ended* without a readable ``cost_actual`` while the
   model's price was not known (``mindvideo_model_price.untold``, with why). No create of it can be
   counted then: a budget refuses them (as ``max_cost`` does) until a settle tells an ``actual``.
@@ -81,8 +84,8 @@ def lock_price(connection: Connection, model: str) -> None:
     connection.execute(select(model_price.c.model).where(model_price.c.model == model).with_for_update())
 
 
-#: A create settled with neither cost told: while its model's price is not known, it is still in flight.
-SETTLED_TELLING_NOTHING = and_(spend.c.state == "settled", spend.c.actual.is_(None), spend.c.estimated.is_(None))
+#: A create settled without an ``actual`` told: while its model's price is not known, it is still in flight.
+SETTLED_WITHOUT_ACTUAL = and_(spend.c.state == "settled", spend.c.actual.is_(None))
 
 
 def create_in_flight(connection: Connection, account: str, model: str, key: str) -> PriceUnknownWait | None:
@@ -93,7 +96,7 @@ def create_in_flight(connection: Connection, account: str, model: str, key: str)
             spend.c.account == account,
             spend.c.model == model,
             spend.c.idempotency_key != key,
-            or_(spend.c.state == "reserved", SETTLED_TELLING_NOTHING),
+            or_(spend.c.state == "reserved", SETTLED_WITHOUT_ACTUAL),
         )
         .limit(1)
     ).first()
@@ -103,6 +106,7 @@ def create_in_flight(connection: Connection, account: str, model: str, key: str)
         account=account,
         model=model,
         holder=found.idempotency_key,
+        holder_task=found.mindvideo_task_id,
         dag_id=found.dag_id,
         task_id=found.task_id,
         map_index=found.map_index,

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from sqlalchemy import and_, or_, select
 
 from airflow_provider_mindvideo.client.errors import MindVideoError
-from airflow_provider_mindvideo.client.models import MindVideoTask, readable_cost
+from airflow_provider_mindvideo.client.models import MindVideoTask
 from airflow_provider_mindvideo.spend.engines import in_transaction
 from airflow_provider_mindvideo.spend.ledger import Ledger
-from airflow_provider_mindvideo.spend.pricing import SETTLED_TELLING_NOTHING
-from airflow_provider_mindvideo.spend.records import SpendRow, spend_row
+from airflow_provider_mindvideo.spend.pricing import SETTLED_WITHOUT_ACTUAL
+from airflow_provider_mindvideo.spend.records import Settlement, SpendRow, spend_row
 from airflow_provider_mindvideo.spend.reserving import naive
 from airflow_provider_mindvideo.spend.schema import model_price, spend
 
@@ -46,19 +46,19 @@ class Reconciled:
 def open_reservations(ledger: Ledger, older_than: dt.timedelta = DEFAULT_AGE) -> list[SpendRow]:
     """Creates reserved before ``now - older_than`` and not settled nor released since, the oldest first.
 
-    A create settled without any cost told (a Submit whose answer hid both) is open too while its
-    model's price is neither known nor untold: it keeps the model's other creates waiting, and Submit
-    never sees its task end, so reconcile is what settles it (once its model is settled either way,
-    it is not read again on every run).
+    A create settled without an ``actual`` (a Submit's answer tells at most an estimate) is open too
+    while its model's price is neither known nor untold: it keeps the model's other creates waiting,
+    and Submit never sees its task end. The next create of the model looks it up itself; reconcile
+    settles it when none comes (once its model is settled either way, it is not read again).
     """
     before = naive(ledger.clock() - older_than)
     decided = select(model_price.c.model).where(
         or_(model_price.c.charged.is_not(None), model_price.c.untold.is_not(None))
     )
-    telling_nothing = and_(SETTLED_TELLING_NOTHING, spend.c.model.not_in(decided))
+    without_actual = and_(SETTLED_WITHOUT_ACTUAL, spend.c.model.not_in(decided))
     query = (
         select(spend)
-        .where(or_(spend.c.state == "reserved", telling_nothing), spend.c.created_at < before)
+        .where(or_(spend.c.state == "reserved", without_actual), spend.c.created_at < before)
         .order_by(spend.c.created_at, spend.c.id)
     )
     rows = in_transaction(ledger.engine, lambda connection: connection.execute(query).all(), read=True)
@@ -94,13 +94,7 @@ def reconcile(
         except MindVideoError as error:
             done.append(Reconciled(row, "left reserved", f"task {task_id} could not be read: {error}"))
             continue
-        settled = ledger.settle(
-            row.idempotency_key,
-            estimated=readable_cost(task.cost_estimate),
-            actual=readable_cost(task.cost_actual),
-            mindvideo_task_id=task.task_id or task_id,
-            ended=task.is_terminal,
-        )
+        (settled,) = ledger.settle_many([Settlement.told_by(row.idempotency_key, task, task_id)])
         assert settled is not None  # an open reservation's row
         told = (
             "" if settled.estimated is not None or settled.actual is not None else " (no cost told: at its reservation)"

@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.engine import Row
 
 from airflow_provider_mindvideo.client.errors import BudgetExceededError, MindVideoError
+from airflow_provider_mindvideo.client.models import MindVideoTask, readable_cost
 from airflow_provider_mindvideo.spend.budgets import from_micros
 from airflow_provider_mindvideo.spend.windows import UTC, Window
 
@@ -76,6 +77,12 @@ class Settlement:
     released: bool = False
     #: Its task ended (succeeded, failed, cancelled): a cost it did not tell now, it never will.
     ended: bool = False
+
+    @classmethod
+    def told_by(cls, idempotency_key: str, task: MindVideoTask, task_id: str | None = None) -> Settlement:
+        """What ``task`` (an answer to the create, or the task looked up by ``task_id``) tells of its cost."""
+        estimated, actual = readable_cost(task.cost_estimate), readable_cost(task.cost_actual)
+        return cls(idempotency_key, estimated, actual, task_id or task.task_id, ended=task.is_terminal)
 
 
 @dataclass(frozen=True)
@@ -144,6 +151,8 @@ class PriceUnknownWait:
     account: str
     model: str
     holder: str
+    #: The lone create's MindVideo task, once its answer told it: the waiter looks it up.
+    holder_task: str | None = None
     dag_id: str | None = None
     task_id: str | None = None
     map_index: int | None = None
@@ -157,8 +166,10 @@ class PriceUnknownWait:
         return (
             f"No task of model {self.model!r} was created yet: its price is not known (no create of it has told "
             f"a readable cost_actual), and under MindVideo connection {self.account!r}'s budgets such a model goes "
-            f"alone. The create under key {self.holder!r}" + (f" ({where})" if where else "") + " is in flight "
-            "and has not told its price. Nothing was sent."
+            f"alone. The create under key {self.holder!r}"
+            + (f" ({where})" if where else "")
+            + (f", task {self.holder_task}," if self.holder_task else "")
+            + " is in flight and has not told its price. Nothing was sent."
         )
 
 
