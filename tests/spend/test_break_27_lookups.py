@@ -161,8 +161,12 @@ def test_a_generate_waiting_for_the_lone_create_gives_up_after_ledger_price_wait
 
 @pytest.mark.parametrize(
     "fault",
-    [Fault("delay", route="get", seconds=20.0, times=50), Fault("trickle", route="get", seconds=0.5, times=50)],
-    ids=["delay-20s", "trickle"],
+    [
+        Fault("delay", route="get", seconds=20.0, times=50),
+        Fault("trickle", route="get", seconds=0.5, times=50),
+        Fault("status", route="get", status=429, retry_after="60", times=50),
+    ],
+    ids=["delay-20s", "trickle", "429-retry-after-60"],
 )
 def test_a_batch_waiting_on_an_unreadable_lone_create_ends_within_its_timeout(
     lying: HostileServer, tmp_path: Path, fault: Fault
@@ -355,3 +359,23 @@ def test_a_lookup_lying_terminal_then_the_holder_tells_its_actual(lying: Hostile
     with pytest.raises(BudgetExceededError) as later:
         submit(3, "c")
     assert "Budget 'account'" in str(later.value), str(later.value)
+
+
+# -- 9. a waiter given up (ModelPriceUnknownError) and retried by Airflow: its key, once ------------
+
+
+def test_a_waiter_retried_after_giving_up_is_charged_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    context, server = _server(tmp_path, monkeypatch, day=2.0)
+    try:
+        server.state.add_script(Script(match="#1#", outcome="succeeded", processing_seconds=2.5))
+        submit(1, "a")
+        with pytest.raises(ModelPriceUnknownError):
+            submit(2, "b", ti=Ti(task_id="b", try_number=1))
+        time.sleep(2.0)  # a's task ends, telling 0.5
+        for try_number in (2, 3, 4):  # Airflow's retries, then a clear: the same task instance
+            submit(2, "b", ti=Ti(task_id="b", try_number=try_number))
+        assert server.state.charged_tasks == 2, [(t.task_id, t.input) for t in server.state.tasks.values()]
+        assert len(server.state.charges) == len({task_id for task_id, _ in server.state.charges})
+        assert server.state.total_charged <= 2.0 + TRUE_PRICE
+    finally:
+        context.__exit__(None, None, None)
