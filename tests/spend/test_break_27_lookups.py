@@ -379,3 +379,27 @@ def test_a_waiter_retried_after_giving_up_is_charged_once(tmp_path: Path, monkey
         assert server.state.total_charged <= 2.0 + TRUE_PRICE
     finally:
         context.__exit__(None, None, None)
+
+
+# -- 10. the look-ups are throttled: at once, then 1, 2, 4 ... s apart; a batch asks once for all ------
+
+
+def test_lookups_of_a_lone_create_that_never_ends_are_throttled(
+    lying: HostileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIRFLOW__MINDVIDEO__LEDGER_PRICE_WAIT", "8")
+    lying.state.add_script(Script(match="#1#", outcome="never"))
+    submit(1, "a")
+    lying.state.reset_counters()
+    with pytest.raises(ModelPriceUnknownError):
+        submit(2, "b")
+    by_submit = lying.state.requests["get"]
+    lying.state.reset_counters()
+    event = run_trigger(
+        batch_trigger(tmp_path / "b", [f"#{n}# item" for n in range(5, 11)], deadline=time.time() + 8)
+    )
+    assert event["status"] == DONE, event
+    by_batch = lying.state.requests["get"]
+    # 8 s: looks at 0, 1, 3 and 7 s.
+    assert by_submit <= 5 and by_batch <= 5, (by_submit, by_batch)
+    assert lying.state.charged_tasks == 1
