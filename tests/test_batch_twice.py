@@ -10,13 +10,14 @@ are where the scenario wants them, so nothing depends on the machine's speed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -42,6 +43,10 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) ->
 class Runner:
     """A trigger run in a thread of its own, with its own event loop: one triggerer."""
 
+    #: Every runner a test started: one left running by a failed test is stopped (:func:`short_lease`),
+    #: else it would go on creating and logging into the next tests of its process.
+    started: ClassVar[list[Runner]] = []
+
     def __init__(self, trigger: MindVideoBatchTrigger, name: str) -> None:
         self.trigger = trigger
         self.events: list[dict[str, Any]] = []
@@ -49,6 +54,7 @@ class Runner:
         self.loop = asyncio.new_event_loop()
         self.task: asyncio.Task[None] | None = None
         self.thread = threading.Thread(target=self._main, name=name, daemon=True)
+        Runner.started.append(self)
         self.thread.start()
 
     def _main(self) -> None:
@@ -70,6 +76,14 @@ class Runner:
         assert self.task is not None
         self.loop.call_soon_threadsafe(self.task.cancel)
 
+    def stop(self) -> None:
+        """Cancel the run if it still goes, and wait for its thread (a test's cleanup)."""
+        wait_for(lambda: self.task is not None or not self.thread.is_alive(), "the runner's task")
+        if self.thread.is_alive() and self.task is not None:
+            with contextlib.suppress(RuntimeError):  # its loop closed meanwhile: it ended by itself
+                self.loop.call_soon_threadsafe(self.task.cancel)
+        self.thread.join(timeout=120)
+
     def join(self) -> list[dict[str, Any]]:
         self.thread.join(timeout=120)
         assert not self.thread.is_alive(), "the run did not end"
@@ -79,8 +93,12 @@ class Runner:
 
 
 @pytest.fixture(autouse=True)
-def short_lease(monkeypatch: pytest.MonkeyPatch) -> None:
+def short_lease(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The lease these tests run under; afterwards, every runner the test left running is stopped."""
     monkeypatch.setenv("AIRFLOW__MINDVIDEO__BATCH_LEASE_SECONDS", str(LEASE_SECONDS))
+    yield
+    while Runner.started:
+        Runner.started.pop().stop()
 
 
 def make_batch(emulator: MindVideoEmulator, folder: Path, count: int) -> Batch:
@@ -272,11 +290,15 @@ def test_two_runs_under_a_ledger_budget_count_each_create_once(
     batch: Any, emulator: MindVideoEmulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     from airflow_provider_mindvideo.spend.engines import engine_for_url
+    from airflow_provider_mindvideo.spend.ledger import Ledger
     from airflow_provider_mindvideo.spend.reading import budget_windows
+    from tests.spend.helpers import know_price
     from tests.spend.test_operators_ledger import use_ledger, with_budgets
 
     ledger = tmp_path / "spend.db"
     use_ledger(monkeypatch, ledger)
+    # Its price known (a settled create told it): the items need not go alone until one ends.
+    know_price(Ledger(engine_for_url(f"sqlite:///{ledger}")), actual=IMAGE_COST)
     limit = 4 * IMAGE_COST + IMAGE_COST / 2
     with_budgets(emulator, monkeypatch, {"account": {"day": limit}})
     work = batch(8)
