@@ -159,7 +159,12 @@ class MindVideoHook(BaseHook):
         self.settings  # noqa: B018 -- reads the connection (and its extras) once
         if self._extras is None:  # settings reused from another hook: their extras were not kept
             self._extras = self.get_connection(self.mindvideo_conn_id).extra_dejson
-        return spend_books(self.mindvideo_conn_id, self._extras, budget, look_up=self.get_task)
+        return spend_books(
+            self.mindvideo_conn_id,
+            self._extras,
+            budget,
+            look_up=lambda task_id, within: self.get_task(task_id, within=within),
+        )
 
     async def aspend_books(self, budget: str | None = None) -> SpendBooks:
         """:meth:`spend_books` without blocking the event loop (the ledger is opened in a thread)."""

@@ -142,13 +142,17 @@ def test_a_take_over_under_a_ledger_budget_leaves_nothing_reserved_and_counts_ea
     import threading
 
     from airflow_provider_mindvideo.spend.engines import engine_for_url
+    from airflow_provider_mindvideo.spend.ledger import Ledger
     from airflow_provider_mindvideo.spend.reading import budget_windows
+    from tests.spend.helpers import know_price
     from tests.spend.test_operators_ledger import use_ledger, with_budgets
     from tests.test_batch_trigger import IMAGE_COST
     from tests.test_batch_twice import lease_record
 
     ledger = tmp_path / "spend.db"
     use_ledger(monkeypatch, ledger)
+    # Its price known (a settled create told it): the items need not go alone until one ends.
+    know_price(Ledger(engine_for_url(f"sqlite:///{ledger}")), actual=IMAGE_COST)
     limit = 5 * IMAGE_COST + IMAGE_COST / 2
     with_budgets(emulator, monkeypatch, {"account": {"day": limit}})
     work = batch(8)

@@ -133,7 +133,8 @@ class Ledger:
         mindvideo_task_id: str | None = None,
         ended: bool = False,
     ) -> SpendRow | None:
-        """The create's answer told its cost: it counts ``max(estimated, actual)`` from now on.
+        """The create's answer told its cost: it counts ``max(estimated, actual)`` from now on (until an
+        ``actual`` is told, no less than its reservation: an estimate may lie low).
 
         Idempotent, and a later settle may add what a later answer knows (the actual cost once
         the task finished). Neither known: the create stays counted at its reservation. Returns

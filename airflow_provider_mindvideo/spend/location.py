@@ -21,7 +21,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from airflow_provider_mindvideo.client.errors import MindVideoError
-from airflow_provider_mindvideo.client.models import MindVideoTask, readable_cost
+from airflow_provider_mindvideo.client.models import MindVideoTask
 from airflow_provider_mindvideo.spend.budgets import BudgetConfig, budgets_from_extras
 from airflow_provider_mindvideo.spend.engines import engine_for_url
 from airflow_provider_mindvideo.spend.ledger import Ledger
@@ -111,10 +111,10 @@ class SpendBooks:
     #: How long a create waits in this process for its model's lone create in flight to tell the price.
     price_wait: float = 60.0
     price_poll: float = 0.5
-    #: Reads a task through this connection (the hook's ``get_task``): a create waiting for its model's
-    #: lone create looks that create's task up and settles it once it tells its ``actual`` or ended --
+    #: Reads a task through this connection within so many seconds (the hook's ``get_task``): a create
+    #: waiting for its model's lone create looks that create's task up and settles it once it ended --
     #: a Submit never sees its own task end, and its DAG may be gone.
-    look_up: Callable[[str], MindVideoTask] | None = None
+    look_up: Callable[[str, float], MindVideoTask] | None = None
 
     @property
     def counting(self) -> bool:
@@ -135,8 +135,8 @@ class SpendBooks:
         """As :meth:`reserve`, returning the :class:`BudgetRefusal` instead of raising it (a review's regenerations).
 
         While another create of the model is in flight and its price is not known, waits for it (polling
-        the ledger every ``price_poll`` s, ``price_wait`` s at most) and looks its task up meanwhile
-        (:class:`HolderLookups`): the price is known once that task tells its ``actual``, when it ends.
+        the ledger every ``price_poll`` s, ``price_wait`` s at most, look-ups included) and looks its task
+        up meanwhile (:class:`HolderLookups`): the price is known once that task tells its ``actual``, when it ends.
         """
         if self.ledger is None:
             return None
@@ -152,7 +152,7 @@ class SpendBooks:
             task_id = lookups.due(outcome) if self.look_up is not None else None
             if self.look_up is not None and task_id is not None:
                 try:
-                    task = self.look_up(task_id)
+                    task = self.look_up(task_id, self.price_wait - waited)
                 except MindVideoError:
                     task = None  # unreadable now: the wait goes on, and says so if it ends
                 if task is not None and lookups.tells_price(task):
@@ -178,7 +178,7 @@ class SpendBooks:
         mindvideo_task_id: str | None = None,
         ended: bool = False,
     ) -> SpendRow | None:
-        """The answer told its cost (``max(estimated, actual)``); idempotent, by key. ``ended``: its task ended."""
+        """The answer told its cost (:meth:`Ledger.settle`); idempotent, by key. ``ended``: its task ended."""
         if self.ledger is None:
             return None
         return self._guarded(
@@ -216,8 +216,9 @@ class HolderLookups:
     """When a create waiting for its model's lone create in flight looks that create's task up.
 
     At once, then 1, 2, 4 ... s apart, at most :attr:`CAP` (a video may take minutes): the task's
-    status is one GET, and only a task that ended (or told its ``actual``) settles anything. One
-    entry per lone create (a model has one per account at a time): it grows with nothing else.
+    status is one GET, and only a task that ended settles anything (a running task's ``actual``, if
+    any, is not its last word). One entry per lone create (a model has one per account at a time):
+    it grows with nothing else.
     """
 
     CAP = 30.0
@@ -238,15 +239,15 @@ class HolderLookups:
 
     @staticmethod
     def tells_price(task: MindVideoTask) -> bool:
-        """Whether settling the looked-up task moves anything: it told an ``actual``, or ended without one."""
-        return task.is_terminal or readable_cost(task.cost_actual) is not None
+        """Whether settling the looked-up task decides its model's price: it ended (telling an ``actual`` or not)."""
+        return task.is_terminal
 
 
 def spend_books(
     account: str,
     extras: Mapping[str, Any] | None,
     budget: str | None = None,
-    look_up: Callable[[str], MindVideoTask] | None = None,
+    look_up: Callable[[str, float], MindVideoTask] | None = None,
 ) -> SpendBooks:
     """The books for creates through MindVideo connection ``account`` (its ``extras`` hold the budgets).
 

@@ -70,8 +70,8 @@ spend = Table(
     Column("reserved", BigInteger, nullable=False),
     Column("estimated", BigInteger),
     Column("actual", BigInteger),
-    # What the create counts for: its reservation until settled, max(estimated, actual) once
-    # settled (the reservation when neither is known), 0 once released.
+    # What the create counts for: its reservation until settled, max(estimated, actual) once an
+    # actual is told (until then max(reserved, estimated): an estimate may lie low), 0 once released.
     Column("cost", BigInteger, nullable=False),
     # reserved | settled | released | refused (a budget refused it: cost 0, counted nowhere)
     Column("state", String(16), nullable=False),

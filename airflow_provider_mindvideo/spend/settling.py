@@ -76,7 +76,9 @@ def _settle(
     known = [m for m in (estimated, actual) if m is not None]
     if row["state"] == "released" and not known:
         return  # refused by the API, and nothing since says a task exists: still nothing charged
-    cost = max(known) if known else row["reserved"]
+    # Only a told actual is a cost: until one is, an estimate may raise the count, never lower it
+    # below the reservation (a Submit of a priced model, whose answers lie low, never tells one).
+    cost = max(known) if actual is not None else max(row["reserved"], estimated or 0)
     if known:
         highest, charged = told.setdefault(row["model"], [None, None])
         told[row["model"]] = [max(highest or 0, *known), charged if actual is None else max(charged or 0, actual)]

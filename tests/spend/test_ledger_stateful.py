@@ -121,9 +121,7 @@ class LedgerMachine(RuleBasedStateMachine):
         return [
             k
             for k, r in self.rows.items()
-            if r.model == model
-            and k != key
-            and (r.state == "reserved" or (r.state == "settled" and r.estimated is None and r.actual is None))
+            if r.model == model and k != key and (r.state == "reserved" or (r.state == "settled" and r.actual is None))
         ]
 
     def _check(self, key: str, amount: float, budget: str | None, model: str, outcome: object) -> None:
@@ -208,7 +206,8 @@ class LedgerMachine(RuleBasedStateMachine):
             price[0] = max(price[0] or 0, *known)
         if row.actual is not None:
             price[1] = max(price[1] or 0, row.actual)
-        cost = max(known) if known else row.reserved
+        # Only a told actual is a cost; until one is, an estimate may raise the count, never lower it.
+        cost = max(known) if row.actual is not None else max(row.reserved, row.estimated or 0)
         held = row.reserved if row.state == "reserved" else 0
         was = row.cost if row.state == "settled" else 0
         # Money a settle adds past what the create counted for until now (its hold, its earlier

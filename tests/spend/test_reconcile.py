@@ -14,6 +14,7 @@ import pytest
 
 from airflow_provider_mindvideo import spend_command
 from airflow_provider_mindvideo.emulator import MindVideoEmulator
+from airflow_provider_mindvideo.emulator.state import Script
 from airflow_provider_mindvideo.hooks import MindVideoHook
 from airflow_provider_mindvideo.spend import reading
 from airflow_provider_mindvideo.spend.budgets import budgets_from_extras
@@ -42,6 +43,8 @@ def test_reconcile_settles_a_known_task_and_leaves_an_unknown_one_counted(
     emulator: MindVideoEmulator, tmp_path: Path
 ) -> None:
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    # Its task has ended when reconcile looks (an estimate alone would not lower the 0.5 held).
+    emulator.state.add_script(Script(match="one", outcome="succeeded", processing_seconds=0.0))
     found = killed_after_sending(url, "lost-answer", "one", hours_ago=2)
     killed_after_sending(url, "no-task-id", "two", hours_ago=2)
     killed_after_sending(url, "recent", "three", hours_ago=0)
