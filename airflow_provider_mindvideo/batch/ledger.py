@@ -52,7 +52,7 @@ class BatchBooks:
     :param creator: what the ledger's rows name: ``dag_id``, ``run_id``, ``task_id``, ``map_index``.
     :param look_up: reads a task (the hook's ``aget_task``): an item waiting for its model's lone
         create looks that create's task up when it is not the batch's own (another DAG's Submit
-        never sees its task end) and settles it once it tells its ``actual`` or ended.
+        never sees its task end) and settles it once that task ended.
     """
 
     def __init__(
@@ -128,7 +128,7 @@ class BatchBooks:
             task = await self.look_up(task_id)
         except MindVideoError:
             return  # unreadable now: a later look, or the batch's timeout, ends the wait
-        if self._lookups.tells_price(task):
+        if task.is_terminal:  # a running task's actual is not its last word
             self._later(Settlement.told_by(wait.holder, task, task_id))
 
     def settle(self, key: str, task: MindVideoTask) -> None:

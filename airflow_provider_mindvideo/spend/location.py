@@ -149,13 +149,13 @@ class SpendBooks:
             waited = time.monotonic() - started
             if waited >= self.price_wait:
                 raise ModelPriceUnknownError(outcome, round(waited, 1))
-            task_id = lookups.due(outcome) if self.look_up is not None else None
+            task_id = lookups.due(outcome)
             if self.look_up is not None and task_id is not None:
                 try:
                     task = self.look_up(task_id, self.price_wait - waited)
                 except MindVideoError:
                     task = None  # unreadable now: the wait goes on, and says so if it ends
-                if task is not None and lookups.tells_price(task):
+                if task is not None and task.is_terminal:  # a running task's actual is not its last word
                     self.settle_many([Settlement.told_by(outcome.holder, task, task_id)])
             time.sleep(self.price_poll)
 
@@ -236,11 +236,6 @@ class HolderLookups:
             return None
         self._next[wait.holder_task] = (now + gap, min(gap * 2, self.CAP))
         return wait.holder_task
-
-    @staticmethod
-    def tells_price(task: MindVideoTask) -> bool:
-        """Whether settling the looked-up task decides its model's price: it ended (telling an ``actual`` or not)."""
-        return task.is_terminal
 
 
 def spend_books(
