@@ -87,10 +87,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy airflow_provider_mindvideo
 
-# What runs where, and why: docs/testing.md. Two pytest processes (pytest-xdist), a test module
-# per process at a time (--dist loadfile: a module's fixtures, such as a real Airflow cluster,
-# are set up once). pytest's exit 5 (no test selected: a -k or -m that matches nothing) is no failure.
-XDIST := -n 2 --dist loadfile
+# What runs where, and why: docs/testing.md. Four pytest processes on two cores (pytest-xdist):
+# the tests mostly wait on servers and real Airflow processes, and two processes kept the cores
+# 45% busy. A test module per process at a time (--dist loadfile: a module's fixtures, such as a
+# real Airflow cluster, are set up once). pytest's exit 5 (no test selected: a -k or -m that
+# matches nothing) is no failure.
+XDIST := -n 4 --dist loadfile
 NONE_SELECTED_IS_OK := || test $$? -eq 5
 
 # The whole suite on the newest Airflow, with coverage.
